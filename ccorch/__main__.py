@@ -1,0 +1,3 @@
+from ccorch.cli import main
+
+raise SystemExit(main())

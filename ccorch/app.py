@@ -1,0 +1,140 @@
+"""The Sanic app factory: one app per node, built from a validated Config.
+
+Nothing is created at import time. ``create_app`` wires the pieces; the database pool is
+opened when the server starts (on its loop) and closed after it stops, once in-flight
+requests have finished or the shutdown grace period has run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
+
+import ccorch
+from ccorch.config import Config
+from ccorch.db.migrate import VERSION_TABLE
+from ccorch.db.pool import open_pool
+from ccorch.errors import CcorchError
+from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics
+
+log = logging.getLogger(__name__)
+
+# Sanic keeps a process-wide registry of apps by name; tests build several apps.
+_app_counter = 0
+
+
+def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
+    """Build the node's HTTP app. ``database_url`` is already migrated (see ``ccorch.cli``)."""
+    global _app_counter
+    _app_counter += 1
+    app: Sanic[Any, Any] = Sanic(
+        "ccorch" if _app_counter == 1 else f"ccorch_{_app_counter}",
+        configure_logging=False,
+        env_prefix=None,  # our configuration is ccorch's, not SANIC_*
+    )
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = config.server.shutdown_grace_seconds
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.KEEP_ALIVE_TIMEOUT = 5
+    app.ctx.config = config
+    app.ctx.database_url = database_url
+    app.ctx.metrics = Metrics.create(ccorch.__version__)
+    app.ctx.pool = None
+
+    @app.before_server_start
+    async def _open_pool(app: Sanic[Any, Any]) -> None:
+        app.ctx.pool = await open_pool(app.ctx.database_url, config.database)
+
+    @app.after_server_stop
+    async def _close_pool(app: Sanic[Any, Any]) -> None:
+        pool: AsyncConnectionPool | None = app.ctx.pool
+        if pool is not None:
+            await pool.close()
+            app.ctx.pool = None
+        log.info("database pool closed")
+
+    _install_metrics_middleware(app)
+    _install_error_handler(app)
+    app.add_route(healthz, "/healthz", methods=["GET"], name="healthz")
+    app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
+    return app
+
+
+async def healthz(request: Request) -> HTTPResponse:
+    """200 when the database answers (with the schema version it is at), 503 when not."""
+    metrics: Metrics = request.app.ctx.metrics
+    pool: AsyncConnectionPool = request.app.ctx.pool
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(f"SELECT max(version) FROM {VERSION_TABLE}")
+            row = await cur.fetchone()
+    except Exception as e:  # any failure to reach or query the database is "down"
+        metrics.db_up.set(0)
+        log.warning("health check: database unreachable", extra={"error": str(e)})
+        return json({"status": "unavailable", "database": "down", "reason": str(e)}, status=503)
+    metrics.db_up.set(1)
+    return json(
+        {
+            "status": "ok",
+            "database": "up",
+            "schema_version": row[0] if row else None,
+            "version": ccorch.__version__,
+        }
+    )
+
+
+async def metrics(request: Request) -> HTTPResponse:
+    m: Metrics = request.app.ctx.metrics
+    return raw(m.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _install_metrics_middleware(app: Sanic[Any, Any]) -> None:
+    m: Metrics = app.ctx.metrics
+
+    async def _start(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
+        m.http_in_flight.inc()
+
+    async def _done(request: Request, response: BaseHTTPResponse) -> None:
+        started = getattr(request.ctx, "started", None)
+        if started is None:
+            return
+        request.ctx.started = None
+        m.http_in_flight.dec()
+        # The route's pattern, never the raw path: unmatched paths must not grow the label set.
+        route = "/" + request.route.path if request.route is not None else "unmatched"
+        m.http_requests.labels(
+            route=route, method=request.method, status=str(response.status)
+        ).inc()
+        m.http_request_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+    app.register_middleware(_start, "request")
+    app.register_middleware(_done, "response")
+
+
+def _install_error_handler(app: Sanic[Any, Any]) -> None:
+    """Every error answers JSON ``{"error": ..., "reason": ...}``; status mapping lives here."""
+
+    @app.exception(SanicException)
+    async def _http_error(request: Request, exc: SanicException) -> HTTPResponse:
+        status = exc.status_code
+        return json({"error": _error_name(status), "reason": str(exc)}, status=status)
+
+    @app.exception(CcorchError)
+    async def _ccorch_error(request: Request, exc: CcorchError) -> HTTPResponse:
+        log.warning("request failed", extra={"error": str(exc), "kind": type(exc).__name__})
+        return json({"error": type(exc).__name__, "reason": str(exc)}, status=422)
+
+
+def _error_name(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_")
+    except ValueError:
+        return "error"

@@ -1,0 +1,132 @@
+"""The ``ccorch`` command: serve, migrate, --version.
+
+Exit codes: 0 done; 1 the database or a migration failed; 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import ccorch
+from ccorch.config import Config, load_config, with_overrides
+from ccorch.db.embedded import EmbeddedPostgres
+from ccorch.db.migrate import migrate
+from ccorch.errors import ConfigError, DatabaseError, MigrationError
+from ccorch.logs import setup_logging
+
+log = logging.getLogger("ccorch")
+
+
+def _version() -> str:
+    from ccorch import _core
+
+    return f"ccorch {ccorch.__version__} (core {_core.__version__})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ccorch", description="ccorch contact-center platform")
+    p.add_argument("--version", action="version", version=_version())
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration file (default: $CCORCH_CONFIG or ./ccorch.toml)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the node: HTTP API, /metrics, /healthz")
+    serve.add_argument("--host", help="HTTP listen address (overrides http.host)")
+    serve.add_argument("--port", type=int, help="HTTP port (overrides http.port)")
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+    return p
+
+
+class Database:
+    """The database a command works on: the configured URL, or the embedded server."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._embedded: EmbeddedPostgres | None = None
+
+    def __enter__(self) -> str:
+        if self._config.database.url:
+            return self._config.database.url
+        self._embedded = EmbeddedPostgres(self._config.database.data_dir)
+        return self._embedded.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+
+
+def _migrate(url: str) -> None:
+    applied = asyncio.run(migrate(url))
+    if applied:
+        log.info("schema migrated", extra={"applied": [m.path.name for m in applied]})
+
+
+def cmd_migrate(config: Config) -> int:
+    with Database(config) as url:
+        _migrate(url)
+        print("database schema is current")
+    return 0
+
+
+def cmd_serve(config: Config) -> int:
+    from ccorch.app import create_app
+
+    with Database(config) as url:
+        if config.database.migrate_on_start:
+            _migrate(url)
+        app = create_app(config, url)
+        log.info(
+            "ccorch starting",
+            extra={
+                "http": f"http://{config.http.host}:{config.http.port}",
+                "version": ccorch.__version__,
+            },
+        )
+        # One process: the SIP transports will share this loop and port (see DESIGN.md).
+        app.run(
+            host=config.http.host,
+            port=config.http.port,
+            single_process=True,
+            motd=False,
+            access_log=config.log.level == "debug",
+        )
+        log.info("ccorch stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.command == "serve":
+            config = with_overrides(config, host=args.host, port=args.port)
+    except ConfigError as e:
+        print(f"ccorch: configuration error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config.log.level, config.log.format)
+    try:
+        if args.command == "migrate":
+            return cmd_migrate(config)
+        return cmd_serve(config)
+    except MigrationError as e:
+        log.error(
+            "migration failed; the database is unchanged by that file",
+            extra={"file": e.file, "reason": e.reason},
+        )
+        print(f"ccorch: {e}", file=sys.stderr)
+        return 1
+    except DatabaseError as e:
+        log.error("database error", extra={"error": str(e)})
+        print(f"ccorch: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

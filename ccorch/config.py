@@ -1,0 +1,262 @@
+"""Configuration: one TOML file plus environment overrides, validated at start-up.
+
+Where values come from, later ones winning:
+1. the defaults below;
+2. the TOML file (``--config PATH``, else ``$CCORCH_CONFIG``, else ``./ccorch.toml`` if present);
+3. environment variables ``CCORCH_<SECTION>_<KEY>`` (e.g. ``CCORCH_HTTP_PORT=8080``), and
+   ``DATABASE_URL`` for ``database.url``.
+
+Every value is checked; the first bad one stops start-up with a ``ConfigError`` naming the
+key, the value, where it came from and what was expected. Unknown sections and keys are
+errors too, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ccorch.errors import ConfigError
+
+ENV_PREFIX = "CCORCH_"
+DEFAULT_FILE = Path("ccorch.toml")
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one key is parsed from text (environment) and checked (both sources)."""
+
+    expected: str
+    check: Callable[[Any], bool]
+    from_text: Callable[[str], Any]
+    toml_type: type | tuple[type, ...]
+    # Applied to a value of the right type from either source, before the check.
+    normalize: Callable[[Any], Any] = lambda v: v
+
+
+def _int_rule(lo: int, hi: int) -> _Rule:
+    return _Rule(
+        f"an integer from {lo} to {hi}",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
+        int,
+        int,
+    )
+
+
+def _float_rule(lo: float, hi: float) -> _Rule:
+    return _Rule(
+        f"a number from {lo:g} to {hi:g}",
+        lambda v: isinstance(v, float) and lo <= v <= hi,
+        float,
+        (int, float),
+        lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v,
+    )
+
+
+def _choice_rule(*choices: str) -> _Rule:
+    return _Rule(
+        "one of " + ", ".join(repr(c) for c in choices),
+        lambda v: v in choices,
+        str,
+        str,
+        lambda v: v.strip().lower() if isinstance(v, str) else v,
+    )
+
+
+def _is_host(v: Any) -> bool:
+    if not isinstance(v, str) or not v:
+        return False
+    try:
+        ipaddress.ip_address(v)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(v))
+
+
+def _is_pg_url(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and v.startswith(("postgresql://", "postgres://")))
+
+
+def _parse_bool(s: str) -> bool | str:
+    low = s.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    return s
+
+
+HOST = _Rule("an IP address or host name", _is_host, str.strip, str)
+PORT = _int_rule(1, 65535)
+PATH = _Rule("a non-empty path", lambda v: isinstance(v, str) and bool(v.strip()), str, str)
+PG_URL = _Rule("a postgresql:// URL", _is_pg_url, str.strip, str)
+LOG_LEVEL = _choice_rule("debug", "info", "warning", "error")
+LOG_FORMAT = _choice_rule("auto", "json", "text")
+
+
+def _key(rule: _Rule, default: Any) -> Any:
+    return field(default=default, metadata={"rule": rule})
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = _key(HOST, "127.0.0.1")
+    port: int = _key(PORT, 8000)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # None: start the embedded PostgreSQL in ``data_dir``.
+    url: str | None = _key(PG_URL, None)
+    data_dir: str = _key(PATH, "var/pgdata")
+    pool_min: int = _key(_int_rule(1, 1000), 1)
+    pool_max: int = _key(_int_rule(1, 1000), 10)
+    # How long a request waits for a pooled connection before failing.
+    acquire_timeout_seconds: float = _key(_float_rule(0.1, 300), 5.0)
+    migrate_on_start: bool = _key(
+        _Rule("true or false", lambda v: isinstance(v, bool), _parse_bool, bool),
+        True,
+    )
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    # On SIGTERM: stop accepting, let in-flight work finish for at most this long.
+    shutdown_grace_seconds: float = _key(_float_rule(0, 3600), 15.0)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = _key(LOG_LEVEL, "info")
+    # auto: JSON lines when stderr is not a terminal, readable text when it is.
+    format: str = _key(LOG_FORMAT, "auto")
+
+
+@dataclass(frozen=True)
+class Config:
+    http: HttpConfig = field(default_factory=HttpConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "defaults"
+
+
+_SECTIONS: dict[str, type] = {
+    "http": HttpConfig,
+    "database": DatabaseConfig,
+    "server": ServerConfig,
+    "log": LogConfig,
+}
+
+
+def _rules(section_cls: type) -> dict[str, _Rule]:
+    return {f.name: f.metadata["rule"] for f in fields(section_cls)}
+
+
+def _checked(key: str, rule: _Rule, value: Any, source: str, *, from_text: bool) -> Any:
+    raw = value
+    if from_text:
+        try:
+            value = rule.from_text(value)
+        except ValueError:
+            raise ConfigError(key, raw, rule.expected, source) from None
+    elif value is not None and not isinstance(value, rule.toml_type):
+        raise ConfigError(key, raw, rule.expected, source)
+    value = rule.normalize(value)
+    if not rule.check(value):
+        raise ConfigError(key, raw, rule.expected, source)
+    return value
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the effective configuration, or raise ConfigError naming the bad key."""
+    env = os.environ if env is None else env
+    values: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+
+    file_source = "defaults"
+    if path is None and env.get("CCORCH_CONFIG"):
+        path = Path(env["CCORCH_CONFIG"])
+    if path is None and DEFAULT_FILE.is_file():
+        path = DEFAULT_FILE
+    if path is not None:
+        file_source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                "config file", str(path), "an existing TOML file", "command line"
+            ) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("config file", str(path), f"valid TOML ({e})", str(path)) from None
+        for section, table in data.items():
+            if section not in _SECTIONS:
+                raise ConfigError(
+                    section, table, "a known section: " + ", ".join(_SECTIONS), file_source
+                )
+            if not isinstance(table, dict):
+                raise ConfigError(section, table, "a table of keys", file_source)
+            rules = _rules(_SECTIONS[section])
+            for key, value in table.items():
+                name = f"{section}.{key}"
+                if key not in rules:
+                    raise ConfigError(name, value, "a known key: " + ", ".join(rules), file_source)
+                values[section][key] = _checked(
+                    name, rules[key], value, file_source, from_text=False
+                )
+
+    if env.get("DATABASE_URL"):
+        rule = _rules(DatabaseConfig)["url"]
+        values["database"]["url"] = _checked(
+            "database.url", rule, env["DATABASE_URL"], "environment DATABASE_URL", from_text=True
+        )
+    for var, text in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX) or var == "CCORCH_CONFIG":
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
+        source = f"environment {var}"
+        if section not in _SECTIONS:
+            raise ConfigError(
+                var,
+                text,
+                "CCORCH_<SECTION>_<KEY> with a section among " + ", ".join(_SECTIONS),
+                source,
+            )
+        rules = _rules(_SECTIONS[section])
+        if key not in rules:
+            raise ConfigError(var, text, f"a known key of [{section}]: " + ", ".join(rules), source)
+        values[section][key] = _checked(
+            f"{section}.{key}", rules[key], text, source, from_text=True
+        )
+
+    sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    config = Config(**sections, source=file_source)
+    if config.database.pool_min > config.database.pool_max:
+        raise ConfigError(
+            "database.pool_min",
+            config.database.pool_min,
+            f"at most database.pool_max ({config.database.pool_max})",
+            file_source,
+        )
+    return config
+
+
+def with_overrides(config: Config, *, host: str | None = None, port: int | None = None) -> Config:
+    """Apply command-line overrides, checked like every other value."""
+    http = config.http
+    if host is not None:
+        http = replace(http, host=_checked("http.host", HOST, host, "command line", from_text=True))
+    if port is not None:
+        http = replace(
+            http, port=_checked("http.port", PORT, port, "command line", from_text=False)
+        )
+    return replace(config, http=http)

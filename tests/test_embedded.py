@@ -1,0 +1,47 @@
+"""The README's first command's default: no DATABASE_URL, so ccorch runs its own PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import Node, start_node
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_database_starts_persists_and_stops_with_ccorch(
+    tmp_path: Path, nodes: list[Node]
+) -> None:
+    node = start_node(tmp_path, {})
+    nodes.append(node)
+    with urllib.request.urlopen(node.base + "/healthz", timeout=10) as r:
+        assert r.status == 200
+        assert json.loads(r.read())["database"] == "up"
+    pgdata = tmp_path / "var" / "pgdata"
+    assert (pgdata / "PG_VERSION").is_file()
+    postmaster_pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    assert psutil.pid_exists(postmaster_pid)
+
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=30) == 0
+    # Stopped cleanly: the server is gone and left no pid file behind.
+    assert (
+        not psutil.pid_exists(postmaster_pid)
+        or psutil.Process(postmaster_pid).status() == psutil.STATUS_ZOMBIE
+    )
+    assert not (pgdata / "postmaster.pid").exists()
+
+    # A second start finds the same, already migrated data.
+    again = start_node(tmp_path, {})
+    nodes.append(again)
+    with urllib.request.urlopen(again.base + "/healthz", timeout=10) as r:
+        assert json.loads(r.read())["schema_version"] >= 1
+    again.proc.send_signal(signal.SIGTERM)
+    assert again.proc.wait(timeout=30) == 0
+    assert not any("migration applied" in line for line in again.log_lines())

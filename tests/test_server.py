@@ -1,0 +1,188 @@
+"""`ccorch serve` as a user runs it: health, metrics, JSON errors and logs, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import Node, start_node
+
+pytestmark = pytest.mark.slow
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, str, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode(), {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), {k.lower(): v for k, v in e.headers.items()}
+
+
+def stop(node: Node, timeout: float = 30) -> int:
+    if node.proc.poll() is None:
+        node.proc.send_signal(signal.SIGTERM)
+    return node.proc.wait(timeout=timeout)
+
+
+def test_health_metrics_json_errors_and_json_logs(
+    fresh_db: str, tmp_path: Path, nodes: list[Node]
+) -> None:
+    node = start_node(tmp_path, {"DATABASE_URL": fresh_db})
+    nodes.append(node)
+    try:
+        status, body, _ = get(node.base + "/healthz")
+        assert status == 200
+        health = json.loads(body)
+        assert health["database"] == "up" and health["schema_version"] >= 1
+
+        status, body, _ = get(node.base + "/no/such/thing")
+        assert status == 404
+        assert json.loads(body)["error"] == "not_found"
+
+        status, body, headers = get(node.base + "/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        assert 'cc_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in body
+        assert 'route="unmatched",status="404"' in body  # raw paths never become labels
+        assert "cc_database_up 1.0" in body
+        assert "process_resident_memory_bytes" in body
+        assert 'cc_build_info{version="' in body
+    finally:
+        assert stop(node) == 0
+    lines = node.log_lines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    msgs = [r["msg"] for r in records]
+    assert "ccorch starting" in msgs and "ccorch stopped" in msgs
+    assert all({"ts", "level", "logger", "msg"} <= r.keys() for r in records)
+
+
+def _wait_for(predicate: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return False
+    except OSError:
+        return True
+
+
+def _health_query_waiting_on_lock(admin: psycopg.Connection[tuple[object, ...]]) -> bool:
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%schema_migrations%'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def test_sigterm_finishes_the_request_in_flight_and_refuses_new_ones(
+    fresh_db: str, tmp_path: Path, nodes: list[Node]
+) -> None:
+    node = start_node(tmp_path, {"DATABASE_URL": fresh_db})
+    nodes.append(node)
+    result: dict[str, object] = {}
+    with psycopg.connect(fresh_db) as blocker, psycopg.connect(fresh_db, autocommit=True) as admin:
+        # Hold a lock the health check needs, so its request stays in flight.
+        blocker.execute("LOCK TABLE ccorch_schema_migrations IN ACCESS EXCLUSIVE MODE")
+
+        def request() -> None:
+            result["status"], result["body"], _ = get(node.base + "/healthz", timeout=30)
+
+        t = threading.Thread(target=request)
+        t.start()
+        _wait_for(lambda: _health_query_waiting_on_lock(admin))
+        node.proc.send_signal(signal.SIGTERM)
+        _wait_for(lambda: _refuses_connections(node.port))  # no new work accepted
+        assert node.proc.poll() is None  # ...but still running for the request in flight
+        blocker.rollback()  # the database answers; the request can finish
+        t.join(timeout=30)
+    assert result["status"] == 200
+    assert json.loads(str(result["body"]))["database"] == "up"
+    assert node.proc.wait(timeout=30) == 0
+
+
+def test_shutdown_deadline_bounds_a_stuck_request(
+    fresh_db: str, tmp_path: Path, nodes: list[Node]
+) -> None:
+    node = start_node(
+        tmp_path, {"DATABASE_URL": fresh_db, "CCORCH_SERVER_SHUTDOWN_GRACE_SECONDS": "1"}
+    )
+    nodes.append(node)
+    with psycopg.connect(fresh_db) as blocker, psycopg.connect(fresh_db, autocommit=True) as admin:
+        blocker.execute("LOCK TABLE ccorch_schema_migrations IN ACCESS EXCLUSIVE MODE")
+        outcome: list[object] = []
+
+        def request() -> None:
+            try:
+                outcome.append(get(node.base + "/healthz", timeout=30)[0])
+            except OSError as e:  # the server closed the connection at its deadline
+                outcome.append(e)
+
+        t = threading.Thread(target=request)
+        t.start()
+        _wait_for(lambda: _health_query_waiting_on_lock(admin))
+        started = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        code = node.proc.wait(timeout=30)
+        waited = time.monotonic() - started
+        blocker.rollback()
+        t.join(timeout=30)
+    assert code == 0
+    assert outcome and outcome[0] != 200, "a request cut off at the deadline must not look answered"
+    # The stuck request was given its grace second and not much more (pool close included).
+    assert waited < 15
+
+
+def test_bad_configuration_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ccorch", "serve"],
+        cwd=tmp_path,
+        env={"CCORCH_HTTP_PORT": "99999", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert (
+        "http.port = '99999' (from environment CCORCH_HTTP_PORT): expected an integer from 1 to 65535"
+        in proc.stderr
+    )
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ccorch", "migrate"],
+        cwd=tmp_path,
+        env={
+            "DATABASE_URL": f"postgresql://nobody@/x?host={tmp_path}/no-socket-here",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "cannot connect to the database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_version() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "ccorch", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("ccorch 0.1.0 (core 0.1.0)")
