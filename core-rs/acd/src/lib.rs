@@ -2,4 +2,6 @@
 //! current time in, decisions out. No threads, sockets, sleeps or clock inside.
 #![forbid(unsafe_code)]
 
+pub mod engine;
 pub mod erlang;
+pub mod skills;
