@@ -1388,6 +1388,8 @@ impl Acd {
     /// The agent becomes Ready: it takes the most urgent call it may serve, or joins the
     /// Ready indexes of its queues.
     fn become_ready(&mut self, now: Millis, agent: AgentId) {
+        // Look for a call before indexing the agent: when one is found (the busy case) the
+        // agent never enters and leaves the Ready indexes.
         self.set_state(now, agent, AgentState::Ready);
         let Some(a) = self.agents.get(&agent) else {
             return;
@@ -1413,12 +1415,14 @@ impl Acd {
                 }
             }
         }
-        if let Some((_, call)) = best {
-            self.offer(now, call, agent);
+        match best {
+            Some((_, call)) => self.offer(now, call, agent),
+            None => self.index_ready(now, agent),
         }
     }
 
-    /// Change an agent's state, keeping indexes, counters and accounting right.
+    /// Change an agent's state, keeping counters and accounting right and taking it out of
+    /// the Ready indexes (a Ready agent is indexed by [`Acd::index_ready`] once it found no call).
     fn set_state(&mut self, now: Millis, agent: AgentId, state: AgentState) {
         let Some(a) = self.agents.get_mut(&agent) else {
             return;
@@ -1427,8 +1431,6 @@ impl Acd {
         a.time_in[old.kind() as usize] += now.saturating_sub(a.since);
         a.since = now;
         a.state = state;
-        let occupancy = a.occupancy_ppm(now);
-        let handled = a.handled;
         for m in &mut a.memberships {
             let q = &mut self.queues[m.queue.0 as usize];
             q.members_in[old.kind() as usize] -= 1;
@@ -1439,25 +1441,32 @@ impl Acd {
                 }
             }
         }
-        if state == AgentState::Ready {
-            for m in &mut a.memberships {
-                let q = &mut self.queues[m.queue.0 as usize];
-                let key = match q.cfg.strategy {
-                    Strategy::LongestIdle => (now, 0),
-                    Strategy::LeastOccupied => (occupancy, now),
-                    Strategy::MostSkilled => (u64::from(MAX_LEVEL - m.rank_level), now),
-                    Strategy::RoundRobin => (m.last_rr, now),
-                    Strategy::FewestCalls => (handled, now),
-                    Strategy::WeightedRandom => (0, 0),
-                };
-                m.ready_key = Some(key);
-                for index in &mut q.ready[m.min_tier as usize..] {
-                    index.insert(key, agent, m.rank_level);
-                }
-            }
-        }
         self.actions
             .push_back(Action::AgentChanged { agent, state });
+    }
+
+    /// Put a Ready agent who found no call into the Ready indexes of its queues.
+    fn index_ready(&mut self, now: Millis, agent: AgentId) {
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        let occupancy = a.occupancy_ppm(now);
+        let handled = a.handled;
+        for m in &mut a.memberships {
+            let q = &mut self.queues[m.queue.0 as usize];
+            let key = match q.cfg.strategy {
+                Strategy::LongestIdle => (now, 0),
+                Strategy::LeastOccupied => (occupancy, now),
+                Strategy::MostSkilled => (u64::from(MAX_LEVEL - m.rank_level), now),
+                Strategy::RoundRobin => (m.last_rr, now),
+                Strategy::FewestCalls => (handled, now),
+                Strategy::WeightedRandom => (0, 0),
+            };
+            m.ready_key = Some(key);
+            for index in &mut q.ready[m.min_tier as usize..] {
+                index.insert(key, agent, m.rank_level);
+            }
+        }
     }
 
     fn next_tier(&mut self, now: Millis, call: CallId) {
