@@ -242,8 +242,34 @@ impl std::error::Error for AcdError {}
 
 // ---------------------------------------------------------------------------------------
 
-/// Order of waiting calls within a queue: higher priority first, then arrival order.
-type CallKey = (Reverse<i32>, u64);
+/// Order of waiting calls within a queue: higher priority first, then arrival order. The
+/// time the call entered its queue rides along (it never changes while the call is in a
+/// set) so that routing reads a queue head's service-level deadline without a lookup.
+type CallKey = (Reverse<i32>, u64, Millis);
+
+/// Ids are assigned by ccorch itself, not chosen by callers, so a multiplicative hash is
+/// enough, and it is far cheaper than SipHash on every routing decision.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 /// Order of Ready agents within a queue tier: the strategy's key, then the agent id.
 type AgentKey = ((u64, u64), AgentId);
 
@@ -256,7 +282,7 @@ enum ReadyIndex {
     /// with positions remembered, so insert, remove and pick are O(levels).
     Weighted {
         by_level: Vec<Vec<AgentId>>,
-        pos: HashMap<AgentId, (u8, usize)>,
+        pos: IdMap<AgentId, (u8, usize)>,
     },
 }
 
@@ -265,7 +291,7 @@ impl ReadyIndex {
         match strategy {
             Strategy::WeightedRandom => ReadyIndex::Weighted {
                 by_level: vec![Vec::new(); MAX_LEVEL as usize + 1],
-                pos: HashMap::new(),
+                pos: IdMap::default(),
             },
             _ => ReadyIndex::Ordered(BTreeSet::new()),
         }
@@ -322,29 +348,60 @@ impl ReadyIndex {
         }
     }
 
-    /// The strategy's pick; `random` is used by the weighted index only.
-    fn pick(&self, random: u64) -> Option<AgentId> {
+    /// Sum of the levels of the agents in a weighted index (0 for an ordered one).
+    fn weight(&self) -> u64 {
         match self {
-            ReadyIndex::Ordered(set) => set.first().map(|&(_, a)| a),
-            ReadyIndex::Weighted { by_level, .. } => {
-                let total: u64 = by_level
-                    .iter()
-                    .enumerate()
-                    .map(|(l, b)| l as u64 * b.len() as u64)
-                    .sum();
-                if total == 0 {
-                    return None;
-                }
-                let mut r = random % total;
-                for (level, bucket) in by_level.iter().enumerate() {
-                    let weight = level as u64 * bucket.len() as u64;
-                    if r < weight {
-                        return bucket.get((r / level as u64) as usize).copied();
-                    }
-                    r -= weight;
-                }
-                None
+            ReadyIndex::Ordered(_) => 0,
+            ReadyIndex::Weighted { by_level, .. } => by_level
+                .iter()
+                .enumerate()
+                .map(|(level, bucket)| level as u64 * bucket.len() as u64)
+                .sum(),
+        }
+    }
+
+    /// The agent at weighted position `r` (< `weight()`).
+    fn pick_weighted(&self, mut r: u64) -> Option<AgentId> {
+        let ReadyIndex::Weighted { by_level, .. } = self else {
+            return None;
+        };
+        for (level, bucket) in by_level.iter().enumerate() {
+            let weight = level as u64 * bucket.len() as u64;
+            if r < weight {
+                return bucket.get((r / level as u64) as usize).copied();
             }
+            r -= weight;
+        }
+        None
+    }
+}
+
+/// The strategy's pick over the Ready indexes of tiers 0..=t (each agent sits in the one
+/// of its lowest eligible tier); `random` serves the weighted strategy only.
+fn pick_across(indexes: &[ReadyIndex], random: u64) -> Option<AgentId> {
+    match indexes.first()? {
+        ReadyIndex::Ordered(_) => indexes
+            .iter()
+            .filter_map(|index| match index {
+                ReadyIndex::Ordered(set) => set.first(),
+                ReadyIndex::Weighted { .. } => None,
+            })
+            .min()
+            .map(|&(_, agent)| agent),
+        ReadyIndex::Weighted { .. } => {
+            let total: u64 = indexes.iter().map(ReadyIndex::weight).sum();
+            if total == 0 {
+                return None;
+            }
+            let mut r = random % total;
+            for index in indexes {
+                let w = index.weight();
+                if r < w {
+                    return index.pick_weighted(r);
+                }
+                r -= w;
+            }
+            None
         }
     }
 }
@@ -437,7 +494,7 @@ struct Call {
 
 impl Call {
     fn key(&self) -> CallKey {
-        (Reverse(self.priority), self.seq)
+        (Reverse(self.priority), self.seq, self.entered)
     }
 }
 
@@ -460,7 +517,7 @@ const BUCKETS: usize = 15;
 struct Queue {
     id: QueueId,
     cfg: QueueConfig,
-    /// Ready agents eligible at each tier (a tier's set includes the lower tiers' agents).
+    /// Ready agents by their lowest eligible tier: a call at tier t may take any of 0..=t.
     ready: Vec<ReadyIndex>,
     /// Waiting calls at each tier (a call is in exactly one).
     waiting: Vec<BTreeSet<(CallKey, CallId)>>,
@@ -551,8 +608,8 @@ pub struct AgentStats {
 #[derive(Debug)]
 pub struct Acd {
     queues: Vec<Queue>,
-    agents: HashMap<AgentId, Agent>,
-    calls: HashMap<CallId, Call>,
+    agents: IdMap<AgentId, Agent>,
+    calls: IdMap<CallId, Call>,
     timers: BTreeSet<TimerKey>,
     actions: VecDeque<Action>,
     now: Millis,
@@ -565,8 +622,8 @@ impl Acd {
     pub fn new(seed: u64) -> Acd {
         Acd {
             queues: Vec::new(),
-            agents: HashMap::new(),
-            calls: HashMap::new(),
+            agents: IdMap::default(),
+            calls: IdMap::default(),
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             now: 0,
@@ -1244,11 +1301,11 @@ impl Acd {
             return;
         };
         let (queue, tier) = (c.queue.0 as usize, c.tier as usize);
-        let random = match self.queues[queue].ready[tier] {
-            ReadyIndex::Weighted { .. } => self.next_random(),
-            ReadyIndex::Ordered(_) => 0,
+        let random = match self.queues[queue].cfg.strategy {
+            Strategy::WeightedRandom => self.next_random(),
+            _ => 0,
         };
-        if let Some(agent) = self.queues[queue].ready[tier].pick(random) {
+        if let Some(agent) = pick_across(&self.queues[queue].ready[..=tier], random) {
             self.offer(now, call, agent);
         }
     }
@@ -1388,9 +1445,8 @@ impl Acd {
     /// The agent becomes Ready: it takes the most urgent call it may serve, or joins the
     /// Ready indexes of its queues.
     fn become_ready(&mut self, now: Millis, agent: AgentId) {
-        // Look for a call before indexing the agent: when one is found (the busy case) the
-        // agent never enters and leaves the Ready indexes.
-        self.set_state(now, agent, AgentState::Ready);
+        // Look for a call first: when one is found (the busy case) the agent goes straight
+        // to Offered and never enters and leaves the Ready indexes.
         let Some(a) = self.agents.get(&agent) else {
             return;
         };
@@ -1406,8 +1462,7 @@ impl Acd {
         for m in &a.memberships {
             let q = &self.queues[m.queue.0 as usize];
             for set in &q.waiting[m.min_tier as usize..] {
-                if let Some(&((prio, seq), call)) = set.first() {
-                    let entered = self.calls.get(&call).map(|c| c.entered).unwrap_or(0);
+                if let Some(&((prio, seq, entered), call)) = set.first() {
                     let key = (prio, entered + q.cfg.sl_threshold, seq);
                     if best.is_none_or(|(b, _)| key < b) {
                         best = Some((key, call));
@@ -1417,7 +1472,10 @@ impl Acd {
         }
         match best {
             Some((_, call)) => self.offer(now, call, agent),
-            None => self.index_ready(now, agent),
+            None => {
+                self.set_state(now, agent, AgentState::Ready);
+                self.index_ready(now, agent);
+            }
         }
     }
 
@@ -1436,9 +1494,7 @@ impl Acd {
             q.members_in[old.kind() as usize] -= 1;
             q.members_in[state.kind() as usize] += 1;
             if let Some(key) = m.ready_key.take() {
-                for index in &mut q.ready[m.min_tier as usize..] {
-                    index.remove(key, agent);
-                }
+                q.ready[m.min_tier as usize].remove(key, agent);
             }
         }
         self.actions
@@ -1463,9 +1519,7 @@ impl Acd {
                 Strategy::WeightedRandom => (0, 0),
             };
             m.ready_key = Some(key);
-            for index in &mut q.ready[m.min_tier as usize..] {
-                index.insert(key, agent, m.rank_level);
-            }
+            q.ready[m.min_tier as usize].insert(key, agent, m.rank_level);
         }
     }
 
@@ -1587,7 +1641,10 @@ impl Acd {
                     if in_sets != 1 || !q.waiting[c.tier as usize].contains(&entry) || !aged {
                         return Err(format!("waiting call {:?} misplaced", c.id));
                     }
-                    if !q.ready[c.tier as usize].is_empty() {
+                    if q.ready[..=c.tier as usize]
+                        .iter()
+                        .any(|index| !index.is_empty())
+                    {
                         return Err(format!(
                             "call {:?} waits while an eligible agent is Ready",
                             c.id
@@ -1700,7 +1757,7 @@ impl Acd {
                 let q = &self.queues[m.queue.0 as usize];
                 for (t, index) in q.ready.iter().enumerate() {
                     let inside = m.ready_key.is_some_and(|k| index.contains(k, a.id));
-                    let should = a.state == AgentState::Ready && t >= m.min_tier as usize;
+                    let should = a.state == AgentState::Ready && t == m.min_tier as usize;
                     if inside != should {
                         return Err(format!(
                             "agent {:?} in queue {:?} tier {t}: indexed {inside}, should {should}",
