@@ -1,6 +1,20 @@
 """Type stubs for the native extension built from core-rs/py (checked in CI by mypy and stubtest)."""
 
-__all__ = ["__version__", "g711_decode", "g711_encode", "g711_transcode"]
+from typing import Any, final
+
+__all__ = [
+    "Acd",
+    "__version__",
+    "erlang_a",
+    "erlang_b",
+    "erlang_c",
+    "erlang_c_forecast",
+    "g711_decode",
+    "g711_encode",
+    "g711_transcode",
+    "staffing_erlang_a",
+    "staffing_erlang_c",
+]
 
 __version__: str
 
@@ -15,3 +29,92 @@ def g711_decode(codes: bytes | bytearray, law: str) -> bytes:
 
 def g711_transcode(codes: bytes | bytearray, src: str, dst: str) -> bytes:
     """Convert G.711 codes from law ``src`` to law ``dst``."""
+
+@final
+class Acd:
+    """The skill-based ACD: a sans-IO state machine; every method takes ``now_ms``."""
+
+    def __new__(cls, seed: int = 0) -> Acd: ...
+    def add_queue(
+        self,
+        name: str,
+        skills: str,
+        *,
+        strategy_name: str = "longest_idle",
+        expansions: list[tuple[int, str]] = ...,
+        priority_weight: int = 0,
+        sl_threshold_ms: int = 20000,
+        wrap_up_ms: int = 10000,
+        offer_timeout_ms: int = 15000,
+        max_wait_ms: int | None = None,
+        max_length: int | None = None,
+        overflow_queue: int | None = None,
+        overflow_external: int | None = None,
+        missed_offers_to_not_ready: int = 1,
+        stats_window_ms: int = 900000,
+    ) -> int: ...
+    def login(
+        self, now_ms: int, agent: int, skills: list[tuple[str, int]], queues: list[int]
+    ) -> None: ...
+    def set_ready(self, now_ms: int, agent: int) -> None: ...
+    def set_not_ready(self, now_ms: int, agent: int, reason: int) -> None: ...
+    def logout(self, now_ms: int, agent: int) -> None: ...
+    def enqueue(
+        self,
+        now_ms: int,
+        call: int,
+        queue: int,
+        priority: int = 0,
+        preferred: list[tuple[int, int]] = ...,
+    ) -> None: ...
+    def answer(self, now_ms: int, call: int) -> None: ...
+    def reject(self, now_ms: int, call: int) -> None: ...
+    def hangup(self, now_ms: int, call: int) -> None: ...
+    def end_call(self, now_ms: int, call: int) -> None: ...
+    def handle_timeout(self, now_ms: int) -> None: ...
+    def next_timeout(self) -> int | None: ...
+    def poll_actions(self) -> list[tuple[Any, ...]]: ...
+    def agent_state(self, agent: int) -> tuple[str, int | None] | None: ...
+    def ready_order(self, queue: int) -> list[int]: ...
+    def serving_agent(self, call: int) -> int | None: ...
+    def position(self, call: int) -> int | None: ...
+    def estimated_wait(self, now_ms: int, call: int) -> float | None: ...
+    def queue_estimated_wait(self, now_ms: int, queue: int) -> float | None: ...
+    def queue_stats(self, now_ms: int, queue: int) -> dict[str, Any]: ...
+    def agent_stats(self, now_ms: int, agent: int) -> dict[str, Any]: ...
+    def check_invariants(self) -> str | None: ...
+    @property
+    def waiting_calls(self) -> int: ...
+    @property
+    def logged_in_agents(self) -> int: ...
+
+def erlang_b(agents: int, traffic: float) -> float: ...
+def erlang_c(agents: int, traffic: float) -> float: ...
+def erlang_c_forecast(
+    agents: int, traffic: float, aht_seconds: float, sl_seconds: float
+) -> dict[str, float]: ...
+def erlang_a(
+    agents: int,
+    calls_per_hour: float,
+    aht_seconds: float,
+    patience_seconds: float,
+    sl_seconds: float,
+) -> dict[str, float]: ...
+def staffing_erlang_c(
+    traffic: float,
+    aht_seconds: float,
+    *,
+    service_level: float | None = None,
+    within_seconds: float | None = None,
+    asa_seconds: float | None = None,
+) -> int: ...
+def staffing_erlang_a(
+    calls_per_hour: float,
+    aht_seconds: float,
+    patience_seconds: float,
+    *,
+    service_level: float | None = None,
+    within_seconds: float | None = None,
+    asa_seconds: float | None = None,
+    abandon_rate: float | None = None,
+) -> int: ...

@@ -37,3 +37,27 @@ class MigrationError(DatabaseError):
 
 class CodecError(CcorchError, ValueError):
     """Audio data or a codec name that the media engine cannot use."""
+
+
+class AcdError(CcorchError):
+    """The ACD refused an event; its state is unchanged."""
+
+
+class UnknownEntity(AcdError, LookupError):
+    """No such agent (logged in), call (queued or in service) or queue."""
+
+
+class IllegalTransition(AcdError):
+    """The event is not allowed in the current state (e.g. log out during a call)."""
+
+
+class QueueFull(AcdError):
+    """The queue is at its configured maximum length."""
+
+
+class AcdConfigError(AcdError, ValueError):
+    """A queue configuration or skill expression is invalid."""
+
+
+class QueueMathError(CcorchError, ValueError):
+    """Erlang/staffing input outside the formula's domain."""

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import Phase, settings
 
 from ccorch.db.embedded import EmbeddedPostgres
 
@@ -126,3 +127,8 @@ def start_node(
             time.sleep(0.1)
     proc.kill()
     raise AssertionError("ccorch did not listen in time")
+
+
+# `pytest --hypothesis-profile=no-shrink`: report the first failing example without
+# shrinking it (for checking quickly that a property test catches a planted bug).
+settings.register_profile("no-shrink", phases=[Phase.explicit, Phase.reuse, Phase.generate])

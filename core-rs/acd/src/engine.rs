@@ -1155,6 +1155,30 @@ impl Acd {
         None
     }
 
+    /// The Ready agents of a queue in the order its strategy would pick them (for the
+    /// supervisor's view and for tests; O(agents) — not used by routing). Weighted random
+    /// has no order: its agents come by level, then in index order.
+    pub fn ready_order(&self, queue: QueueId) -> Option<Vec<AgentId>> {
+        let q = self.queues.get(queue.0 as usize)?;
+        let mut keyed: Vec<((u64, u64), AgentId)> = Vec::new();
+        for index in &q.ready {
+            match index {
+                ReadyIndex::Ordered(set) => keyed.extend(set.iter().copied()),
+                ReadyIndex::Weighted { by_level, .. } => {
+                    for (level, bucket) in by_level.iter().enumerate().rev() {
+                        keyed.extend(
+                            bucket
+                                .iter()
+                                .map(|&a| ((u64::from(MAX_LEVEL) - level as u64, 0), a)),
+                        );
+                    }
+                }
+            }
+        }
+        keyed.sort();
+        Some(keyed.into_iter().map(|(_, a)| a).collect())
+    }
+
     pub fn waiting_calls(&self) -> usize {
         self.queues.iter().map(|q| q.by_age.len()).sum()
     }

@@ -5,6 +5,8 @@
 //! for work that loops over large buffers.
 #![forbid(unsafe_code)]
 
+mod acd;
+
 use ccorch_media::{G711Error, Law};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -97,5 +99,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(g711_encode, m)?)?;
     m.add_function(wrap_pyfunction!(g711_decode, m)?)?;
     m.add_function(wrap_pyfunction!(g711_transcode, m)?)?;
+    m.add_class::<acd::PyAcd>()?;
+    m.add_function(wrap_pyfunction!(acd::erlang_b, m)?)?;
+    m.add_function(wrap_pyfunction!(acd::erlang_c, m)?)?;
+    m.add_function(wrap_pyfunction!(acd::erlang_c_forecast, m)?)?;
+    m.add_function(wrap_pyfunction!(acd::erlang_a, m)?)?;
+    m.add_function(wrap_pyfunction!(acd::staffing_erlang_c, m)?)?;
+    m.add_function(wrap_pyfunction!(acd::staffing_erlang_a, m)?)?;
     Ok(())
 }
