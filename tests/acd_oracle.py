@@ -203,13 +203,26 @@ class OracleAcd:
         if queue >= len(self.queues):
             raise Refused("unknown queue")
         q = self.queues[queue]
-        queued = sum(
-            1
-            for c in self.calls.values()
-            if c.queue == queue and c.state in ("waiting", "targeted")
-        )
-        if q.max_length is not None and queued >= q.max_length:
-            raise Refused("full")
+        target = queue
+        while q.max_length is not None:
+            queued = sum(
+                1
+                for c in self.calls.values()
+                if c.queue == target and c.state in ("waiting", "targeted")
+            )
+            if queued < q.max_length:
+                break
+            if q.overflow_queue is not None:
+                target = q.overflow_queue
+                q = self.queues[target]
+            elif q.overflow_external is not None:
+                self.actions.append(("left", call, target, "overflowed", q.overflow_external, 0))
+                return
+            else:
+                raise Refused("full")
+        if target != queue:
+            self.actions.append(("moved", call, queue, target))
+        queue = target
         self.seq += 1
         pref = [(a, u) for a, u in preferred if u > now and a in self.agents]
         self.calls[call] = Call(

@@ -858,12 +858,45 @@ impl Acd {
             .queues
             .get(queue.0 as usize)
             .ok_or(AcdError::UnknownQueue(queue))?;
-        if let Some(max) = q.cfg.max_length {
+        // A full queue sends new callers to its overflow target (following the chain,
+        // which only points to earlier queues); with none, the call is refused.
+        let mut target = queue;
+        let mut q = q;
+        while let Some(max) = q.cfg.max_length {
             let length = q.by_age.len();
-            if length >= max {
-                return Err(AcdError::QueueFull { queue, length });
+            if length < max {
+                break;
+            }
+            match q.cfg.overflow {
+                Overflow::Queue(to) => {
+                    target = to;
+                    q = &self.queues[to.0 as usize];
+                }
+                Overflow::External(code) => {
+                    self.actions.push_back(Action::CallLeft {
+                        call,
+                        queue: target,
+                        outcome: Outcome::Overflowed(code),
+                        waited: 0,
+                    });
+                    return Ok(());
+                }
+                Overflow::None => {
+                    return Err(AcdError::QueueFull {
+                        queue: target,
+                        length,
+                    })
+                }
             }
         }
+        if target != queue {
+            self.actions.push_back(Action::Moved {
+                call,
+                from: queue,
+                to: target,
+            });
+        }
+        let queue = target;
         let weight = q.cfg.priority_weight;
         let seq = self.next_seq();
         let preferred: Vec<(AgentId, Millis)> = preferred
@@ -1855,9 +1888,9 @@ fn validate_queue(cfg: &QueueConfig, existing: usize) -> Result<(), AcdError> {
                 cfg.name, q.0
             )));
         }
-        if cfg.max_wait.is_none() {
+        if cfg.max_wait.is_none() && cfg.max_length.is_none() {
             return Err(AcdError::BadConfig(format!(
-                "{}: overflow needs a max wait",
+                "{}: overflow needs a max wait or a max length",
                 cfg.name
             )));
         }

@@ -491,3 +491,48 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(w.acd.queue_count(), 1);
     w.acd.check_invariants().unwrap();
 }
+
+#[test]
+fn a_full_queue_sends_new_callers_to_its_overflow_target() {
+    let mut w = World::new();
+    let general = w.queue("general", "general", |c| c.max_length = Some(1));
+    let tech = w.queue("tech", "tech", |c| {
+        c.max_length = Some(1);
+        c.overflow = Overflow::Queue(general);
+    });
+    let vm = w.queue("vm", "x", |c| {
+        c.max_length = Some(0);
+        c.overflow = Overflow::External(9);
+    });
+    w.call(1, tech, 0);
+    w.actions();
+    w.call(2, tech, 0); // tech is full: joins general
+    assert_eq!(
+        w.actions(),
+        vec![Action::Moved {
+            call: CallId(2),
+            from: tech,
+            to: general
+        }]
+    );
+    assert_eq!(w.acd.position(CallId(2)), Some(1));
+    // Both full now, and general has no target of its own: refused, nothing changed.
+    assert_eq!(
+        w.acd.enqueue(w.now, CallId(3), tech, 0, &[]),
+        Err(AcdError::QueueFull {
+            queue: general,
+            length: 1
+        })
+    );
+    w.call(4, vm, 0);
+    assert_eq!(
+        w.actions(),
+        vec![Action::CallLeft {
+            call: CallId(4),
+            queue: vm,
+            outcome: Outcome::Overflowed(9),
+            waited: 0
+        }]
+    );
+    assert_eq!(w.acd.waiting_calls(), 2);
+}
