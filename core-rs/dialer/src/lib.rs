@@ -4,3 +4,5 @@
 
 pub mod abandon;
 pub mod dist;
+pub mod pacer;
+pub mod sim;

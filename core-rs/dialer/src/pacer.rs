@@ -1,0 +1,766 @@
+//! Pacers: how many numbers to dial right now.
+//!
+//! Every pacer is a sans-IO state machine: [`Pacer::handle`] takes the campaign's events
+//! with their time, [`Pacer::dials`] answers "dial k now" for the current time. The
+//! campaign manager calls `dials` at least every 250 ms.
+
+use std::collections::HashMap;
+
+use crate::abandon::{AbandonLedger, Millis};
+use crate::dist::{check_duration, check_probability, ParamError};
+
+pub type AgentId = u64;
+pub type CallId = u64;
+
+/// What happened in the campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An operator joined the campaign, idle.
+    AgentJoined(AgentId),
+    AgentLeft(AgentId),
+    /// The operator is free for the next call (after wrap-up).
+    AgentReady(AgentId),
+    /// A preview-mode operator asks for the next number.
+    PreviewRequest(AgentId),
+    /// A call was launched.
+    CallPlaced(CallId),
+    /// Answered; `human` is the answering-machine detection's verdict.
+    CallAnswered {
+        call: CallId,
+        human: bool,
+    },
+    /// No answer, busy or failed: resolved without an answer.
+    CallUnanswered(CallId),
+    /// A live answer was bridged to an operator, who now talks.
+    CallConnected {
+        call: CallId,
+        agent: AgentId,
+    },
+    /// A live answer found no operator within the connect window: dropped.
+    CallAbandoned(CallId),
+    /// The operator's conversation ended; wrap-up starts.
+    TalkEnded(AgentId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mode {
+    /// The operator asks for each number.
+    Preview,
+    /// One call per free operator.
+    Progressive,
+    /// A fixed number of calls per free operator.
+    Power { ratio: f64 },
+    /// Adaptive: launch so that expected live answers match operators expected free.
+    Predictive,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PacerConfig {
+    pub mode: Mode,
+    /// Legal ceiling of the abandon rate (e.g. 0.03).
+    pub max_abandon_rate: f64,
+    /// What the predictive pacer steers to, a little under the ceiling.
+    pub aim_abandon_rate: f64,
+    /// Share of machine verdicts estimated to be people (Ofcom's count).
+    pub amd_false_positive_share: f64,
+    /// Priors used until the campaign has its own history, seconds and probability.
+    pub prior_live_probability: f64,
+    pub prior_ring_seconds: f64,
+    pub prior_talk_seconds: f64,
+    pub prior_wrap_seconds: f64,
+    /// With the abandon budget spent, dial one call per free operator (power and
+    /// predictive). Off only for reference runs of a plain fixed ratio.
+    pub budget_fallback: bool,
+}
+
+impl PacerConfig {
+    pub fn new(mode: Mode) -> PacerConfig {
+        PacerConfig {
+            mode,
+            max_abandon_rate: 0.03,
+            aim_abandon_rate: 0.025,
+            amd_false_positive_share: 0.02,
+            prior_live_probability: 0.25,
+            prior_ring_seconds: 10.0,
+            prior_talk_seconds: 120.0,
+            prior_wrap_seconds: 10.0,
+            budget_fallback: true,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check_probability("max_abandon_rate", self.max_abandon_rate)?;
+        check_probability("aim_abandon_rate", self.aim_abandon_rate)?;
+        check_probability("amd_false_positive_share", self.amd_false_positive_share)?;
+        check_probability("prior_live_probability", self.prior_live_probability)?;
+        check_duration("prior_ring_seconds", self.prior_ring_seconds)?;
+        check_duration("prior_talk_seconds", self.prior_talk_seconds)?;
+        check_duration("prior_wrap_seconds", self.prior_wrap_seconds)?;
+        if self.aim_abandon_rate > self.max_abandon_rate {
+            return Err(ParamError {
+                name: "aim_abandon_rate".into(),
+                value: self.aim_abandon_rate,
+                expected: "at most max_abandon_rate",
+            });
+        }
+        if let Mode::Power { ratio } = self.mode {
+            if !(ratio.is_finite() && (1.0..=10.0).contains(&ratio)) {
+                return Err(ParamError {
+                    name: "ratio".into(),
+                    value: ratio,
+                    expected: "from 1 to 10",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Anything that decides how many numbers to dial.
+pub trait Pacer {
+    fn handle(&mut self, now: Millis, event: Event);
+    /// Numbers to dial now.
+    fn dials(&mut self, now: Millis) -> u32;
+    /// Abandonment as the pacer counts it.
+    fn ledger(&self) -> &AbandonLedger;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resolution {
+    Human,
+    Machine,
+    Unanswered,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum AgentState {
+    Idle,
+    Talking { since: Millis },
+    WrapUp { since: Millis },
+}
+
+/// Online histogram of durations in 1-second bins, for conditional completion odds.
+#[derive(Clone, Debug)]
+struct Histogram {
+    /// counts[i]: samples in [i, i+1) seconds; the last bin takes everything longer.
+    counts: Vec<u32>,
+    /// cumulative[i]: samples < i seconds (kept up to date on insert).
+    cumulative: Vec<u32>,
+    n: u32,
+    sum: f64,
+}
+
+impl Histogram {
+    fn new(max_seconds: usize) -> Histogram {
+        Histogram {
+            counts: vec![0; max_seconds],
+            cumulative: vec![0; max_seconds + 1],
+            n: 0,
+            sum: 0.0,
+        }
+    }
+
+    fn add(&mut self, seconds: f64) {
+        let last = self.counts.len() - 1;
+        let bin = (seconds.max(0.0) as usize).min(last);
+        self.counts[bin] += 1;
+        for c in &mut self.cumulative[bin + 1..] {
+            *c += 1;
+        }
+        self.n += 1;
+        self.sum += seconds;
+    }
+
+    fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / f64::from(self.n))
+    }
+
+    /// Samples shorter than `seconds` (linear within a bin).
+    fn below(&self, seconds: f64) -> f64 {
+        let s = seconds.max(0.0);
+        let i = s as usize;
+        if i >= self.counts.len() {
+            return f64::from(self.n);
+        }
+        f64::from(self.cumulative[i]) + f64::from(self.counts[i]) * (s - i as f64)
+    }
+}
+
+/// The pacer of the four modes, with the regulators' abandonment budget.
+#[derive(Clone, Debug)]
+pub struct CampaignPacer {
+    cfg: PacerConfig,
+    agents: HashMap<AgentId, AgentState>,
+    idle: u32,
+    in_flight: HashMap<CallId, Millis>,
+    preview_requests: u32,
+    ledger: AbandonLedger,
+    // What the campaign taught so far; outcome counts decay (about the last 200 resolved
+    // calls weigh most) so the estimates follow an answer rate that drifts.
+    resolved: f64,
+    human_answers: f64,
+    machine_answers: f64,
+    ring: Histogram,
+    talk: Histogram,
+    wrap: Histogram,
+    /// Multiplier the feedback controller applies to the abandon target of the launch rule.
+    gain: f64,
+    last_control: Millis,
+    recent_live: u32,
+    recent_abandoned: u32,
+    recent_machine: u32,
+}
+
+const TALK_MAX_SECONDS: usize = 3600;
+
+impl CampaignPacer {
+    pub fn new(cfg: PacerConfig) -> Result<CampaignPacer, ParamError> {
+        cfg.validate()?;
+        Ok(CampaignPacer {
+            cfg,
+            agents: HashMap::new(),
+            idle: 0,
+            in_flight: HashMap::new(),
+            preview_requests: 0,
+            ledger: AbandonLedger::new(cfg.amd_false_positive_share),
+            resolved: 0.0,
+            human_answers: 0.0,
+            machine_answers: 0.0,
+            ring: Histogram::new(120),
+            talk: Histogram::new(TALK_MAX_SECONDS),
+            wrap: Histogram::new(600),
+            gain: 1.0,
+            last_control: 0,
+            recent_live: 0,
+            recent_abandoned: 0,
+            recent_machine: 0,
+        })
+    }
+
+    fn set_agent(&mut self, agent: AgentId, state: Option<AgentState>) {
+        let old = match state {
+            Some(s) => self.agents.insert(agent, s),
+            None => self.agents.remove(&agent),
+        };
+        if old == Some(AgentState::Idle) {
+            self.idle -= 1;
+        }
+        if state == Some(AgentState::Idle) {
+            self.idle += 1;
+        }
+    }
+
+    fn resolve(&mut self, how: Resolution) {
+        const KEEP: f64 = 1.0 - 1.0 / 200.0;
+        self.resolved = self.resolved * KEEP + 1.0;
+        self.human_answers =
+            self.human_answers * KEEP + f64::from(u8::from(how == Resolution::Human));
+        self.machine_answers =
+            self.machine_answers * KEEP + f64::from(u8::from(how == Resolution::Machine));
+    }
+
+    /// Live-answer probability with the prior weighted as 20 calls.
+    fn p_live(&self) -> f64 {
+        const PRIOR_WEIGHT: f64 = 20.0;
+        (self.human_answers + PRIOR_WEIGHT * self.cfg.prior_live_probability)
+            / (self.resolved + PRIOR_WEIGHT)
+    }
+
+    fn p_answered(&self) -> f64 {
+        const PRIOR_WEIGHT: f64 = 20.0;
+        let prior = (self.cfg.prior_live_probability * 1.6).min(1.0);
+        (self.human_answers + self.machine_answers + PRIOR_WEIGHT * prior)
+            / (self.resolved + PRIOR_WEIGHT)
+    }
+
+    fn ring_mean(&self) -> f64 {
+        self.ring.mean().unwrap_or(self.cfg.prior_ring_seconds)
+    }
+
+    fn wrap_mean(&self) -> f64 {
+        self.wrap.mean().unwrap_or(self.cfg.prior_wrap_seconds)
+    }
+
+    /// P(talk ends within `h` seconds | it has lasted `age` seconds).
+    fn talk_ends_within(&self, age: f64, h: f64) -> f64 {
+        if h <= 0.0 {
+            return 0.0;
+        }
+        if self.talk.n < 30 {
+            return 1.0 - (-h / self.cfg.prior_talk_seconds.max(1.0)).exp();
+        }
+        let n = f64::from(self.talk.n);
+        let done = self.talk.below(age);
+        if n - done < 1.0 {
+            // Older than anything seen: assume the mean residual of an exponential.
+            let mean = self
+                .talk
+                .mean()
+                .unwrap_or(self.cfg.prior_talk_seconds)
+                .max(1.0);
+            return 1.0 - (-h / mean).exp();
+        }
+        ((self.talk.below(age + h) - done) / (n - done)).clamp(0.0, 1.0)
+    }
+
+    /// P(a call still ringing at `age` seconds ends in a live answer).
+    fn live_given_ringing(&self, age: f64) -> f64 {
+        let p_ans = self.p_answered();
+        let p_live = self.p_live();
+        let still_answering = if self.ring.n >= 20 {
+            1.0 - self.ring.below(age) / f64::from(self.ring.n)
+        } else {
+            (-age / self.cfg.prior_ring_seconds.max(1.0)).exp()
+        };
+        let unresolved = p_ans * still_answering + (1.0 - p_ans);
+        if unresolved <= 0.0 {
+            return 0.0;
+        }
+        (p_live * still_answering / unresolved).clamp(0.0, 1.0)
+    }
+
+    /// Operators free within `h` seconds as (expected count, variance): idle now count
+    /// surely; talking ones by their conditional odds of finishing talk and wrap-up in time.
+    fn free_within(&self, now: Millis, h: f64) -> (f64, f64) {
+        let wrap = self.wrap_mean();
+        let (mut mean, mut var) = (f64::from(self.idle), 0.0);
+        for state in self.agents.values() {
+            let q = match *state {
+                AgentState::Idle => continue,
+                AgentState::Talking { since } => {
+                    let age = now.saturating_sub(since) as f64 / 1000.0;
+                    self.talk_ends_within(age, h - wrap)
+                }
+                AgentState::WrapUp { since } => {
+                    let done = now.saturating_sub(since) as f64 / 1000.0;
+                    if wrap - done <= h {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            mean += q;
+            var += q * (1.0 - q);
+        }
+        (mean, var)
+    }
+
+    /// Steer the abandon target the launch rule uses toward the aimed rate (counted the
+    /// Ofcom way, with the estimated detection false positives), once a second.
+    fn control(&mut self, now: Millis) {
+        if now < self.last_control + 1000 {
+            return;
+        }
+        self.last_control = now;
+        let live = f64::from(self.recent_live);
+        if live < 30.0 {
+            return;
+        }
+        let fp = f64::from(self.recent_machine) * self.cfg.amd_false_positive_share;
+        let rate = (f64::from(self.recent_abandoned) + fp) / (live + fp);
+        let aim = self.cfg.aim_abandon_rate;
+        if rate > aim {
+            self.gain *= 0.99;
+        } else if rate < aim * 0.95 {
+            self.gain *= 1.005;
+        }
+        self.gain = self.gain.clamp(0.05, 4.0);
+    }
+
+    /// The largest k whose expected abandons stay within the target share of the expected
+    /// live answers, with live answers L and freed operators F over one ring time taken as
+    /// sums of independent Bernoulli trials and L − F approximated as normal.
+    fn predictive(&mut self, now: Millis) -> u32 {
+        self.control(now);
+        let horizon = self.ring_mean();
+        let (free, free_var) = self.free_within(now, horizon);
+        if self.idle == 0 && free < 0.05 {
+            return 0; // nobody can be free in time to take an answer
+        }
+        let (mut live, mut live_var) = (0.0, 0.0);
+        for &placed in self.in_flight.values() {
+            let r = self.live_given_ringing(now.saturating_sub(placed) as f64 / 1000.0);
+            live += r;
+            live_var += r * (1.0 - r);
+        }
+        let p = self.p_live().max(0.01);
+        // The share of live answers that may go unserved: what the regulator allows, less
+        // what detection already takes (false positives), scaled by the feedback gain.
+        let fp = self.machine_share() * self.cfg.amd_false_positive_share;
+        let target = ((self.cfg.aim_abandon_rate * (1.0 + fp / p) - fp / p).max(0.0)) * self.gain;
+        let limit = 3 * self.agents.len() as u32;
+        let mut k = 0;
+        while k < limit {
+            let n = f64::from(k + 1);
+            let mean_l = live + n * p;
+            let var = live_var + n * p * (1.0 - p) + free_var;
+            // L − F counts calls: E[X⁺] of an integer X ≈ E[(X′ − ½)⁺] of its normal X′.
+            let excess = expected_positive_part(mean_l - free - 0.5, var);
+            if excess > target * mean_l {
+                break;
+            }
+            k += 1;
+        }
+        k
+    }
+
+    /// Share of resolved calls that detection dropped as machines.
+    fn machine_share(&self) -> f64 {
+        self.machine_answers / self.resolved.max(1.0)
+    }
+}
+
+/// E[max(X, 0)] for X normal with `mean` and `var`.
+fn expected_positive_part(mean: f64, var: f64) -> f64 {
+    if var <= 1e-12 {
+        return mean.max(0.0);
+    }
+    let sd = var.sqrt();
+    let z = mean / sd;
+    let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    mean * normal_cdf(z) + sd * pdf
+}
+
+/// Standard normal CDF (Abramowitz–Stegun 26.2.17, |error| < 7.5e-8).
+fn normal_cdf(z: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.231_641_9 * z.abs());
+    let poly = t
+        * (0.319_381_530
+            + t * (-0.356_563_782
+                + t * (1.781_477_937 + t * (-1.821_255_978 + t * 1.330_274_429))));
+    let upper = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt() * poly;
+    if z >= 0.0 {
+        1.0 - upper
+    } else {
+        upper
+    }
+}
+
+impl Pacer for CampaignPacer {
+    fn handle(&mut self, now: Millis, event: Event) {
+        match event {
+            Event::AgentJoined(a) | Event::AgentReady(a) => {
+                if let Some(AgentState::WrapUp { since }) = self.agents.get(&a).copied() {
+                    self.wrap.add(now.saturating_sub(since) as f64 / 1000.0);
+                }
+                self.set_agent(a, Some(AgentState::Idle));
+            }
+            Event::AgentLeft(a) => self.set_agent(a, None),
+            Event::PreviewRequest(_) => self.preview_requests += 1,
+            Event::CallPlaced(c) => {
+                self.in_flight.insert(c, now);
+            }
+            Event::CallAnswered { call, human } => {
+                if let Some(placed) = self.in_flight.remove(&call) {
+                    self.ring.add(now.saturating_sub(placed) as f64 / 1000.0);
+                }
+                self.resolve(if human {
+                    Resolution::Human
+                } else {
+                    Resolution::Machine
+                });
+                if human {
+                    self.ledger.live_answer(now);
+                    self.recent_live += 1;
+                } else {
+                    self.ledger.machine(now);
+                    self.recent_machine += 1;
+                }
+            }
+            Event::CallUnanswered(c) => {
+                self.in_flight.remove(&c);
+                self.resolve(Resolution::Unanswered);
+            }
+            Event::CallConnected { agent, .. } => {
+                self.set_agent(agent, Some(AgentState::Talking { since: now }))
+            }
+            Event::CallAbandoned(_) => {
+                self.ledger.abandoned(now);
+                self.recent_abandoned += 1;
+            }
+            Event::TalkEnded(a) => {
+                if let Some(AgentState::Talking { since }) = self.agents.get(&a).copied() {
+                    self.talk.add(now.saturating_sub(since) as f64 / 1000.0);
+                }
+                self.set_agent(a, Some(AgentState::WrapUp { since: now }));
+            }
+        }
+        // Forget slowly: the controller reacts to the last few hundred live answers.
+        if self.recent_live > 600 {
+            self.recent_live /= 2;
+            self.recent_abandoned /= 2;
+            self.recent_machine /= 2;
+        }
+    }
+
+    fn dials(&mut self, now: Millis) -> u32 {
+        let in_flight = self.in_flight.len() as u32;
+        // With the budget spent, only what cannot abandon: one call per free operator.
+        // Calls already ringing may still abandon after the switch: keep a margin for them.
+        let margin = 2.0 + 0.05 * f64::from(in_flight);
+        let spent = self.cfg.budget_fallback
+            && self.ledger.budget(now, self.cfg.max_abandon_rate) < margin
+            && self.ledger.window(now, 24).live >= 50;
+        match self.cfg.mode {
+            Mode::Preview => std::mem::take(&mut self.preview_requests),
+            Mode::Progressive => self.idle.saturating_sub(in_flight),
+            Mode::Power { .. } | Mode::Predictive if spent => self.idle.saturating_sub(in_flight),
+            Mode::Power { ratio } => {
+                ((f64::from(self.idle) * ratio).floor() as u32).saturating_sub(in_flight)
+            }
+            Mode::Predictive => self.predictive(now),
+        }
+    }
+
+    fn ledger(&self) -> &AbandonLedger {
+        &self.ledger
+    }
+}
+
+/// VICIdial's adaptive pacing, re-implemented from its published behaviour as a
+/// reference: every 15 s the dial level moves by (mean ready operators − mean waiting
+/// calls) / operators, clamped to [1, 3]; every 2.5 s it places ready × level − in flight;
+/// once the day's drop rate passes 3% after 50 calls, the level returns to 1.
+#[derive(Clone, Debug)]
+pub struct VicidialAdaptive {
+    level: f64,
+    agents: HashMap<AgentId, bool>,
+    ready: u32,
+    waiting: u32,
+    in_flight: u32,
+    samples: u32,
+    ready_sum: f64,
+    waiting_sum: f64,
+    last_adjust: Millis,
+    last_place: Millis,
+    day: u64,
+    day_calls: u32,
+    day_drops: u32,
+    holding: HashMap<CallId, ()>,
+    ledger: AbandonLedger,
+}
+
+impl VicidialAdaptive {
+    pub fn new(amd_false_positive_share: f64) -> VicidialAdaptive {
+        VicidialAdaptive {
+            level: 1.0,
+            agents: HashMap::new(),
+            ready: 0,
+            waiting: 0,
+            in_flight: 0,
+            samples: 0,
+            ready_sum: 0.0,
+            waiting_sum: 0.0,
+            last_adjust: 0,
+            last_place: 0,
+            day: u64::MAX,
+            day_calls: 0,
+            day_drops: 0,
+            holding: HashMap::new(),
+            ledger: AbandonLedger::new(amd_false_positive_share),
+        }
+    }
+
+    fn set_ready(&mut self, agent: AgentId, ready: bool) {
+        if let Some(old) = self.agents.insert(agent, ready) {
+            if old {
+                self.ready -= 1;
+            }
+        }
+        if ready {
+            self.ready += 1;
+        }
+    }
+}
+
+impl Pacer for VicidialAdaptive {
+    fn handle(&mut self, now: Millis, event: Event) {
+        let day = now / 86_400_000;
+        if day != self.day {
+            self.day = day;
+            self.day_calls = 0;
+            self.day_drops = 0;
+        }
+        match event {
+            Event::AgentJoined(a) | Event::AgentReady(a) => self.set_ready(a, true),
+            Event::AgentLeft(a) => {
+                if self.agents.remove(&a) == Some(true) {
+                    self.ready -= 1;
+                }
+            }
+            Event::CallConnected { call, agent } => {
+                if self.holding.remove(&call).is_some() {
+                    self.waiting -= 1;
+                }
+                self.set_ready(agent, false);
+            }
+            Event::TalkEnded(_) | Event::PreviewRequest(_) => {}
+            Event::CallPlaced(_) => {
+                self.in_flight += 1;
+                self.day_calls += 1;
+            }
+            Event::CallAnswered { call, human } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if human {
+                    self.ledger.live_answer(now);
+                    self.holding.insert(call, ());
+                    self.waiting += 1;
+                } else {
+                    self.ledger.machine(now);
+                }
+            }
+            Event::CallUnanswered(_) => self.in_flight = self.in_flight.saturating_sub(1),
+            Event::CallAbandoned(call) => {
+                if self.holding.remove(&call).is_some() {
+                    self.waiting -= 1;
+                }
+                self.ledger.abandoned(now);
+                self.day_drops += 1;
+            }
+        }
+    }
+
+    fn dials(&mut self, now: Millis) -> u32 {
+        self.samples += 1;
+        self.ready_sum += f64::from(self.ready);
+        self.waiting_sum += f64::from(self.waiting);
+        if now >= self.last_adjust + 15_000 {
+            self.last_adjust = now;
+            let agents = self.agents.len().max(1) as f64;
+            let n = f64::from(self.samples.max(1));
+            self.level += (self.ready_sum / n - self.waiting_sum / n) / agents;
+            self.level = self.level.clamp(1.0, 3.0);
+            self.samples = 0;
+            self.ready_sum = 0.0;
+            self.waiting_sum = 0.0;
+            if self.day_calls >= 50 && f64::from(self.day_drops) > 0.03 * f64::from(self.day_calls)
+            {
+                self.level = 1.0;
+            }
+        }
+        if now < self.last_place + 2_500 {
+            return 0;
+        }
+        self.last_place = now;
+        ((f64::from(self.ready) * self.level).floor() as u32).saturating_sub(self.in_flight)
+    }
+
+    fn ledger(&self) -> &AbandonLedger {
+        &self.ledger
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacer(mode: Mode) -> CampaignPacer {
+        CampaignPacer::new(PacerConfig::new(mode)).unwrap()
+    }
+
+    #[test]
+    fn progressive_dials_one_per_free_operator() {
+        let mut p = pacer(Mode::Progressive);
+        p.handle(0, Event::AgentJoined(1));
+        p.handle(0, Event::AgentJoined(2));
+        assert_eq!(p.dials(0), 2);
+        p.handle(0, Event::CallPlaced(10));
+        p.handle(0, Event::CallPlaced(11));
+        assert_eq!(p.dials(250), 0);
+        p.handle(5000, Event::CallUnanswered(10));
+        assert_eq!(p.dials(5000), 1);
+    }
+
+    #[test]
+    fn power_dials_a_fixed_ratio_and_preview_waits_for_requests() {
+        let mut p = pacer(Mode::Power { ratio: 2.5 });
+        for a in 0..4 {
+            p.handle(0, Event::AgentJoined(a));
+        }
+        assert_eq!(p.dials(0), 10);
+        let mut v = pacer(Mode::Preview);
+        v.handle(0, Event::AgentJoined(1));
+        assert_eq!(v.dials(0), 0);
+        v.handle(0, Event::PreviewRequest(1));
+        assert_eq!(v.dials(0), 1);
+        assert_eq!(v.dials(0), 0);
+    }
+
+    #[test]
+    fn predictive_never_launches_when_no_operator_can_be_free_in_time() {
+        let mut p = pacer(Mode::Predictive);
+        // Teach it: talk always lasts 300 s, wrap-up 10 s, ring 10 s.
+        for i in 0..40u64 {
+            let t = i * 1000;
+            p.handle(t, Event::AgentJoined(100 + i));
+            p.handle(
+                t,
+                Event::CallConnected {
+                    call: i,
+                    agent: 100 + i,
+                },
+            );
+            p.handle(t + 300_000, Event::TalkEnded(100 + i));
+            p.handle(t + 310_000, Event::AgentLeft(100 + i));
+        }
+        p.handle(400_000, Event::AgentJoined(1));
+        p.handle(400_000, Event::CallConnected { call: 99, agent: 1 });
+        // 10 s into a 300 s conversation: cannot be free within a 10 s ring.
+        assert_eq!(p.dials(410_000), 0);
+        // An idle operator: it dials.
+        p.handle(410_000, Event::AgentJoined(2));
+        assert!(p.dials(410_250) >= 1);
+    }
+
+    #[test]
+    fn with_the_budget_spent_predictive_degrades_to_progressive() {
+        let mut p = pacer(Mode::Predictive);
+        for a in 0..10 {
+            p.handle(0, Event::AgentJoined(a));
+        }
+        assert!(p.dials(0) > 10, "predictive overdials while nobody is busy");
+        // 100 live answers, 5 abandoned: over 3% in both windows.
+        for c in 0..100 {
+            p.handle(1000, Event::CallPlaced(1000 + c));
+            p.handle(
+                2000,
+                Event::CallAnswered {
+                    call: 1000 + c,
+                    human: true,
+                },
+            );
+        }
+        for c in 0..5 {
+            p.handle(2500, Event::CallAbandoned(1000 + c));
+        }
+        assert_eq!(p.dials(3000), 10, "one per free operator");
+    }
+
+    #[test]
+    fn invalid_parameters_are_refused() {
+        let mut cfg = PacerConfig::new(Mode::Power { ratio: 0.5 });
+        assert!(CampaignPacer::new(cfg).is_err());
+        cfg.mode = Mode::Predictive;
+        cfg.aim_abandon_rate = 0.05;
+        assert!(CampaignPacer::new(cfg).is_err());
+        cfg.aim_abandon_rate = 0.02;
+        cfg.prior_talk_seconds = -1.0;
+        assert!(CampaignPacer::new(cfg).is_err());
+    }
+
+    #[test]
+    fn vicidial_level_rises_with_ready_operators_and_places_every_2_5_s() {
+        let mut v = VicidialAdaptive::new(0.0);
+        for a in 0..10 {
+            v.handle(0, Event::AgentJoined(a));
+        }
+        assert_eq!(v.dials(2_500), 10, "level 1.0 at first");
+        assert_eq!(v.dials(3_000), 0, "placing loop every 2.5 s");
+        for t in (3_250..=15_000).step_by(250) {
+            v.dials(t);
+        }
+        // All ten stayed ready: level 1 + (10 − 0) / 10 = 2.
+        assert!((v.level - 2.0).abs() < 1e-9, "{}", v.level);
+    }
+}
