@@ -4,6 +4,7 @@ from typing import Any, final
 
 __all__ = [
     "Acd",
+    "DialerPacer",
     "__version__",
     "erlang_a",
     "erlang_b",
@@ -12,6 +13,7 @@ __all__ = [
     "g711_decode",
     "g711_encode",
     "g711_transcode",
+    "simulate_campaign",
     "staffing_erlang_a",
     "staffing_erlang_c",
 ]
@@ -118,3 +120,37 @@ def staffing_erlang_a(
     asa_seconds: float | None = None,
     abandon_rate: float | None = None,
 ) -> int: ...
+
+@final
+class DialerPacer:
+    """The campaign's pacer (sans-IO): feed it events, ask how many numbers to dial."""
+
+    def __new__(
+        cls,
+        mode_name: str,
+        *,
+        ratio: float | None = None,
+        max_abandon_rate: float = 0.03,
+        aim_abandon_rate: float = 0.025,
+        amd_false_positive_share: float = 0.02,
+        prior_live_probability: float = 0.25,
+        prior_ring_seconds: float = 10.0,
+        prior_talk_seconds: float = 120.0,
+        prior_wrap_seconds: float = 10.0,
+    ) -> DialerPacer: ...
+    def handle(
+        self,
+        now_ms: int,
+        kind: str,
+        id: int,
+        *,
+        agent: int | None = None,
+        human: bool | None = None,
+    ) -> None: ...
+    def dials(self, now_ms: int) -> int: ...
+    def abandon_rate_24h(self, now_ms: int) -> float | None: ...
+    def abandon_rate_30d(self, now_ms: int) -> float | None: ...
+
+def simulate_campaign(
+    scenario: dict[str, Any], pacer: str, seed: int = 1, days: int = 1
+) -> dict[str, Any]: ...

@@ -61,3 +61,7 @@ class AcdConfigError(AcdError, ValueError):
 
 class QueueMathError(CcorchError, ValueError):
     """Erlang/staffing input outside the formula's domain."""
+
+
+class DialerParamError(CcorchError, ValueError):
+    """A dialer pacing or campaign-simulation parameter outside its domain."""

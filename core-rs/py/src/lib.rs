@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod acd;
+mod dialer;
 
 use ccorch_media::{G711Error, Law};
 use pyo3::prelude::*;
@@ -106,5 +107,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(acd::erlang_a, m)?)?;
     m.add_function(wrap_pyfunction!(acd::staffing_erlang_c, m)?)?;
     m.add_function(wrap_pyfunction!(acd::staffing_erlang_a, m)?)?;
+    m.add_class::<dialer::PyDialerPacer>()?;
+    m.add_function(wrap_pyfunction!(dialer::simulate_campaign, m)?)?;
     Ok(())
 }
