@@ -1,7 +1,8 @@
 //! Pacers side by side on the same simulated campaign days (same seeds):
 //! `cargo bench -p ccorch-dialer --bench campaigns` (DAYS=n to change the days per run,
 //! default 200 for the predictive pacer; the references run DAYS/10, and the best fixed
-//! ratio is searched over 1.0 to 6.0 in steps of 0.2).
+//! ratio is searched over 1.0 to RATIO_MAX (6.0) in RATIO_STEP (0.2) steps; ONLY=text
+//! keeps the scenarios whose name contains it; PREDICTIVE=0 runs the references only).
 //!
 //! Scenarios: 50 operators, 8-hour days; live-answer probability 0.25 with 120 s mean talk,
 //! 0.15 with 60 s, 0.40 with 300 s; each also with the answer rate drifting ±50% hourly.
@@ -10,7 +11,7 @@
 
 use std::time::Instant;
 
-use ccorch_dialer::pacer::{CampaignPacer, Mode, PacerConfig, VicidialAdaptive};
+use ccorch_dialer::pacer::{CampaignPacer, Event, Mode, Pacer, PacerConfig, VicidialAdaptive};
 use ccorch_dialer::sim::{simulate, Report, Scenario};
 
 fn row(scenario: &str, pacer: &str, days: u32, r: &Report, secs: f64) {
@@ -27,12 +28,56 @@ fn row(scenario: &str, pacer: &str, days: u32, r: &Report, secs: f64) {
     );
 }
 
+/// Cost of one predictive decision for 50 operators (30 talking, 10 in wrap-up, 10 idle)
+/// with 150 calls ringing, after a day of history.
+fn decision_cost() {
+    let s = Scenario::standard(0.25, 120.0);
+    let mut p = CampaignPacer::new(PacerConfig::new(Mode::Predictive)).unwrap();
+    simulate(&s, &mut p, 9, 1).unwrap(); // history: ring, talk and answer estimates
+    let base = 2 * 86_400_000;
+    for a in 1000..1050u64 {
+        p.handle(base, Event::AgentJoined(a));
+    }
+    for a in 1000..1040u64 {
+        p.handle(base, Event::CallConnected { call: a, agent: a });
+    }
+    for a in 1030..1040u64 {
+        p.handle(base + 60_000, Event::TalkEnded(a));
+    }
+    for c in 0..150u64 {
+        p.handle(base + 60_000 + c * 50, Event::CallPlaced(1_000_000 + c));
+    }
+    let n = 100_000u64;
+    let t = Instant::now();
+    let mut total = 0u64;
+    for i in 0..n {
+        total += u64::from(p.dials(base + 70_000 + i));
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    println!("predictive decision, 50 operators and 150 calls ringing: {ns:.0} ns each ({total} dials asked over {n} decisions)\n");
+}
+
 fn main() {
+    decision_cost();
     let days: u32 = std::env::var("DAYS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let ref_days = (days / 10).max(1);
+    // The fixed ratios tried for "best in hindsight": 1.0 to RATIO_MAX in RATIO_STEP steps.
+    let env = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (ratio_max, ratio_step) = (env("RATIO_MAX", 6.0), env("RATIO_STEP", 0.2));
+    let steps = ((ratio_max - 1.0) / ratio_step).round() as u32;
+    // ONLY=substring runs the scenarios whose name contains it; PREDICTIVE=0 skips ccorch's.
+    let only = std::env::var("ONLY").unwrap_or_default();
+    let predictive = std::env::var("PREDICTIVE")
+        .map(|v| v != "0")
+        .unwrap_or(true);
     println!("| scenario | pacer | days | talk occupancy | abandoned / live | incl. AMD false positives | 24 h / 30 d windows > 3% | worst 24 h / 30 d | connects per operator-hour | run time |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let scenarios = [
@@ -52,22 +97,24 @@ fn main() {
             Scenario::standard(0.40, 300.0).with_drift(),
         ),
     ];
-    for (name, s) in &scenarios {
+    for (name, s) in scenarios.iter().filter(|(n, _)| n.contains(only.as_str())) {
         let t = Instant::now();
         let config = |mode| {
             let mut c = PacerConfig::new(mode);
             c.amd_false_positive_share = s.amd_false_positive_share();
             c
         };
-        let mut p = CampaignPacer::new(config(Mode::Predictive)).unwrap();
-        let r = simulate(s, &mut p, 1, days).unwrap();
-        row(
-            name,
-            "ccorch predictive",
-            days,
-            &r,
-            t.elapsed().as_secs_f64(),
-        );
+        if predictive {
+            let mut p = CampaignPacer::new(config(Mode::Predictive)).unwrap();
+            let r = simulate(s, &mut p, 1, days).unwrap();
+            row(
+                name,
+                "ccorch predictive",
+                days,
+                &r,
+                t.elapsed().as_secs_f64(),
+            );
+        }
 
         let t = Instant::now();
         let mut p = CampaignPacer::new(config(Mode::Progressive)).unwrap();
@@ -95,8 +142,8 @@ fn main() {
         // without the budget fallback (a plain fixed ratio).
         let t = Instant::now();
         let mut best: Option<(f64, Report)> = None;
-        for step in 0..=25 {
-            let ratio = 1.0 + 0.2 * f64::from(step);
+        for step in 0..=steps {
+            let ratio = 1.0 + ratio_step * f64::from(step);
             let mut cfg = config(Mode::Power { ratio });
             cfg.budget_fallback = false;
             let mut p = CampaignPacer::new(cfg).unwrap();

@@ -195,7 +195,7 @@ pub struct CampaignPacer {
     in_flight: HashMap<CallId, Millis>,
     preview_requests: u32,
     ledger: AbandonLedger,
-    // What the campaign taught so far; outcome counts decay (about the last 200 resolved
+    // What the campaign taught so far; outcome counts decay (about the last 100 resolved
     // calls weigh most) so the estimates follow an answer rate that drifts.
     resolved: f64,
     human_answers: f64,
@@ -251,7 +251,7 @@ impl CampaignPacer {
     }
 
     fn resolve(&mut self, how: Resolution) {
-        const KEEP: f64 = 1.0 - 1.0 / 200.0;
+        const KEEP: f64 = 1.0 - 1.0 / 100.0;
         self.resolved = self.resolved * KEEP + 1.0;
         self.human_answers =
             self.human_answers * KEEP + f64::from(u8::from(how == Resolution::Human));
@@ -371,18 +371,35 @@ impl CampaignPacer {
     /// The largest k whose expected abandons stay within the target share of the expected
     /// live answers, with live answers L and freed operators F over one ring time taken as
     /// sums of independent Bernoulli trials and L − F approximated as normal.
-    fn predictive(&mut self, now: Millis) -> u32 {
-        self.control(now);
+    /// Operators free within one ring time, and live answers still to come from the calls
+    /// ringing now: (free mean, free variance, live mean, live variance).
+    fn outlook(&self, now: Millis) -> (f64, f64, f64, f64) {
         let horizon = self.ring_mean();
         let (free, free_var) = self.free_within(now, horizon);
-        if self.idle == 0 && free < 0.05 {
-            return 0; // nobody can be free in time to take an answer
-        }
         let (mut live, mut live_var) = (0.0, 0.0);
         for &placed in self.in_flight.values() {
             let r = self.live_given_ringing(now.saturating_sub(placed) as f64 / 1000.0);
             live += r;
             live_var += r * (1.0 - r);
+        }
+        (free, free_var, live, live_var)
+    }
+
+    /// Abandons the calls already ringing may still cause if the answer rate has just
+    /// jumped by half (the estimate lags such a step by a few hundred calls): expected,
+    /// plus two standard deviations of their live answers.
+    fn ringing_risk(&self, outlook: (f64, f64, f64, f64)) -> f64 {
+        const JUMP: f64 = 1.5;
+        let (free, free_var, live, live_var) = outlook;
+        let (live, live_var) = (live * JUMP, live_var * JUMP);
+        expected_positive_part(live - free - 0.5, live_var + free_var) + 2.0 * live_var.sqrt()
+    }
+
+    fn predictive(&mut self, now: Millis, outlook: (f64, f64, f64, f64)) -> u32 {
+        self.control(now);
+        let (free, free_var, live, live_var) = outlook;
+        if self.idle == 0 && free < 0.05 {
+            return 0; // nobody can be free in time to take an answer
         }
         let p = self.p_live().max(0.01);
         // The share of live answers that may go unserved: what the regulator allows, less
@@ -496,20 +513,24 @@ impl Pacer for CampaignPacer {
 
     fn dials(&mut self, now: Millis) -> u32 {
         let in_flight = self.in_flight.len() as u32;
-        // With the budget spent, only what cannot abandon: one call per free operator.
-        // Calls already ringing may still abandon after the switch: keep a margin for them.
-        let margin = 2.0 + 0.05 * f64::from(in_flight);
+        match self.cfg.mode {
+            Mode::Preview => return std::mem::take(&mut self.preview_requests),
+            Mode::Progressive => return self.idle.saturating_sub(in_flight),
+            Mode::Power { .. } | Mode::Predictive => {}
+        }
+        let outlook = self.outlook(now);
+        // With the budget spent (keeping back what the calls already ringing may still
+        // cost), only what cannot abandon: one call per free operator.
         let spent = self.cfg.budget_fallback
-            && self.ledger.budget(now, self.cfg.max_abandon_rate) < margin
+            && self.ledger.budget(now, self.cfg.max_abandon_rate)
+                < 1.0 + self.ringing_risk(outlook)
             && self.ledger.window(now, 24).live >= 50;
         match self.cfg.mode {
-            Mode::Preview => std::mem::take(&mut self.preview_requests),
-            Mode::Progressive => self.idle.saturating_sub(in_flight),
-            Mode::Power { .. } | Mode::Predictive if spent => self.idle.saturating_sub(in_flight),
+            _ if spent => self.idle.saturating_sub(in_flight),
             Mode::Power { ratio } => {
                 ((f64::from(self.idle) * ratio).floor() as u32).saturating_sub(in_flight)
             }
-            Mode::Predictive => self.predictive(now),
+            _ => self.predictive(now, outlook),
         }
     }
 

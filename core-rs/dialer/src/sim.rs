@@ -393,7 +393,10 @@ pub fn simulate(
                     w.at(now + World::ms(wrap), Ev::WrapEnd(a));
                 }
                 Ev::WrapEnd(a) => {
-                    if w.leaving[a as usize] || now >= end {
+                    // After the end of the calling window operators stay until the calls
+                    // launched inside it are served: only then does the shift end.
+                    let drained = w.pending.is_empty() && w.holding.is_empty();
+                    if w.leaving[a as usize] || (now >= end && drained) {
                         w.leave(now, a, pacer);
                     } else if let Some(call) = w.holding.pop_front() {
                         let outcome = w.pending.remove(&call);

@@ -224,9 +224,11 @@ pub fn simulate_campaign<'py>(
             Box::new(CampaignPacer::new(config(Mode::Predictive)).map_err(param_error)?)
         }
         None if pacer == "vicidial" => Box::new(VicidialAdaptive::new(share)),
-        _ => return Err(DialerParamError::new_err(format!(
+        _ => {
+            return Err(DialerParamError::new_err(format!(
             "unknown pacer {pacer:?}: expected progressive, predictive, power:<ratio> or vicidial"
-        ))),
+        )))
+        }
     };
     let report = py
         .detach(|| simulate(&s, boxed.as_mut(), seed, days))
