@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -132,8 +133,6 @@ def _install_error_handler(app: Sanic[Any, Any]) -> None:
 
 
 def _error_name(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase.lower().replace(" ", "_")
     except ValueError:

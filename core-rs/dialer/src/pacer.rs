@@ -4,7 +4,7 @@
 //! with their time, [`Pacer::dials`] answers "dial k now" for the current time. The
 //! campaign manager calls `dials` at least every 250 ms.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::abandon::{AbandonLedger, Millis};
 use crate::dist::{check_duration, check_probability, ParamError};
@@ -558,7 +558,7 @@ pub struct VicidialAdaptive {
     day: u64,
     day_calls: u32,
     day_drops: u32,
-    holding: HashMap<CallId, ()>,
+    holding: HashSet<CallId>,
     ledger: AbandonLedger,
 }
 
@@ -578,7 +578,7 @@ impl VicidialAdaptive {
             day: u64::MAX,
             day_calls: 0,
             day_drops: 0,
-            holding: HashMap::new(),
+            holding: HashSet::new(),
             ledger: AbandonLedger::new(amd_false_positive_share),
         }
     }
@@ -611,7 +611,7 @@ impl Pacer for VicidialAdaptive {
                 }
             }
             Event::CallConnected { call, agent } => {
-                if self.holding.remove(&call).is_some() {
+                if self.holding.remove(&call) {
                     self.waiting -= 1;
                 }
                 self.set_ready(agent, false);
@@ -625,7 +625,7 @@ impl Pacer for VicidialAdaptive {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if human {
                     self.ledger.live_answer(now);
-                    self.holding.insert(call, ());
+                    self.holding.insert(call);
                     self.waiting += 1;
                 } else {
                     self.ledger.machine(now);
@@ -633,7 +633,7 @@ impl Pacer for VicidialAdaptive {
             }
             Event::CallUnanswered(_) => self.in_flight = self.in_flight.saturating_sub(1),
             Event::CallAbandoned(call) => {
-                if self.holding.remove(&call).is_some() {
+                if self.holding.remove(&call) {
                     self.waiting -= 1;
                 }
                 self.ledger.abandoned(now);
