@@ -8,3 +8,11 @@
 pub mod g711;
 
 pub use g711::{G711Error, Law};
+pub mod amd;
+pub mod dtmf;
+pub mod jitter;
+pub mod mixer;
+pub mod player;
+pub mod rtcp;
+pub mod rtp;
+pub mod wav;
