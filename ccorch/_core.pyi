@@ -1,10 +1,12 @@
 """Type stubs for the native extension built from core-rs/py (checked in CI by mypy and stubtest)."""
 
+import os
 from typing import Any, final
 
 __all__ = [
     "Acd",
     "DialerPacer",
+    "MediaEngine",
     "__version__",
     "erlang_a",
     "erlang_b",
@@ -154,3 +156,77 @@ class DialerPacer:
 def simulate_campaign(
     scenario: dict[str, Any], pacer: str, seed: int = 1, days: int = 1
 ) -> dict[str, Any]: ...
+
+@final
+class MediaEngine:
+    """The RTP media engine: legs, rooms (bridges, conferences), recordings, prompts, DTMF, AMD.
+
+    Errors raise ``ccorch.errors.MediaError``.
+    """
+
+    def __new__(
+        cls,
+        *,
+        bind_ip: str = "127.0.0.1",
+        port_min: int = 10000,
+        port_max: int = 20000,
+        shards: int = 1,
+    ) -> MediaEngine: ...
+    def allocate_leg(
+        self,
+        group: int,
+        *,
+        law: str = "PCMU",
+        dtmf_pt: int | None = ...  # 101,
+        inband_dtmf: bool = False,
+        media_timeout_ms: int = 30000,
+        symmetric: bool = True,
+        jitter_min_ms: int = 20,
+        jitter_max_ms: int = 200,
+    ) -> tuple[int, int]: ...
+    def release_leg(self, leg: int) -> None: ...
+    def set_remote(self, leg: int, host: str, port: int, rtcp_port: int | None = None) -> None: ...
+    def set_codec(self, leg: int, law: str, dtmf_pt: int | None = ...  # 101) -> None: ...
+    def set_inband_dtmf(self, leg: int, on: bool) -> None: ...
+    def set_media_timeout(self, leg: int, ms: int) -> None: ...
+    def play_file(
+        self, leg: int, path: str | os.PathLike[str], *, loop_: bool = False, barge_in: bool = False
+    ) -> int: ...
+    def play_pcm(
+        self, leg: int, pcm: bytes | bytearray, *, loop_: bool = False, barge_in: bool = False
+    ) -> int: ...
+    def stop_playback(self, leg: int) -> None: ...
+    def send_dtmf(self, leg: int, digits: str, duration_ms: int = 100) -> None: ...
+    def start_amd(
+        self,
+        leg: int,
+        *,
+        initial_silence_ms: int = 2500,
+        greeting_ms: int = 1500,
+        after_greeting_silence_ms: int = 800,
+        total_analysis_ms: int = 5000,
+        min_word_length_ms: int = 100,
+        between_words_silence_ms: int = 50,
+        maximum_words: int = 3,
+        silence_threshold: int = 256,
+    ) -> None: ...
+    def create_room(self, group: int) -> int: ...
+    def join_room(
+        self, room: int, leg: int, mode: str = "full", whisper_to: int | None = None
+    ) -> None: ...
+    def leave_room(self, room: int, leg: int) -> None: ...
+    def destroy_room(self, room: int) -> None: ...
+    def bridge(self, a: int, b: int) -> int: ...
+    def start_recording(
+        self, path: str | os.PathLike[str], left: int | None, right: int | None = None
+    ) -> int: ...
+    def pause_recording(self, recording: int, paused: bool) -> None: ...
+    def set_recording_sources(
+        self, recording: int, left: int | None, right: int | None = None
+    ) -> None: ...
+    def stop_recording(self, recording: int) -> None: ...
+    def leg_stats(self, leg: int) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def events_fd(self) -> int: ...
+    def drain_events(self) -> list[tuple[Any, ...]]: ...
+    def shutdown(self) -> None: ...

@@ -65,3 +65,7 @@ class QueueMathError(CcorchError, ValueError):
 
 class DialerParamError(CcorchError, ValueError):
     """A dialer pacing or campaign-simulation parameter outside its domain."""
+
+
+class MediaError(CcorchError):
+    """The media engine refused a request (unknown leg or room, no free port, bad prompt)."""

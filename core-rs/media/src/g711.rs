@@ -90,7 +90,7 @@ impl Law {
 
     /// Encode little-endian PCM16 bytes (as in a WAV file or a Python `bytes`) into codes.
     pub fn encode_le_bytes(self, pcm_le: &[u8], out: &mut Vec<u8>) -> Result<(), G711Error> {
-        if pcm_le.len() % 2 != 0 {
+        if !pcm_le.len().is_multiple_of(2) {
             return Err(G711Error::OddPcmLength(pcm_le.len()));
         }
         out.clear();

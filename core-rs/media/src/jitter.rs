@@ -108,6 +108,15 @@ impl JitterBuffer {
         self.stats
     }
 
+    /// Forget the stream (its packets went elsewhere for a while): the next packet restarts it.
+    pub fn reset(&mut self) {
+        self.ssrc = None;
+        self.ts.reset();
+        self.playout = None;
+        self.filled.fill(0);
+        self.window = [Bucket::default(); WINDOW_BUCKETS];
+    }
+
     fn resync(&mut self, ssrc: u32) {
         if self.ssrc.is_some() {
             self.stats.resyncs += 1;

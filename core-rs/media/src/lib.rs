@@ -10,7 +10,10 @@ pub mod g711;
 pub use g711::{G711Error, Law};
 pub mod amd;
 pub mod dtmf;
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod jitter;
+pub mod leg;
 pub mod mixer;
 pub mod player;
 pub mod rtcp;

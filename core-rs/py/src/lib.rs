@@ -7,6 +7,7 @@
 
 mod acd;
 mod dialer;
+mod media;
 
 use ccorch_media::{G711Error, Law};
 use pyo3::prelude::*;
@@ -31,7 +32,7 @@ where
     }
 }
 
-fn parse_law(name: &str) -> PyResult<Law> {
+pub(crate) fn parse_law(name: &str) -> PyResult<Law> {
     match name.to_ascii_uppercase().as_str() {
         "PCMU" | "ULAW" | "MULAW" => Ok(Law::Pcmu),
         "PCMA" | "ALAW" => Ok(Law::Pcma),
@@ -108,6 +109,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(acd::staffing_erlang_c, m)?)?;
     m.add_function(wrap_pyfunction!(acd::staffing_erlang_a, m)?)?;
     m.add_class::<dialer::PyDialerPacer>()?;
+    m.add_class::<media::PyMediaEngine>()?;
     m.add_function(wrap_pyfunction!(dialer::simulate_campaign, m)?)?;
     Ok(())
 }
