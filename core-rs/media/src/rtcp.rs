@@ -19,7 +19,13 @@ pub struct ReceiveStats {
 
 impl ReceiveStats {
     pub fn on_packet(&mut self, arrival_ms: u64, seq: u16, timestamp: u32, payload_len: usize) {
-        let ext = self.seq.extend(seq);
+        let previous = self.seq.highest();
+        let mut ext = self.seq.extend(seq);
+        // A jump beyond RFC 3550's MAX_DROPOUT is a restarted source, not 3,000 losses.
+        if previous.is_some_and(|h| h.abs_diff(ext) > 3000) {
+            self.restart_sequence();
+            ext = self.seq.extend(seq);
+        }
         if self.base.is_none_or(|b| ext < b) {
             self.base = Some(ext);
         }
@@ -277,6 +283,18 @@ mod tests {
             s.on_packet(i * 20 + (i % 2) * 20, i as u16, (i * 160) as u32, 160);
         }
         assert!((s.jitter_ms() - 20.0).abs() < 0.5, "{}", s.jitter_ms());
+    }
+
+    #[test]
+    fn a_sequence_jump_restarts_counting_instead_of_counting_loss() {
+        let mut s = ReceiveStats::default();
+        for i in 0..10u16 {
+            s.on_packet(u64::from(i) * 20, i, 0, 160);
+        }
+        for i in 0..10u16 {
+            s.on_packet(200 + u64::from(i) * 20, 40_000 + i, 0, 160);
+        }
+        assert_eq!((s.received, s.lost()), (20, 0));
     }
 
     #[test]
