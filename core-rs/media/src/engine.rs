@@ -18,13 +18,13 @@ use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc as tmpsc;
+use tokio::sync::{mpsc as tmpsc, Notify};
 use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 
 use crate::amd::{AmdConfig, AmdDecision};
@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub port_min: u16,
     pub port_max: u16,
     pub shards: usize,
+    /// Forward packets undecoded between two legs when nothing needs their audio.
+    pub passthrough: bool,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +58,7 @@ impl Default for EngineConfig {
             port_min: 10_000,
             port_max: 20_000,
             shards: 1,
+            passthrough: true,
         }
     }
 }
@@ -270,6 +273,26 @@ impl TickStats {
     }
 }
 
+/// Ids are sequential integers: a multiply-rotate hash is enough and far cheaper than SipHash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// A shard's thread, taken when the engine stops.
 type ShardThread = Mutex<Option<JoinHandle<()>>>;
 
@@ -362,6 +385,7 @@ enum Cmd {
     },
     Stats {
         reply: Reply<TickStats>,
+        reset: bool,
     },
     Shutdown,
 }
@@ -399,6 +423,8 @@ pub struct Engine {
     next_port: Mutex<u16>,
     events: Arc<EventSink>,
     prompts: Mutex<PromptCache>,
+    clock_stop: Arc<AtomicBool>,
+    clock_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Engine {
@@ -423,15 +449,24 @@ impl Engine {
             .spawn(move || writer_loop(wrx, &wevents))?;
         let epoch = Instant::now();
         let mut shards = Vec::new();
+        let mut clocks = Vec::new();
         for i in 0..cfg.shards {
             let (tx, rx) = tmpsc::unbounded_channel();
             let ev = events.clone();
             let w = wtx.clone();
+            let passthrough = cfg.passthrough;
+            let clock = Arc::new(Notify::new());
+            clocks.push(clock.clone());
             let h = std::thread::Builder::new()
                 .name(format!("ccorch-media-{i}"))
-                .spawn(move || run_shard(rx, ev, w, epoch))?;
+                .spawn(move || run_shard(rx, ev, w, epoch, passthrough, clock))?;
             shards.push((tx, Mutex::new(Some(h))));
         }
+        let clock_stop = Arc::new(AtomicBool::new(false));
+        let stop = clock_stop.clone();
+        let clock_thread = std::thread::Builder::new()
+            .name("ccorch-media-clock".into())
+            .spawn(move || clock_loop(epoch, &clocks, &stop))?;
         let port = cfg.port_min + (cfg.port_min & 1);
         Ok(Engine {
             cfg,
@@ -443,6 +478,8 @@ impl Engine {
             next_port: Mutex::new(port),
             events,
             prompts: Mutex::new(HashMap::new()),
+            clock_stop,
+            clock_thread: Mutex::new(Some(clock_thread)),
         })
     }
 
@@ -795,16 +832,26 @@ impl Engine {
         self.ask(s, |reply| Cmd::LegStats { leg, reply })
     }
 
-    pub fn stats(&self) -> Result<TickStats, MediaError> {
+    /// Engine-wide figures; `reset` starts a new measuring window (tick histogram and CPU).
+    pub fn stats(&self, reset: bool) -> Result<TickStats, MediaError> {
         let mut total = TickStats::default();
         for s in 0..self.shards.len() {
-            total.merge(&self.ask(s, |reply| Cmd::Stats { reply })?);
+            total.merge(&self.ask(s, |reply| Cmd::Stats { reply, reset })?);
         }
         Ok(total)
     }
 
     /// Stop every shard (open recordings are finalized) and the writer.
     pub fn shutdown(&self) {
+        self.clock_stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self
+            .clock_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
         for (tx, _) in &self.shards {
             let _ = tx.send(Cmd::Shutdown);
         }
@@ -942,9 +989,9 @@ struct Recording {
 const REC_FLUSH_BYTES: usize = 8000 * 4;
 
 struct Shard {
-    legs: HashMap<LegId, LegSlot>,
-    rooms: HashMap<RoomId, Room>,
-    recs: HashMap<RecordingId, Recording>,
+    legs: IdMap<LegId, LegSlot>,
+    rooms: IdMap<RoomId, Room>,
+    recs: IdMap<RecordingId, Recording>,
     events: Arc<EventSink>,
     writer: mpsc::Sender<WriterMsg>,
     epoch: Instant,
@@ -956,6 +1003,7 @@ struct Shard {
     room_in: Vec<[i16; FRAME]>,
     room_out: Vec<[i16; FRAME]>,
     speak: Vec<Speak>,
+    passthrough: bool,
 }
 
 fn run_shard(
@@ -963,6 +1011,8 @@ fn run_shard(
     events: Arc<EventSink>,
     writer: mpsc::Sender<WriterMsg>,
     epoch: Instant,
+    passthrough: bool,
+    clock: Arc<Notify>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -977,9 +1027,9 @@ fn run_shard(
     let local = LocalSet::new();
     local.block_on(&rt, async move {
         let shard = Rc::new(RefCell::new(Shard {
-            legs: HashMap::new(),
-            rooms: HashMap::new(),
-            recs: HashMap::new(),
+            legs: IdMap::default(),
+            rooms: IdMap::default(),
+            recs: IdMap::default(),
             events,
             writer,
             epoch,
@@ -991,8 +1041,9 @@ fn run_shard(
             room_in: Vec::new(),
             room_out: Vec::new(),
             speak: Vec::new(),
+            passthrough,
         }));
-        let ticker = tokio::task::spawn_local(tick_loop(shard.clone()));
+        let ticker = tokio::task::spawn_local(tick_loop(shard.clone(), clock));
         let mut rx = rx;
         while let Some(cmd) = rx.recv().await {
             if matches!(cmd, Cmd::Shutdown) {
@@ -1010,17 +1061,43 @@ fn run_shard(
     });
 }
 
-async fn tick_loop(shard: Rc<RefCell<Shard>>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(20));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+/// The engine's 20 ms clock: one thread sleeping to absolute deadlines (sub-millisecond,
+/// where the runtime's timer rounds to whole milliseconds) that wakes every shard.
+fn clock_loop(epoch: Instant, shards: &[Arc<Notify>], stop: &AtomicBool) {
+    let mut n: u32 = 1;
+    while !stop.load(Ordering::Relaxed) {
+        let due = epoch + FRAME_PERIOD * n;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        for s in shards {
+            s.notify_one();
+        }
+        n = n.wrapping_add(1);
+    }
+}
+
+const FRAME_PERIOD: Duration = Duration::from_millis(20);
+
+async fn tick_loop(shard: Rc<RefCell<Shard>>, clock: Arc<Notify>) {
+    let epoch = shard.borrow().epoch;
+    let mut next: u32 = 1;
     loop {
-        let scheduled = interval.tick().await;
-        let started = tokio::time::Instant::now();
-        let mut s = shard.borrow_mut();
-        let now_ms = (scheduled.into_std().saturating_duration_since(s.epoch)).as_millis() as u64;
-        s.tick(now_ms);
-        s.stats.record(started.saturating_duration_since(scheduled));
-        s.stats.busy_us_total += started.elapsed().as_micros() as u64;
+        clock.notified().await;
+        // Every tick that is due runs, in order, even after a stall (no frame is skipped).
+        loop {
+            let scheduled = epoch + FRAME_PERIOD * next;
+            let started = Instant::now();
+            if scheduled > started {
+                break;
+            }
+            let mut s = shard.borrow_mut();
+            s.tick(u64::from(next) * 20);
+            s.stats.record(started.saturating_duration_since(scheduled));
+            s.stats.busy_us_total += started.elapsed().as_micros() as u64;
+            next = next.wrapping_add(1);
+        }
     }
 }
 
@@ -1232,8 +1309,11 @@ impl Shard {
                     .ok_or(MediaError::UnknownLeg(leg));
                 let _ = reply.send(r);
             }
-            Cmd::Stats { reply } => {
+            Cmd::Stats { reply, reset } => {
                 let mut st = s.stats.clone();
+                if reset {
+                    s.stats = TickStats::default();
+                }
                 st.legs = s.legs.len();
                 st.rooms = s.rooms.len();
                 st.recordings = s.recs.len();
@@ -1282,6 +1362,9 @@ impl Shard {
 
     /// Two full members on the same law, nothing else needing their audio: forward packets.
     fn passthrough_ok(&self, room: &Room) -> bool {
+        if !self.passthrough {
+            return false;
+        }
         let [a, b] = room.members.as_slice() else {
             return false;
         };

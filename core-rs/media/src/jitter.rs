@@ -128,18 +128,59 @@ impl JitterBuffer {
         self.window = [Bucket::default(); WINDOW_BUCKETS];
     }
 
+    /// Ring positions of `len` samples from `ext`, as at most two contiguous index ranges.
+    fn spans(ext: u64, len: usize) -> [(usize, usize); 2] {
+        let i0 = (ext % CAP as u64) as usize;
+        let first = len.min(CAP - i0);
+        [(i0, i0 + first), (0, len - first)]
+    }
+
+    /// Filled samples among `len` from `ext`, counted a word at a time.
+    fn count_filled(&self, ext: u64, len: usize) -> usize {
+        let mut n = 0;
+        for (a, b) in Self::spans(ext, len) {
+            let mut i = a;
+            while i < b {
+                let w = i / 64;
+                let lo = i % 64;
+                let hi = (b - w * 64).min(64);
+                let mask = if hi - lo == 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << (hi - lo)) - 1) << lo
+                };
+                n += (self.filled[w] & mask).count_ones() as usize;
+                i = w * 64 + hi;
+            }
+        }
+        n
+    }
+
+    fn set_range(&mut self, ext: u64, len: usize, on: bool) {
+        for (a, b) in Self::spans(ext, len) {
+            let mut i = a;
+            while i < b {
+                let w = i / 64;
+                let lo = i % 64;
+                let hi = (b - w * 64).min(64);
+                let mask = if hi - lo == 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << (hi - lo)) - 1) << lo
+                };
+                if on {
+                    self.filled[w] |= mask;
+                } else {
+                    self.filled[w] &= !mask;
+                }
+                i = w * 64 + hi;
+            }
+        }
+    }
+
     fn is_filled(&self, ext: u64) -> bool {
         let i = (ext % CAP as u64) as usize;
         self.filled[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    fn set_filled(&mut self, ext: u64, on: bool) {
-        let i = (ext % CAP as u64) as usize;
-        if on {
-            self.filled[i / 64] |= 1 << (i % 64);
-        } else {
-            self.filled[i / 64] &= !(1 << (i % 64));
-        }
     }
 
     /// Store one packet's decoded samples that arrived at `now_ms`.
@@ -168,17 +209,19 @@ impl JitterBuffer {
         let p = *self
             .playout
             .get_or_insert(ext.saturating_sub(u64::from(self.cfg.min_delay_ms) * 8));
-        if (0..len).all(|i| ext + i < p || self.is_filled(ext + i)) {
+        // Samples before the playout point were due already: keep the rest.
+        let skip = p.saturating_sub(ext).min(len) as usize;
+        let (start, samples) = (ext + skip as u64, &samples[skip..]);
+        if self.count_filled(start, samples.len()) == samples.len() {
             self.stats.duplicates += 1;
             return;
         }
-        for (i, &s) in samples.iter().enumerate() {
-            let e = ext + i as u64;
-            if e >= p {
-                self.ring[(e % CAP as u64) as usize] = s;
-                self.set_filled(e, true);
-            }
+        let mut done = 0;
+        for (a, b) in Self::spans(start, samples.len()) {
+            self.ring[a..b].copy_from_slice(&samples[done..done + b - a]);
+            done += b - a;
         }
+        self.set_range(start, samples.len(), true);
     }
 
     fn note_transit(&mut self, now_ms: u64, transit: i64) {
@@ -230,37 +273,36 @@ impl JitterBuffer {
             }
             let excess = offset - desired;
             if excess > 240 && (excess > 480 || self.frame_is_quiet(playout)) {
-                for e in playout..playout + FRAME as u64 {
-                    self.set_filled(e, false);
-                }
+                self.set_range(playout, FRAME, false);
                 playout += FRAME as u64;
                 self.stats.skipped_frames += 1;
             }
         }
-        let mut got = 0;
-        for (i, o) in out.iter_mut().enumerate() {
-            let e = playout + i as u64;
-            if self.is_filled(e) {
-                *o = self.ring[(e % CAP as u64) as usize];
-                self.set_filled(e, false);
-                got += 1;
-            } else {
-                *o = i16::MIN; // marker, replaced below
-            }
-        }
         self.playout = Some(playout + FRAME as u64);
+        let got = self.count_filled(playout, FRAME);
         if got == FRAME {
+            // The common case: the whole frame is here, two copies at most.
+            let mut done = 0;
+            for (a, b) in Self::spans(playout, FRAME) {
+                out[done..done + b - a].copy_from_slice(&self.ring[a..b]);
+                done += b - a;
+            }
+            self.set_range(playout, FRAME, false);
             self.last_frame = *out;
             self.conceal_run = 0;
             return Frame::Audio;
         }
         let mut fill = [0i16; FRAME];
         self.conceal(&mut fill);
-        for (o, f) in out.iter_mut().zip(fill) {
-            if *o == i16::MIN && got < FRAME {
-                *o = f;
-            }
+        for (i, (o, f)) in out.iter_mut().zip(fill).enumerate() {
+            let e = playout + i as u64;
+            *o = if self.is_filled(e) {
+                self.ring[(e % CAP as u64) as usize]
+            } else {
+                f
+            };
         }
+        self.set_range(playout, FRAME, false);
         if got == 0 && self.conceal_run > 4 {
             return Frame::Silence;
         }

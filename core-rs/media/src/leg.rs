@@ -297,9 +297,7 @@ impl Leg {
             if let Some(law) = law {
                 let mut pcm = [0i16; 480];
                 let n = p.payload.len().min(pcm.len());
-                for (o, &c) in pcm[..n].iter_mut().zip(&p.payload[..n]) {
-                    *o = law.decode_sample(c);
-                }
+                let _ = law.decode(&p.payload[..n], &mut pcm[..n]); // equal lengths
                 self.jb.push(now_ms, p.ssrc, p.timestamp, &pcm[..n]);
             }
         }
@@ -435,9 +433,8 @@ impl Leg {
         }
         let law = self.cfg.law;
         if have {
-            for (o, &s) in self.encode_buf.iter_mut().zip(&frame) {
-                *o = law.encode_sample(s);
-            }
+            // Same length on both sides: this cannot fail.
+            let _ = law.encode(&frame, &mut self.encode_buf);
         } else {
             self.encode_buf.fill(law.silence());
         }

@@ -45,42 +45,36 @@ pub fn mix_frame(
     let whispers = speak[..n].iter().any(|s| matches!(s, Speak::Only(_)));
     for l in 0..n {
         let own = speak[l] == Speak::All;
-        let o = &mut out[l];
-        if own {
-            for ((o, &acc), &s) in o.iter_mut().zip(scratch.iter()).zip(&inputs[l]) {
-                *o = saturate(acc - i32::from(s));
+        if !whispers || !speak[..n].contains(&Speak::Only(l)) {
+            // One fused pass: everyone heard by all, minus oneself, saturated once.
+            let o = &mut out[l];
+            if own {
+                for ((o, &acc), &s) in o.iter_mut().zip(scratch.iter()).zip(&inputs[l]) {
+                    *o = saturate(acc - i32::from(s));
+                }
+            } else {
+                for (o, &acc) in o.iter_mut().zip(scratch.iter()) {
+                    *o = saturate(acc);
+                }
             }
-        } else {
-            for (o, &acc) in o.iter_mut().zip(scratch.iter()) {
-                *o = saturate(acc);
+            continue;
+        }
+        // This listener also hears whisperers: accumulate them before the single saturation.
+        let mut acc = *scratch;
+        if own {
+            for (a, &s) in acc.iter_mut().zip(&inputs[l]) {
+                *a -= i32::from(s);
             }
         }
-        if whispers {
-            let mut extra: Option<[i32; FRAME]> = None;
-            for w in 0..n {
-                if speak[w] == Speak::Only(l) && w != l {
-                    let e = extra.get_or_insert_with(|| {
-                        let mut e = [0i32; FRAME];
-                        for (e, &acc) in e.iter_mut().zip(scratch.iter()) {
-                            *e = acc;
-                        }
-                        if own {
-                            for (e, &s) in e.iter_mut().zip(&inputs[l]) {
-                                *e -= i32::from(s);
-                            }
-                        }
-                        e
-                    });
-                    for (e, &s) in e.iter_mut().zip(&inputs[w]) {
-                        *e += i32::from(s);
-                    }
+        for w in 0..n {
+            if w != l && speak[w] == Speak::Only(l) {
+                for (a, &s) in acc.iter_mut().zip(&inputs[w]) {
+                    *a += i32::from(s);
                 }
             }
-            if let Some(e) = extra {
-                for (o, x) in o.iter_mut().zip(e) {
-                    *o = saturate(x);
-                }
-            }
+        }
+        for (o, a) in out[l].iter_mut().zip(acc) {
+            *o = saturate(a);
         }
     }
 }

@@ -56,8 +56,14 @@ pub struct PyMediaEngine {
 #[pymethods]
 impl PyMediaEngine {
     #[new]
-    #[pyo3(signature = (*, bind_ip = "127.0.0.1", port_min = 10000, port_max = 20000, shards = 1))]
-    fn new(bind_ip: &str, port_min: u16, port_max: u16, shards: usize) -> PyResult<Self> {
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", port_min = 10000, port_max = 20000, shards = 1, passthrough = true))]
+    fn new(
+        bind_ip: &str,
+        port_min: u16,
+        port_max: u16,
+        shards: usize,
+        passthrough: bool,
+    ) -> PyResult<Self> {
         let ip: IpAddr = bind_ip.parse().map_err(|_| {
             PyMediaError::new_err(format!("bind_ip {bind_ip:?} is not an IP address"))
         })?;
@@ -66,6 +72,7 @@ impl PyMediaEngine {
             port_min,
             port_max,
             shards,
+            passthrough,
         })
         .map_err(media_error)?;
         Ok(PyMediaEngine {
@@ -313,9 +320,13 @@ impl PyMediaEngine {
     }
 
     /// Engine-wide figures: ticks, tick lateness quantiles, CPU time spent in ticks, counts.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// ``reset=True`` starts a new measuring window for the tick figures.
+    #[pyo3(signature = (reset = false))]
+    fn stats<'py>(&self, py: Python<'py>, reset: bool) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.engine.clone();
-        let s = py.detach(move || engine.stats()).map_err(media_error)?;
+        let s = py
+            .detach(move || engine.stats(reset))
+            .map_err(media_error)?;
         let d = PyDict::new(py);
         d.set_item("ticks", s.ticks)?;
         d.set_item("lateness_p50_ms", s.lateness_quantile_ms(0.50))?;

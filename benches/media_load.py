@@ -1,0 +1,277 @@
+"""Bridged-leg load bench: ccorch's media engine and rtpengine side by side on loopback.
+
+    scripts/setup.sh release
+    cargo build --release --example rtp_load -p ccorch-media
+    .venv/bin/python benches/media_load.py --legs 2500 --modes decoded,passthrough,rtpengine
+
+Each run starts the relay under test in its own process, bridges ``--legs`` legs in pairs,
+points the Rust generator (``core-rs/media/examples/rtp_load.rs``) at them (one phone per
+leg, 50 packets/s each way), and measures over the window after warm-up:
+
+* the relay's CPU time over wall time (from /proc: % of one core; one media thread);
+* packets lost (by RTP sequence per stream) and the largest gap;
+* frame lateness of the engine's 20 ms clock (p99, ours only; rtpengine does not pace);
+* resident memory per leg (RSS after allocation minus before, over legs).
+
+Modes: ``decoded`` (jitter buffer, RFC 4733 detection, decode/mix/encode every 20 ms),
+``inband`` (decoded plus Goertzel DTMF detection on every leg), ``passthrough`` (re-stamped
+forwarding), ``rtpengine`` (Debian's rtpengine, userspace relaying: --table=-1).
+Only loopback is used and every run is bounded by --warmup + --duration seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LOADGEN = REPO / "target" / "release" / "examples" / "rtp_load"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+ENGINE_CHILD = """
+import json, sys
+from ccorch._core import MediaEngine
+from ccorch.media import raise_open_file_limit
+legs, mode = int(sys.argv[1]), sys.argv[2]
+raise_open_file_limit(4 * legs + 100)
+e = MediaEngine(port_min=20000, port_max=39998, shards=1, passthrough=(mode == "passthrough"))
+print(json.dumps({"ready": True}), flush=True)
+sys.stdin.readline()
+ports = []
+for i in range(0, legs, 2):
+    a, pa = e.allocate_leg(i, inband_dtmf=(mode == "inband"), media_timeout_ms=0)
+    b, pb = e.allocate_leg(i, inband_dtmf=(mode == "inband"), media_timeout_ms=0)
+    e.bridge(a, b)
+    ports += [pa, pb]
+print(json.dumps({"ports": ports}), flush=True)
+for line in sys.stdin:
+    print(json.dumps(e.stats(reset=line.strip() == "reset")), flush=True)
+"""
+
+
+def bencode(x: Any) -> bytes:
+    if isinstance(x, int):
+        return b"i%de" % x
+    if isinstance(x, str):
+        x = x.encode()
+    if isinstance(x, bytes):
+        return b"%d:%s" % (len(x), x)
+    if isinstance(x, list):
+        return b"l" + b"".join(bencode(i) for i in x) + b"e"
+    if isinstance(x, dict):
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in sorted(x.items())) + b"e"
+    raise TypeError(type(x))
+
+
+def sdp(port: int) -> str:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+
+
+def sdp_port(answer: bytes) -> int:
+    text = answer.decode(errors="replace")
+    for line in text.split("\r\n"):
+        if line.startswith("m=audio "):
+            return int(line.split()[1])
+    raise RuntimeError(f"no m=audio in rtpengine reply: {text[:300]}")
+
+
+class Relay:
+    pid: int
+
+    def setup(self, legs: int, gen_ports: list[int]) -> list[int]:
+        raise NotImplementedError
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Ours(Relay):
+    def __init__(self, mode: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ENGINE_CHILD, "0", mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        self.mode = mode
+        self.pid = self.proc.pid
+
+    def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        return dict(json.loads(self.proc.stdout.readline()))
+
+    def setup(self, legs: int, gen_ports: list[int]) -> list[int]:
+        # Restart with the leg count (the child reads it from argv).
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ENGINE_CHILD, str(legs), self.mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        self.pid = self.proc.pid
+        self._line()
+        self.rss_before = rss_kib(self.pid)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return list(self._line()["ports"])
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("reset\n" if reset else "stats\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class RtpEngine(Relay):
+    NG = ("127.0.0.1", 22229)
+
+    def __init__(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory()
+        self.proc = subprocess.Popen(
+            ["rtpengine", "--table=-1", "--interface=127.0.0.1", f"--listen-ng={self.NG[0]}:{self.NG[1]}"]
+            + ["--foreground", "--log-stderr", "--log-level=3", "--num-threads=1"]
+            + ["--port-min=40000", "--port-max=59999", f"--pidfile={self.tmp.name}/pid"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.pid = self.proc.pid
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(2)
+        self.cookie = 0
+        for _ in range(50):
+            try:
+                self.ng({"command": "ping"})
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.rss_before = rss_kib(self.pid)
+
+    def ng(self, msg: dict[str, Any]) -> bytes:
+        self.cookie += 1
+        cookie = b"c%d " % self.cookie
+        self.sock.sendto(cookie + bencode(msg), self.NG)
+        while True:
+            data, _ = self.sock.recvfrom(65536)
+            if data.startswith(cookie):
+                return data[len(cookie) :]
+
+    def setup(self, legs: int, gen_ports: list[int]) -> list[int]:
+        targets = []
+        for i in range(0, legs, 2):
+            call = f"bench-{i}"
+            offer = self.ng({"command": "offer", "call-id": call, "from-tag": "a", "sdp": sdp(gen_ports[i])})
+            answer = self.ng(
+                {"command": "answer", "call-id": call, "from-tag": "a", "to-tag": "b", "sdp": sdp(gen_ports[i + 1])}
+            )
+            # The caller sends where the answer says; the callee where the offer says.
+            targets += [sdp_port(answer), sdp_port(offer)]
+        return targets
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.tmp.cleanup()
+
+
+def run(mode: str, legs: int, warmup: float, duration: float) -> dict[str, Any]:
+    relay: Relay = RtpEngine() if mode == "rtpengine" else Ours(mode)
+    try:
+        # The generator binds its sockets first when the relay must know them (rtpengine).
+        # Generator ports come from 10000-19999, clear of both relays' ranges.
+        gen_ports = []
+        for port in range(10000, 20000):
+            if len(gen_ports) == legs:
+                break
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            gen_ports.append(port)
+        targets = relay.setup(legs, gen_ports)
+        rss_after = rss_kib(relay.pid)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write("\n".join(map(str, targets)))
+        args = [str(LOADGEN), "--targets", f.name, "--warmup", str(warmup), "--duration", str(duration)]
+        args += ["--bind-ports", ",".join(map(str, gen_ports))]
+        gen = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        time.sleep(warmup)
+        relay.stats(reset=True)
+        cpu0, t0 = cpu_seconds(relay.pid), time.monotonic()
+        time.sleep(duration)
+        cpu1, t1 = cpu_seconds(relay.pid), time.monotonic()
+        engine = relay.stats()
+        out, _ = gen.communicate(timeout=warmup + duration + 30)
+        os.unlink(f.name)
+        load = json.loads(out)
+        return {
+            "mode": mode,
+            "legs": legs,
+            "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+            "cpu_us_per_leg_second": round(1e6 * (cpu1 - cpu0) / (t1 - t0) / legs, 2),
+            "rss_kib_per_leg": round((rss_after - getattr(relay, "rss_before", 0)) / legs, 1),
+            "lost": load["lost"],
+            "expected": load["expected"],
+            "max_gap": load["max_gap"],
+            "silent_streams": load["silent_streams"],
+            "generator_late_ticks": load["generator_late_ticks"],
+            "lateness_p99_ms": engine.get("lateness_p99_ms"),
+            "lateness_max_ms": engine.get("lateness_max_ms"),
+            "passthrough_rooms": engine.get("passthrough_rooms"),
+        }
+    finally:
+        relay.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--legs", type=int, default=2500)
+    p.add_argument("--modes", default="decoded,passthrough,rtpengine")
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--duration", type=float, default=20.0)
+    a = p.parse_args()
+    if not LOADGEN.exists():
+        sys.exit(f"build the generator first: cargo build --release --example rtp_load -p ccorch-media ({LOADGEN})")
+    for mode in a.modes.split(","):
+        print(json.dumps(run(mode, a.legs, a.warmup, min(a.duration, 120.0))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
