@@ -15,7 +15,8 @@ leg, 50 packets/s each way), and measures over the window after warm-up:
 
 Modes: ``decoded`` (jitter buffer, RFC 4733 detection, decode/mix/encode every 20 ms),
 ``inband`` (decoded plus Goertzel DTMF detection on every leg), ``passthrough`` (re-stamped
-forwarding), ``rtpengine`` (Debian's rtpengine, userspace relaying: --table=-1).
+forwarding), ``rtpengine`` (Debian's rtpengine, userspace relaying: --table=-1), and
+``record`` (one stereo recording per leg; every recorded frame is checked afterwards).
 Only loopback is used and every run is bounded by --warmup + --duration seconds.
 """
 
@@ -35,6 +36,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 LOADGEN = REPO / "target" / "release" / "examples" / "rtp_load"
 TICKS = os.sysconf("SC_CLK_TCK")
+# The relay under test and the generator each get a core of their own (on a 2-core box the
+# generator would otherwise steal the relay's time and show up as its lateness).
+PIN_RELAY = ["taskset", "-c", "0"]
+PIN_GENERATOR = ["taskset", "-c", "1"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -51,23 +56,59 @@ def rss_kib(pid: int) -> int:
 
 
 ENGINE_CHILD = """
-import json, sys
-from ccorch._core import MediaEngine
-from ccorch.media import raise_open_file_limit
+import json, sys, tempfile, time, wave
+from ccorch._core import MediaEngine, g711_decode
+from ccorch.media import raise_open_file_limit, decode_event, RecordingStopped
 legs, mode = int(sys.argv[1]), sys.argv[2]
 raise_open_file_limit(4 * legs + 100)
 e = MediaEngine(port_min=20000, port_max=39998, shards=1, passthrough=(mode == "passthrough"))
 print(json.dumps({"ready": True}), flush=True)
 sys.stdin.readline()
-ports = []
-for i in range(0, legs, 2):
-    a, pa = e.allocate_leg(i, inband_dtmf=(mode == "inband"), media_timeout_ms=0)
-    b, pb = e.allocate_leg(i, inband_dtmf=(mode == "inband"), media_timeout_ms=0)
-    e.bridge(a, b)
-    ports += [pa, pb]
+ports, recs, leg_ids = [], [], []
+tmp = tempfile.TemporaryDirectory()
+if mode == "record":
+    # One recording per leg (its audio on the left), legs not bridged.
+    for i in range(legs):
+        leg, port = e.allocate_leg(i, media_timeout_ms=0, jitter_min_ms=60)
+        recs.append(e.start_recording(f"{tmp.name}/{i}.wav", leg, None))
+        ports.append(port)
+        leg_ids.append(leg)
+else:
+    for i in range(0, legs, 2):
+        a, pa = e.allocate_leg(i, inband_dtmf=(mode == "inband"), media_timeout_ms=0)
+        b, pb = e.allocate_leg(i, inband_dtmf=(mode == "inband"), media_timeout_ms=0)
+        e.bridge(a, b)
+        ports += [pa, pb]
 print(json.dumps({"ports": ports}), flush=True)
 for line in sys.stdin:
-    print(json.dumps(e.stats(reset=line.strip() == "reset")), flush=True)
+    stats = e.stats(reset=line.strip() == "reset")
+    if line.strip() == "final" and recs:
+        jb = [e.leg_stats(x) for x in leg_ids]
+        for k in ("late", "concealed_frames", "inserted_frames", "skipped_frames", "resyncs"):
+            stats["jitter_buffer_" + k] = sum(x[k] for x in jb)
+        for r in recs:
+            e.stop_recording(r)
+        stopped, deadline = [], time.monotonic() + 60
+        while len(stopped) < len(recs) and time.monotonic() < deadline:
+            stopped += [x for x in map(decode_event, e.drain_events()) if isinstance(x, RecordingStopped)]
+            time.sleep(0.05)
+        # The generator sends one fixed payload: every recorded frame must be exactly it.
+        expected = g711_decode(bytes((i * 7) % 255 for i in range(160)), "PCMU")
+        gaps = frames = late_gaps = 0
+        for x in stopped:
+            with wave.open(str(x.path)) as w:
+                data = w.readframes(w.getnframes())
+            left = b"".join(data[k : k + 2] for k in range(0, len(data), 4))
+            blocks = [left[k : k + 320] for k in range(0, len(left) - 319, 320)]
+            hits = [k for k, b in enumerate(blocks) if b == expected]
+            # From the first frame of the stream to its last (the generator stops first).
+            body = blocks[hits[0] : hits[-1] + 1] if hits else []
+            frames += len(body)
+            gaps += sum(1 for b in body if b != expected)
+            late_gaps += sum(1 for b in body[100:] if b != expected)
+        stats.update(recordings_closed=len(stopped), recorded_frames=frames, gap_frames=gaps,
+                     gap_frames_after_2s=late_gaps)
+    print(json.dumps(stats), flush=True)
 """
 
 
@@ -106,7 +147,7 @@ class Relay:
     def setup(self, legs: int, gen_ports: list[int]) -> list[int]:
         raise NotImplementedError
 
-    def stats(self, reset: bool = False) -> dict[str, Any]:
+    def stats(self, reset: bool = False, final: bool = False) -> dict[str, Any]:
         return {}
 
     def close(self) -> None:
@@ -134,7 +175,7 @@ class Ours(Relay):
         self.proc.kill()
         self.proc.wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", ENGINE_CHILD, str(legs), self.mode],
+            [*PIN_RELAY, sys.executable, "-c", ENGINE_CHILD, str(legs), self.mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -148,9 +189,9 @@ class Ours(Relay):
         self.proc.stdin.flush()
         return list(self._line()["ports"])
 
-    def stats(self, reset: bool = False) -> dict[str, Any]:
+    def stats(self, reset: bool = False, final: bool = False) -> dict[str, Any]:
         assert self.proc.stdin is not None
-        self.proc.stdin.write("reset\n" if reset else "stats\n")
+        self.proc.stdin.write("reset\n" if reset else "final\n" if final else "stats\n")
         self.proc.stdin.flush()
         return self._line()
 
@@ -165,9 +206,16 @@ class RtpEngine(Relay):
     def __init__(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
         self.proc = subprocess.Popen(
-            ["rtpengine", "--table=-1", "--interface=127.0.0.1", f"--listen-ng={self.NG[0]}:{self.NG[1]}"]
-            + ["--foreground", "--log-stderr", "--log-level=3", "--num-threads=1"]
-            + ["--port-min=40000", "--port-max=59999", f"--pidfile={self.tmp.name}/pid"],
+            [
+                *(
+                    "rtpengine",
+                    "--table=-1",
+                    "--interface=127.0.0.1",
+                    f"--listen-ng={self.NG[0]}:{self.NG[1]}",
+                ),
+                *("--foreground", "--log-stderr", "--log-level=3", "--num-threads=1"),
+                *("--port-min=40000", "--port-max=59999", f"--pidfile={self.tmp.name}/pid"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -196,9 +244,17 @@ class RtpEngine(Relay):
         targets = []
         for i in range(0, legs, 2):
             call = f"bench-{i}"
-            offer = self.ng({"command": "offer", "call-id": call, "from-tag": "a", "sdp": sdp(gen_ports[i])})
+            offer = self.ng(
+                {"command": "offer", "call-id": call, "from-tag": "a", "sdp": sdp(gen_ports[i])}
+            )
             answer = self.ng(
-                {"command": "answer", "call-id": call, "from-tag": "a", "to-tag": "b", "sdp": sdp(gen_ports[i + 1])}
+                {
+                    "command": "answer",
+                    "call-id": call,
+                    "from-tag": "a",
+                    "to-tag": "b",
+                    "sdp": sdp(gen_ports[i + 1]),
+                }
             )
             # The caller sends where the answer says; the callee where the offer says.
             targets += [sdp_port(answer), sdp_port(offer)]
@@ -229,7 +285,15 @@ def run(mode: str, legs: int, warmup: float, duration: float) -> dict[str, Any]:
         rss_after = rss_kib(relay.pid)
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
             f.write("\n".join(map(str, targets)))
-        args = [str(LOADGEN), "--targets", f.name, "--warmup", str(warmup), "--duration", str(duration)]
+        args = [
+            str(LOADGEN),
+            "--targets",
+            f.name,
+            "--warmup",
+            str(warmup),
+            "--duration",
+            str(duration),
+        ]
         args += ["--bind-ports", ",".join(map(str, gen_ports))]
         gen = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         time.sleep(warmup)
@@ -239,6 +303,8 @@ def run(mode: str, legs: int, warmup: float, duration: float) -> dict[str, Any]:
         cpu1, t1 = cpu_seconds(relay.pid), time.monotonic()
         engine = relay.stats()
         out, _ = gen.communicate(timeout=warmup + duration + 30)
+        if mode == "record":
+            engine.update(relay.stats(final=True))
         os.unlink(f.name)
         load = json.loads(out)
         return {
@@ -254,21 +320,33 @@ def run(mode: str, legs: int, warmup: float, duration: float) -> dict[str, Any]:
             "generator_late_ticks": load["generator_late_ticks"],
             "lateness_p99_ms": engine.get("lateness_p99_ms"),
             "lateness_max_ms": engine.get("lateness_max_ms"),
+            "tick_busy_ms_mean": round(
+                engine.get("tick_busy_us_total", 0) / max(engine.get("ticks", 1), 1) / 1000, 2
+            ),
             "passthrough_rooms": engine.get("passthrough_rooms"),
+            **{
+                k: v
+                for k, v in engine.items()
+                if k.startswith(("record", "gap_", "jitter_buffer_"))
+            },
         }
     finally:
         relay.close()
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--legs", type=int, default=2500)
     p.add_argument("--modes", default="decoded,passthrough,rtpengine")
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--duration", type=float, default=20.0)
     a = p.parse_args()
     if not LOADGEN.exists():
-        sys.exit(f"build the generator first: cargo build --release --example rtp_load -p ccorch-media ({LOADGEN})")
+        sys.exit(
+            f"build the generator first: cargo build --release --example rtp_load -p ccorch-media ({LOADGEN})"
+        )
     for mode in a.modes.split(","):
         print(json.dumps(run(mode, a.legs, a.warmup, min(a.duration, 120.0))), flush=True)
 

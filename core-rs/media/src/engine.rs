@@ -444,22 +444,29 @@ impl Engine {
         let events = Arc::new(EventSink::new()?);
         let (wtx, wrx) = mpsc::channel();
         let wevents = events.clone();
+        let pool: BufferPool = Arc::default();
+        let wpool = pool.clone();
         let writer = std::thread::Builder::new()
             .name("ccorch-rec".into())
-            .spawn(move || writer_loop(wrx, &wevents))?;
+            .spawn(move || writer_loop(wrx, &wevents, &wpool))?;
         let epoch = Instant::now();
         let mut shards = Vec::new();
         let mut clocks = Vec::new();
         for i in 0..cfg.shards {
             let (tx, rx) = tmpsc::unbounded_channel();
-            let ev = events.clone();
-            let w = wtx.clone();
-            let passthrough = cfg.passthrough;
             let clock = Arc::new(Notify::new());
             clocks.push(clock.clone());
+            let setup = ShardSetup {
+                events: events.clone(),
+                writer: wtx.clone(),
+                epoch,
+                passthrough: cfg.passthrough,
+                clock,
+                pool: pool.clone(),
+            };
             let h = std::thread::Builder::new()
                 .name(format!("ccorch-media-{i}"))
-                .spawn(move || run_shard(rx, ev, w, epoch, passthrough, clock))?;
+                .spawn(move || run_shard(rx, setup))?;
             shards.push((tx, Mutex::new(Some(h))));
         }
         let clock_stop = Arc::new(AtomicBool::new(false));
@@ -878,7 +885,7 @@ impl Drop for Engine {
     }
 }
 
-fn writer_loop(rx: mpsc::Receiver<WriterMsg>, events: &EventSink) {
+fn writer_loop(rx: mpsc::Receiver<WriterMsg>, events: &EventSink, pool: &BufferPool) {
     struct Open {
         path: PathBuf,
         file: File,
@@ -926,6 +933,13 @@ fn writer_loop(rx: mpsc::Receiver<WriterMsg>, events: &EventSink) {
                         0,
                     )
                 });
+                let mut bytes = bytes;
+                bytes.clear();
+                let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < 4096 {
+                    pool.push(bytes);
+                }
+                drop(pool);
                 match ok {
                     Ok(()) => o.data_len = new_len,
                     Err(e) => {
@@ -983,10 +997,23 @@ struct Recording {
     right: Option<LegId>,
     paused: bool,
     buf: Vec<u8>,
+    /// Bytes at which the next flush happens: the first is staggered by id, so recordings
+    /// started together do not all flush in the same tick.
+    flush_at: usize,
 }
 
 /// One second of stereo PCM16: the recorder's write size.
 const REC_FLUSH_BYTES: usize = 8000 * 4;
+
+/// Emptied recording buffers come back from the writer, so a flush does not allocate.
+type BufferPool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+fn pooled_buffer(pool: &BufferPool) -> Vec<u8> {
+    pool.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(2 * REC_FLUSH_BYTES))
+}
 
 struct Shard {
     legs: IdMap<LegId, LegSlot>,
@@ -1004,16 +1031,28 @@ struct Shard {
     room_out: Vec<[i16; FRAME]>,
     speak: Vec<Speak>,
     passthrough: bool,
+    pool: BufferPool,
 }
 
-fn run_shard(
-    rx: tmpsc::UnboundedReceiver<Cmd>,
+/// What a shard thread starts with.
+struct ShardSetup {
     events: Arc<EventSink>,
     writer: mpsc::Sender<WriterMsg>,
     epoch: Instant,
     passthrough: bool,
     clock: Arc<Notify>,
-) {
+    pool: BufferPool,
+}
+
+fn run_shard(rx: tmpsc::UnboundedReceiver<Cmd>, setup: ShardSetup) {
+    let ShardSetup {
+        events,
+        writer,
+        epoch,
+        passthrough,
+        clock,
+        pool,
+    } = setup;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1042,6 +1081,7 @@ fn run_shard(
             room_out: Vec::new(),
             speak: Vec::new(),
             passthrough,
+            pool,
         }));
         let ticker = tokio::task::spawn_local(tick_loop(shard.clone(), clock));
         let mut rx = rx;
@@ -1079,6 +1119,7 @@ fn clock_loop(epoch: Instant, shards: &[Arc<Notify>], stop: &AtomicBool) {
 }
 
 const FRAME_PERIOD: Duration = Duration::from_millis(20);
+const CATCH_UP_DRAIN: Duration = Duration::from_millis(4);
 
 async fn tick_loop(shard: Rc<RefCell<Shard>>, clock: Arc<Notify>) {
     let epoch = shard.borrow().epoch;
@@ -1093,6 +1134,12 @@ async fn tick_loop(shard: Rc<RefCell<Shard>>, clock: Arc<Notify>) {
                 break;
             }
             let mut s = shard.borrow_mut();
+            if started.saturating_duration_since(scheduled) > CATCH_UP_DRAIN {
+                // Running late: packets that arrived meanwhile are still in the sockets
+                // (the receive tasks could not run). Read them first, or this frame would
+                // be played before its packet is seen and the packet counted late.
+                s.drain_sockets();
+            }
             s.tick(u64::from(next) * 20);
             s.stats.record(started.saturating_duration_since(scheduled));
             s.stats.busy_us_total += started.elapsed().as_micros() as u64;
@@ -1149,6 +1196,24 @@ impl Shard {
         if !self.pending.is_empty() {
             let batch = std::mem::take(&mut self.pending);
             self.events.push(batch);
+        }
+    }
+
+    /// Read every leg's queued datagrams now (see the tick loop's catch-up).
+    fn drain_sockets(&mut self) {
+        let mut buf = [0u8; 2048];
+        let socks: Vec<(LegId, Rc<UdpSocket>)> = self
+            .legs
+            .iter()
+            .map(|(&id, slot)| (id, slot.rtp.clone()))
+            .collect();
+        for (id, sock) in socks {
+            for _ in 0..64 {
+                match sock.try_recv_from(&mut buf) {
+                    Ok((n, src)) => self.on_datagram(id, src, &buf[..n]),
+                    Err(_) => break,
+                }
+            }
         }
     }
 
@@ -1279,13 +1344,15 @@ impl Shard {
                 }
             }
             Cmd::RecStart { rec, left, right } => {
+                let buf = pooled_buffer(&s.pool);
                 s.recs.insert(
                     rec,
                     Recording {
                         left,
                         right,
                         paused: false,
-                        buf: Vec::with_capacity(REC_FLUSH_BYTES + 640),
+                        buf,
+                        flush_at: REC_FLUSH_BYTES / 2 + (rec as usize % 50) * 640,
                     },
                 );
             }
@@ -1470,13 +1537,15 @@ impl Shard {
                     .map_or([0; FRAME], |s| s.leg.heard)
             };
             let (left, right) = (side(r.left), side(r.right));
-            for (a, b) in left.iter().zip(&right) {
-                r.buf.extend_from_slice(&a.to_le_bytes());
-                r.buf.extend_from_slice(&b.to_le_bytes());
+            let mut stereo = [0u8; FRAME * 4];
+            for ((out, a), b) in stereo.chunks_exact_mut(4).zip(&left).zip(&right) {
+                out[..2].copy_from_slice(&a.to_le_bytes());
+                out[2..].copy_from_slice(&b.to_le_bytes());
             }
-            if r.buf.len() >= REC_FLUSH_BYTES {
-                let bytes =
-                    std::mem::replace(&mut r.buf, Vec::with_capacity(REC_FLUSH_BYTES + 640));
+            r.buf.extend_from_slice(&stereo);
+            if r.buf.len() >= r.flush_at {
+                let bytes = std::mem::replace(&mut r.buf, pooled_buffer(&self.pool));
+                r.flush_at = REC_FLUSH_BYTES;
                 let _ = self.writer.send(WriterMsg::Data { rec, bytes });
             }
         }
