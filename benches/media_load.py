@@ -324,6 +324,7 @@ def run(mode: str, legs: int, warmup: float, duration: float) -> dict[str, Any]:
                 engine.get("tick_busy_us_total", 0) / max(engine.get("ticks", 1), 1) / 1000, 2
             ),
             "passthrough_rooms": engine.get("passthrough_rooms"),
+            "skipped_ticks": engine.get("skipped_ticks"),
             **{
                 k: v
                 for k, v in engine.items()

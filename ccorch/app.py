@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -22,6 +23,7 @@ from ccorch.config import Config
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
+from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,38 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.ctx.database_url = database_url
     app.ctx.metrics = Metrics.create(ccorch.__version__)
     app.ctx.pool = None
+    app.ctx.media = None
+    app.ctx.media_events = None
+    # Where calls are recorded (used by the call controller); made now, not on the loop.
+    app.ctx.recordings_dir = Path(config.media.recordings_dir).resolve()
+    app.ctx.recordings_dir.mkdir(parents=True, exist_ok=True)
 
     @app.before_server_start
     async def _open_pool(app: Sanic[Any, Any]) -> None:
         app.ctx.pool = await open_pool(app.ctx.database_url, config.database)
+
+    @app.before_server_start
+    async def _start_media(app: Sanic[Any, Any]) -> None:
+        m = config.media
+        # Two sockets per leg: let a busy node hold as many legs as its port range.
+        raise_open_file_limit(m.port_max - m.port_min + 1024)
+        engine = MediaEngine(
+            bind_ip=m.bind_ip, port_min=m.port_min, port_max=m.port_max, shards=m.shards
+        )
+        events = MediaEvents(engine)
+        events.attach()
+        app.ctx.media, app.ctx.media_events = engine, events
+        log.info(
+            "media engine started",
+            extra={"rtp_ports": f"{m.port_min}-{m.port_max}", "shards": m.shards},
+        )
+
+    @app.after_server_stop
+    async def _stop_media(app: Sanic[Any, Any]) -> None:
+        if app.ctx.media is not None:
+            app.ctx.media_events.detach()
+            app.ctx.media.shutdown()  # finalizes open recordings
+            app.ctx.media = None
 
     @app.after_server_stop
     async def _close_pool(app: Sanic[Any, Any]) -> None:
@@ -91,6 +121,10 @@ async def healthz(request: Request) -> HTTPResponse:
 
 async def metrics(request: Request) -> HTTPResponse:
     m: Metrics = request.app.ctx.metrics
+    engine: MediaEngine | None = request.app.ctx.media
+    if engine is not None:
+        # A few microseconds: each media thread answers between two ticks.
+        m.observe_media(engine.stats(reset=True))
     return raw(m.exposition(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -83,6 +83,14 @@ def _is_host(v: Any) -> bool:
         return bool(_HOSTNAME.match(v))
 
 
+def _is_ip(v: str) -> bool:
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_pg_url(v: Any) -> bool:
     return v is None or (isinstance(v, str) and v.startswith(("postgresql://", "postgres://")))
 
@@ -143,11 +151,28 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    """The RTP media engine: where legs bind, how many threads carry them, where calls are recorded."""
+
+    bind_ip: str = _key(
+        _Rule("an IP address", lambda v: isinstance(v, str) and _is_ip(v), str.strip, str),
+        "127.0.0.1",
+    )
+    # RTP on even ports of this range, RTCP on the odd port above each.
+    port_min: int = _key(_int_rule(1024, 65534), 10000)
+    port_max: int = _key(_int_rule(1025, 65535), 20000)
+    # Media threads (each a 20 ms clock driving its legs and rooms); one per spare core.
+    shards: int = _key(_int_rule(1, 64), 1)
+    recordings_dir: str = _key(PATH, "var/recordings")
+
+
+@dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     source: str = "defaults"
 
 
@@ -156,6 +181,7 @@ _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "server": ServerConfig,
     "log": LogConfig,
+    "media": MediaConfig,
 }
 
 
@@ -245,6 +271,13 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             "database.pool_min",
             config.database.pool_min,
             f"at most database.pool_max ({config.database.pool_max})",
+            file_source,
+        )
+    if config.media.port_max - config.media.port_min < 3:
+        raise ConfigError(
+            "media.port_min",
+            config.media.port_min,
+            f"at least 4 below media.port_max ({config.media.port_max}), room for an RTP/RTCP pair",
             file_source,
         )
     return config

@@ -16,6 +16,12 @@ def test_defaults_are_what_a_user_expects(tmp_path: Path, monkeypatch: pytest.Mo
     assert (c.http.host, c.http.port) == ("127.0.0.1", 8000)
     assert c.database.url is None and c.database.data_dir == "var/pgdata"
     assert c.server.shutdown_grace_seconds == 15.0
+    assert (c.media.bind_ip, c.media.port_min, c.media.port_max, c.media.shards) == (
+        "127.0.0.1",
+        10000,
+        20000,
+        1,
+    )
     assert c.source == "defaults"
 
 
@@ -42,6 +48,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ("[htpp]\nport = 8000\n", {}, "htpp", "c.toml"),
         ('[http]\nhost = "not a host!"\n', {}, "http.host", "c.toml"),
         ("[database]\npool_min = 5\npool_max = 2\n", {}, "database.pool_min = 5", "c.toml"),
+        ("[media]\nport_min = 20000\nport_max = 20001\n", {}, "media.port_min = 20000", "c.toml"),
+        ('[media]\nbind_ip = "localhost"\n', {}, "media.bind_ip = 'localhost'", "c.toml"),
+        ("", {"CCORCH_MEDIA_SHARDS": "0"}, "media.shards = '0'", "environment CCORCH_MEDIA_SHARDS"),
         (
             "",
             {"CCORCH_HTTP_PORT": "eighty"},

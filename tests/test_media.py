@@ -308,6 +308,40 @@ def test_recording_keeps_caller_left_agent_right_and_pauses(
         assert find_run(channel_frames(aligned)[:60], source, 50) == 50
 
 
+def test_transferred_call_keeps_one_recording(
+    engine: MediaEngine, phones: Callable[..., Phone], tmp_path: Path
+) -> None:
+    caller, cp = engine.allocate_leg(8, jitter_min_ms=100)
+    first, fp = engine.allocate_leg(8, jitter_min_ms=100)
+    second, sp = engine.allocate_leg(8, jitter_min_ms=100)
+    events = MediaEventsCollector(engine)
+    room = engine.bridge(caller, first)
+    rec = engine.start_recording(tmp_path / "t.wav", caller, first)
+    phones().start(cp, constant("PCMU", 1884))
+    phones().start(fp, constant("PCMU", -988))
+    phones().start(sp, constant("PCMU", 460))
+    time.sleep(1.2)
+    # Blind transfer: the first agent leaves, the second joins; the recording follows.
+    engine.leave_room(room, first)
+    engine.join_room(room, second)
+    engine.set_recording_sources(rec, caller, second)
+    time.sleep(1.2)
+    engine.stop_recording(rec)
+    events.wait_for(RecordingStopped)
+    with wave.open(str(tmp_path / "t.wav")) as w:
+        data = w.readframes(w.getnframes())
+    right = struct.unpack(f"<{len(data) // 2}h", data)[1::2]
+    values = [v for v in right if v != 0]
+    first_value = set(struct.unpack("<160h", g711_decode(constant("PCMU", -988)(0), "PCMU")))
+    second_value = set(struct.unpack("<160h", g711_decode(constant("PCMU", 460)(0), "PCMU")))
+    # One file: the first agent, then the second, each for about a second.
+    assert values[0] in first_value and values[-1] in second_value
+    switch = next(i for i, v in enumerate(values) if v in second_value)
+    assert all(v in first_value for v in values[:switch])
+    assert all(v in second_value for v in values[switch:])
+    assert 6000 < switch < 11000 and 6000 < len(values) - switch < 11000
+
+
 class MediaEventsCollector:
     """Synchronous event reader for tests without a loop."""
 

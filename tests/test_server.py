@@ -57,6 +57,9 @@ def test_health_metrics_json_errors_and_json_logs(
         assert "cc_database_up 1.0" in body
         assert "process_resident_memory_bytes" in body
         assert 'cc_build_info{version="' in body
+        # The media engine runs inside the node and reports its clock.
+        assert "cc_media_legs 0.0" in body
+        assert "cc_media_tick_lateness_p99_seconds" in body
     finally:
         assert stop(node) == 0
     lines = node.log_lines()

@@ -29,6 +29,11 @@ class Metrics:
     http_request_seconds: Histogram
     http_in_flight: Gauge
     db_up: Gauge
+    media_legs: Gauge
+    media_rooms: Gauge
+    media_recordings: Gauge
+    media_tick_lateness_p99: Gauge
+    media_send_errors: Gauge
 
     @classmethod
     def create(cls, version: str) -> Metrics:
@@ -61,7 +66,36 @@ class Metrics:
                 "1 if the last database health check succeeded, else 0",
                 registry=registry,
             ),
+            media_legs=Gauge(
+                "cc_media_legs", "RTP legs allocated in the media engine", registry=registry
+            ),
+            media_rooms=Gauge(
+                "cc_media_rooms",
+                "Media rooms (bridges, conferences, supervised calls)",
+                registry=registry,
+            ),
+            media_recordings=Gauge(
+                "cc_media_recordings", "Recordings being written", registry=registry
+            ),
+            media_tick_lateness_p99=Gauge(
+                "cc_media_tick_lateness_p99_seconds",
+                "99th percentile of how late the media engine's 20 ms ticks ran since the last scrape",
+                registry=registry,
+            ),
+            media_send_errors=Gauge(
+                "cc_media_send_errors",
+                "RTP packets the engine failed to send since start",
+                registry=registry,
+            ),
         )
+
+    def observe_media(self, stats: dict[str, float]) -> None:
+        """Copy a ``MediaEngine.stats(reset=True)`` snapshot into the gauges."""
+        self.media_legs.set(stats["legs"])
+        self.media_rooms.set(stats["rooms"])
+        self.media_recordings.set(stats["recordings"])
+        self.media_tick_lateness_p99.set(stats["lateness_p99_ms"] / 1000)
+        self.media_send_errors.set(stats["send_errors"])
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

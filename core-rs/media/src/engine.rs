@@ -86,6 +86,8 @@ pub enum MediaError {
     BadConfig(String),
     Prompt(String),
     Stopped,
+    /// A media thread did not answer within 5 s (overloaded).
+    Busy,
 }
 
 impl fmt::Display for MediaError {
@@ -105,6 +107,7 @@ impl fmt::Display for MediaError {
             MediaError::BadConfig(e) => write!(f, "bad media configuration: {e}"),
             MediaError::Prompt(e) => write!(f, "{e}"),
             MediaError::Stopped => f.write_str("the media engine has stopped"),
+            MediaError::Busy => f.write_str("a media thread did not answer within 5 s (overloaded)"),
         }
     }
 }
@@ -224,6 +227,8 @@ pub struct TickStats {
     pub recordings: usize,
     pub passthrough_rooms: usize,
     pub send_errors: u64,
+    /// Frames dropped because the shard fell more than 200 ms behind (overload).
+    pub skipped_ticks: u64,
 }
 
 const BUCKET_US: u64 = 50;
@@ -270,6 +275,7 @@ impl TickStats {
         self.recordings += o.recordings;
         self.passthrough_rooms += o.passthrough_rooms;
         self.send_errors += o.send_errors;
+        self.skipped_ticks += o.skipped_ticks;
     }
 }
 
@@ -528,7 +534,10 @@ impl Engine {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(shard, make(tx))?;
         rx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| MediaError::Stopped)?
+            .map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => MediaError::Busy,
+                mpsc::RecvTimeoutError::Disconnected => MediaError::Stopped,
+            })?
     }
 
     fn bind_pair(&self) -> Result<(StdUdpSocket, StdUdpSocket, u16), MediaError> {
@@ -1120,30 +1129,43 @@ fn clock_loop(epoch: Instant, shards: &[Arc<Notify>], stop: &AtomicBool) {
 
 const FRAME_PERIOD: Duration = Duration::from_millis(20);
 const CATCH_UP_DRAIN: Duration = Duration::from_millis(4);
+const MAX_CATCH_UP_TICKS: u128 = 10;
 
 async fn tick_loop(shard: Rc<RefCell<Shard>>, clock: Arc<Notify>) {
     let epoch = shard.borrow().epoch;
     let mut next: u32 = 1;
     loop {
         clock.notified().await;
-        // Every tick that is due runs, in order, even after a stall (no frame is skipped).
+        // Every tick that is due runs, in order, after a short stall; an overload longer
+        // than MAX_CATCH_UP_TICKS drops frames instead of falling further behind.
         loop {
             let scheduled = epoch + FRAME_PERIOD * next;
             let started = Instant::now();
             if scheduled > started {
                 break;
             }
-            let mut s = shard.borrow_mut();
-            if started.saturating_duration_since(scheduled) > CATCH_UP_DRAIN {
-                // Running late: packets that arrived meanwhile are still in the sockets
-                // (the receive tasks could not run). Read them first, or this frame would
-                // be played before its packet is seen and the packet counted late.
-                s.drain_sockets();
+            let behind = (started - scheduled).as_millis() / 20;
+            if behind > MAX_CATCH_UP_TICKS {
+                let skip = u32::try_from(behind).unwrap_or(u32::MAX);
+                next = next.wrapping_add(skip);
+                shard.borrow_mut().stats.skipped_ticks += u64::from(skip);
+                continue;
             }
-            s.tick(u64::from(next) * 20);
-            s.stats.record(started.saturating_duration_since(scheduled));
-            s.stats.busy_us_total += started.elapsed().as_micros() as u64;
+            {
+                let mut s = shard.borrow_mut();
+                if started.saturating_duration_since(scheduled) > CATCH_UP_DRAIN {
+                    // Running late: packets that arrived meanwhile are still in the sockets
+                    // (the receive tasks could not run). Read them first, or this frame would
+                    // be played before its packet is seen and the packet counted late.
+                    s.drain_sockets();
+                }
+                s.tick(u64::from(next) * 20);
+                s.stats.record(started.saturating_duration_since(scheduled));
+                s.stats.busy_us_total += started.elapsed().as_micros() as u64;
+            }
             next = next.wrapping_add(1);
+            // Let receive tasks and commands run between catch-up ticks.
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -338,6 +338,7 @@ impl PyMediaEngine {
         d.set_item("passthrough_rooms", s.passthrough_rooms)?;
         d.set_item("recordings", s.recordings)?;
         d.set_item("send_errors", s.send_errors)?;
+        d.set_item("skipped_ticks", s.skipped_ticks)?;
         Ok(d)
     }
 
