@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 
 import ccorch
 from ccorch.config import Config
+from ccorch.crm import api as crm_api
+from ccorch.crm import bootstrap as crm_bootstrap
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
@@ -54,9 +57,16 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.ctx.recordings_dir = Path(config.media.recordings_dir).resolve()
     app.ctx.recordings_dir.mkdir(parents=True, exist_ok=True)
 
+    app.ctx.clock = lambda: datetime.now(UTC)
+    var_dir = Path(config.database.data_dir).resolve().parent  # ./var by default
+
     @app.before_server_start
     async def _open_pool(app: Sanic[Any, Any]) -> None:
         app.ctx.pool = await open_pool(app.ctx.database_url, config.database)
+        async with app.ctx.pool.connection() as conn:
+            await crm_bootstrap.load_prefixes(conn)
+            if config.crm.demo:
+                await crm_bootstrap.load_demo(conn, var_dir)
 
     @app.before_server_start
     async def _start_media(app: Sanic[Any, Any]) -> None:
@@ -93,7 +103,14 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     _install_error_handler(app)
     app.add_route(healthz, "/healthz", methods=["GET"], name="healthz")
     app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
+    app.add_route(openapi, "/openapi.json", methods=["GET"], name="openapi")
+    app.blueprint(crm_api.blueprint())
     return app
+
+
+async def openapi(request: Request) -> HTTPResponse:
+    """The OpenAPI 3 document of every API route, built from the routes' own declarations."""
+    return json(crm_api.openapi(request.app))
 
 
 async def healthz(request: Request) -> HTTPResponse:

@@ -166,6 +166,61 @@ class MediaConfig:
     recordings_dir: str = _key(PATH, "var/recordings")
 
 
+def _parse_required(v: Any) -> Any:
+    """``"default=name,phones; internet=name,phones,addresses"`` -> ((service, (fields, ...)), ...)."""
+    if not isinstance(v, str):
+        return v
+    out: dict[str, tuple[str, ...]] = {}
+    for part in filter(None, (p.strip() for p in v.split(";"))):
+        service, _, names = part.partition("=")
+        if not service.strip() or not _:
+            return v  # left as text: the check below refuses it
+        out[service.strip()] = tuple(n.strip() for n in names.split(",") if n.strip())
+    return tuple(sorted(out.items()))
+
+
+_CUSTOMER_FIELDS = {
+    "kind",
+    "name",
+    "phones",
+    "addresses",
+    "email",
+    "birthday",
+    "segment",
+    "group_id",
+    "notes",
+}
+REQUIRED_FIELDS = _Rule(
+    "service=field,field;... with fields among "
+    + ", ".join(sorted(_CUSTOMER_FIELDS))
+    + " and a 'default' service",
+    lambda v: (
+        isinstance(v, dict)
+        and "default" in v
+        and all(set(fs) <= _CUSTOMER_FIELDS for fs in v.values())
+    ),
+    str,
+    str,
+    _parse_required,
+)
+
+
+@dataclass(frozen=True)
+class CrmConfig:
+    # Calling code for numbers written in national form (380 Ukraine, 7 Russia, 86 China).
+    default_country: str = _key(_choice_rule("380", "7", "86"), "380")
+    session_hours: float = _key(_float_rule(0.1, 720), 12.0)
+    # Load the "ABC Internet" demo tenant into an empty CRM.
+    demo: bool = _key(
+        _Rule("true or false", lambda v: isinstance(v, bool), _parse_bool, bool), True
+    )
+    # Fields registration insists on, per service.
+    required_fields: tuple[tuple[str, tuple[str, ...]], ...] = _key(
+        REQUIRED_FIELDS,
+        (("default", ("name", "phones")), ("internet", ("name", "phones", "addresses"))),
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -173,6 +228,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    crm: CrmConfig = field(default_factory=CrmConfig)
     source: str = "defaults"
 
 
@@ -182,6 +238,7 @@ _SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "log": LogConfig,
     "media": MediaConfig,
+    "crm": CrmConfig,
 }
 
 

@@ -1,0 +1,453 @@
+"""The CRM's REST API (Sanic blueprint) and its OpenAPI 3 document.
+
+Every route is declared once in :data:`ROUTES` with the roles it needs, its parameters and
+its body shape; the same table registers the handler, enforces access and builds
+``/openapi.json``, so documentation and behaviour cannot drift. Errors are JSON:
+401 without a valid session, 403 without the role, 404, 422 naming each bad field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse, json
+
+import ccorch
+from ccorch.crm import store
+from ccorch.crm.validation import Field, Shape, ValidationFailed
+
+Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
+
+LOGIN = Shape(
+    "Login",
+    {
+        "login": Field("string", required=True, min_len=1, max_len=64),
+        "password": Field("string", required=True, max_len=200),
+    },
+)
+PIN = Shape(
+    "PinCheck",
+    {"pin": Field("string", required=True, pattern=r"[0-9]{4,8}", description="4–8 digits")},
+)
+NEW_USER = Shape(
+    "NewUser",
+    {
+        "login": Field("string", required=True, pattern=r"[a-z0-9._-]{2,64}"),
+        "full_name": Field("string", required=True, min_len=1, max_len=200),
+        "password": Field("string", required=True, min_len=10, max_len=200),
+        "roles": Field(
+            "array", required=True, min_len=1, items=Field("string", choices=store.ROLES)
+        ),
+    },
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "query" or "path"
+    schema: Field
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    summary: str
+    roles: tuple[str, ...] | None  # None: no session needed
+    handler: Handler
+    params: tuple[Param, ...] = ()
+    body: Shape | Callable[[Request], Shape] | None = None
+    responses: dict[int, str] = field(default_factory=dict)
+
+
+def _now(request: Request) -> dt.datetime:
+    clock: Callable[[], dt.datetime] = request.app.ctx.clock
+    return clock()
+
+
+def _pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.ctx.pool
+    return pool
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> HTTPResponse:
+    return json({"error": error, "message": message, **extra}, status=status)
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise ValidationFailed({name: "expected an integer"}) from None
+    if not lo <= v <= hi:
+        raise ValidationFailed({name: f"from {lo} to {hi}"})
+    return v
+
+
+def _body(request: Request) -> Any:
+    try:
+        return request.json
+    except Exception:  # Sanic raises its own error type for malformed JSON
+        raise ValidationFailed({"(body)": "malformed JSON"}) from None
+
+
+# ---- handlers -----------------------------------------------------------------------
+
+
+async def login(request: Request) -> HTTPResponse:
+    data = LOGIN.validate(_body(request))
+    ttl = dt.timedelta(hours=request.app.ctx.config.crm.session_hours)
+    async with _pool(request).connection() as conn:
+        result = await store.login(conn, data["login"], data["password"], _now(request), ttl)
+    if result is None:
+        return _error(401, "unauthorized", "wrong login or password")
+    token, user = result
+    return json(
+        {"token": token, "user": {"id": user.id, "login": user.login, "roles": sorted(user.roles)}}
+    )
+
+
+async def logout(request: Request) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        await store.logout(conn, request.ctx.token)
+    return json({"status": "logged out"})
+
+
+async def me(request: Request) -> HTTPResponse:
+    u: store.User = request.ctx.user
+    return json({"id": u.id, "login": u.login, "full_name": u.full_name, "roles": sorted(u.roles)})
+
+
+async def identify(request: Request) -> HTTPResponse:
+    ani, contract = request.args.get("ani"), request.args.get("contract")
+    if not ani and not contract:
+        raise ValidationFailed({"ani": "give ani or contract", "contract": "give ani or contract"})
+    async with _pool(request).connection() as conn:
+        if ani:
+            matches = await store.identify_by_ani(
+                conn, ani, request.app.ctx.config.crm.default_country
+            )
+        else:
+            matches = await store.identify_by_contract(conn, contract or "")
+        visible = [
+            m
+            for m in matches
+            if await store.can_see_customer(conn, request.ctx.user, m.customer_id)
+        ]
+    return json({"matches": [m.as_dict() for m in visible]})
+
+
+async def search(request: Request) -> HTTPResponse:
+    q = request.args.get("q", "")
+    if not q.strip() or len(q) > 200 or "\x00" in q:
+        raise ValidationFailed({"q": "1 to 200 characters"})
+    limit = _int_param(request, "limit", 20, 1, 100)
+    async with _pool(request).connection() as conn:
+        matches = await store.search(conn, q, limit)
+        visible = [
+            m
+            for m in matches
+            if await store.can_see_customer(conn, request.ctx.user, m.customer_id)
+        ]
+    return json({"matches": [m.as_dict() for m in visible]})
+
+
+def _customer_shape(request: Request) -> Shape:
+    return store.customer_shape(request.app.ctx.config.crm.default_country)
+
+
+async def create_customer(request: Request) -> HTTPResponse:
+    crm = request.app.ctx.config.crm
+    service = request.args.get("service", "default")
+    required = crm.required_fields.get(service)
+    if required is None:
+        raise ValidationFailed(
+            {"service": "unknown service; known: " + ", ".join(sorted(crm.required_fields))}
+        )
+    async with _pool(request).connection() as conn:
+        cid = await store.create_customer(
+            conn,
+            _body(request),
+            required=required,
+            country=crm.default_country,
+            actor=request.ctx.user.id,
+        )
+    return json({"id": cid}, status=201)
+
+
+async def get_customer(request: Request, customer_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id):
+            return _error(404, "not_found", f"no customer {customer_id}")
+        card = await store.customer_card(conn, customer_id, _now(request).date())
+    if card is None:
+        return _error(404, "not_found", f"no customer {customer_id}")
+    return json(card)
+
+
+async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
+    data = PIN.validate(_body(request))
+    async with _pool(request).connection() as conn:
+        r = await store.authorize_pin(conn, contract_no, data["pin"], _now(request))
+        if r.outcome == "unknown_contract":
+            return _error(404, "not_found", f"no contract {contract_no}")
+        await store.audit(
+            conn,
+            request.ctx.user.id,
+            "pin_check",
+            "account",
+            contract_no,
+            None,
+            {"outcome": r.outcome},
+        )
+    out: dict[str, Any] = {"outcome": r.outcome, "attempts_left": r.attempts_left}
+    if r.locked_until:
+        out["locked_until"] = r.locked_until.isoformat()
+    if r.outcome == "ok":
+        out |= {"balance": str(r.balance), "currency": r.currency, "customer_id": r.customer_id}
+    return json(out)
+
+
+async def create_user(request: Request) -> HTTPResponse:
+    data = NEW_USER.validate(_body(request))
+    async with _pool(request).connection() as conn:
+        uid = await store.create_user(
+            conn,
+            data["login"],
+            data["full_name"],
+            data["password"],
+            data["roles"],
+            request.ctx.user.id,
+        )
+    return json({"id": uid}, status=201)
+
+
+async def audit_log(request: Request) -> HTTPResponse:
+    entity = request.args.get("entity")
+    limit = _int_param(request, "limit", 50, 1, 500)
+    before_id = _int_param(request, "before_id", 2**62, 1, 2**62)
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute(
+            """SELECT id, at, user_id, action, entity, entity_id, before, after FROM audit_log
+               WHERE (%s::text IS NULL OR entity = %s) AND id < %s ORDER BY id DESC LIMIT %s""",
+            (entity, entity, before_id, limit),
+        )
+        rows = await cur.fetchall()
+    items = [
+        {
+            "id": r[0],
+            "at": r[1].isoformat(),
+            "user_id": r[2],
+            "action": r[3],
+            "entity": r[4],
+            "entity_id": r[5],
+            "before": r[6],
+            "after": r[7],
+        }
+        for r in rows
+    ]
+    return json(
+        {"items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
+    )
+
+
+CRM_ROLES = ("operator", "supervisor", "complaints", "admin")
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/auth/login",
+        "Log in; returns a session token",
+        None,
+        login,
+        body=LOGIN,
+        responses={200: "token", 401: "wrong login or password"},
+    ),
+    Route("POST", "/api/auth/logout", "End this session", CRM_ROLES, logout),
+    Route("GET", "/api/auth/me", "Who this session is", CRM_ROLES, me),
+    Route(
+        "GET",
+        "/api/customers/identify",
+        "Identify a caller by number (exact, then last digits) or by contract",
+        CRM_ROLES,
+        identify,
+        params=(
+            Param("ani", "query", Field("string", max_len=40)),
+            Param("contract", "query", Field("string", max_len=32)),
+        ),
+    ),
+    Route(
+        "GET",
+        "/api/customers/search",
+        "Fuzzy search by name, phone, contract or address, ranked",
+        CRM_ROLES,
+        search,
+        params=(
+            Param("q", "query", Field("string", min_len=1, max_len=200), True),
+            Param("limit", "query", Field("integer", minimum=1, maximum=100)),
+        ),
+    ),
+    Route(
+        "POST",
+        "/api/customers",
+        "Register a customer (the service's required fields apply)",
+        ("operator", "supervisor", "admin"),
+        create_customer,
+        params=(Param("service", "query", Field("string", max_len=40)),),
+        body=_customer_shape,
+        responses={201: "created", 422: "invalid fields"},
+    ),
+    Route("GET", "/api/customers/<customer_id:int>", "The customer card", CRM_ROLES, get_customer),
+    Route(
+        "POST",
+        "/api/accounts/<contract_no:str>/pin",
+        "Check a contract's PIN (3 wrong in a row lock it)",
+        ("operator", "supervisor", "admin"),
+        check_pin,
+        body=PIN,
+    ),
+    Route(
+        "POST",
+        "/api/users",
+        "Create a user with roles",
+        ("admin",),
+        create_user,
+        body=NEW_USER,
+        responses={201: "created"},
+    ),
+    Route(
+        "GET",
+        "/api/audit",
+        "The audit log, newest first",
+        ("admin", "supervisor"),
+        audit_log,
+        params=(
+            Param("entity", "query", Field("string", max_len=40)),
+            Param("limit", "query", Field("integer", minimum=1, maximum=500)),
+            Param("before_id", "query", Field("integer", minimum=1)),
+        ),
+    ),
+)
+
+
+def _guard(route: Route) -> Handler:
+    @functools.wraps(route.handler)
+    async def guarded(request: Request, **kwargs: Any) -> HTTPResponse:
+        if route.roles is not None:
+            header = request.headers.get("authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            if not token:
+                return _error(401, "unauthorized", "log in first (Authorization: Bearer <token>)")
+            async with _pool(request).connection() as conn:
+                user = await store.session_user(conn, token, _now(request))
+            if user is None:
+                return _error(401, "unauthorized", "session unknown or expired")
+            if not user.roles & set(route.roles):
+                return _error(
+                    403, "forbidden", "this needs one of the roles: " + ", ".join(route.roles)
+                )
+            request.ctx.user, request.ctx.token = user, token
+        try:
+            return await route.handler(request, **kwargs)
+        except ValidationFailed as e:
+            return _error(422, "validation", "some fields are missing or invalid", fields=e.fields)
+
+    return guarded
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("crm")
+    for i, r in enumerate(ROUTES):
+        bp.add_route(_guard(r), r.path, methods=[r.method], name=f"crm_{i}")
+    return bp
+
+
+def _openapi_path(path: str) -> str:
+    out = []
+    for part in path.split("/"):
+        if part.startswith("<") and part.endswith(">"):
+            part = "{" + part[1:-1].split(":")[0] + "}"
+        out.append(part)
+    return "/".join(out)
+
+
+def openapi(app: Sanic[Any, Any]) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for r in ROUTES:
+        op: dict[str, Any] = {"summary": r.summary, "responses": {}}
+        params = [
+            {"name": p.name, "in": p.where, "required": p.required, "schema": p.schema.schema()}
+            for p in r.params
+        ]
+        for part in r.path.split("/"):
+            if part.startswith("<"):
+                name, kind = part[1:-1].split(":")
+                params.append(
+                    {
+                        "name": name,
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer" if kind == "int" else "string"},
+                    }
+                )
+        if params:
+            op["parameters"] = params
+        if r.body is not None:
+            shape = (
+                r.body
+                if isinstance(r.body, Shape)
+                else store.customer_shape(app.ctx.config.crm.default_country)
+            )
+            schemas[shape.name] = shape.schema()
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{shape.name}"}}
+                },
+            }
+        ok = 201 if r.method == "POST" and 201 in r.responses else 200
+        op["responses"][str(ok)] = {
+            "description": r.responses.get(ok, "OK"),
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+        errors = {400: "bad request", 422: "invalid fields"}
+        if r.roles is not None:
+            op["security"] = [{"session": []}]
+            errors |= {401: "no valid session", 403: "role missing"}
+            op["description"] = "Roles: " + ", ".join(r.roles)
+        for code, text in errors.items():
+            op["responses"][str(code)] = {
+                "description": text,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        paths.setdefault(_openapi_path(r.path), {})[r.method.lower()] = op
+    schemas["Error"] = {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "fields": {"type": "object"},
+        },
+        "required": ["error"],
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ccorch CRM", "version": ccorch.__version__},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"session": {"type": "http", "scheme": "bearer"}},
+        },
+    }

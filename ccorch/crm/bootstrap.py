@@ -1,0 +1,123 @@
+"""Reference data and the demo tenant, loaded after migrations (idempotent).
+
+* The number-prefix table from ``data/phone_prefixes.csv`` (Ukrainian, Russian, Chinese
+  area and mobile codes) is upserted on every start, so editing the CSV takes effect.
+* The demo tenant of the "ABC Internet" IVR: customer Ivan Petrenko with contract 1001,
+  50.00 UAH and PIN 1234 (stored hashed), two more customers for identification and
+  search, and an ``admin`` user. The admin's password is ``CCORCH_ADMIN_PASSWORD`` when
+  set; otherwise a random one is generated and written once to ``var/admin-password``
+  (mode 0600), never to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ccorch.crm import store
+from ccorch.crm.secrets import hash_secret
+
+log = logging.getLogger(__name__)
+
+PREFIXES_CSV = Path(__file__).parent / "data" / "phone_prefixes.csv"
+
+
+async def load_prefixes(conn: AsyncConnection[Any], path: Path = PREFIXES_CSV) -> int:
+    with path.open(encoding="utf-8") as f:
+        rows = [(r["prefix"], r["country"], r["region"], r["kind"]) for r in csv.DictReader(f)]
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(
+            """INSERT INTO phone_prefixes (prefix, country, region, kind) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (prefix) DO UPDATE SET country = excluded.country, region = excluded.region, kind = excluded.kind""",
+            rows,
+        )
+    return len(rows)
+
+
+DEMO_CUSTOMERS: list[dict[str, Any]] = [
+    {
+        "name": "Ivan Petrenko",
+        "phones": ["+380 67 123 45 67", "044 555 12 34"],
+        "addresses": ["Kyiv, Khreshchatyk St 1, apt 10"],
+        "segment": "standard",
+        "birthday": "1985-06-15",
+        "account": ("1001", "50.00", "UAH", "1234"),
+    },
+    {
+        "name": "Olena Kovalenko",
+        "phones": ["+380 50 765 43 21"],
+        "addresses": ["Lviv, Svobody Ave 5"],
+        "segment": "VIP",
+        "account": ("1002", "1250.75", "UAH", "4321"),
+    },
+    {
+        "name": "Alexey Smirnov",
+        "phones": ["+7 495 123 45 67"],
+        "addresses": ["Moscow, Tverskaya St 7"],
+        "segment": "standard",
+        "account": ("2001", "0.00", "RUB", None),
+    },
+    {
+        "name": "王伟",
+        "phones": ["+86 10 6552 9988"],
+        "addresses": ["北京市朝阳区建国路 88 号"],
+        "segment": "standard",
+        "account": None,
+    },
+]
+
+
+async def load_demo(conn: AsyncConnection[Any], var_dir: Path) -> bool:
+    """Load the demo tenant into an empty CRM; returns False when customers already exist."""
+    cur = await conn.execute("SELECT count(*) FROM customers")
+    row = await cur.fetchone()
+    if row and row[0] > 0:
+        return False
+    for c in DEMO_CUSTOMERS:
+        body = {k: v for k, v in c.items() if k != "account"}
+        cid = await store.create_customer(conn, body, required=(), country="380", actor=None)
+        if c["account"]:
+            contract, balance, currency, pin = c["account"]
+            pin_hash = await asyncio.to_thread(hash_secret, pin) if pin else None
+            await conn.execute(
+                """INSERT INTO accounts (customer_id, contract_no, balance, currency, pin_hash, last_payment_at, last_payment_amount)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    cid,
+                    contract,
+                    balance,
+                    currency,
+                    pin_hash,
+                    dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+                    "100.00",
+                ),
+            )
+    cur = await conn.execute("SELECT 1 FROM users WHERE login = 'admin'")
+    if await cur.fetchone() is None:
+        password = os.environ.get("CCORCH_ADMIN_PASSWORD")
+        if not password:
+            password = secrets.token_urlsafe(12)
+            path = await asyncio.to_thread(_write_secret_file, var_dir / "admin-password", password)
+            log.warning("demo admin created; its password is in a file", extra={"file": str(path)})
+        await store.create_user(
+            conn, "admin", "Administrator", password, ["admin", "supervisor"], None
+        )
+    await conn.commit()
+    log.info("demo tenant loaded", extra={"customers": len(DEMO_CUSTOMERS)})
+    return True
+
+
+def _write_secret_file(path: Path, secret: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    return path
