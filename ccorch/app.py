@@ -66,7 +66,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         async with app.ctx.pool.connection() as conn:
             await crm_bootstrap.load_prefixes(conn)
             if config.crm.demo:
-                await crm_bootstrap.load_demo(conn, var_dir)
+                await crm_bootstrap.load_demo(conn, var_dir, config.crm.admin_password)
 
     @app.before_server_start
     async def _start_media(app: Sanic[Any, Any]) -> None:

@@ -214,6 +214,9 @@ class CrmConfig:
     demo: bool = _key(
         _Rule("true or false", lambda v: isinstance(v, bool), _parse_bool, bool), True
     )
+    # The demo admin's password when the demo tenant is first loaded; empty: a random one,
+    # written to var/admin-password (mode 0600). Never logged.
+    admin_password: str = _key(_Rule("a string", lambda v: isinstance(v, str), str, str), "")
     # Fields registration insists on, per service.
     required_fields: tuple[tuple[str, tuple[str, ...]], ...] = _key(
         REQUIRED_FIELDS,

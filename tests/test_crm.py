@@ -50,7 +50,7 @@ def run_db(url: str, body: Callable[[psycopg.AsyncConnection[Any]], Awaitable[An
         await migrate(url)
         async with await psycopg.AsyncConnection.connect(url) as conn:
             await bootstrap.load_prefixes(conn)
-            await bootstrap.load_demo(conn, Path("/nonexistent-unused"))
+            await bootstrap.load_demo(conn, Path("/nonexistent-unused"), "correct horse battery")
             result = await body(conn)
             await conn.commit()
             return result
@@ -59,8 +59,7 @@ def run_db(url: str, body: Callable[[psycopg.AsyncConnection[Any]], Awaitable[An
 
 
 @pytest.fixture
-def demo_db(fresh_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("CCORCH_ADMIN_PASSWORD", "correct horse battery")
+def demo_db(fresh_db: str) -> str:
     return fresh_db
 
 

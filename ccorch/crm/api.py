@@ -170,10 +170,11 @@ def _customer_shape(request: Request) -> Shape:
 async def create_customer(request: Request) -> HTTPResponse:
     crm = request.app.ctx.config.crm
     service = request.args.get("service", "default")
-    required = crm.required_fields.get(service)
+    services = dict(crm.required_fields)
+    required = services.get(service)
     if required is None:
         raise ValidationFailed(
-            {"service": "unknown service; known: " + ", ".join(sorted(crm.required_fields))}
+            {"service": "unknown service; known: " + ", ".join(sorted(services))}
         )
     async with _pool(request).connection() as conn:
         cid = await store.create_customer(

@@ -4,8 +4,8 @@
   area and mobile codes) is upserted on every start, so editing the CSV takes effect.
 * The demo tenant of the "ABC Internet" IVR: customer Ivan Petrenko with contract 1001,
   50.00 UAH and PIN 1234 (stored hashed), two more customers for identification and
-  search, and an ``admin`` user. The admin's password is ``CCORCH_ADMIN_PASSWORD`` when
-  set; otherwise a random one is generated and written once to ``var/admin-password``
+  search, and an ``admin`` user. The admin's password is ``crm.admin_password``
+  (``CCORCH_CRM_ADMIN_PASSWORD``) when set; otherwise a random one is generated and written once to ``var/admin-password``
   (mode 0600), never to the log.
 """
 
@@ -75,7 +75,7 @@ DEMO_CUSTOMERS: list[dict[str, Any]] = [
 ]
 
 
-async def load_demo(conn: AsyncConnection[Any], var_dir: Path) -> bool:
+async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: str = "") -> bool:
     """Load the demo tenant into an empty CRM; returns False when customers already exist."""
     cur = await conn.execute("SELECT count(*) FROM customers")
     row = await cur.fetchone()
@@ -102,7 +102,7 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path) -> bool:
             )
     cur = await conn.execute("SELECT 1 FROM users WHERE login = 'admin'")
     if await cur.fetchone() is None:
-        password = os.environ.get("CCORCH_ADMIN_PASSWORD")
+        password = admin_password
         if not password:
             password = secrets.token_urlsafe(12)
             path = await asyncio.to_thread(_write_secret_file, var_dir / "admin-password", password)
