@@ -124,40 +124,53 @@ async def identify_by_contract(conn: AsyncConnection[Any], contract_no: str) -> 
 
 
 async def search(conn: AsyncConnection[Any], q: str, limit: int = 20) -> list[Match]:
-    """The search form: name, phone, contract or address, fuzzy (pg_trgm), ranked."""
+    """The search form: name, phone, contract or address, fuzzy (pg_trgm), ranked.
+
+    Each kind of match is a branch of its own that only runs when the query can match it
+    (digits for phones, a contract-like token), ranks its own candidates and keeps the best
+    few, so a common surname among a million customers costs one index scan, not a sort
+    of every namesake."""
     text = " ".join(q.lower().split())
     digits = "".join(ch for ch in q if ch.isdigit())
+    raw = q.strip()
     if not text:
         return []
-    cur = await conn.execute(
-        """
-        WITH hits AS (
-            SELECT c.id, 'name' AS how, word_similarity(%(t)s, lower(c.name)) AS score
-              FROM customers c WHERE %(t)s <%% lower(c.name)
-            UNION ALL
-            SELECT a.customer_id, 'address', word_similarity(%(t)s, lower(a.text))
-              FROM customer_addresses a WHERE %(t)s <%% lower(a.text)
-            UNION ALL
-            -- Substrings: scripts without spaces between words (Chinese) and partial words.
-            SELECT c.id, 'name', 0.7 + 0.3 * length(%(t)s)::float / length(c.name)
-              FROM customers c WHERE length(%(t)s) >= 2 AND lower(c.name) LIKE '%%' || %(like)s || '%%'
-            UNION ALL
-            SELECT a.customer_id, 'address', 0.6 + 0.3 * length(%(t)s)::float / length(a.text)
-              FROM customer_addresses a WHERE length(%(t)s) >= 2 AND lower(a.text) LIKE '%%' || %(like)s || '%%'
-            UNION ALL
-            SELECT p.customer_id, 'phone', 0.9 + 0.1 * length(%(d)s)::float / length(p.e164)
-              FROM customer_phones p WHERE length(%(d)s) >= 4 AND p.e164 LIKE '%%' || %(d)s || '%%'
-            UNION ALL
-            SELECT a.customer_id, 'contract', CASE WHEN a.contract_no = %(raw)s THEN 1.0 ELSE 0.85 END
-              FROM accounts a WHERE a.contract_no = %(raw)s OR (length(%(raw)s) >= 3 AND a.contract_no LIKE %(raw)s || '%%')
-        ), best AS (
-            SELECT DISTINCT ON (id) id, how, score FROM hits ORDER BY id, score DESC
+    params: dict[str, Any] = {"t": text, "raw": raw, "cap": max(limit * 3, 30), "limit": limit}
+    branches = [
+        """(SELECT c.id, 'name' AS how, word_similarity(%(t)s, lower(c.name)) AS score
+              FROM customers c WHERE %(t)s <%% lower(c.name) ORDER BY 3 DESC LIMIT %(cap)s)""",
+        """(SELECT a.customer_id, 'address', word_similarity(%(t)s, lower(a.text))
+              FROM customer_addresses a WHERE %(t)s <%% lower(a.text) ORDER BY 3 DESC LIMIT %(cap)s)""",
+    ]
+    if len(text) >= 2:
+        # Substrings: scripts written without spaces (Chinese) and partial words.
+        params["like"] = "%" + _like_escape(text) + "%"
+        branches += [
+            """(SELECT c.id, 'name', 0.7 + 0.3 * length(%(t)s)::float / length(c.name)
+                  FROM customers c WHERE lower(c.name) LIKE %(like)s ORDER BY 3 DESC LIMIT %(cap)s)""",
+            """(SELECT a.customer_id, 'address', 0.6 + 0.3 * length(%(t)s)::float / length(a.text)
+                  FROM customer_addresses a WHERE lower(a.text) LIKE %(like)s ORDER BY 3 DESC LIMIT %(cap)s)""",
+        ]
+    if len(digits) >= 4:
+        params["d"] = digits
+        params["dlike"] = "%" + digits + "%"
+        branches.append(
+            """(SELECT p.customer_id, 'phone', 0.9 + 0.1 * length(%(d)s)::float / length(p.e164)
+                  FROM customer_phones p WHERE p.e164 LIKE %(dlike)s ORDER BY 3 DESC LIMIT %(cap)s)"""
         )
+    if raw and len(raw) <= 32 and " " not in raw:
+        params["rlike"] = _like_escape(raw) + "%"
+        branches.append(
+            """(SELECT a.customer_id, 'contract', CASE WHEN a.contract_no = %(raw)s THEN 1.0 ELSE 0.85 END
+                  FROM accounts a WHERE a.contract_no = %(raw)s OR (length(%(raw)s) >= 3 AND a.contract_no LIKE %(rlike)s)
+                  LIMIT %(cap)s)"""
+        )
+    sql = f"""
+        WITH hits AS ({" UNION ALL ".join(branches)}),
+        best AS (SELECT DISTINCT ON (id) id, how, score FROM hits ORDER BY id, score DESC)
         SELECT b.id, c.name, c.segment, b.how, b.score FROM best b JOIN customers c ON c.id = b.id
-        ORDER BY b.score DESC, b.id LIMIT %(limit)s
-        """,
-        {"t": text, "like": _like_escape(text), "d": digits, "raw": q.strip(), "limit": limit},
-    )
+        ORDER BY b.score DESC, b.id LIMIT %(limit)s"""
+    cur = await conn.execute(sql.encode(), params)
     return [Match(r[0], r[1], r[2], r[3], float(r[4])) for r in await cur.fetchall()]
 
 
