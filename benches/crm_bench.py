@@ -95,7 +95,7 @@ def generate(url: str, customers: int) -> dict[str, float]:
                       (%(first)s::text[])[1 + (i * 7919) %% array_length(%(first)s::text[], 1)] || ' ' ||
                       (%(last)s::text[])[1 + (i * 104729) %% array_length(%(last)s::text[], 1)] || ' ' || i,
                       CASE WHEN i %% 50 = 0 THEN 'VIP' ELSE 'standard' END, 'Kyiv'
-               FROM generate_series(1, %(n)s) AS i""",
+               FROM generate_series(1::bigint, %(n)s) AS i""",
             {"first": FIRST, "last": LAST, "n": customers},
         )
         t["insert_customers_s"] = time.perf_counter() - start

@@ -23,6 +23,7 @@ import ccorch
 from ccorch.config import Config
 from ccorch.crm import api as crm_api
 from ccorch.crm import bootstrap as crm_bootstrap
+from ccorch.crm.cases import BusinessHours
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
@@ -58,6 +59,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.ctx.recordings_dir.mkdir(parents=True, exist_ok=True)
 
     app.ctx.clock = lambda: datetime.now(UTC)
+    app.ctx.business_hours = BusinessHours()
     var_dir = Path(config.database.data_dir).resolve().parent  # ./var by default
 
     @app.before_server_start

@@ -19,7 +19,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json
 
 import ccorch
-from ccorch.crm import store
+from ccorch.crm import cases, store
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
@@ -263,6 +263,54 @@ async def audit_log(request: Request) -> HTTPResponse:
     )
 
 
+async def create_case(request: Request) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        case = await cases.create_case(
+            conn, _body(request), request.ctx.user, _now(request), request.app.ctx.business_hours
+        )
+    return json(case, status=201)
+
+
+async def get_case(request: Request, case_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        return json(await cases.get_case(conn, case_id, request.ctx.user))
+
+
+async def case_transition(request: Request, case_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        return json(
+            await cases.transition(conn, case_id, _body(request), request.ctx.user, _now(request))
+        )
+
+
+async def overdue(request: Request) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        return json({"items": await cases.overdue_report(conn, _now(request), request.ctx.user)})
+
+
+async def add_interaction(request: Request) -> HTTPResponse:
+    body = _body(request)
+    async with _pool(request).connection() as conn:
+        cid = body.get("customer_id") if isinstance(body, dict) else None
+        if (
+            isinstance(cid, int)
+            and not isinstance(cid, bool)
+            and cid > 0
+            and not await store.can_see_customer(conn, request.ctx.user, cid)
+        ):
+            raise ValidationFailed({"customer_id": "no such customer"})
+        iid = await cases.add_interaction(conn, body, request.ctx.user)
+    return json({"id": iid}, status=201)
+
+
+async def customer_history(request: Request, customer_id: int) -> HTTPResponse:
+    limit = _int_param(request, "limit", 20, 1, 100)
+    async with _pool(request).connection() as conn:
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id):
+            return _error(404, "not_found", f"no customer {customer_id}")
+        return json(await cases.history(conn, customer_id, limit, request.args.get("before")))
+
+
 CRM_ROLES = ("operator", "supervisor", "complaints", "admin")
 
 ROUTES: tuple[Route, ...] = (
@@ -328,6 +376,57 @@ ROUTES: tuple[Route, ...] = (
         responses={201: "created"},
     ),
     Route(
+        "POST",
+        "/api/cases",
+        "Open a case (its SLA deadline is set in business hours)",
+        CRM_ROLES,
+        create_case,
+        body=cases.NEW_CASE,
+        responses={201: "created"},
+    ),
+    Route(
+        "GET",
+        "/api/cases/overdue",
+        "Open cases past their deadline",
+        ("supervisor", "admin", "complaints"),
+        overdue,
+    ),
+    Route(
+        "GET",
+        "/api/cases/<case_id:int>",
+        "A case with its transitions and tasks",
+        CRM_ROLES,
+        get_case,
+    ),
+    Route(
+        "POST",
+        "/api/cases/<case_id:int>/transition",
+        "Move a case along its workflow (approvals: supervisors only)",
+        CRM_ROLES,
+        case_transition,
+        body=cases.TRANSITION,
+    ),
+    Route(
+        "POST",
+        "/api/interactions",
+        "Log a contact in any channel",
+        CRM_ROLES,
+        add_interaction,
+        body=cases.NEW_INTERACTION,
+        responses={201: "created"},
+    ),
+    Route(
+        "GET",
+        "/api/customers/<customer_id:int>/history",
+        "The customer's contacts in every channel, newest first",
+        CRM_ROLES,
+        customer_history,
+        params=(
+            Param("limit", "query", Field("integer", minimum=1, maximum=100)),
+            Param("before", "query", Field("string", max_len=80)),
+        ),
+    ),
+    Route(
         "GET",
         "/api/audit",
         "The audit log, newest first",
@@ -363,6 +462,12 @@ def _guard(route: Route) -> Handler:
             return await route.handler(request, **kwargs)
         except ValidationFailed as e:
             return _error(422, "validation", "some fields are missing or invalid", fields=e.fields)
+        except cases.CaseError as e:
+            return _error(
+                e.status,
+                {403: "forbidden", 404: "not_found", 409: "conflict"}.get(e.status, "invalid"),
+                str(e),
+            )
 
     return guarded
 

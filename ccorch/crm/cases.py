@@ -1,0 +1,450 @@
+"""Cases (work orders): three kinds with their status workflows, every transition recorded,
+SLA deadlines in business hours over a holiday calendar, overdue alarms, callback tasks.
+
+Kinds and workflows (``final`` states end the SLA clock):
+* instant answer: open → resolved → closed;
+* escalation to a department, with supervisor approval:
+  open → pending_approval → approved → in_progress → resolved → closed (or → rejected);
+* dispatch with field tracking: open → dispatched → on_site → resolved → closed.
+A resolved case with ``callback_required`` creates a callback task for the customer.
+Times come from the caller (``now``), so tests run on a controllable clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg import AsyncConnection
+
+from ccorch.crm.store import User, audit
+from ccorch.crm.validation import Field, Shape, ValidationFailed
+from ccorch.errors import CcorchError
+
+WORKFLOWS: dict[str, dict[str, tuple[str, ...]]] = {
+    "instant": {"open": ("resolved",), "resolved": ("closed", "open"), "closed": ()},
+    "escalation": {
+        "open": ("pending_approval",),
+        "pending_approval": ("approved", "rejected"),
+        "approved": ("in_progress",),
+        "in_progress": ("resolved",),
+        "resolved": ("closed", "in_progress"),
+        "rejected": ("closed",),
+        "closed": (),
+    },
+    "dispatch": {
+        "open": ("dispatched",),
+        "dispatched": ("on_site", "open"),
+        "on_site": ("resolved",),
+        "resolved": ("closed", "dispatched"),
+        "closed": (),
+    },
+}
+# Only a supervisor (or admin) decides an escalation.
+APPROVALS = {("pending_approval", "approved"), ("pending_approval", "rejected")}
+RESOLVED = {"resolved", "closed", "rejected"}
+
+
+class CaseError(CcorchError):
+    """A case operation that the workflow or the user's roles do not allow."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+KYIV = ZoneInfo("Europe/Kyiv")
+
+
+@dataclass(frozen=True)
+class BusinessHours:
+    """Working hours (same each working day) in a time zone, with holidays off."""
+
+    tz: ZoneInfo = KYIV
+    start: dt.time = dt.time(9, 0)
+    end: dt.time = dt.time(18, 0)
+    weekdays: frozenset[int] = frozenset(range(5))  # Monday = 0
+
+    def add(self, t: dt.datetime, hours: float, holidays: Iterable[dt.date] = ()) -> dt.datetime:
+        """The instant ``hours`` of working time after ``t``."""
+        off = set(holidays)
+        left = dt.timedelta(hours=hours)
+        local = t.astimezone(self.tz)
+        for _ in range(3660):  # at most ten years of days
+            day = local.date()
+            if day.weekday() in self.weekdays and day not in off:
+                open_at = dt.datetime.combine(day, self.start, self.tz)
+                close_at = dt.datetime.combine(day, self.end, self.tz)
+                begin = max(local, open_at)
+                if begin < close_at:
+                    available = close_at - begin
+                    if left <= available:
+                        return (begin + left).astimezone(dt.UTC)
+                    left -= available
+            local = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), self.tz)
+        raise CaseError(422, "no working time found within ten years")
+
+
+NEW_CASE = Shape(
+    "NewCase",
+    {
+        "customer_id": Field("integer", minimum=1),
+        "topic_id": Field("integer", minimum=1),
+        "kind": Field("string", required=True, choices=tuple(WORKFLOWS)),
+        "subject": Field("string", required=True, min_len=1, max_len=300),
+        "description": Field("string", max_len=10000),
+        "confidential": Field(
+            "boolean", description="a complaint: only the complaints role may read it"
+        ),
+        "callback_required": Field("boolean"),
+        "department_id": Field("integer", minimum=1),
+        "assignee_id": Field("integer", minimum=1),
+    },
+)
+TRANSITION = Shape(
+    "CaseTransition",
+    {
+        "to": Field("string", required=True, min_len=1, max_len=40),
+        "comment": Field("string", max_len=5000),
+    },
+)
+
+
+async def sla_hours(conn: AsyncConnection[Any], kind: str, topic_id: int | None) -> float | None:
+    cur = await conn.execute(
+        """SELECT hours FROM sla_rules WHERE kind = %s AND (topic_id = %s OR topic_id IS NULL)
+           ORDER BY topic_id IS NULL LIMIT 1""",
+        (kind, topic_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else float(row[0])
+
+
+async def holidays(conn: AsyncConnection[Any], start: dt.date) -> list[dt.date]:
+    cur = await conn.execute("SELECT day FROM holidays WHERE day >= %s", (start,))
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def create_case(
+    conn: AsyncConnection[Any], body: Any, user: User, now: dt.datetime, hours: BusinessHours
+) -> dict[str, Any]:
+    data = NEW_CASE.validate(body)
+    for key, table in (
+        ("customer_id", "customers"),
+        ("topic_id", "topics"),
+        ("department_id", "org_units"),
+        ("assignee_id", "users"),
+    ):
+        if data.get(key) is not None:
+            cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (data[key],))
+            if await cur.fetchone() is None:
+                raise ValidationFailed({key: f"no such {key.removesuffix('_id')}"})
+    sla = await sla_hours(conn, data["kind"], data.get("topic_id"))
+    due = hours.add(now, sla, await holidays(conn, now.date())) if sla else None
+    callback = data.get("callback_required", data["kind"] == "dispatch")
+    async with conn.transaction():
+        cur = await conn.execute(
+            """INSERT INTO cases (customer_id, topic_id, kind, status, subject, description, confidential,
+                                  callback_required, department_id, assignee_id, created_by, created_at, due_at)
+               VALUES (%s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+            (
+                data.get("customer_id"),
+                data.get("topic_id"),
+                data["kind"],
+                data["subject"],
+                data.get("description", ""),
+                data.get("confidential", False),
+                callback,
+                data.get("department_id"),
+                data.get("assignee_id"),
+                user.id,
+                now,
+                due,
+            ),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        case_id = int(row[0])
+        await conn.execute(
+            "INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status) VALUES (%s, %s, %s, NULL, 'open')",
+            (case_id, now, user.id),
+        )
+        await audit(
+            conn,
+            user.id,
+            "create",
+            "case",
+            case_id,
+            None,
+            {"kind": data["kind"], "subject": data["subject"]},
+        )
+    return {"id": case_id, "status": "open", "due_at": due.isoformat() if due else None}
+
+
+def _may_read(user: User, confidential: bool) -> bool:
+    return not confidential or bool(user.roles & {"complaints", "admin"})
+
+
+async def transition(
+    conn: AsyncConnection[Any], case_id: int, body: Any, user: User, now: dt.datetime
+) -> dict[str, Any]:
+    data = TRANSITION.validate(body)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT kind, status, confidential, callback_required, customer_id FROM cases WHERE id = %s FOR UPDATE",
+            (case_id,),
+        )
+        row = await cur.fetchone()
+        if row is None or not _may_read(user, row[2]):
+            raise CaseError(404, f"no case {case_id}")
+        kind, status, _, callback, customer_id = row
+        to = data["to"]
+        allowed = WORKFLOWS[kind].get(status, ())
+        if to not in allowed:
+            raise CaseError(
+                409,
+                f"a {kind} case cannot go from {status} to {to}; allowed: {', '.join(allowed) or 'nothing'}",
+            )
+        if (status, to) in APPROVALS and not user.roles & {"supervisor", "admin"}:
+            raise CaseError(403, "only a supervisor approves or rejects an escalation")
+        resolved_at = now if to in RESOLVED else None
+        await conn.execute(
+            "UPDATE cases SET status = %s, resolved_at = CASE WHEN %s THEN coalesce(resolved_at, %s) ELSE NULL END WHERE id = %s",
+            (to, to in RESOLVED, resolved_at, case_id),
+        )
+        await conn.execute(
+            "INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status, comment) VALUES (%s, %s, %s, %s, %s, %s)",
+            (case_id, now, user.id, status, to, data.get("comment", "")),
+        )
+        task_id = None
+        if to == "resolved" and callback:
+            cur = await conn.execute(
+                """INSERT INTO tasks (kind, case_id, customer_id, due_at, created_at)
+                   VALUES ('callback', %s, %s, %s, %s) RETURNING id""",
+                (case_id, customer_id, now + dt.timedelta(hours=4), now),
+            )
+            task = await cur.fetchone()
+            task_id = task[0] if task else None
+        await audit(
+            conn, user.id, "transition", "case", case_id, {"status": status}, {"status": to}
+        )
+    return {"id": case_id, "status": to, "callback_task_id": task_id}
+
+
+async def get_case(conn: AsyncConnection[Any], case_id: int, user: User) -> dict[str, Any]:
+    cur = await conn.execute(
+        """SELECT id, customer_id, topic_id, kind, status, subject, description, confidential, callback_required,
+                  department_id, assignee_id, created_at, due_at, resolved_at, overdue_alarmed_at
+           FROM cases WHERE id = %s""",
+        (case_id,),
+    )
+    row = await cur.fetchone()
+    if row is None or not _may_read(user, row[7]):
+        raise CaseError(404, f"no case {case_id}")
+    keys = (
+        "id",
+        "customer_id",
+        "topic_id",
+        "kind",
+        "status",
+        "subject",
+        "description",
+        "confidential",
+        "callback_required",
+        "department_id",
+        "assignee_id",
+        "created_at",
+        "due_at",
+        "resolved_at",
+        "overdue_alarmed_at",
+    )
+    case = {
+        k: (v.isoformat() if isinstance(v, dt.datetime) else v)
+        for k, v in zip(keys, row, strict=True)
+    }
+    cur = await conn.execute(
+        "SELECT at, user_id, from_status, to_status, comment FROM case_transitions WHERE case_id = %s ORDER BY at, id",
+        (case_id,),
+    )
+    case["transitions"] = [
+        {"at": r[0].isoformat(), "user_id": r[1], "from": r[2], "to": r[3], "comment": r[4]}
+        for r in await cur.fetchall()
+    ]
+    cur = await conn.execute(
+        "SELECT id, kind, due_at, status FROM tasks WHERE case_id = %s ORDER BY id", (case_id,)
+    )
+    case["tasks"] = [
+        {"id": r[0], "kind": r[1], "due_at": r[2].isoformat(), "status": r[3]}
+        for r in await cur.fetchall()
+    ]
+    return case
+
+
+async def raise_overdue_alarms(
+    conn: AsyncConnection[Any], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Mark every open case past its deadline as alarmed (once) and return them: the events
+    supervision publishes, and the overdue report's new rows."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            """UPDATE cases SET overdue_alarmed_at = %s
+               WHERE resolved_at IS NULL AND due_at < %s AND overdue_alarmed_at IS NULL
+               RETURNING id, kind, subject, due_at, department_id, assignee_id""",
+            (now, now),
+        )
+        rows = await cur.fetchall()
+        for r in rows:
+            await audit(conn, None, "overdue", "case", r[0], None, {"due_at": r[3].isoformat()})
+    return [
+        {
+            "case_id": r[0],
+            "kind": r[1],
+            "subject": r[2],
+            "due_at": r[3].isoformat(),
+            "department_id": r[4],
+            "assignee_id": r[5],
+        }
+        for r in rows
+    ]
+
+
+async def overdue_report(
+    conn: AsyncConnection[Any], now: dt.datetime, user: User
+) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        """SELECT id, kind, status, subject, due_at, confidential FROM cases
+           WHERE resolved_at IS NULL AND due_at < %s ORDER BY due_at""",
+        (now,),
+    )
+    return [
+        {
+            "case_id": r[0],
+            "kind": r[1],
+            "status": r[2],
+            "subject": r[3],
+            "due_at": r[4].isoformat(),
+            "overdue_hours": round((now - r[4]).total_seconds() / 3600, 2),
+        }
+        for r in await cur.fetchall()
+        if _may_read(user, r[5])
+    ]
+
+
+NEW_INTERACTION = Shape(
+    "NewInteraction",
+    {
+        "customer_id": Field("integer", required=True, minimum=1),
+        "channel": Field(
+            "string", required=True, choices=("call", "voicemail", "sms", "email", "chat")
+        ),
+        "direction": Field("string", required=True, choices=("in", "out")),
+        "started_at": Field(
+            "string", required=True, max_len=40, description="ISO 8601 with offset"
+        ),
+        "ended_at": Field("string", max_len=40),
+        "queue": Field("string", max_len=100),
+        "disposition": Field("string", max_len=100),
+        "notes": Field("string", max_len=10000),
+        "recording_ref": Field("string", max_len=500),
+        "case_id": Field("integer", minimum=1),
+    },
+)
+
+
+def _instant(name: str, v: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(v)
+    except ValueError:
+        raise ValidationFailed({name: "expected an ISO 8601 date and time"}) from None
+    if t.tzinfo is None:
+        raise ValidationFailed({name: "needs a UTC offset (e.g. +00:00)"})
+    return t
+
+
+async def add_interaction(conn: AsyncConnection[Any], body: Any, user: User) -> int:
+    data = NEW_INTERACTION.validate(body)
+    started = _instant("started_at", data["started_at"])
+    ended = _instant("ended_at", data["ended_at"]) if data.get("ended_at") else None
+    if ended is not None and ended < started:
+        raise ValidationFailed({"ended_at": "before started_at"})
+    cur = await conn.execute("SELECT 1 FROM customers WHERE id = %s", (data["customer_id"],))
+    if await cur.fetchone() is None:
+        raise ValidationFailed({"customer_id": "no such customer"})
+    if data.get("case_id") is not None:
+        cur = await conn.execute("SELECT 1 FROM cases WHERE id = %s", (data["case_id"],))
+        if await cur.fetchone() is None:
+            raise ValidationFailed({"case_id": "no such case"})
+    async with conn.transaction():
+        cur = await conn.execute(
+            """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at, queue, agent_id,
+                                         disposition, notes, recording_ref, case_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+            (
+                data["customer_id"],
+                data["channel"],
+                data["direction"],
+                started,
+                ended,
+                data.get("queue"),
+                user.id,
+                data.get("disposition"),
+                data.get("notes", ""),
+                data.get("recording_ref"),
+                data.get("case_id"),
+            ),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        await audit(
+            conn, user.id, "create", "interaction", row[0], None, {"channel": data["channel"]}
+        )
+    return int(row[0])
+
+
+def _cursor(before: str | None) -> tuple[dt.datetime, int] | None:
+    if not before:
+        return None
+    at, _, ident = before.rpartition("|")
+    try:
+        return dt.datetime.fromisoformat(at), int(ident)
+    except ValueError:
+        raise ValidationFailed({"before": "a cursor from next_before"}) from None
+
+
+async def history(
+    conn: AsyncConnection[Any], customer_id: int, limit: int, before: str | None
+) -> dict[str, Any]:
+    """Every contact of a customer in any channel, newest first, a page at a time
+    (keyset paging on start time and id, so contacts logged late still sort right)."""
+    cursor = _cursor(before)
+    cur = await conn.execute(
+        """SELECT id, channel, direction, started_at, ended_at, queue, agent_id, disposition, notes, recording_ref, case_id
+           FROM interactions WHERE customer_id = %s AND (%s::timestamptz IS NULL OR (started_at, id) < (%s, %s))
+           ORDER BY started_at DESC, id DESC LIMIT %s""",
+        (customer_id, cursor and cursor[0], cursor and cursor[0], cursor and cursor[1], limit),
+    )
+    keys = (
+        "id",
+        "channel",
+        "direction",
+        "started_at",
+        "ended_at",
+        "queue",
+        "agent_id",
+        "disposition",
+        "notes",
+        "recording_ref",
+        "case_id",
+    )
+    items = [
+        {
+            k: (v.isoformat() if isinstance(v, dt.datetime) else v)
+            for k, v in zip(keys, r, strict=True)
+        }
+        for r in await cur.fetchall()
+    ]
+    last = items[-1] if len(items) == limit else None
+    return {"items": items, "next_before": f"{last['started_at']}|{last['id']}" if last else None}
