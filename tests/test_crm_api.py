@@ -130,6 +130,15 @@ EXAMPLES: dict[str, tuple[str, Any]] = {
         },
     ),
     "/api/customers/<customer_id:int>/history": ("/api/customers/1/history", None),
+    "/api/kb/search": ("/api/kb/search?q=internet", None),
+    "/api/kb/articles": ("/api/kb/articles", {"language": "en", "title": "Matrix", "body": "Text"}),
+    "/api/kb/articles/<article_id:int>": ("/api/kb/articles/1", None),
+}
+PUT_EXAMPLES = {
+    "/api/kb/articles/<article_id:int>": (
+        "/api/kb/articles/1",
+        {"language": "en", "title": "Matrix v2", "body": "Text"},
+    )
 }
 
 
@@ -141,7 +150,7 @@ def test_every_route_answers_each_role_as_its_declaration_says(
     for route in ROUTES:
         if route.roles is None or route.path == "/api/auth/logout":
             continue  # login is open to all; logout would end the session the loop uses
-        path, body = EXAMPLES[route.path]
+        path, body = (PUT_EXAMPLES if route.method == "PUT" else EXAMPLES)[route.path]
         if route.path == "/api/users":
             body = dict(body, login=f"u-{role}-{uuid.uuid4().hex[:6]}")
         status, answer = call(node, route.method, path, body, token)

@@ -19,7 +19,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json
 
 import ccorch
-from ccorch.crm import cases, store
+from ccorch.crm import cases, kb, store
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
@@ -311,6 +311,40 @@ async def customer_history(request: Request, customer_id: int) -> HTTPResponse:
         return json(await cases.history(conn, customer_id, limit, request.args.get("before")))
 
 
+async def kb_search(request: Request) -> HTTPResponse:
+    q = request.args.get("q", "")
+    if not q.strip() or len(q) > 200 or "\x00" in q:
+        raise ValidationFailed({"q": "1 to 200 characters"})
+    lang = request.args.get("lang")
+    if lang is not None and lang not in kb.LANGUAGES:
+        raise ValidationFailed({"lang": "one of " + ", ".join(kb.LANGUAGES)})
+    limit = _int_param(request, "limit", 10, 1, 50)
+    async with _pool(request).connection() as conn:
+        return json({"items": await kb.search(conn, q, lang, limit)})
+
+
+async def kb_create(request: Request) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        return json(
+            await kb.save_article(conn, _body(request), request.ctx.user, _now(request)), status=201
+        )
+
+
+async def kb_update(request: Request, article_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        if await kb.get_article(conn, article_id) is None:
+            return _error(404, "not_found", f"no article {article_id}")
+        return json(
+            await kb.save_article(conn, _body(request), request.ctx.user, _now(request), article_id)
+        )
+
+
+async def kb_get(request: Request, article_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        article = await kb.get_article(conn, article_id)
+    return json(article) if article else _error(404, "not_found", f"no article {article_id}")
+
+
 CRM_ROLES = ("operator", "supervisor", "complaints", "admin")
 
 ROUTES: tuple[Route, ...] = (
@@ -414,6 +448,42 @@ ROUTES: tuple[Route, ...] = (
         add_interaction,
         body=cases.NEW_INTERACTION,
         responses={201: "created"},
+    ),
+    Route(
+        "GET",
+        "/api/kb/search",
+        "Knowledge-base search, ranked, with highlighted snippets",
+        CRM_ROLES,
+        kb_search,
+        params=(
+            Param("q", "query", Field("string", min_len=1, max_len=200), True),
+            Param("lang", "query", Field("string", choices=kb.LANGUAGES)),
+            Param("limit", "query", Field("integer", minimum=1, maximum=50)),
+        ),
+    ),
+    Route(
+        "POST",
+        "/api/kb/articles",
+        "Write an article",
+        ("supervisor", "admin"),
+        kb_create,
+        body=kb.ARTICLE,
+        responses={201: "created"},
+    ),
+    Route(
+        "GET",
+        "/api/kb/articles/<article_id:int>",
+        "An article with its version list",
+        CRM_ROLES,
+        kb_get,
+    ),
+    Route(
+        "PUT",
+        "/api/kb/articles/<article_id:int>",
+        "Save a new version of an article",
+        ("supervisor", "admin"),
+        kb_update,
+        body=kb.ARTICLE,
     ),
     Route(
         "GET",
