@@ -82,6 +82,9 @@ def crm(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             node, "POST", "/api/cases", {"kind": "instant", "subject": "First"}, tokens["admin"]
         )
         assert status == 201 and case["id"] == 1, case
+        article = {"language": "en", "title": "Internet setup", "body": "How to set up the internet."}
+        status, created = call(node, "POST", "/api/kb/articles", article, tokens["admin"])
+        assert status == 201 and created["id"] == 1, created
         yield {"node": node, "tokens": tokens, "url": url}
     finally:
         node.kill()
