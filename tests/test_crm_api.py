@@ -82,9 +82,15 @@ def crm(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             node, "POST", "/api/cases", {"kind": "instant", "subject": "First"}, tokens["admin"]
         )
         assert status == 201 and case["id"] == 1, case
-        article = {"language": "en", "title": "Internet setup", "body": "How to set up the internet."}
+        article = {
+            "language": "en",
+            "title": "Internet setup",
+            "body": "How to set up the internet.",
+        }
         status, created = call(node, "POST", "/api/kb/articles", article, tokens["admin"])
         assert status == 201 and created["id"] == 1, created
+        status, started = call(node, "POST", "/api/surveys/1/responses", {}, tokens["admin"])
+        assert status == 201 and started["response_id"] == 1, started
         yield {"node": node, "tokens": tokens, "url": url}
     finally:
         node.kill()
@@ -137,6 +143,22 @@ EXAMPLES: dict[str, tuple[str, Any]] = {
     "/api/kb/articles": ("/api/kb/articles", {"language": "en", "title": "Matrix", "body": "Text"}),
     "/api/kb/articles/<article_id:int>": ("/api/kb/articles/1", None),
 }
+EXAMPLES |= {
+    "/api/surveys": (
+        "/api/surveys",
+        {
+            "name": "S-" + uuid.uuid4().hex[:6],
+            "start": "q",
+            "questions": {"q": {"text": "Why?", "kind": "text"}},
+        },
+    ),
+    "/api/surveys/<survey_id:int>/responses": ("/api/surveys/1/responses", {}),
+    "/api/survey-responses/<response_id:int>/answers": (
+        "/api/survey-responses/1/answers",
+        {"answer": "yes"},
+    ),
+    "/api/survey-responses/<response_id:int>": ("/api/survey-responses/1", None),
+}
 PUT_EXAMPLES = {
     "/api/kb/articles/<article_id:int>": (
         "/api/kb/articles/1",
@@ -156,14 +178,16 @@ def test_every_route_answers_each_role_as_its_declaration_says(
         path, body = (PUT_EXAMPLES if route.method == "PUT" else EXAMPLES)[route.path]
         if route.path == "/api/users":
             body = dict(body, login=f"u-{role}-{uuid.uuid4().hex[:6]}")
+        if route.path == "/api/surveys":
+            body = dict(body, name=f"S-{role}-{uuid.uuid4().hex[:6]}")
         status, answer = call(node, route.method, path, body, token)
         where = f"{role} {route.method} {route.path}: {status} {answer}"
         if role == "anonymous":
             assert status == 401, where
         elif role not in route.roles:
             assert status == 403, where
-        else:  # allowed: answered on its merits (a workflow may still refuse with 409)
-            assert status in {200, 201, 409}, where
+        else:  # allowed: answered on its merits (a workflow or an answer may still be refused)
+            assert status in {200, 201, 409, 422}, where
 
 
 def test_validation_errors_name_each_field(crm: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json
 
 import ccorch
-from ccorch.crm import cases, kb, store
+from ccorch.crm import cases, kb, store, surveys
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
@@ -345,6 +345,31 @@ async def kb_get(request: Request, article_id: int) -> HTTPResponse:
     return json(article) if article else _error(404, "not_found", f"no article {article_id}")
 
 
+async def survey_create(request: Request) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        sid = await surveys.create_survey(conn, _body(request), request.ctx.user, _now(request))
+    return json({"id": sid}, status=201)
+
+
+async def survey_start(request: Request, survey_id: int) -> HTTPResponse:
+    body = _body(request) if request.body else None
+    async with _pool(request).connection() as conn:
+        return json(
+            await surveys.start_response(conn, survey_id, body, request.ctx.user, _now(request)),
+            status=201,
+        )
+
+
+async def survey_answer(request: Request, response_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        return json(await surveys.answer(conn, response_id, _body(request), _now(request)))
+
+
+async def survey_response(request: Request, response_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        return json(await surveys.get_response(conn, response_id))
+
+
 CRM_ROLES = ("operator", "supervisor", "complaints", "admin")
 
 ROUTES: tuple[Route, ...] = (
@@ -486,6 +511,39 @@ ROUTES: tuple[Route, ...] = (
         body=kb.ARTICLE,
     ),
     Route(
+        "POST",
+        "/api/surveys",
+        "Create a survey or script (a question graph, checked: no dangling next, no cycle)",
+        ("supervisor", "admin"),
+        survey_create,
+        body=surveys.NEW_SURVEY,
+        responses={201: "created"},
+    ),
+    Route(
+        "POST",
+        "/api/surveys/<survey_id:int>/responses",
+        "Start answering a survey (for an interaction and customer)",
+        CRM_ROLES,
+        survey_start,
+        body=surveys.START,
+        responses={201: "created"},
+    ),
+    Route(
+        "POST",
+        "/api/survey-responses/<response_id:int>/answers",
+        "Answer the current question; returns the next one",
+        CRM_ROLES,
+        survey_answer,
+        body=surveys.ANSWER,
+    ),
+    Route(
+        "GET",
+        "/api/survey-responses/<response_id:int>",
+        "A response with its answers",
+        CRM_ROLES,
+        survey_response,
+    ),
+    Route(
         "GET",
         "/api/customers/<customer_id:int>/history",
         "The customer's contacts in every channel, newest first",
@@ -532,7 +590,7 @@ def _guard(route: Route) -> Handler:
             return await route.handler(request, **kwargs)
         except ValidationFailed as e:
             return _error(422, "validation", "some fields are missing or invalid", fields=e.fields)
-        except cases.CaseError as e:
+        except (cases.CaseError, surveys.SurveyError) as e:
             return _error(
                 e.status,
                 {403: "forbidden", 404: "not_found", 409: "conflict"}.get(e.status, "invalid"),

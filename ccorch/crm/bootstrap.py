@@ -22,7 +22,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from ccorch.crm import store
+from ccorch.crm import store, surveys
 from ccorch.crm.secrets import hash_secret
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
                     "100.00",
                 ),
             )
+    await surveys.create_survey(conn, surveys.DEMO_SURVEY, None, dt.datetime.now(dt.UTC))
     cur = await conn.execute("SELECT 1 FROM users WHERE login = 'admin'")
     if await cur.fetchone() is None:
         password = admin_password
