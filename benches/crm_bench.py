@@ -2,7 +2,7 @@
 identification by ANI and the fuzzy search form, timed one by one (p50/p99).
 
     scripts/setup.sh release
-    .venv/bin/python benches/crm_bench.py [--customers 1000000] [--lookups 2000]
+    .venv/bin/python benches/crm_bench.py [--customers 1000000] [--lookups 2000] [--articles 10000] [--only-kb]
 
 Uses ``DATABASE_URL`` if set (a database is created and dropped on it), else an embedded
 PostgreSQL in a temporary folder. Each figure is measured side by side with the bare
@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from ccorch.crm import bootstrap, store
+from ccorch.crm import bootstrap, kb, store
 from ccorch.db.embedded import EmbeddedPostgres
 from ccorch.db.migrate import migrate
 
@@ -119,6 +119,93 @@ def generate(url: str, customers: int) -> dict[str, float]:
     return t
 
 
+RU = [
+    "тариф",
+    "оплата",
+    "интернет",
+    "роутер",
+    "подключение",
+    "скорость",
+    "договор",
+    "баланс",
+    "абонент",
+    "услуга",
+    "кабель",
+    "настройка",
+    "модем",
+    "сеть",
+]
+EN = [
+    "tariff",
+    "payment",
+    "internet",
+    "router",
+    "connection",
+    "speed",
+    "contract",
+    "balance",
+    "subscriber",
+    "service",
+    "cable",
+    "setup",
+    "modem",
+    "network",
+]
+ZH = [
+    "资费",
+    "付款",
+    "互联网",
+    "路由器",
+    "连接",
+    "速度",
+    "合同",
+    "余额",
+    "用户",
+    "服务",
+    "电缆",
+    "设置",
+    "调制解调器",
+    "网络",
+]
+
+
+def generate_articles(url: str, n: int) -> float:
+    """``n`` articles split between Russian, English and Chinese, 80 words each."""
+    rnd = random.Random(11)
+    rows = []
+    for i in range(n):
+        lang, words = [("ru", RU), ("en", EN), ("zh", ZH)][i % 3]
+        body = (" " if lang != "zh" else "").join(rnd.choice(words) for _ in range(80))
+        title = (" " if lang != "zh" else "").join(rnd.choice(words) for _ in range(4)) + f" {i}"
+        rows.append((lang, title, body))
+    start = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO kb_articles (language, title, body, updated_at) VALUES (%s, %s, %s, now())",
+            rows,
+        )
+        conn.execute("ANALYZE kb_articles")
+    return time.perf_counter() - start
+
+
+async def measure_kb(url: str, queries: int) -> dict[str, Any]:
+    rnd = random.Random(5)
+    out: dict[str, Any] = {}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for lang, words in (("ru", RU), ("en", EN), ("zh", ZH)):
+            qs = [
+                f"{rnd.choice(words)} {rnd.choice(words)}" if lang != "zh" else rnd.choice(words)
+                for _ in range(queries)
+            ]
+            times = []
+            for q in qs:
+                t0 = time.perf_counter()
+                await kb.search(conn, q, lang, 10)
+                times.append(time.perf_counter() - t0)
+            out[f"kb_search_{lang}"] = quantiles(times)
+    return out
+
+
 def quantiles(xs: list[float]) -> dict[str, float]:
     xs = sorted(xs)
     return {
@@ -187,6 +274,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--customers", type=int, default=1_000_000)
     p.add_argument("--lookups", type=int, default=2000)
+    p.add_argument("--articles", type=int, default=10_000)
+    p.add_argument(
+        "--only-kb", action="store_true", help="skip the customers, time the knowledge base"
+    )
     a = p.parse_args()
     external = os.environ.get("DATABASE_URL")
     server = None
@@ -206,8 +297,13 @@ def main() -> None:
                 await bootstrap.load_prefixes(conn)
 
         asyncio.run(prefixes())
-        result: dict[str, Any] = {"customers": a.customers, **generate(url, a.customers)}
-        result |= asyncio.run(measure(url, a.customers, a.lookups))
+        result: dict[str, Any] = {}
+        if not a.only_kb:
+            result = {"customers": a.customers, **generate(url, a.customers)}
+            result |= asyncio.run(measure(url, a.customers, a.lookups))
+        result["articles"] = a.articles
+        result["insert_articles_s"] = generate_articles(url, a.articles)
+        result |= asyncio.run(measure_kb(url, 300))
         print(json.dumps(result, indent=1))
     finally:
         if server is not None:

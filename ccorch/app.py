@@ -7,6 +7,7 @@ requests have finished or the shutdown grace period has run out.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ import ccorch
 from ccorch.config import Config
 from ccorch.crm import api as crm_api
 from ccorch.crm import bootstrap as crm_bootstrap
-from ccorch.crm.cases import BusinessHours
+from ccorch.crm.cases import BusinessHours, raise_overdue_alarms
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
@@ -86,6 +87,10 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             extra={"rtp_ports": f"{m.port_min}-{m.port_max}", "shards": m.shards},
         )
 
+    @app.after_server_start
+    async def _start_overdue_watch(app: Sanic[Any, Any]) -> None:
+        app.add_task(_watch_overdue_cases(app), name="overdue_cases")
+
     @app.after_server_stop
     async def _stop_media(app: Sanic[Any, Any]) -> None:
         if app.ctx.media is not None:
@@ -113,6 +118,27 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 async def openapi(request: Request) -> HTTPResponse:
     """The OpenAPI 3 document of every API route, built from the routes' own declarations."""
     return json(crm_api.openapi(request.app))
+
+
+async def _watch_overdue_cases(app: Sanic[Any, Any]) -> None:
+    """Every ``crm.overdue_check_seconds``, raise the alarm for cases that just passed their deadline: a warning
+    log line per case and ``cc_case_overdue_alarms_total`` for supervision."""
+    metrics: Metrics = app.ctx.metrics
+    while True:
+        try:
+            async with app.ctx.pool.connection() as conn:
+                alarms = await raise_overdue_alarms(conn, app.ctx.clock())
+            for a in alarms:
+                metrics.case_overdue_alarms.labels(kind=a["kind"]).inc()
+                log.warning(
+                    "case overdue",
+                    extra={"case_id": a["case_id"], "due_at": a["due_at"], "kind": a["kind"]},
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the database may be down for a while; try again next time
+            log.warning("overdue check failed", extra={"error": str(e)})
+        await asyncio.sleep(app.ctx.config.crm.overdue_check_seconds)
 
 
 async def healthz(request: Request) -> HTTPResponse:

@@ -210,6 +210,8 @@ class CrmConfig:
     # Calling code for numbers written in national form (380 Ukraine, 7 Russia, 86 China).
     default_country: str = _key(_choice_rule("380", "7", "86"), "380")
     session_hours: float = _key(_float_rule(0.1, 720), 12.0)
+    # How often open cases are checked against their SLA deadline.
+    overdue_check_seconds: float = _key(_float_rule(0.1, 3600), 60.0)
     # Load the "ABC Internet" demo tenant into an empty CRM.
     demo: bool = _key(
         _Rule("true or false", lambda v: isinstance(v, bool), _parse_bool, bool), True

@@ -53,7 +53,14 @@ def crm(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _with_dbname(pg_admin_url, name)
     cwd = tmp_path_factory.mktemp("crm_node")
-    node = start_node(cwd, {"DATABASE_URL": url, "CCORCH_CRM_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    node = start_node(
+        cwd,
+        {
+            "DATABASE_URL": url,
+            "CCORCH_CRM_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "CCORCH_CRM_OVERDUE_CHECK_SECONDS": "0.2",
+        },
+    )
     try:
         status, body = call(
             node, "POST", "/api/auth/login", {"login": "admin", "password": ADMIN_PASSWORD}
@@ -333,3 +340,24 @@ def test_node_log_never_contains_a_pin_or_password(crm: dict[str, Any]) -> None:
     text = Path(crm["node"].log_path).read_text()
     assert ADMIN_PASSWORD not in text and "a long password!" not in text
     assert '"1234"' not in text and "4321" not in text
+
+
+def test_running_node_raises_overdue_alarms(crm: dict[str, Any]) -> None:
+    node = crm["node"]
+    with psycopg.connect(crm["url"], autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO cases (kind, status, subject, created_at, due_at)
+               VALUES ('dispatch', 'open', 'Technician never came', now() - interval '3 days', now() - interval '1 hour')"""
+        )
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(node.base + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        if 'cc_case_overdue_alarms_total{kind="dispatch"} 1.0' in text:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no overdue alarm in /metrics")
+    assert any('"case overdue"' in line for line in node.log_lines())

@@ -138,7 +138,7 @@ async def search(conn: AsyncConnection[Any], q: str, limit: int = 20) -> list[Ma
     params: dict[str, Any] = {"t": text, "raw": raw, "cap": max(limit * 3, 30), "limit": limit}
     branches = [
         """(SELECT c.id, 'name' AS how, word_similarity(%(t)s, lower(c.name)) AS score
-              FROM customers c WHERE %(t)s <%% lower(c.name) ORDER BY 3 DESC LIMIT %(cap)s)""",
+              FROM customers c WHERE %(t)s <%% lower(c.name) ORDER BY %(t)s <<-> lower(c.name) LIMIT %(cap)s)""",
         """(SELECT a.customer_id, 'address', word_similarity(%(t)s, lower(a.text))
               FROM customer_addresses a WHERE %(t)s <%% lower(a.text) ORDER BY 3 DESC LIMIT %(cap)s)""",
     ]

@@ -34,6 +34,7 @@ class Metrics:
     media_recordings: Gauge
     media_tick_lateness_p99: Gauge
     media_send_errors: Gauge
+    case_overdue_alarms: Counter
 
     @classmethod
     def create(cls, version: str) -> Metrics:
@@ -85,6 +86,12 @@ class Metrics:
             media_send_errors=Gauge(
                 "cc_media_send_errors",
                 "RTP packets the engine failed to send since start",
+                registry=registry,
+            ),
+            case_overdue_alarms=Counter(
+                "cc_case_overdue_alarms",
+                "Cases that passed their SLA deadline unresolved (each counted once), by kind",
+                ["kind"],
                 registry=registry,
             ),
         )
