@@ -142,8 +142,9 @@ async def search(conn: AsyncConnection[Any], q: str, limit: int = 20) -> list[Ma
         """(SELECT a.customer_id, 'address', word_similarity(%(t)s, lower(a.text))
               FROM customer_addresses a WHERE %(t)s <%% lower(a.text) ORDER BY 3 DESC LIMIT %(cap)s)""",
     ]
-    if len(text) >= 2:
-        # Substrings: scripts written without spaces (Chinese) and partial words.
+    if len(text) >= 2 and _unspaced_script(text):
+        # Substrings, for scripts written without spaces between words (Chinese, Japanese):
+        # there a query is a part of one long "word" that trigram similarity ranks low.
         params["like"] = "%" + _like_escape(text) + "%"
         branches += [
             """(SELECT c.id, 'name', 0.7 + 0.3 * length(%(t)s)::float / length(c.name)
@@ -172,6 +173,11 @@ async def search(conn: AsyncConnection[Any], q: str, limit: int = 20) -> list[Ma
         ORDER BY b.score DESC, b.id LIMIT %(limit)s"""
     cur = await conn.execute(sql.encode(), params)
     return [Match(r[0], r[1], r[2], r[3], float(r[4])) for r in await cur.fetchall()]
+
+
+def _unspaced_script(s: str) -> bool:
+    """True when ``s`` has CJK ideographs or kana."""
+    return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in s)
 
 
 def _like_escape(s: str) -> str:
