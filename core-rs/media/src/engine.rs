@@ -1449,6 +1449,14 @@ impl Shard {
         }
     }
 
+    fn in_passthrough_room(&self, leg: LegId) -> bool {
+        self.legs
+            .get(&leg)
+            .and_then(|s| s.room)
+            .and_then(|r| self.rooms.get(&r))
+            .is_some_and(|r| r.passthrough)
+    }
+
     /// Two full members on the same law, nothing else needing their audio: forward packets.
     fn passthrough_ok(&self, room: &Room) -> bool {
         if !self.passthrough {
@@ -1495,12 +1503,7 @@ impl Shard {
         // Pull one frame from every decoding leg.
         let ids: Vec<LegId> = self.legs.keys().copied().collect();
         for &id in &ids {
-            let pass = self
-                .legs
-                .get(&id)
-                .and_then(|s| s.room)
-                .and_then(|r| self.rooms.get(&r))
-                .is_some_and(|r| r.passthrough);
+            let pass = self.in_passthrough_room(id);
             let mut evs = std::mem::take(&mut self.leg_events);
             if let Some(slot) = self.legs.get_mut(&id) {
                 slot.leg.set_decode(!pass);
@@ -1573,12 +1576,7 @@ impl Shard {
         }
         // Send one packet per leg (pass-through legs forward on receipt instead), and RTCP.
         for &id in &ids {
-            let pass = self
-                .legs
-                .get(&id)
-                .and_then(|s| s.room)
-                .and_then(|r| self.rooms.get(&r))
-                .is_some_and(|r| r.passthrough);
+            let pass = self.in_passthrough_room(id);
             let mut evs = std::mem::take(&mut self.leg_events);
             if let Some(slot) = self.legs.get_mut(&id) {
                 if !pass {

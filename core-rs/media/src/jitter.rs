@@ -135,45 +135,40 @@ impl JitterBuffer {
         [(i0, i0 + first), (0, len - first)]
     }
 
-    /// Filled samples among `len` from `ext`, counted a word at a time.
-    fn count_filled(&self, ext: u64, len: usize) -> usize {
-        let mut n = 0;
-        for (a, b) in Self::spans(ext, len) {
+    /// The bitmap words and masks covering `len` samples from `ext`.
+    fn word_masks(ext: u64, len: usize) -> impl Iterator<Item = (usize, u64)> {
+        Self::spans(ext, len).into_iter().flat_map(|(a, b)| {
             let mut i = a;
-            while i < b {
-                let w = i / 64;
-                let lo = i % 64;
+            std::iter::from_fn(move || {
+                if i >= b {
+                    return None;
+                }
+                let (w, lo) = (i / 64, i % 64);
                 let hi = (b - w * 64).min(64);
                 let mask = if hi - lo == 64 {
                     u64::MAX
                 } else {
                     ((1u64 << (hi - lo)) - 1) << lo
                 };
-                n += (self.filled[w] & mask).count_ones() as usize;
                 i = w * 64 + hi;
-            }
-        }
-        n
+                Some((w, mask))
+            })
+        })
+    }
+
+    /// Filled samples among `len` from `ext`, counted a word at a time.
+    fn count_filled(&self, ext: u64, len: usize) -> usize {
+        Self::word_masks(ext, len)
+            .map(|(w, m)| (self.filled[w] & m).count_ones() as usize)
+            .sum()
     }
 
     fn set_range(&mut self, ext: u64, len: usize, on: bool) {
-        for (a, b) in Self::spans(ext, len) {
-            let mut i = a;
-            while i < b {
-                let w = i / 64;
-                let lo = i % 64;
-                let hi = (b - w * 64).min(64);
-                let mask = if hi - lo == 64 {
-                    u64::MAX
-                } else {
-                    ((1u64 << (hi - lo)) - 1) << lo
-                };
-                if on {
-                    self.filled[w] |= mask;
-                } else {
-                    self.filled[w] &= !mask;
-                }
-                i = w * 64 + hi;
+        for (w, m) in Self::word_masks(ext, len) {
+            if on {
+                self.filled[w] |= m;
+            } else {
+                self.filled[w] &= !m;
             }
         }
     }
