@@ -177,7 +177,10 @@ async def search(conn: AsyncConnection[Any], q: str, limit: int = 20) -> list[Ma
 
 def _unspaced_script(s: str) -> bool:
     """True when ``s`` has CJK ideographs or kana."""
-    return any("\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in s)
+    return any(
+        "\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+        for ch in s
+    )
 
 
 def _like_escape(s: str) -> str:
