@@ -38,6 +38,10 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
 
 echo "setup: building ccorch._core ($profile)"
+# maturin installs into the environment named by VIRTUAL_ENV: make it this checkout's own,
+# whatever environment the caller happens to have activated.
+export VIRTUAL_ENV="$PWD/.venv"
+unset CONDA_PREFIX
 # Builds the extension into ccorch/ and installs the package editable (console script
 # `ccorch`); its dependencies are already satisfied by the lock file above.
 if [ "$profile" = "release" ]; then
