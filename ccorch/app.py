@@ -8,6 +8,7 @@ requests have finished or the shutdown grace period has run out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -89,7 +90,16 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 
     @app.after_server_start
     async def _start_overdue_watch(app: Sanic[Any, Any]) -> None:
-        app.add_task(_watch_overdue_cases(app), name="overdue_cases")
+        app.ctx.overdue_task = asyncio.create_task(_watch_overdue_cases(app), name="overdue_cases")
+
+    @app.before_server_stop
+    async def _stop_overdue_watch(app: Sanic[Any, Any]) -> None:
+        # Stopped first, so it never holds a pooled connection while the pool closes.
+        task: asyncio.Task[None] | None = getattr(app.ctx, "overdue_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @app.after_server_stop
     async def _stop_media(app: Sanic[Any, Any]) -> None:
