@@ -228,3 +228,34 @@ def test_audit_log_cannot_be_edited_or_deleted(demo_db: str) -> None:
                     await conn.execute(sql)
 
     run_db(demo_db, body)
+
+
+def test_authorization_by_questions_from_the_customers_own_data(demo_db: str) -> None:
+    t0 = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
+
+    async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+        questions = await store.security_questions(conn, "1001")
+        assert [q["id"] for q in questions or []] == ["last_payment_amount", "address_street"]
+        assert await store.security_questions(conn, "0000") is None
+        ok = await store.authorize_by_answers(
+            conn, "1001", {"last_payment_amount": "100,00", "address_street": "khreshchatyk"}, t0
+        )
+        assert (ok.outcome, ok.balance) == ("ok", Decimal("50.00"))
+        # One wrong answer fails the whole check; three failures lock the contract.
+        half = {"last_payment_amount": "100", "address_street": "Lviv"}
+        outcomes = [
+            (await store.authorize_by_answers(conn, "1001", half, t0)).outcome for _ in range(3)
+        ]
+        assert outcomes == ["wrong_pin", "wrong_pin", "locked"]
+        right = {"last_payment_amount": "100", "address_street": "Khreshchatyk St"}
+        assert (await store.authorize_by_answers(conn, "1001", right, t0)).outcome == "locked"
+        assert (
+            await store.authorize_by_answers(conn, "1001", right, t0 + dt.timedelta(hours=1))
+        ).outcome == "ok"
+        assert (
+            await store.authorize_by_answers(
+                conn, "1001", {"address_street": "Kh"}, t0 + dt.timedelta(hours=1)
+            )
+        ).outcome == "wrong_pin"
+
+    run_db(demo_db, body)

@@ -132,6 +132,11 @@ EXAMPLES: dict[str, tuple[str, Any]] = {
         },
     ),
     "/api/audit": ("/api/audit", None),
+    "/api/accounts/<contract_no:str>/questions": ("/api/accounts/1002/questions", None),
+    "/api/accounts/<contract_no:str>/answers": (
+        "/api/accounts/1002/answers",
+        {"last_payment_amount": "100", "address_street": "Svobody"},
+    ),
     "/api/cases": ("/api/cases", {"kind": "instant", "subject": "Matrix"}),
     "/api/cases/overdue": ("/api/cases/overdue", None),
     "/api/cases/<case_id:int>": ("/api/cases/1", None),
@@ -166,6 +171,7 @@ EXAMPLES |= {
     ),
     "/api/survey-responses/<response_id:int>": ("/api/survey-responses/1", None),
 }
+PATCH_EXAMPLES = {"/api/customers/<customer_id:int>": ("/api/customers/3", {"segment": "VIP"})}
 PUT_EXAMPLES = {
     "/api/kb/articles/<article_id:int>": (
         "/api/kb/articles/1",
@@ -182,7 +188,8 @@ def test_every_route_answers_each_role_as_its_declaration_says(
     for route in ROUTES:
         if route.roles is None or route.path == "/api/auth/logout":
             continue  # login is open to all; logout would end the session the loop uses
-        path, body = (PUT_EXAMPLES if route.method == "PUT" else EXAMPLES)[route.path]
+        table = {"PUT": PUT_EXAMPLES, "PATCH": PATCH_EXAMPLES}.get(route.method, EXAMPLES)
+        path, body = table[route.path]
         if route.path == "/api/users":
             body = dict(body, login=f"u-{role}-{uuid.uuid4().hex[:6]}")
         if route.path == "/api/surveys":
@@ -361,3 +368,41 @@ def test_running_node_raises_overdue_alarms(crm: dict[str, Any]) -> None:
     else:
         raise AssertionError("no overdue alarm in /metrics")
     assert any('"case overdue"' in line for line in node.log_lines())
+
+
+def test_customer_edit_changes_fields_replaces_phones_and_is_audited(crm: dict[str, Any]) -> None:
+    node, tokens = crm["node"], crm["tokens"]
+    status, created = call(
+        node,
+        "POST",
+        "/api/customers",
+        {"name": "Edit Me", "phones": ["+380 50 111 22 33"]},
+        tokens["operator"],
+    )
+    assert status == 201
+    path = f"/api/customers/{created['id']}"
+    status, card = call(
+        node,
+        "PATCH",
+        path,
+        {"segment": "VIP", "phones": ["+7 495 765 43 21"], "email": "a@b.cd"},
+        tokens["operator"],
+    )
+    assert status == 200, card
+    assert (card["segment"], card["email"], card["region"]) == ("VIP", "a@b.cd", "Moscow")
+    assert [p["e164"] for p in card["phones"]] == ["74957654321"]
+    status, body = call(
+        node, "PATCH", path, {"phones": ["nope"], "kind": "robot"}, tokens["operator"]
+    )
+    assert status == 422 and set(body["fields"]) == {"phones", "kind"}
+    status, audit = call(node, "GET", "/api/audit?entity=customer", token=tokens["admin"])
+    update = next(
+        i
+        for i in audit["items"]
+        if i["action"] == "update" and i["entity_id"] == str(created["id"])
+    )
+    assert update["before"]["segment"] == "standard" and update["after"]["segment"] == "VIP"
+    assert (
+        call(node, "PATCH", "/api/customers/999999", {"segment": "VIP"}, tokens["operator"])[0]
+        == 404
+    )

@@ -197,6 +197,24 @@ async def get_customer(request: Request, customer_id: int) -> HTTPResponse:
     return json(card)
 
 
+def _customer_update_shape(request: Request) -> Shape:
+    return store.customer_update_shape(request.app.ctx.config.crm.default_country)
+
+
+async def update_customer(request: Request, customer_id: int) -> HTTPResponse:
+    country = request.app.ctx.config.crm.default_country
+    async with _pool(request).connection() as conn:
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id):
+            return _error(404, "not_found", f"no customer {customer_id}")
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id, edit=True):
+            return _error(403, "forbidden", "your roles may see this customer's group, not edit it")
+        found = await store.update_customer(
+            conn, customer_id, _body(request), country=country, actor=request.ctx.user.id
+        )
+        card = await store.customer_card(conn, customer_id, _now(request).date()) if found else None
+    return json(card) if card else _error(404, "not_found", f"no customer {customer_id}")
+
+
 async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
     data = PIN.validate(_body(request))
     async with _pool(request).connection() as conn:
@@ -207,6 +225,43 @@ async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
             conn,
             request.ctx.user.id,
             "pin_check",
+            "account",
+            contract_no,
+            None,
+            {"outcome": r.outcome},
+        )
+    out: dict[str, Any] = {"outcome": r.outcome, "attempts_left": r.attempts_left}
+    if r.locked_until:
+        out["locked_until"] = r.locked_until.isoformat()
+    if r.outcome == "ok":
+        out |= {"balance": str(r.balance), "currency": r.currency, "customer_id": r.customer_id}
+    return json(out)
+
+
+ANSWERS = Shape(
+    "SecurityAnswers",
+    {k: Field("string", max_len=200, description=text) for k, text in store.QUESTIONS.items()},
+)
+
+
+async def account_questions(request: Request, contract_no: str) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        questions = await store.security_questions(conn, contract_no)
+    if questions is None:
+        return _error(404, "not_found", f"no contract {contract_no}")
+    return json({"questions": questions})
+
+
+async def check_answers(request: Request, contract_no: str) -> HTTPResponse:
+    data = ANSWERS.validate(_body(request))
+    async with _pool(request).connection() as conn:
+        r = await store.authorize_by_answers(conn, contract_no, data, _now(request))
+        if r.outcome == "unknown_contract":
+            return _error(404, "not_found", f"no contract {contract_no}")
+        await store.audit(
+            conn,
+            request.ctx.user.id,
+            "answers_check",
             "account",
             contract_no,
             None,
@@ -418,12 +473,35 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/api/customers/<customer_id:int>", "The customer card", CRM_ROLES, get_customer),
     Route(
+        "PATCH",
+        "/api/customers/<customer_id:int>",
+        "Change a customer's fields (phones and addresses replace the lists)",
+        ("operator", "supervisor", "admin"),
+        update_customer,
+        body=_customer_update_shape,
+    ),
+    Route(
         "POST",
         "/api/accounts/<contract_no:str>/pin",
         "Check a contract's PIN (3 wrong in a row lock it)",
         ("operator", "supervisor", "admin"),
         check_pin,
         body=PIN,
+    ),
+    Route(
+        "GET",
+        "/api/accounts/<contract_no:str>/questions",
+        "Security questions from the customer's own data (for a forgotten PIN)",
+        ("operator", "supervisor", "admin"),
+        account_questions,
+    ),
+    Route(
+        "POST",
+        "/api/accounts/<contract_no:str>/answers",
+        "Authorize by answering the questions (wrong answers count like wrong PINs)",
+        ("operator", "supervisor", "admin"),
+        check_answers,
+        body=ANSWERS,
     ),
     Route(
         "POST",
@@ -639,10 +717,13 @@ def openapi(app: Sanic[Any, Any]) -> dict[str, Any]:
         if params:
             op["parameters"] = params
         if r.body is not None:
+            country = app.ctx.config.crm.default_country
             shape = (
                 r.body
                 if isinstance(r.body, Shape)
-                else store.customer_shape(app.ctx.config.crm.default_country)
+                else store.customer_update_shape(country)
+                if r.method == "PATCH"
+                else store.customer_shape(country)
             )
             schemas[shape.name] = shape.schema()
             op["requestBody"] = {

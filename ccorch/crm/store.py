@@ -272,6 +272,90 @@ async def create_customer(
     return cid
 
 
+def customer_update_shape(country: str) -> Shape:
+    base = customer_shape(country)
+    fields = {k: f for k, f in base.fields.items() if k not in ("kind",)}
+    fields["name"] = Field("string", min_len=1, max_len=200)
+    fields["manager_id"] = Field("integer", minimum=1)
+    return Shape("CustomerUpdate", fields)
+
+
+async def update_customer(
+    conn: AsyncConnection[Any], customer_id: int, body: Any, *, country: str, actor: int | None
+) -> bool:
+    """Change the given fields of a customer (phones and addresses, when given, replace the
+    old lists); the audit log keeps before and after. False when there is no such customer."""
+    data = customer_update_shape(country).validate(body)
+    for key, table in (("group_id", "customer_groups"), ("manager_id", "users")):
+        if data.get(key) is not None:
+            cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (data[key],))
+            if await cur.fetchone() is None:
+                raise ValidationFailed({key: f"no such {key.removesuffix('_id')}"})
+    columns = [
+        k
+        for k in ("name", "segment", "group_id", "manager_id", "birthday", "email", "notes")
+        if k in data
+    ]
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT name, segment, group_id, manager_id, birthday, email, notes FROM customers WHERE id = %s FOR UPDATE",
+            (customer_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return False
+        before: dict[str, Any] = dict(
+            zip(
+                ("name", "segment", "group_id", "manager_id", "birthday", "email", "notes"),
+                row,
+                strict=True,
+            )
+        )
+        if columns:
+            sets = ", ".join(f"{c} = %s" for c in columns)
+            await conn.execute(
+                f"UPDATE customers SET {sets}, updated_at = now() WHERE id = %s",
+                (*[data[c] for c in columns], customer_id),
+            )
+        if "phones" in data:
+            phones = sorted({normalize(p, country) for p in data["phones"]})
+            await conn.execute("DELETE FROM customer_phones WHERE customer_id = %s", (customer_id,))
+            for p in phones:
+                await conn.execute(
+                    "INSERT INTO customer_phones (customer_id, e164) VALUES (%s, %s)",
+                    (customer_id, p),
+                )
+            await conn.execute(
+                "UPDATE customers SET region = %s WHERE id = %s",
+                (await region_of(conn, phones[0]) if phones else None, customer_id),
+            )
+            data["phones"] = phones
+        if "addresses" in data:
+            await conn.execute(
+                "DELETE FROM customer_addresses WHERE customer_id = %s", (customer_id,)
+            )
+            for a in data["addresses"]:
+                await conn.execute(
+                    "INSERT INTO customer_addresses (customer_id, text) VALUES (%s, %s)",
+                    (customer_id, a),
+                )
+        plain = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in data.items()}
+        await audit(
+            conn,
+            actor,
+            "update",
+            "customer",
+            customer_id,
+            {
+                k: (v.isoformat() if isinstance(v, dt.date) else v)
+                for k, v in before.items()
+                if k in data
+            },
+            plain,
+        )
+    return True
+
+
 def _reminder_due(due: dt.date, yearly: bool, today: dt.date, window_days: int = 7) -> bool:
     if yearly:
         try:
@@ -403,6 +487,112 @@ async def authorize_pin(
             "UPDATE accounts SET failed_attempts = %s, locked_until = NULL WHERE id = %s",
             (failed, acc_id),
         )
+        return PinResult("wrong_pin", max_attempts - failed)
+
+
+QUESTIONS = {
+    "last_payment_amount": "What was the amount of your last payment?",
+    "address_street": "Which street is your service address on?",
+}
+
+
+async def security_questions(
+    conn: AsyncConnection[Any], contract_no: str
+) -> list[dict[str, str]] | None:
+    """Questions built from the customer's own data, for callers who forgot their PIN
+    (None: no such contract). Only questions the data can answer are offered."""
+    cur = await conn.execute(
+        """SELECT a.last_payment_amount, (SELECT text FROM customer_addresses d WHERE d.customer_id = a.customer_id ORDER BY id LIMIT 1)
+           FROM accounts a WHERE a.contract_no = %s""",
+        (contract_no.strip(),),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    out = []
+    if row[0] is not None:
+        out.append({"id": "last_payment_amount", "text": QUESTIONS["last_payment_amount"]})
+    if row[1]:
+        out.append({"id": "address_street", "text": QUESTIONS["address_street"]})
+    return out
+
+
+def _answer_ok(kind: str, given: str, payment: Decimal | None, address: str | None) -> bool:
+    given = given.strip()
+    if kind == "last_payment_amount" and payment is not None:
+        try:
+            return Decimal(given.replace(",", ".")) == payment
+        except ArithmeticError:
+            return False
+    if kind == "address_street" and address:
+        # The street's name, at least four letters of it, as the address has it.
+        words = [w.strip(",.").lower() for w in address.split()]
+        g = given.lower()
+        return len(g) >= 4 and any(
+            len(w) >= 4 and (w.startswith(g) or g.startswith(w)) for w in words
+        )
+    return False
+
+
+async def authorize_by_answers(
+    conn: AsyncConnection[Any],
+    contract_no: str,
+    answers: dict[str, str],
+    now: dt.datetime,
+    *,
+    max_attempts: int = 3,
+    lockout: dt.timedelta = dt.timedelta(minutes=30),
+) -> PinResult:
+    """Authorize by answering every offered question right; wrong answers count against
+    the same attempt limit and lockout as wrong PINs."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            """SELECT a.id, a.failed_attempts, a.locked_until, a.balance, a.currency, a.customer_id, a.last_payment_amount,
+                      (SELECT text FROM customer_addresses d WHERE d.customer_id = a.customer_id ORDER BY id LIMIT 1)
+               FROM accounts a WHERE a.contract_no = %s FOR UPDATE""",
+            (contract_no.strip(),),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return PinResult("unknown_contract")
+        acc_id, failed, locked_until, balance, currency, customer_id, payment, address = row
+        if locked_until is not None and locked_until > now:
+            return PinResult("locked", 0, locked_until)
+        if locked_until is not None:
+            failed = 0
+        offered = [
+            k
+            for k, present in (
+                ("last_payment_amount", payment is not None),
+                ("address_street", bool(address)),
+            )
+            if present
+        ]
+        if not offered:
+            return PinResult("no_pin")
+        if all(_answer_ok(k, answers.get(k, ""), payment, address) for k in offered):
+            await conn.execute(
+                "UPDATE accounts SET failed_attempts = 0, locked_until = NULL WHERE id = %s",
+                (acc_id,),
+            )
+            return PinResult("ok", max_attempts, None, balance, currency, customer_id)
+        failed += 1
+        until = now + lockout if failed >= max_attempts else None
+        await conn.execute(
+            "UPDATE accounts SET failed_attempts = %s, locked_until = %s WHERE id = %s",
+            (failed, until, acc_id),
+        )
+        if until is not None:
+            await audit(
+                conn,
+                None,
+                "lockout",
+                "account",
+                contract_no,
+                None,
+                {"locked_until": until.isoformat()},
+            )
+            return PinResult("locked", 0, until)
         return PinResult("wrong_pin", max_attempts - failed)
 
 
