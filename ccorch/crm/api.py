@@ -215,20 +215,19 @@ async def update_customer(request: Request, customer_id: int) -> HTTPResponse:
     return json(card) if card else _error(404, "not_found", f"no customer {customer_id}")
 
 
-async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
-    data = PIN.validate(_body(request))
+async def _authorization_answer(
+    request: Request,
+    contract_no: str,
+    check: Callable[[Any], Coroutine[Any, Any, store.PinResult]],
+    action: str,
+) -> HTTPResponse:
+    """Run one authorization check, audit its outcome, and answer with the balance when it passes."""
     async with _pool(request).connection() as conn:
-        r = await store.authorize_pin(conn, contract_no, data["pin"], _now(request))
+        r = await check(conn)
         if r.outcome == "unknown_contract":
             return _error(404, "not_found", f"no contract {contract_no}")
         await store.audit(
-            conn,
-            request.ctx.user.id,
-            "pin_check",
-            "account",
-            contract_no,
-            None,
-            {"outcome": r.outcome},
+            conn, request.ctx.user.id, action, "account", contract_no, None, {"outcome": r.outcome}
         )
     out: dict[str, Any] = {"outcome": r.outcome, "attempts_left": r.attempts_left}
     if r.locked_until:
@@ -236,6 +235,17 @@ async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
     if r.outcome == "ok":
         out |= {"balance": str(r.balance), "currency": r.currency, "customer_id": r.customer_id}
     return json(out)
+
+
+async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
+    pin = PIN.validate(_body(request))["pin"]
+    now = _now(request)
+    return await _authorization_answer(
+        request,
+        contract_no,
+        lambda conn: store.authorize_pin(conn, contract_no, pin, now),
+        "pin_check",
+    )
 
 
 ANSWERS = Shape(
@@ -254,25 +264,13 @@ async def account_questions(request: Request, contract_no: str) -> HTTPResponse:
 
 async def check_answers(request: Request, contract_no: str) -> HTTPResponse:
     data = ANSWERS.validate(_body(request))
-    async with _pool(request).connection() as conn:
-        r = await store.authorize_by_answers(conn, contract_no, data, _now(request))
-        if r.outcome == "unknown_contract":
-            return _error(404, "not_found", f"no contract {contract_no}")
-        await store.audit(
-            conn,
-            request.ctx.user.id,
-            "answers_check",
-            "account",
-            contract_no,
-            None,
-            {"outcome": r.outcome},
-        )
-    out: dict[str, Any] = {"outcome": r.outcome, "attempts_left": r.attempts_left}
-    if r.locked_until:
-        out["locked_until"] = r.locked_until.isoformat()
-    if r.outcome == "ok":
-        out |= {"balance": str(r.balance), "currency": r.currency, "customer_id": r.customer_id}
-    return json(out)
+    now = _now(request)
+    return await _authorization_answer(
+        request,
+        contract_no,
+        lambda conn: store.authorize_by_answers(conn, contract_no, data, now),
+        "answers_check",
+    )
 
 
 async def create_user(request: Request) -> HTTPResponse:

@@ -431,6 +431,29 @@ class PinResult:
     customer_id: int | None = None
 
 
+async def _count_failure(
+    conn: AsyncConnection[Any],
+    acc_id: int,
+    contract_no: str,
+    failed: int,
+    now: dt.datetime,
+    max_attempts: int,
+    lockout: dt.timedelta,
+) -> PinResult:
+    """Record one more failed attempt; the last allowed one locks the contract."""
+    until = now + lockout if failed >= max_attempts else None
+    await conn.execute(
+        "UPDATE accounts SET failed_attempts = %s, locked_until = %s WHERE id = %s",
+        (failed, until, acc_id),
+    )
+    if until is not None:
+        await audit(
+            conn, None, "lockout", "account", contract_no, None, {"locked_until": until.isoformat()}
+        )
+        return PinResult("locked", 0, until)
+    return PinResult("wrong_pin", max_attempts - failed)
+
+
 async def authorize_pin(
     conn: AsyncConnection[Any],
     contract_no: str,
@@ -466,28 +489,9 @@ async def authorize_pin(
                 (acc_id,),
             )
             return PinResult("ok", max_attempts, None, balance, currency, customer_id)
-        failed += 1
-        if failed >= max_attempts:
-            until = now + lockout
-            await conn.execute(
-                "UPDATE accounts SET failed_attempts = %s, locked_until = %s WHERE id = %s",
-                (failed, until, acc_id),
-            )
-            await audit(
-                conn,
-                None,
-                "lockout",
-                "account",
-                contract_no,
-                None,
-                {"locked_until": until.isoformat()},
-            )
-            return PinResult("locked", 0, until)
-        await conn.execute(
-            "UPDATE accounts SET failed_attempts = %s, locked_until = NULL WHERE id = %s",
-            (failed, acc_id),
+        return await _count_failure(
+            conn, acc_id, contract_no, failed + 1, now, max_attempts, lockout
         )
-        return PinResult("wrong_pin", max_attempts - failed)
 
 
 QUESTIONS = {
@@ -576,24 +580,9 @@ async def authorize_by_answers(
                 (acc_id,),
             )
             return PinResult("ok", max_attempts, None, balance, currency, customer_id)
-        failed += 1
-        until = now + lockout if failed >= max_attempts else None
-        await conn.execute(
-            "UPDATE accounts SET failed_attempts = %s, locked_until = %s WHERE id = %s",
-            (failed, until, acc_id),
+        return await _count_failure(
+            conn, acc_id, contract_no, failed + 1, now, max_attempts, lockout
         )
-        if until is not None:
-            await audit(
-                conn,
-                None,
-                "lockout",
-                "account",
-                contract_no,
-                None,
-                {"locked_until": until.isoformat()},
-            )
-            return PinResult("locked", 0, until)
-        return PinResult("wrong_pin", max_attempts - failed)
 
 
 @dataclass(frozen=True)
