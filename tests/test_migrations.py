@@ -109,3 +109,18 @@ def test_concurrent_migrators_take_turns(fresh_db: str, tmp_path: Path) -> None:
     a, b = asyncio.run(both())
     # Exactly one of them applied everything; the other found the schema current.
     assert sorted([len(a), len(b)]) == [0, len(discover(tmp_path / "m"))]
+
+
+def test_a_server_without_a_needed_extension_is_named_clearly(fresh_db: str) -> None:
+    from ccorch.db.migrate import require_extensions
+    from ccorch.errors import DatabaseError
+
+    async def check() -> None:
+        async with await psycopg.AsyncConnection.connect(fresh_db, autocommit=True) as conn:
+            await require_extensions(conn)  # the real ones are there
+            with pytest.raises(
+                DatabaseError, match=r"lacks the extension\(s\) no_such_ext .*postgresql-contrib"
+            ):
+                await require_extensions(conn, ("pg_trgm", "no_such_ext"))
+
+    asyncio.run(check())

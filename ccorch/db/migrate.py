@@ -15,6 +15,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -71,6 +72,27 @@ async def applied_versions(conn: psycopg.AsyncConnection[tuple[object, ...]]) ->
     return {int(str(v)): str(c) for v, c in await cur.fetchall()}
 
 
+# Extensions the schema needs; an external server must offer them (Debian: postgresql-contrib).
+REQUIRED_EXTENSIONS = ("pg_trgm", "btree_gist")
+
+
+async def require_extensions(
+    conn: psycopg.AsyncConnection[Any], names: tuple[str, ...] = REQUIRED_EXTENSIONS
+) -> None:
+    """Fail with a clear message when the server cannot provide an extension the schema uses."""
+    cur = await conn.execute(
+        "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(names),)
+    )
+    available = {r[0] for r in await cur.fetchall()}
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise DatabaseError(
+            f"the PostgreSQL server lacks the extension(s) {', '.join(missing)} that ccorch's search needs; "
+            "install the server's contrib package (Debian: postgresql-contrib) or use the embedded server "
+            "(leave DATABASE_URL unset)"
+        )
+
+
 async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """Apply the pending migrations of ``directory`` to the database at ``url``.
 
@@ -83,6 +105,7 @@ async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]
     except psycopg.OperationalError as e:
         raise DatabaseError(f"cannot connect to the database: {str(e).strip()}") from e
     async with conn:
+        await require_extensions(conn)
         # Lock first: even CREATE TABLE IF NOT EXISTS races between two starters.
         await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
