@@ -285,12 +285,10 @@ impl Leg {
         self.last_rx_ms = Some(now_ms);
         self.timeout_reported = false;
         if is_event {
-            let before = events.len();
             let mut digits = Vec::new();
             self.rfc4733
                 .on_packet(now_ms, p.ssrc, p.timestamp, p.payload, &mut digits);
             self.digits_heard(digits, events);
-            let _ = before;
             return Received::Event;
         }
         if self.decode {
