@@ -22,6 +22,8 @@ from sanic.exceptions import SanicException
 from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 
 import ccorch
+from ccorch.calls import CallEvents
+from ccorch.calls.b2bua import CallController
 from ccorch.config import Config
 from ccorch.crm import api as crm_api
 from ccorch.crm import bootstrap as crm_bootstrap
@@ -30,7 +32,12 @@ from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
 from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
-from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics
+from ccorch.sip import registrar as sip_registrar
+from ccorch.sip.guard import Guard
+from ccorch.sip.service import SipService
+from ccorch.sip.transaction import Timers
+from ccorch.sip.trunks import load_trunks
+from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.ctx.pool = None
     app.ctx.media = None
     app.ctx.media_events = None
+    app.ctx.sip = None
+    app.ctx.calls = None
+    app.ctx.call_events = CallEvents()
     # Where calls are recorded (used by the call controller); made now, not on the loop.
     app.ctx.recordings_dir = Path(config.media.recordings_dir).resolve()
     app.ctx.recordings_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +97,66 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             "media engine started",
             extra={"rtp_ports": f"{m.port_min}-{m.port_max}", "shards": m.shards},
         )
+
+    @app.before_server_start
+    async def _start_sip(app: Sanic[Any, Any]) -> None:
+        # after the pool and the media engine (listeners run in the order they were added)
+        sc = config.sip
+        if config.crm.demo:
+            async with app.ctx.pool.connection() as conn:
+                await sip_registrar.load_demo_phones(conn, sc.realm)
+        trunks = load_trunks(Path(sc.trunks_file))
+        service = SipService(
+            host=sc.host,
+            port=sc.port,
+            realm=sc.realm,
+            timers=Timers(sc.t1_ms / 1000, sc.t2_ms / 1000, sc.t4_ms / 1000),
+            trunks=trunks,
+            guard=Guard(
+                rate=sc.rate_limit,
+                burst=sc.rate_burst,
+                auth_failures=sc.auth_failures,
+                auth_ban=sc.auth_ban_seconds,
+                flood_ban=sc.flood_ban_seconds,
+            ),
+            pool=app.ctx.pool,
+            udp=sc.udp,
+            tcp=sc.tcp,
+            auth_algorithms=sc.auth_algorithms,
+        )
+        controller = CallController(
+            service,
+            app.ctx.media,
+            events=app.ctx.call_events,
+            ring_timeout=sc.ring_timeout_seconds,
+            session_expires=sc.session_expires,
+            min_se=sc.min_se,
+        )
+        await service.start()
+        app.ctx.sip, app.ctx.calls = service, controller
+        app.ctx.media_watch = asyncio.create_task(
+            controller.watch_media(app.ctx.media_events.subscribe()), name="media_watch"
+        )
+        app.ctx.metrics.registry.register(
+            SipCollector(lambda: {**service.snapshot(), "calls_active": controller.active_calls()})
+        )
+        transports = "+".join(t for t, on in (("udp", sc.udp), ("tcp", sc.tcp)) if on)
+        log.info(
+            "sip listening",
+            extra={
+                "sip": f"{sc.host}:{service.port}",
+                "transports": transports,
+                "trunks": len(trunks),
+            },
+        )
+
+    @app.after_server_stop
+    async def _stop_sip(app: Sanic[Any, Any]) -> None:
+        if getattr(app.ctx, "media_watch", None) is not None:
+            app.ctx.media_watch.cancel()
+        if app.ctx.sip is not None:
+            await app.ctx.sip.stop()
+            app.ctx.sip = None
 
     @app.after_server_start
     async def _start_overdue_watch(app: Sanic[Any, Any]) -> None:

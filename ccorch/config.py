@@ -226,6 +226,55 @@ class CrmConfig:
     )
 
 
+_BOOL = _Rule("true or false", lambda v: isinstance(v, bool), _parse_bool, bool)
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    """SIP signaling: where it listens, its timers, the registrar's realm, abuse limits."""
+
+    host: str = _key(
+        _Rule("an IP address", lambda v: isinstance(v, str) and _is_ip(v), str.strip, str),
+        "127.0.0.1",
+    )
+    port: int = _key(PORT, 5060)
+    udp: bool = _key(_BOOL, True)
+    tcp: bool = _key(_BOOL, True)
+    # The digest realm of agents' phones; changing it invalidates stored credentials.
+    realm: str = _key(
+        _Rule("a realm", lambda v: isinstance(v, str) and bool(v.strip()), str, str), "ccorch"
+    )
+    # Digest algorithms offered, in order (RFC 8760: SHA-256 first). Phones that only read
+    # the first challenge and know only MD5 (SIPp) need "MD5,SHA-256".
+    auth_algorithms: tuple[str, ...] = _key(
+        _Rule(
+            "a comma-separated list of SHA-256 and MD5",
+            lambda v: isinstance(v, tuple) and bool(v) and set(v) <= {"SHA-256", "MD5"},
+            str,
+            str,
+            lambda v: tuple(x.strip().upper() for x in v.split(",")) if isinstance(v, str) else v,
+        ),
+        ("SHA-256", "MD5"),
+    )
+    # RFC 3261 timers (T1 RTT estimate, T2 max retransmit interval, T4 max network lifetime).
+    t1_ms: int = _key(_int_rule(10, 10000), 500)
+    t2_ms: int = _key(_int_rule(100, 60000), 4000)
+    t4_ms: int = _key(_int_rule(100, 60000), 5000)
+    trunks_file: str = _key(PATH, "sip/trunks.toml")
+    # Out-of-dialog requests per second (and burst) per untrusted source before a flood ban.
+    rate_limit: float = _key(_float_rule(0.1, 100000), 20.0)
+    rate_burst: float = _key(_float_rule(1, 100000), 60.0)
+    flood_ban_seconds: float = _key(_float_rule(0, 86400), 60.0)
+    # Failed authentications per source (within a minute) before a ban, and its length.
+    auth_failures: int = _key(_int_rule(1, 1000), 5)
+    auth_ban_seconds: float = _key(_float_rule(0, 86400), 600.0)
+    # How long an agent's phone rings before the call is refused as not answered.
+    ring_timeout_seconds: float = _key(_float_rule(1, 600), 30.0)
+    # RFC 4028 session refresh interval we ask for (0: no session timers) and accept at least.
+    session_expires: int = _key(_int_rule(0, 86400), 1800)
+    min_se: int = _key(_int_rule(90, 86400), 90)
+
+
 @dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -234,6 +283,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     crm: CrmConfig = field(default_factory=CrmConfig)
+    sip: SipConfig = field(default_factory=SipConfig)
     source: str = "defaults"
 
 
@@ -244,6 +294,7 @@ _SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "media": MediaConfig,
     "crm": CrmConfig,
+    "sip": SipConfig,
 }
 
 

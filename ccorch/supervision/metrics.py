@@ -6,7 +6,9 @@ descriptors) come from prometheus-client's own collectors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,9 +19,11 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "SipCollector"]
 
 
 @dataclass
@@ -106,3 +110,75 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class SipCollector(Collector):
+    """SIP and call counters, read from the SIP service's own counters at scrape time (the
+    signaling path only increments integers)."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.snapshot = snapshot
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        s = self.snapshot()
+        c: dict[str, int] = s["counters"]
+        req = CounterMetricFamily(
+            "cc_sip_requests_received", "SIP requests received, by method", labels=["method"]
+        )
+        resp_in = CounterMetricFamily(
+            "cc_sip_responses_received", "SIP responses received, by class", labels=["class"]
+        )
+        resp_out = CounterMetricFamily(
+            "cc_sip_responses_sent", "SIP responses sent, by class", labels=["class"]
+        )
+        ended = CounterMetricFamily("cc_calls_ended", "Calls ended, by reason", labels=["reason"])
+        for k, v in sorted(c.items()):
+            if k.startswith("in_request_"):
+                req.add_metric([k[11:]], v)
+            elif k.startswith("in_response_"):
+                resp_in.add_metric([k[12:]], v)
+            elif k.startswith("out_response_"):
+                resp_out.add_metric([k[13:]], v)
+            elif k.startswith("calls_ended_"):
+                ended.add_metric([k[12:]], v)
+        yield from (req, resp_in, resp_out, ended)
+        for name, key, text in (
+            ("cc_sip_malformed", "malformed", "SIP messages refused as malformed"),
+            ("cc_sip_auth_failures", "auth_failures", "Failed digest authentications"),
+            ("cc_sip_bans", "bans", "Sources banned after failed authentications"),
+            ("cc_sip_dropped_rate", "dropped_rate", "Requests dropped over a source's rate limit"),
+            ("cc_sip_dropped_banned", "dropped_banned", "Messages dropped from banned sources"),
+            (
+                "cc_sip_forbidden_invites",
+                "forbidden_invites",
+                "INVITEs refused: not a trunk or phone",
+            ),
+            (
+                "cc_sip_transaction_timeouts",
+                "client_timeouts",
+                "Client transactions without answer",
+            ),
+            ("cc_sip_ack_timeouts", "ack_timeouts", "2xx to INVITE never acknowledged"),
+            ("cc_calls_started", "calls_started", "Calls routed to a phone"),
+            ("cc_calls_answered", "calls_answered", "Calls answered"),
+        ):
+            yield CounterMetricFamily(name, text, value=c.get(key, 0))
+        for name, key, text in (
+            ("cc_sip_dialogs", "dialogs", "SIP dialogs (call legs) open"),
+            ("cc_sip_server_transactions", "server_transactions", "Server transactions alive"),
+            ("cc_sip_client_transactions", "client_transactions", "Client transactions alive"),
+            ("cc_sip_registered_contacts", "registered_contacts", "Registered phone contacts"),
+            ("cc_sip_banned_sources", "bans", "Sources banned now"),
+            ("cc_calls_active", "calls_active", "Calls in progress"),
+        ):
+            yield GaugeMetricFamily(name, text, value=s.get(key, 0))
+        up = GaugeMetricFamily(
+            "cc_sip_trunk_up", "1 if the trunk answers OPTIONS", labels=["trunk"]
+        )
+        for trunk, state in sorted(s["trunks_up"].items()):
+            if state is not None:
+                up.add_metric([trunk], 1 if state else 0)
+        yield up

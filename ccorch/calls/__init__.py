@@ -1,0 +1,87 @@
+"""The call controller: one call's life, tying SIP signaling and the media engine together.
+
+Calls publish typed events (``CallEvent``) on one stream; metrics, CDR writing, the desktop
+and the audit subscribe to it (``CallEvents.subscribe``). No part polls another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CallArrived:
+    call: int
+    ani: str
+    dnis: str
+    origin: str  # trunk name, or "agent:<user>"
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRinging:
+    call: int
+    target: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    call: int
+    target: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallHeld:
+    call: int
+    side: str  # "caller" or "agent"
+    held: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferred:
+    call: int
+    target: str
+    attended: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    call: int
+    reason: str  # caller-hangup, agent-hangup, cancelled, busy, no-answer, rejected, failed...
+    status: int  # SIP status the caller got (200 when the call was answered)
+    at: float
+    talk_seconds: float
+
+
+CallEvent = CallArrived | CallRinging | CallAnswered | CallHeld | CallTransferred | CallEnded
+
+
+class CallEvents:
+    """Fan-out of call events to subscribers' queues (bounded: a stuck subscriber loses
+    its oldest events rather than stalling calls)."""
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self._subs: list[asyncio.Queue[CallEvent]] = []
+        self.maxsize = maxsize
+        self.dropped = 0
+
+    def subscribe(self) -> asyncio.Queue[CallEvent]:
+        q: asyncio.Queue[CallEvent] = asyncio.Queue(self.maxsize)
+        self._subs.append(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[CallEvent]) -> None:
+        if q in self._subs:
+            self._subs.remove(q)
+
+    def publish(self, ev: CallEvent) -> None:
+        for q in self._subs:
+            if q.full():
+                q.get_nowait()
+                self.dropped += 1
+            q.put_nowait(ev)

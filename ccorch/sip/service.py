@@ -1,0 +1,444 @@
+"""The SIP service: transports + transaction layer + registrar + guard, on the asyncio loop.
+
+It owns everything that is SIP and not a call: parsing and refusing bad input, the 400s,
+OPTIONS, REGISTER with digest authentication, the rate limits and bans, the timers of the
+transaction layer. INVITEs (from trunks, or authenticated agents) and everything inside a
+call's dialogs go to the call layer through the ``CallHandler`` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from psycopg_pool import AsyncConnectionPool
+
+from ccorch.sip import registrar as reg
+from ccorch.sip.digest import DigestServer
+from ccorch.sip.guard import Guard
+from ccorch.sip.message import (
+    ParseError,
+    Request,
+    Response,
+    make_response,
+    parse,
+)
+from ccorch.sip.transaction import (
+    AckTimeout,
+    Addr,
+    ClientTxn,
+    RequestIn,
+    ResponseIn,
+    Send,
+    ServerTxn,
+    Timeout,
+    Timers,
+    TransactionLayer,
+    response_dest,
+)
+from ccorch.sip.transport import Transports
+from ccorch.sip.trunks import Trunk
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, UPDATE, INFO"
+SUPPORTED = "replaces, timer"
+SERVER = "ccorch"
+
+
+class ClientUser(Protocol):
+    def on_response(self, resp: Response, txn: ClientTxn) -> None: ...
+    def on_timeout(self, txn: ClientTxn) -> None: ...
+
+
+class DialogUser(Protocol):
+    def on_request(self, req: Request, source: Addr, txn: ServerTxn) -> None: ...
+    def on_ack(self, req: Request, source: Addr) -> None: ...
+
+
+class InviteUser(Protocol):
+    def on_cancel(self, cancel: Request) -> None: ...
+    def on_ack_timeout(self, txn: ServerTxn) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who sent a new INVITE: a configured trunk, or an authenticated agent's phone."""
+
+    trunk: Trunk | None = None
+    agent: str | None = None
+
+
+class CallHandler(Protocol):
+    def on_invite(self, req: Request, source: Addr, txn: ServerTxn, origin: Origin) -> None: ...
+
+
+class SipService:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        realm: str,
+        timers: Timers,
+        trunks: list[Trunk],
+        guard: Guard,
+        pool: AsyncConnectionPool | None = None,
+        udp: bool = True,
+        tcp: bool = True,
+        auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.udp_on = udp
+        self.tcp_on = tcp
+        self.txn = TransactionLayer(timers)
+        self.transports = Transports(self.on_data)
+        self.digest = DigestServer(realm, algorithms=auth_algorithms)
+        self.registrar = reg.Registrar()
+        self.accounts: dict[str, reg.Account] = {}
+        self.guard = guard
+        self.trunks = trunks
+        self.pool = pool
+        self.calls: CallHandler | None = None
+        self.dialogs: dict[tuple[str, str], DialogUser] = {}
+        self.stats: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- life ---
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.pool is not None:
+            async with self.pool.connection() as conn:
+                self.accounts = await reg.load_accounts(conn)
+                n = await reg.load_bindings(
+                    conn, self.registrar, self._loop.time(), dt.datetime.now(dt.UTC)
+                )
+            log.info(
+                "sip registrations restored", extra={"bindings": n, "accounts": len(self.accounts)}
+            )
+        await self.transports.start(self.host, self.port, udp=self.udp_on, tcp=self.tcp_on)
+        if self.port == 0:
+            self.port = self.transports.local_port() or 0
+        for t in self.trunks:
+            if t.options_interval > 0:
+                self.spawn(self._probe_trunk(t))
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        await self.transports.close()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sip task failed", exc_info=task.exception())
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # --- what the call layer uses ---
+
+    def contact(self, transport: str = "UDP", user: str = "ccorch") -> str:
+        t = ";transport=tcp" if transport == "TCP" else ""
+        return f"<sip:{user}@{self.host}:{self.port}{t}>"
+
+    def via_host(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def send_request(self, req: Request, dest: Addr, user: ClientUser) -> ClientTxn:
+        txn = self.txn.send_request(self.now(), req, dest)
+        txn.user = user
+        self.stats[f"out_request_{req.method}"] += 1
+        self._drain()
+        return txn
+
+    def send_stateless(self, msg: Request | Response, dest: Addr) -> None:
+        self.transports.send(msg.to_bytes(), dest)
+
+    def respond(self, txn: ServerTxn, resp: Response) -> None:
+        if not any(k == "server" for k, _ in resp.headers):
+            resp.headers.append(("server", SERVER))
+        self.txn.respond(self.now(), txn, resp)
+        self.stats[f"out_response_{resp.status // 100}xx"] += 1
+        self._drain()
+
+    def reply(self, txn: ServerTxn, status: int, reason: str | None = None, **kw: Any) -> Response:
+        resp = make_response(txn.request, status, reason, to_tag=kw.pop("to_tag", None))
+        for k, v in kw.get("headers", []):
+            resp.headers.append((k, v))
+        self.respond(txn, resp)
+        return resp
+
+    def add_dialog(self, call_id: str, local_tag: str, user: DialogUser) -> None:
+        self.dialogs[(call_id, local_tag)] = user
+
+    def remove_dialog(self, call_id: str, local_tag: str) -> None:
+        self.dialogs.pop((call_id, local_tag), None)
+
+    def trunk_for(self, source: Addr) -> Trunk | None:
+        for t in self.trunks:
+            if t.matches(source):
+                return t
+        return None
+
+    # --- input ---
+
+    def on_data(self, data: bytes, source: Addr) -> None:
+        now = self.now()
+        if self.guard.banned(now, source.host) and self.trunk_for(source) is None:
+            self.stats["dropped_banned"] += 1
+            return
+        try:
+            msg = parse(data)
+        except ParseError as e:
+            self._malformed(e, source)
+            return
+        if isinstance(msg, Request):
+            self.stats[f"in_request_{msg.method}"] += 1
+            if (
+                msg.method not in ("ACK", "CANCEL")
+                and msg.to.tag is None
+                and self.trunk_for(source) is None
+                and not self.guard.allow(now, source.host)
+            ):
+                self.stats["dropped_rate"] += 1
+                log.warning("sip source banned for flooding", extra={"source": source.host})
+                return
+        else:
+            self.stats[f"in_response_{msg.status // 100}xx"] += 1
+        self.txn.on_message(now, msg, source)
+        self._drain()
+
+    def _malformed(self, e: ParseError, source: Addr) -> None:
+        self.stats["malformed"] += 1
+        if e.request is not None:
+            # §21.4.1: the reason phrase says what was wrong
+            resp = make_response(e.request, 400, f"Bad Request ({e.reason})"[:120])
+            try:
+                dest = response_dest(e.request, source)
+            except (ValueError, IndexError):
+                dest = source
+            self.transports.send(resp.to_bytes(), dest)
+            self.stats["out_response_4xx"] += 1
+        log.info("malformed sip message", extra={"source": str(source), "reason": e.reason})
+
+    def _drain(self) -> None:
+        for out in self.txn.poll():
+            if isinstance(out, Send):
+                self.transports.send(out.data, out.dest)
+            elif isinstance(out, RequestIn):
+                try:
+                    self._on_request(out.request, out.source, out.txn)
+                except Exception:
+                    log.exception("request handling failed", extra={"call_id": out.request.call_id})
+                    if out.txn is not None:
+                        self.reply(out.txn, 500)
+            elif isinstance(out, ResponseIn):
+                u = out.txn.user
+                if u is not None:
+                    u.on_response(out.response, out.txn)  # type: ignore[attr-defined]
+            elif isinstance(out, Timeout):
+                self.stats["client_timeouts"] += 1
+                u = out.txn.user
+                if u is not None:
+                    u.on_timeout(out.txn)  # type: ignore[attr-defined]
+            elif isinstance(out, AckTimeout):
+                self.stats["ack_timeouts"] += 1
+                u = out.txn.user
+                if u is not None:
+                    u.on_ack_timeout(out.txn)  # type: ignore[attr-defined]
+        self._schedule()
+
+    def _schedule(self) -> None:
+        t = self.txn.next_timeout()
+        if t is None or (self._timer_at is not None and self._timer_at <= t):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer_at = t
+        self._timer = self._loop.call_at(t, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.txn.on_timeout(self.now())
+        self._drain()
+
+    # --- requests outside calls ---
+
+    def _on_request(self, req: Request, source: Addr, txn: ServerTxn | None) -> None:
+        method = req.method
+        if txn is None:  # ACK for a 2xx
+            d = self.dialogs.get((req.call_id, req.to.tag or ""))
+            if d is not None:
+                d.on_ack(req, source)
+            return
+        to_tag = req.to.tag
+        if to_tag is not None:
+            d = self.dialogs.get((req.call_id, to_tag))
+            if d is None:
+                self.reply(txn, 481)
+            else:
+                d.on_request(req, source, txn)
+            return
+        if method == "CANCEL":
+            inv = self.txn.find_invite(req)
+            if inv is None or inv.user is None or inv.state != "proceeding":
+                self.reply(txn, 481)
+                return
+            self.reply(txn, 200)
+            inv.user.on_cancel(req)  # type: ignore[attr-defined]
+        elif method == "OPTIONS":
+            self.reply(
+                txn,
+                200,
+                headers=[("allow", ALLOW), ("accept", "application/sdp"), ("supported", SUPPORTED)],
+            )
+        elif method == "REGISTER":
+            self._register(req, source, txn)
+        elif method == "INVITE":
+            self._invite(req, source, txn)
+        elif method in ("BYE", "ACK", "PRACK", "UPDATE", "INFO", "NOTIFY", "REFER"):
+            self.reply(txn, 481)
+        else:
+            self.reply(txn, 405, headers=[("allow", ALLOW)])
+
+    def _ha1(self, user: str, algorithm: str) -> str | None:
+        a = self.accounts.get(user)
+        if a is None:
+            return None
+        return a.ha1_sha256 if algorithm == "SHA-256" else a.ha1_md5
+
+    def _authenticate(
+        self, req: Request, source: Addr, txn: ServerTxn, *, proxy: bool
+    ) -> str | None:
+        """The authenticated user, or None after answering 401/407 (and counting a failure)."""
+        now = self.now()
+        header = req.get("proxy-authorization" if proxy else "authorization")
+        verdict = self.digest.verify(now, req.method, header, self._ha1)
+        if verdict.ok:
+            self.guard.auth_ok(source.host)
+            return verdict.user
+        if header is not None and not verdict.stale:
+            self.stats["auth_failures"] += 1
+            if self.guard.auth_failed(now, source.host):
+                self.stats["bans"] += 1
+                log.warning(
+                    "sip source banned after failed authentications",
+                    extra={"source": source.host, "user": verdict.user},
+                )
+        name = "proxy-authenticate" if proxy else "www-authenticate"
+        self.reply(
+            txn,
+            407 if proxy else 401,
+            headers=[(name, c) for c in self.digest.challenges(now, stale=verdict.stale)],
+        )
+        return None
+
+    def _register(self, req: Request, source: Addr, txn: ServerTxn) -> None:
+        user = self._authenticate(req, source, txn, proxy=False)
+        if user is None:
+            return
+        if req.to.uri.user != user:
+            self.reply(txn, 403, "Forbidden (authenticated user is not the To user)")
+            return
+        now = self.now()
+        outcome = self.registrar.register(now, user, req, source)
+        if outcome.status != 200:
+            headers = [("min-expires", str(outcome.min_expires))] if outcome.min_expires else []
+            self.reply(txn, outcome.status, outcome.reason, headers=headers)
+            return
+        if (outcome.upserts or outcome.deletes) and self.pool is not None:
+            self.spawn(self._persist_then_answer(user, outcome, txn, now))
+        else:
+            self._answer_register(txn, outcome, now)
+
+    async def _persist_then_answer(
+        self, user: str, outcome: reg.RegisterOutcome, txn: ServerTxn, now: float
+    ) -> None:
+        assert self.pool is not None
+        try:
+            async with self.pool.connection() as conn:
+                await reg.persist(conn, user, outcome, now, dt.datetime.now(dt.UTC))
+        except Exception as e:
+            log.error("registration not stored", extra={"user": user, "error": str(e)})
+            for b in outcome.upserts:  # not acknowledged, so not kept
+                self.registrar.bindings.get(user, {}).pop(b.contact, None)
+            self.reply(txn, 500, "Registration Not Stored")
+            return
+        self.stats["registrations"] += 1
+        self._answer_register(txn, outcome, now)
+
+    def _answer_register(self, txn: ServerTxn, outcome: reg.RegisterOutcome, now: float) -> None:
+        headers = [("contact", reg.contact_header(b, now)) for b in outcome.bindings]
+        headers.append(("date", dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")))
+        self.reply(txn, 200, headers=headers)
+
+    def _invite(self, req: Request, source: Addr, txn: ServerTxn) -> None:
+        if self.calls is None:
+            self.reply(txn, 503)
+            return
+        trunk = self.trunk_for(source)
+        if trunk is not None:
+            self.calls.on_invite(req, source, txn, Origin(trunk=trunk))
+            return
+        # not a trunk: only an agent's phone that proves who it is may call (no open relay)
+        if req.get("proxy-authorization") is None and not self._is_registered_source(source):
+            self.stats["forbidden_invites"] += 1
+            self.reply(txn, 403, "Forbidden (not a trunk or a registered phone)")
+            return
+        user = self._authenticate(req, source, txn, proxy=True)
+        if user is None:
+            return
+        self.calls.on_invite(req, source, txn, Origin(agent=user))
+
+    def _is_registered_source(self, source: Addr) -> bool:
+        for bindings in self.registrar.bindings.values():
+            for b in bindings.values():
+                if b.source.host == source.host:
+                    return True
+        return False
+
+    async def _probe_trunk(self, trunk: Trunk) -> None:
+        """OPTIONS every ``options_interval`` s; up on any response, down on a timeout."""
+        from ccorch.sip.probe import OptionsProbe
+
+        probe = OptionsProbe(self, trunk)
+        while True:
+            probe.send()
+            await asyncio.sleep(trunk.options_interval)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.now()
+        return {
+            "counters": dict(self.stats),
+            "dialogs": len(self.dialogs),
+            "server_transactions": len(self.txn.server),
+            "client_transactions": len(self.txn.client),
+            "registered_contacts": sum(len(v) for v in self.registrar.bindings.values()),
+            "bans": len(self.guard.bans(now)),
+            "trunks_up": {t.name: t.up for t in self.trunks},
+        }
+
+
+OnInvite = Callable[[Request, Addr, ServerTxn, Origin], None]

@@ -1,0 +1,166 @@
+"""UDP and TCP transports on the asyncio loop: the only part of the SIP stack with sockets.
+
+Incoming bytes go to ``on_data(data, source)`` (one datagram, or one framed message from a
+TCP stream). ``send(data, dest)`` writes to UDP, or to the TCP connection with that peer,
+opening one if there is none (RFC 3261 §18.1.1; connections are reused in both directions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+from ccorch.sip.message import ParseError, StreamFramer
+from ccorch.sip.transaction import Addr
+
+log = logging.getLogger(__name__)
+
+OnData = Callable[[bytes, Addr], None]
+
+TCP_IDLE_SECONDS = 600.0  # a connection with no traffic for this long is closed
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: Transports) -> None:
+        self.owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's, so no isinstance check here
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
+        self.owner.on_data(data, Addr("UDP", str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a phone that went away: nothing to do but note it.
+        self.owner.send_errors += 1
+
+
+class _Tcp(asyncio.Protocol):
+    def __init__(self, owner: Transports) -> None:
+        self.owner = owner
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Addr | None = None
+        self.last = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        host, port = transport.get_extra_info("peername")[:2]
+        self.peer = Addr("TCP", host, port)
+        self.owner.tcp[self.peer] = self
+        self.last = asyncio.get_running_loop().time()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.transport is not None
+        self.last = asyncio.get_running_loop().time()
+        try:
+            messages = self.framer.feed(data)
+        except ParseError as e:
+            # the stream lost its framing: nothing after this can be trusted (§18.3)
+            log.warning(
+                "closing TCP connection", extra={"peer": str(self.peer), "reason": e.reason}
+            )
+            self.owner.malformed += 1
+            self.transport.close()
+            return
+        for m in messages:
+            self.owner.on_data(m, self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.owner.tcp.get(self.peer) is self:
+            del self.owner.tcp[self.peer]
+
+
+class Transports:
+    def __init__(self, on_data: OnData) -> None:
+        self.on_data = on_data
+        self.udp: _Udp | None = None
+        self.tcp: dict[Addr, _Tcp] = {}
+        self.tcp_server: asyncio.Server | None = None
+        self.send_errors = 0
+        self.malformed = 0
+        self._connecting: dict[Addr, asyncio.Task[None]] = {}
+        self._pending: dict[Addr, list[bytes]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int, *, udp: bool, tcp: bool) -> None:
+        loop = asyncio.get_running_loop()
+        if udp:
+            _, proto = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(host, port)
+            )
+            self.udp = proto
+        if tcp:
+            self.tcp_server = await loop.create_server(
+                lambda: _Tcp(self), host, port, reuse_address=True
+            )
+            self._reaper = asyncio.create_task(self._reap_idle(), name="sip_tcp_reaper")
+
+    def local_port(self) -> int | None:
+        if self.udp is not None and self.udp.transport is not None:
+            port: int = self.udp.transport.get_extra_info("sockname")[1]
+            return port
+        if self.tcp_server is not None and self.tcp_server.sockets:
+            port = self.tcp_server.sockets[0].getsockname()[1]
+            return port
+        return None
+
+    def send(self, data: bytes, dest: Addr) -> None:
+        if dest.transport == "UDP":
+            if self.udp is None or self.udp.transport is None:
+                self.send_errors += 1
+                return
+            self.udp.transport.sendto(data, (dest.host, dest.port))
+            return
+        conn = self.tcp.get(dest)
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.write(data)
+            return
+        self._pending.setdefault(dest, []).append(data)
+        if dest not in self._connecting:
+            self._connecting[dest] = asyncio.create_task(self._connect(dest))
+
+    async def _connect(self, dest: Addr) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Tcp(self), dest.host, dest.port), timeout=5
+            )
+            # registered under the address we dialled too, so replies find it
+            self.tcp[dest] = proto
+            for data in self._pending.pop(dest, []):
+                assert proto.transport is not None
+                proto.transport.write(data)
+        except (OSError, TimeoutError) as e:
+            self.send_errors += len(self._pending.pop(dest, []))
+            log.info("TCP connect failed", extra={"peer": str(dest), "error": str(e)})
+        finally:
+            self._connecting.pop(dest, None)
+
+    async def _reap_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(30)
+            now = loop.time()
+            for conn in list(self.tcp.values()):
+                if now - conn.last > TCP_IDLE_SECONDS and conn.transport is not None:
+                    conn.transport.close()
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self.udp is not None and self.udp.transport is not None:
+            self.udp.transport.close()
+        for conn in list(self.tcp.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+            await self.tcp_server.wait_closed()
