@@ -1,0 +1,140 @@
+"""Running SIPp (Debian ``sip-tester``) against a ccorch node: the real peer of the SIP tests."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = REPO / "sip" / "sipp"
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP (SIPp binds UDP; the node may use both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((host, 0))
+            port: int = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+            return port
+
+
+@dataclass(repr=False)
+class SippResult:
+    code: int
+    out: str
+    errors: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def __repr__(self) -> str:
+        return f"sipp exit {self.code}\n{self.out[-1500:]}\nerrors:\n{self.errors[-3000:]}"
+
+
+def _args(
+    scenario: str, target: str | None, port: int, cwd: Path, extra: list[str], m: int
+) -> list[str]:
+    args = [
+        "sipp",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-p",
+        str(port),
+        "-m",
+        str(m),
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(cwd / f"{scenario}-{port}-errors.log"),
+        "-mp",
+        str(free_udp_port()),
+        *extra,
+    ]
+    if target is not None:
+        args.append(target)
+    return args
+
+
+def run(
+    scenario: str,
+    target: str,
+    *,
+    port: int,
+    cwd: Path,
+    extra: list[str] | None = None,
+    m: int = 1,
+    timeout: float = 60,
+) -> SippResult:
+    args = _args(scenario, target, port, cwd, [*(extra or []), "-timeout", f"{int(timeout)}s"], m)
+    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout + 15)
+    return SippResult(p.returncode, p.stdout + p.stderr, _errors(cwd, scenario, port))
+
+
+class Uas:
+    """A SIPp phone waiting for calls in the background."""
+
+    def __init__(
+        self,
+        scenario: str,
+        *,
+        port: int,
+        cwd: Path,
+        extra: list[str] | None = None,
+        m: int = 1,
+        timeout: float = 60,
+    ) -> None:
+        self.scenario, self.port, self.cwd = scenario, port, cwd
+        args = _args(scenario, None, port, cwd, [*(extra or []), "-timeout", f"{int(timeout)}s"], m)
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        time.sleep(0.3)  # bound before the first INVITE can arrive
+
+    def wait(self, timeout: float = 90) -> SippResult:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return SippResult(
+            self.proc.returncode, out or "", _errors(self.cwd, self.scenario, self.port)
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def _errors(cwd: Path, scenario: str, port: int) -> str:
+    f = cwd / f"{scenario}-{port}-errors.log"
+    return f.read_text(errors="replace") if f.exists() else ""
+
+
+def metrics(base: str) -> dict[str, float]:
+    """The node's /metrics as {"name{labels}": value}."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            m = re.match(r"^(\S+)\s+(\S+)$", line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def wait_for(pred: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
