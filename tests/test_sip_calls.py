@@ -43,8 +43,22 @@ class SipNode:
             self.target,
             port=free_udp_port(),
             cwd=self.cwd,
-            extra=["-s", ext, "-au", ext, "-ap", f"agent{ext}", "-i", source_ip]
-            + ["-key", "contact_port", str(phone_port), "-key", "expires", str(expires)],
+            extra=[
+                "-s",
+                ext,
+                "-au",
+                ext,
+                "-ap",
+                f"agent{ext}",
+                "-i",
+                source_ip,
+                "-key",
+                "contact_port",
+                str(phone_port),
+                "-key",
+                "expires",
+                str(expires),
+            ],
             timeout=10,
         )
         assert r.ok, r
@@ -196,7 +210,7 @@ def test_lost_ack_resends_200_then_hangs_up_after_timer_h(sip_node: SipNode) -> 
     assert r.ok, r  # type: ignore[attr-defined]
     assert phone.wait().ok  # the agent's leg got its BYE too
     assert waited >= 64 * T1_MS / 1000 * 0.9
-    assert "retransmissions" not in r.out or True  # SIPp absorbs our 200's retransmissions
+    assert True  # SIPp absorbs our 200's retransmissions
     assert sip_node.m()["cc_sip_ack_timeouts_total"] == before + 1
     assert wait_for(sip_node.settled), sip_node.m()
 
@@ -265,8 +279,24 @@ def test_register_brute_force_is_banned(sip_node: SipNode) -> None:
         port=free_udp_port(ip),
         cwd=sip_node.cwd,
         m=5,
-        extra=["-s", "7003", "-au", "7003", "-ap", "wrong", "-i", ip, "-l", "1"]
-        + ["-key", "contact_port", "5999", "-key", "expires", "300"],
+        extra=[
+            "-s",
+            "7003",
+            "-au",
+            "7003",
+            "-ap",
+            "wrong",
+            "-i",
+            ip,
+            "-l",
+            "1",
+            "-key",
+            "contact_port",
+            "5999",
+            "-key",
+            "expires",
+            "300",
+        ],
     )
     assert r.ok, r  # five 401s, each after a wrong password
     m = sip_node.m()
@@ -277,8 +307,24 @@ def test_register_brute_force_is_banned(sip_node: SipNode) -> None:
         sip_node.target,
         port=free_udp_port(ip),
         cwd=sip_node.cwd,
-        extra=["-s", "7003", "-au", "7003", "-ap", "agent7003", "-i", ip]
-        + ["-key", "contact_port", "5999", "-key", "expires", "300", "-recv_timeout", "2000"],
+        extra=[
+            "-s",
+            "7003",
+            "-au",
+            "7003",
+            "-ap",
+            "agent7003",
+            "-i",
+            ip,
+            "-key",
+            "contact_port",
+            "5999",
+            "-key",
+            "expires",
+            "300",
+            "-recv_timeout",
+            "2000",
+        ],
         timeout=8,
     )
     assert not r.ok
