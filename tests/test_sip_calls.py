@@ -331,3 +331,51 @@ def test_register_brute_force_is_banned(sip_node: SipNode) -> None:
     assert sip_node.m()["cc_sip_dropped_banned_total"] > m.get("cc_sip_dropped_banned_total", 0)
     # ...while other sources are served
     sip_node.register("7003")
+
+
+def test_blind_transfer_by_refer(sip_node: SipNode) -> None:
+    before = sip_node.m().get("cc_calls_answered_total", 0)
+    first = sip_node.phone(
+        "agent_refer.xml", "7001", extra=["-d", "300", "-key", "transfer_to", "7002"]
+    )
+    second = sip_node.phone("agent_answer.xml", "7002", extra=["-d", "100"])
+    r = sip_node.trunk("trunk_call.xml", extra=["-d", "2500"])
+    assert r.ok, r  # type: ignore[attr-defined]
+    f = first.wait()
+    assert f.ok, f  # 202, NOTIFY 100, NOTIFY 200, then our BYE
+    s = second.wait()
+    assert s.ok, s  # answered, then the caller's BYE reached it
+    assert sip_node.m()["cc_calls_answered_total"] == before + 1
+    assert wait_for(sip_node.settled), sip_node.m()
+
+
+def test_attended_transfer_with_replaces(sip_node: SipNode) -> None:
+    """7001 answers the caller, consults 7002 on a second line, then REFERs the caller to
+    that consultation with Replaces: the caller ends up talking to 7002; 7001's two legs end."""
+    cwd = sip_node.cwd
+    master_port, slave_port = sip_node.phones["7001"], free_udp_port()
+    cfg = cwd / "slaves.cfg"
+    cfg.write_text(f"m;127.0.0.1:{free_udp_port()}\ns1;127.0.0.1:{free_udp_port()}\n")
+    before = sip_node.m().get('cc_calls_ended_total{reason="transferred"}', 0)
+    target = sip_node.phone("agent_answer.xml", "7002", extra=["-d", "100"])
+    consult = Uas(
+        "agent_consult.xml",
+        port=slave_port,
+        cwd=cwd,
+        extra=["-s", "7002", "-au", "7001", "-ap", "agent7001", "-slave", "s1"]
+        + ["-slave_cfg", str(cfg), sip_node.target],
+    )
+    first = Uas(
+        "agent_attended.xml",
+        port=master_port,
+        cwd=cwd,
+        extra=["-key", "transfer_to", "7002", "-master", "m", "-slave_cfg", str(cfg)],
+    )
+    r = sip_node.trunk("trunk_call.xml", extra=["-d", "3000"])
+    assert r.ok, r  # type: ignore[attr-defined]
+    for p in (first, consult, target):
+        res = p.wait()
+        assert res.ok, res
+    m = sip_node.m()
+    assert m['cc_calls_ended_total{reason="transferred"}'] == before + 1
+    assert wait_for(sip_node.settled), sip_node.m()

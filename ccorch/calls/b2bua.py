@@ -685,7 +685,8 @@ class Call:
     def _attended(self, referrer: Leg, other: Leg, replaces: str, txn: ServerTxn) -> None:
         """Refer-To carries Replaces: connect ``other`` to the far leg of the replaced dialog."""
         svc = self.ctl.service
-        call_id, _, params = replaces.partition(";")
+        call_id, _, params = replaces.strip().partition(";")
+        call_id = call_id.strip()
         p = parse_params(params)
         tags = [p.get("to-tag") or "", p.get("from-tag") or ""]
         replaced: Leg | None = None
@@ -703,6 +704,7 @@ class Call:
             svc.reply(txn, 481)
             return
         svc.reply(txn, 202)
+        referrer_notify(referrer, 100, "Trying", active=True)
         # move the far leg of the consultation call into this call
         if call2.room is not None:
             self.ctl.media.destroy_room(call2.room)
