@@ -36,7 +36,9 @@ class SipNode:
     def m(self) -> dict[str, float]:
         return metrics(self.node.base)
 
-    def register(self, ext: str, *, source_ip: str = "127.0.0.1", expires: int = 300) -> int:
+    def register(
+        self, ext: str, *, source_ip: str = "127.0.0.1", expires: int = 300, tcp: bool = False
+    ) -> int:
         phone_port = free_udp_port()
         r = run(
             "agent_register.xml",
@@ -58,6 +60,7 @@ class SipNode:
                 "-key",
                 "expires",
                 str(expires),
+                *(["-t", "t1"] if tcp else []),
             ],
             timeout=10,
         )
@@ -90,6 +93,12 @@ name = "carrier"
 host = "127.0.0.1"
 port = {trunk_port}
 match = "host+port"
+options_interval = 0
+
+[[trunk]]
+name = "carrier-tcp"
+host = "127.0.0.2"
+transport = "tcp"
 options_interval = 0
 """
     )
@@ -362,8 +371,19 @@ def test_attended_transfer_with_replaces(sip_node: SipNode) -> None:
         "agent_consult.xml",
         port=slave_port,
         cwd=cwd,
-        extra=["-s", "7002", "-au", "7001", "-ap", "agent7001", "-slave", "s1"]
-        + ["-slave_cfg", str(cfg), sip_node.target],
+        extra=[
+            "-s",
+            "7002",
+            "-au",
+            "7001",
+            "-ap",
+            "agent7001",
+            "-slave",
+            "s1",
+            "-slave_cfg",
+            str(cfg),
+            sip_node.target,
+        ],
     )
     first = Uas(
         "agent_attended.xml",
@@ -378,4 +398,23 @@ def test_attended_transfer_with_replaces(sip_node: SipNode) -> None:
         assert res.ok, res
     m = sip_node.m()
     assert m['cc_calls_ended_total{reason="transferred"}'] == before + 1
+    assert wait_for(sip_node.settled), sip_node.m()
+
+
+def test_tcp_phone_and_tcp_trunk(sip_node: SipNode) -> None:
+    """A phone registered over TCP is called over TCP (a new connection to its Contact once
+    the registering one has closed); a trunk sending over TCP is answered on its connection."""
+    sip_node.register("7004", tcp=True)
+    phone = sip_node.phone("agent_answer.xml", "7004", extra=["-d", "50", "-t", "t1"], m=2)
+    r = sip_node.trunk("trunk_call.xml", ext="7004", extra=["-d", "100"])
+    assert r.ok, r  # type: ignore[attr-defined]
+    r = run(
+        "trunk_call.xml",
+        sip_node.target,
+        port=free_udp_port("127.0.0.2"),
+        cwd=sip_node.cwd,
+        extra=["-s", "7004", "-d", "100", "-t", "t1", "-i", "127.0.0.2"],
+    )
+    assert r.ok, r
+    assert phone.wait().ok
     assert wait_for(sip_node.settled), sip_node.m()

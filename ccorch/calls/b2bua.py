@@ -415,7 +415,7 @@ class Call:
         leg = Leg(self, "b")
         leg.target = user
         leg.allocate_media("PCMU", 101)
-        dest = leg.dest = registrar.target(b)
+        dest = leg.dest = registrar.target(b, svc.transports.connected)
         uri = Uri.parse(b.contact)
         a_from = self.a.invite.from_ if self.a.invite is not None else None
         display = a_from.display if a_from and a_from.display else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,12 +127,12 @@ class Registrar:
         return sum(len(self._expire(now, u)) for u in list(self.bindings))
 
 
-def target(b: Binding) -> Addr:
+def target(b: Binding, connected: Callable[[Addr], bool] = lambda a: False) -> Addr:
     """Where to send requests for a binding: the Contact's address (RFC 3261), except
-    - the phone registered over TCP: the connection it opened (reused, as RFC 5626 does);
+    - the phone registered over TCP and that connection is still open: reuse it (RFC 5626);
     - the Contact is a private address other than the one the REGISTER came from: the phone
       is behind NAT, and only its public source address reaches it."""
-    if b.source.transport == "TCP":
+    if b.source.transport == "TCP" and connected(b.source):
         return b.source
     try:
         uri = Uri.parse(b.contact)

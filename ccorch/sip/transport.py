@@ -110,6 +110,10 @@ class Transports:
             return port
         return None
 
+    def connected(self, peer: Addr) -> bool:
+        conn = self.tcp.get(peer)
+        return conn is not None and conn.transport is not None and not conn.transport.is_closing()
+
     def send(self, data: bytes, dest: Addr) -> None:
         if dest.transport == "UDP":
             if self.udp is None or self.udp.transport is None:
