@@ -113,7 +113,20 @@ def test_registrations_survive_a_restart(fresh_db: str, tmp_path: Path) -> None:
         target,
         port=free_udp_port(),
         cwd=tmp_path,
-        extra=["-s", "7001", "-au", "7001", "-ap", "agent7001", "-key", "contact_port", str(phone_port), "-key", "expires", "300"],
+        extra=[
+            "-s",
+            "7001",
+            "-au",
+            "7001",
+            "-ap",
+            "agent7001",
+            "-key",
+            "contact_port",
+            str(phone_port),
+            "-key",
+            "expires",
+            "300",
+        ],
     )
     assert r.ok, r
     node.proc.send_signal(signal.SIGTERM)

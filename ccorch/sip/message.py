@@ -724,6 +724,7 @@ def _if_answerable(msg: Message) -> Request | None:
 
 def _fill_headers(msg: Message, lines: list[str], *, lenient: bool) -> None:
     headers = msg.headers
+    bad: str | None = None
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             if not headers:
@@ -738,14 +739,16 @@ def _fill_headers(msg: Message, lines: list[str], *, lenient: bool) -> None:
         name, colon, value = line.partition(":")
         name = name.strip().lower()
         if not colon or not name or not _TOKEN.match(name):
-            if lenient:
-                continue
-            raise ParseError(f"bad header line {line[:40]!r}", _if_answerable(msg))
+            # read on, so that the 400 can carry the headers that come after this line
+            bad = bad or f"bad header line {line[:40]!r}"
+            continue
         if len(name) == 1:
             name = COMPACT.get(name, name)
         headers.append((name, value.strip()))
         if len(headers) > MAX_HEADERS:
             raise ParseError("too many headers")
+    if bad is not None and not lenient:
+        raise ParseError(bad, _if_answerable(msg))
 
 
 class StreamFramer:
