@@ -34,6 +34,9 @@ def g711_decode(codes: bytes | bytearray, law: str) -> bytes:
 def g711_transcode(codes: bytes | bytearray, src: str, dst: str) -> bytes:
     """Convert G.711 codes from law ``src`` to law ``dst``."""
 
+def sip_split(data: bytes) -> tuple[str, list[tuple[str, str]], bytes] | None:
+    """The start line, headers and body of a well-formed SIP message, else None."""
+
 @final
 class Acd:
     """The skill-based ACD: a sans-IO state machine; every method takes ``now_ms``."""

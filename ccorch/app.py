@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from datetime import UTC, datetime
@@ -157,6 +158,15 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         if app.ctx.sip is not None:
             await app.ctx.sip.stop()
             app.ctx.sip = None
+
+    @app.after_server_start
+    async def _freeze_startup_objects(app: Sanic[Any, Any]) -> None:
+        # Everything loaded so far lives as long as the process: keep the cyclic GC from
+        # walking it again and again, and let it run less often (calls make many short-lived
+        # cycles; measured ~20% of a call's CPU with the defaults).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
 
     @app.after_server_start
     async def _start_overdue_watch(app: Sanic[Any, Any]) -> None:

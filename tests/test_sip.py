@@ -523,3 +523,52 @@ def test_uac_dialog_reverses_the_route_set_and_builds_in_dialog_requests() -> No
     assert c.top_via.branch == inv.top_via.branch and c.cseq == (1, "CANCEL")
     r = Response(200)
     assert r.reason == "OK"
+
+
+def _same(data: bytes) -> None:
+    """The Rust header splitter and the Python parser agree on ``data``."""
+    try:
+        slow: Request | Response | ParseError = parse(data, fast=False)
+    except ParseError as e:
+        slow = e
+    try:
+        fast: Request | Response | ParseError = parse(data)
+    except ParseError as e:
+        fast = e
+    if isinstance(slow, ParseError) or isinstance(fast, ParseError):
+        assert type(slow) is type(fast), (slow, fast)
+        assert isinstance(slow, ParseError) and isinstance(fast, ParseError)
+        assert slow.reason == fast.reason
+        assert (slow.request is None) == (fast.request is None)
+        return
+    assert type(slow) is type(fast)
+    assert slow.headers == fast.headers and slow.body == fast.body
+    assert slow._head() == fast._head()
+
+
+def test_rust_and_python_parsers_agree_on_the_samples() -> None:
+    for data in (INVITE, INVITE.replace(b"\r\n", b"\n"), INVITE.replace(b"Subject", b"Sub ject")):
+        _same(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, len(INVITE) - 1), st.binary(min_size=1, max_size=8), st.integers(0, 8))
+def test_rust_and_python_parsers_agree_on_mutations(pos: int, insert: bytes, cut: int) -> None:
+    _same(INVITE[:pos] + insert + INVITE[pos + cut :])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["Via", "v", "X-Ünï", "To", "From", "f", "Call-ID", "CSeq", " Max-Forwards"]
+            ),
+            st.text(max_size=30),
+        ),
+        max_size=12,
+    )
+)
+def test_rust_and_python_parsers_agree_on_random_headers(hs: list[tuple[str, str]]) -> None:
+    head = "OPTIONS sip:a@b SIP/2.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hs) + "\r\n"
+    _same(head.encode("utf-8", "surrogatepass"))

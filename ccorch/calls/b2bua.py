@@ -246,6 +246,8 @@ class Leg:
             svc.reply(txn, 500, "Server Internal Error (CSeq out of order)")
             return
         m = req.method
+        if self.side == "a" and self.invite is not None and m != "ACK":
+            svc.txn.implicit_ack(d.call_id, self.invite.cseq[0])
         if m == "BYE":
             svc.reply(txn, 200)
             self.state = "ended"

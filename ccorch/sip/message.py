@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ccorch._core import sip_split
+
 SIP_VERSION = "SIP/2.0"
 MAX_MESSAGE_BYTES = 65_535  # one UDP datagram; TCP messages are held to the same limit
 MAX_HEADERS = 128
@@ -117,10 +119,14 @@ REASONS = {
 }
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_BAD_HOST = re.compile(r'[ <>"]')
 
 
 def display_name(lname: str) -> str:
-    return _DISPLAY.get(lname) or "-".join(p.capitalize() for p in lname.split("-"))
+    d = _DISPLAY.get(lname)
+    if d is None:
+        d = _DISPLAY[lname] = "-".join(p.capitalize() for p in lname.split("-"))
+    return d
 
 
 class ParseError(Exception):
@@ -169,14 +175,19 @@ def split_list(value: str) -> list[str]:
 def parse_params(text: str) -> dict[str, str | None]:
     """``;a=1;b;c="x;y"`` → {"a": "1", "b": None, "c": "x;y"}; names lower-cased."""
     params: dict[str, str | None] = {}
-    for part in _split_unquoted(text, ";"):
-        part = part.strip()
+    if not text:
+        return params
+    quoted = '"' in text
+    for part in _split_unquoted(text, ";") if quoted else text.split(";"):
         if not part:
             continue
         name, eq, value = part.partition("=")
-        v: str | None = value.strip() if eq else None
-        if v is not None and len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-            v = unquote(v)
+        if eq:
+            v: str | None = value.strip()
+            if quoted and v and len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+                v = unquote(v)
+        else:
+            v = None
         params[name.strip().lower()] = v
     return params
 
@@ -300,7 +311,7 @@ class Uri:
             portpart = portpart[1:]
         else:
             host, _, portpart = hostport.partition(":")
-        if not host or any(c in host for c in ' <>"'):
+        if not host or _BAD_HOST.search(host):
             raise ValueError(f"bad host in {text[:60]!r}")
         port: int | None = None
         if portpart:
@@ -346,14 +357,39 @@ def _escape_user(user: str) -> str:
     return "".join(out)
 
 
-@dataclass(slots=True)
 class NameAddr:
-    """From, To, Contact, Route, Refer-To: ``"Display" <uri>;params`` or ``uri;params``."""
+    """From, To, Contact, Route, Refer-To: ``"Display" <uri>;params`` or ``uri;params``.
 
-    uri: Uri
-    display: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    star: bool = False  # Contact: *
+    The URI is parsed when first asked for: most messages only need the tag."""
+
+    __slots__ = ("_uri", "display", "params", "star", "uri_text")
+
+    def __init__(
+        self,
+        uri: Uri | str,
+        display: str | None = None,
+        params: dict[str, str | None] | None = None,
+        star: bool = False,
+    ) -> None:
+        self._uri: Uri | None = uri if isinstance(uri, Uri) else None
+        self.uri_text = uri if isinstance(uri, str) else ""
+        self.display = display
+        self.params = params if params is not None else {}
+        self.star = star  # Contact: *
+
+    @property
+    def uri(self) -> Uri:
+        u = self._uri
+        if u is None:
+            u = self._uri = Uri.parse(self.uri_text)
+        return u
+
+    @uri.setter
+    def uri(self, value: Uri) -> None:
+        self._uri = value
+
+    def __repr__(self) -> str:
+        return f"NameAddr({self!s})"
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
@@ -361,7 +397,7 @@ class NameAddr:
         if text == "*":
             return cls(Uri("sip", None, "*"), star=True)
         display: str | None = None
-        if text.startswith('"'):
+        if text[:1] == '"':
             i = 1
             while i < len(text):
                 if text[i] == "\\":
@@ -383,14 +419,15 @@ class NameAddr:
                 raise ValueError("unterminated <URI>")
             if display is None and lt > 0:
                 display = text[:lt].strip() or None
-            uri = Uri.parse(text[lt + 1 : gt])
+            uri_text = text[lt + 1 : gt]
             params = parse_params(text[gt + 1 :])
         else:
             # addr-spec: parameters after the URI belong to the header (§20.10)
             uri_text, _, ptext = text.partition(";")
-            uri = Uri.parse(uri_text)
             params = parse_params(ptext)
-        return cls(uri, display, params)
+        if uri_text[:4].lower() not in ("sip:", "sips", "tel:"):
+            raise ValueError(f"unsupported URI scheme in {uri_text[:60]!r}")
+        return cls(uri_text.strip(), display, params)
 
     @property
     def tag(self) -> str | None:
@@ -400,7 +437,8 @@ class NameAddr:
         if self.star:
             return "*"
         d = quote(self.display) + " " if self.display else ""
-        return f"{d}<{self.uri}>{format_params(self.params)}"
+        u = self._uri if self._uri is not None else self.uri_text
+        return f"{d}<{u}>{format_params(self.params)}"
 
 
 @dataclass(slots=True)
@@ -456,10 +494,14 @@ class Message:
 
     # headers
     def get(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
+        first: dict[str, str] | None = self._cache.get("_first")  # type: ignore[assignment]
+        if first is None:
+            first = {}
+            for k, v in self.headers:
+                if k not in first:
+                    first[k] = v
+            self._cache["_first"] = first
+        return first.get(name)
 
     def get_all(self, name: str) -> list[str]:
         """Every value of the header, lists split (Via, Contact, Route...)."""
@@ -551,7 +593,7 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("method", "uri", "uri_text")
+    __slots__ = ("_uri", "method", "uri_text")
 
     def __init__(
         self,
@@ -562,12 +604,26 @@ class Request(Message):
     ) -> None:
         super().__init__(headers, body)
         self.method = method
+        self._uri: Uri | None
         if isinstance(uri, str):
             self.uri_text = uri
-            self.uri = Uri.parse(uri)
+            self._uri = None
         else:
-            self.uri = uri
+            self._uri = uri
             self.uri_text = str(uri)
+
+    @property
+    def uri(self) -> Uri:
+        """The Request-URI, parsed when first asked for (ACKs and BYEs never need it)."""
+        u = self._uri
+        if u is None:
+            u = self._uri = Uri.parse(self.uri_text)
+        return u
+
+    @uri.setter
+    def uri(self, value: Uri) -> None:
+        self._uri = value
+        self.uri_text = str(value)
 
     def _head(self) -> str:
         return f"{self.method} {self.uri_text} {SIP_VERSION}"
@@ -618,34 +674,56 @@ def make_response(
 # --- parsing -----------------------------------------------------------------------------
 
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+# Out-of-dialog requests whose Request-URI is routed on: parsed and checked at once.
+_URI_CHECKED = frozenset({"INVITE", "REGISTER", "OPTIONS", "SUBSCRIBE", "MESSAGE", "REFER"})
+_KNOWN_NAMES = frozenset(
+    {
+        "via",
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "contact",
+        "max-forwards",
+        "content-type",
+        "content-length",
+        "route",
+        "record-route",
+        "allow",
+        "supported",
+        "user-agent",
+        "server",
+        "expires",
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "subject",
+        "session-expires",
+        "min-se",
+        "require",
+        "event",
+        "refer-to",
+        "referred-by",
+        "date",
+    }
+)
 
 
-def parse(data: bytes) -> Request | Response:
-    """One message from a datagram, or from a stream framed by ``StreamFramer``."""
+def parse(data: bytes, *, fast: bool = True) -> Request | Response:
+    """One message from a datagram, or from a stream framed by ``StreamFramer``.
+
+    The header section of a well-formed message is cut in Rust (``_core.sip_split``); any
+    message it declines (bare LFs, folded lines, bad header lines, not UTF-8) takes the
+    Python path below, which knows every rule. ``fast=False`` forces the Python path."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise ParseError("message too large")
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        head, body = data[:end], data[end + 4 :]
-        sep = "\r\n"
+    split = sip_split(data) if fast else None
+    lines: list[str] | None = None
+    headers: list[tuple[str, str]] | None = None
+    if split is not None:
+        start, headers, body = split
     else:
-        end = data.find(b"\n\n")  # bare LF line ends: tolerated on input (§7.5 robustness)
-        if end < 0:
-            head, body = data, b""
-        else:
-            head, body = data[:end], data[end + 2 :]
-        sep = "\n"
-    text = head.decode("utf-8", "surrogateescape")
-    if sep == "\r\n" and "\n" in text.replace("\r\n", ""):
-        text = text.replace("\r\n", "\n")
-        sep = "\n"
-    lines = text.split(sep)
-    # RFC 3261 §7.5: CRLFs before the start line are ignored.
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    if not lines:
-        raise ParseError("empty message")
-    start = lines[0]
+        start, lines, body = _split_slow(data)
     msg: Request | Response
     if start.startswith("SIP/"):
         parts = start.split(" ", 2)
@@ -660,15 +738,18 @@ def parse(data: bytes) -> Request | Response:
             raise ParseError(f"bad request line {start[:60]!r}")
         if parts[2] != SIP_VERSION:
             raise ParseError(f"unsupported version {parts[2][:20]!r}")
-        try:
-            msg = Request(parts[0].upper(), parts[1])
-        except ValueError as e:
-            msg = Request(parts[0].upper(), Uri("sip", None, "invalid"))
-            msg.uri_text = parts[1]
-            _fill_headers(msg, lines, lenient=True)
-            raise ParseError(f"bad Request-URI: {e}", _if_answerable(msg)) from None
+        msg = Request(parts[0].upper(), parts[1])
+        if msg.method in _URI_CHECKED:
+            try:
+                msg.uri  # noqa: B018 - checked now where routing will read it
+            except ValueError as e:
+                _fill(msg, headers, lines, lenient=True)
+                raise ParseError(f"bad Request-URI: {e}", _if_answerable(msg)) from None
+        elif parts[1][:4].lower() not in ("sip:", "sips", "tel:"):
+            _fill(msg, headers, lines, lenient=True)
+            raise ParseError("bad Request-URI: unsupported scheme", _if_answerable(msg))
 
-    _fill_headers(msg, lines, lenient=False)
+    _fill(msg, headers, lines, lenient=False)
 
     missing = [h for h in _REQUIRED if msg.get(h) is None]
     if missing:
@@ -686,8 +767,12 @@ def parse(data: bytes) -> Request | Response:
         raise ParseError("CSeq method does not match the request method", _if_answerable(msg))
     try:
         msg.vias  # noqa: B018 - parsed now so a bad Via is refused here
-        msg.from_  # noqa: B018
-        msg.to  # noqa: B018
+        if isinstance(msg, Request) and msg.method in _URI_CHECKED:
+            msg.from_.uri  # noqa: B018
+            msg.to.uri  # noqa: B018
+        else:
+            msg.from_  # noqa: B018
+            msg.to  # noqa: B018
     except ValueError as e:
         raise ParseError(str(e), _if_answerable(msg)) from None
 
@@ -705,6 +790,41 @@ def parse(data: bytes) -> Request | Response:
         body = body[:n]  # §18.3: on UDP extra bytes after Content-Length are discarded
     msg.body = body
     return msg
+
+
+def _split_slow(data: bytes) -> tuple[str, list[str], bytes]:
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head, body = data[:end], data[end + 4 :]
+        sep = "\r\n"
+    else:
+        end = data.find(b"\n\n")  # bare LF line ends: tolerated on input (§7.5 robustness)
+        if end < 0:
+            head, body = data, b""
+        else:
+            head, body = data[:end], data[end + 2 :]
+        sep = "\n"
+    text = head.decode("utf-8", "surrogateescape")
+    if sep == "\r\n" and text.count("\n") != text.count("\r\n"):
+        text = text.replace("\r\n", "\n")
+        sep = "\n"
+    lines = text.split(sep)
+    # RFC 3261 §7.5: CRLFs before the start line are ignored.
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines:
+        raise ParseError("empty message")
+    return lines[0], lines, body
+
+
+def _fill(
+    msg: Message, headers: list[tuple[str, str]] | None, lines: list[str] | None, *, lenient: bool
+) -> None:
+    if headers is not None:
+        msg.headers = headers
+        msg._cache.clear()
+    elif lines is not None:
+        _fill_headers(msg, lines, lenient=lenient)
 
 
 def _if_answerable(msg: Message) -> Request | None:
@@ -738,7 +858,7 @@ def _fill_headers(msg: Message, lines: list[str], *, lenient: bool) -> None:
             continue
         name, colon, value = line.partition(":")
         name = name.strip().lower()
-        if not colon or not name or not _TOKEN.match(name):
+        if not colon or (name not in _KNOWN_NAMES and (not name or not _TOKEN.match(name))):
             # read on, so that the 400 can carry the headers that come after this line
             bad = bad or f"bad header line {line[:40]!r}"
             continue

@@ -92,6 +92,7 @@ class SipService:
         udp: bool = True,
         tcp: bool = True,
         auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+        max_loop_lag: float = 0.1,
     ) -> None:
         self.host = host
         self.port = port
@@ -112,6 +113,10 @@ class SipService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Overload control: while the loop runs late, new calls get 503 at once instead of
+        # queueing until the callers' retransmissions melt the node down.
+        self.max_loop_lag = max_loop_lag
+        self.overloaded_until = 0.0
 
     # --- life ---
 
@@ -132,6 +137,8 @@ class SipService:
         for t in self.trunks:
             if t.options_interval > 0:
                 self.spawn(self._probe_trunk(t))
+        if self.max_loop_lag > 0:
+            self.spawn(self._watch_loop_lag())
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -398,6 +405,10 @@ class SipService:
         if self.calls is None:
             self.reply(txn, 503)
             return
+        if self.now() < self.overloaded_until:
+            self.stats["overload_rejects"] += 1
+            self.reply(txn, 503, "Service Unavailable (overloaded)", headers=[("retry-after", "5")])
+            return
         trunk = self.trunk_for(source)
         if trunk is not None:
             self.calls.on_invite(req, source, txn, Origin(trunk=trunk))
@@ -411,6 +422,23 @@ class SipService:
         if user is None:
             return
         self.calls.on_invite(req, source, txn, Origin(agent=user))
+
+    async def _watch_loop_lag(self) -> None:
+        """Every 50 ms: how late did we wake up? Late by more than ``max_loop_lag`` means
+        the loop is saturated; new calls are refused until it catches up."""
+        period = 0.05
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(period)
+            lag = loop.time() - t - period
+            if lag > self.max_loop_lag:
+                if self.overloaded_until < loop.time():
+                    log.warning(
+                        "sip overloaded: refusing new calls",
+                        extra={"loop_lag_ms": round(lag * 1000)},
+                    )
+                self.overloaded_until = loop.time() + 2 * period
 
     def _is_registered_source(self, source: Addr) -> bool:
         for bindings in self.registrar.bindings.values():

@@ -197,6 +197,7 @@ def stamp_received(req: Request, source: Addr) -> None:
             if k == "via":
                 rest = v.split(",", 1)
                 req.headers[i] = ("via", str(via) + ("," + rest[1] if len(rest) > 1 else ""))
+                req._cache.pop("_first", None)
                 break
 
 
@@ -281,6 +282,18 @@ class TransactionLayer:
         else:
             txn.state = "completed"
             self._arm(now, txn, "J", 64 * self.t.t1 if udp else 0.0)
+
+    def implicit_ack(self, call_id: str, cseq: int) -> bool:
+        """A request inside the dialog (BYE) proves the peer got our 2xx: stop resending it,
+        as if its ACK had arrived (an ACK lost on the way is never resent by some peers)."""
+        acc = self.accepted.pop((call_id, cseq), None)
+        if acc is None:
+            return False
+        self._cancel(acc, "G2xx")
+        self._cancel(acc, "H2xx")
+        acc.state = "terminated"
+        self._drop_server(acc)
+        return True
 
     def find_invite(self, cancel: Request) -> ServerTxn | None:
         """The INVITE server transaction a CANCEL refers to (§9.2)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 
 OnData = Callable[[bytes, Addr], None]
 
-TCP_IDLE_SECONDS = 600.0  # a connection with no traffic for this long is closed
+TCP_IDLE_SECONDS = 600.0
+UDP_RCVBUF = (
+    4 * 1024 * 1024
+)  # asked for; the kernel caps it at net.core.rmem_max  # a connection with no traffic for this long is closed
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -95,6 +99,12 @@ class Transports:
                 lambda: _Udp(self), local_addr=(host, port)
             )
             self.udp = proto
+            sock = proto.transport.get_extra_info("socket") if proto.transport else None
+            if sock is not None:
+                # a burst must wait in the kernel, not be dropped, while the loop catches up
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_RCVBUF)
         if tcp:
             self.tcp_server = await loop.create_server(
                 lambda: _Tcp(self), host, port, reuse_address=True

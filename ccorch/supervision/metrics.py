@@ -162,6 +162,11 @@ class SipCollector(Collector):
                 "Client transactions without answer",
             ),
             ("cc_sip_ack_timeouts", "ack_timeouts", "2xx to INVITE never acknowledged"),
+            (
+                "cc_sip_overload_rejects",
+                "overload_rejects",
+                "New calls refused with 503 while overloaded",
+            ),
             ("cc_calls_started", "calls_started", "Calls routed to a phone"),
             ("cc_calls_answered", "calls_answered", "Calls answered"),
         ):

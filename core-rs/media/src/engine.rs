@@ -754,10 +754,29 @@ impl Engine {
     }
 
     /// Bridge two legs both ways: a two-party room.
+    ///
+    /// Answered from the directory without waiting for the media thread (a call set-up
+    /// must not wait for a tick): the shard applies the create and both joins in order.
     pub fn bridge(&self, a: LegId, b: LegId) -> Result<RoomId, MediaError> {
-        let room = self.create_room_on(self.leg_shard(a)?)?;
-        self.join_room(room, a, RoomMode::Full)?;
-        self.join_room(room, b, RoomMode::Full)?;
+        let shard = self.leg_shard(a)?;
+        let room = self.create_room_on(shard)?;
+        if self.leg_shard(b)? != shard {
+            let _ = self.destroy_room(room);
+            return Err(MediaError::DifferentShards { leg: b, room });
+        }
+        for leg in [a, b] {
+            // Nobody waits on this reply; the legs were checked above.
+            let (reply, _) = mpsc::sync_channel(1);
+            self.send(
+                shard,
+                Cmd::RoomJoin {
+                    room,
+                    leg,
+                    mode: RoomMode::Full,
+                    reply,
+                },
+            )?;
+        }
         Ok(room)
     }
 

@@ -8,6 +8,7 @@
 mod acd;
 mod dialer;
 mod media;
+mod sip;
 
 use ccorch_media::{G711Error, Law};
 use pyo3::prelude::*;
@@ -111,5 +112,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dialer::PyDialerPacer>()?;
     m.add_class::<media::PyMediaEngine>()?;
     m.add_function(wrap_pyfunction!(dialer::simulate_campaign, m)?)?;
+    m.add_function(wrap_pyfunction!(sip::sip_split, m)?)?;
     Ok(())
 }
