@@ -163,14 +163,55 @@ def step(
     count = int(rate * seconds)
     stats = work / f"{name}-{rate}.csv"
     uas = sipp(
-        ["-sf", str(SCEN / "agent_answer.xml"), "-d", "0", "-p", str(agent_port), "-m", str(count), "-mp", str(free_udp_port()), "-timeout", f"{int(seconds + 60)}s"],
+        [
+            "-sf",
+            str(SCEN / "agent_answer.xml"),
+            "-d",
+            "0",
+            "-p",
+            str(agent_port),
+            "-m",
+            str(count),
+            "-mp",
+            str(free_udp_port()),
+            "-timeout",
+            f"{int(seconds + 60)}s",
+        ],
         work,
     )
     time.sleep(0.5)
     lost_acks0 = metric(base, "cc_sip_ack_timeouts_total") if base else 0.0
     cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
     uac = sipp(
-        ["-sf", str(SCEN / "trunk_call.xml"), "-s", "7001", "-d", "0", "-r", str(rate), "-m", str(count), "-p", str(trunk_port), "-mp", str(free_udp_port()), "-l", str(max(200, rate * 2)), "-trace_stat", "-stf", str(stats), "-fd", "1", "-timeout", f"{int(seconds + 60)}s", "-trace_err", "-error_file", str(work / f"{name}-{rate}-trunk-errors.log"), target],
+        [
+            "-sf",
+            str(SCEN / "trunk_call.xml"),
+            "-s",
+            "7001",
+            "-d",
+            "0",
+            "-r",
+            str(rate),
+            "-m",
+            str(count),
+            "-p",
+            str(trunk_port),
+            "-mp",
+            str(free_udp_port()),
+            "-l",
+            str(max(200, rate * 2)),
+            "-trace_stat",
+            "-stf",
+            str(stats),
+            "-fd",
+            "1",
+            "-timeout",
+            f"{int(seconds + 60)}s",
+            "-trace_err",
+            "-error_file",
+            str(work / f"{name}-{rate}-trunk-errors.log"),
+            target,
+        ],
         work,
     )
     uac.wait(seconds + 90)
@@ -204,7 +245,31 @@ def step(
 
 def register(target: str, agent_port: int, work: Path) -> None:
     r = subprocess.run(
-        ["sipp", "-nostdin", "-sf", str(SCEN / "agent_register.xml"), "-s", "7001", "-au", "7001", "-ap", "agent7001", "-key", "contact_port", str(agent_port), "-key", "expires", "3600", "-m", "1", "-p", str(free_udp_port()), "-timeout", "10s", target],
+        [
+            "sipp",
+            "-nostdin",
+            "-sf",
+            str(SCEN / "agent_register.xml"),
+            "-s",
+            "7001",
+            "-au",
+            "7001",
+            "-ap",
+            "agent7001",
+            "-key",
+            "contact_port",
+            str(agent_port),
+            "-key",
+            "expires",
+            "3600",
+            "-m",
+            "1",
+            "-p",
+            str(free_udp_port()),
+            "-timeout",
+            "10s",
+            target,
+        ],
         cwd=work,
         capture_output=True,
     )
