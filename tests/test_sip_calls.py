@@ -28,6 +28,7 @@ class SipNode:
     trunk_port: int
     cwd: Path
     phones: dict[str, int]  # extension -> port its SIPp phone listens on
+    probe_port: int  # the "probed" trunk, which gets OPTIONS every 0.3 s
 
     @property
     def target(self) -> str:
@@ -85,7 +86,9 @@ class SipNode:
         )
 
 
-def _write_config(cwd: Path, sip_port: int, trunk_port: int, min_se: int = 1) -> None:
+def _write_config(
+    cwd: Path, sip_port: int, trunk_port: int, probe_port: int, min_se: int = 1
+) -> None:
     (cwd / "trunks.toml").write_text(
         f"""
 [[trunk]]
@@ -94,6 +97,16 @@ host = "127.0.0.1"
 port = {trunk_port}
 match = "host+port"
 options_interval = 0
+outbound = true
+username = "trunkuser"
+password = "trunkpass"
+
+[[trunk]]
+name = "probed"
+host = "127.0.0.1"
+port = {probe_port}
+match = "host+port"
+options_interval = 0.3
 
 [[trunk]]
 name = "carrier-tcp"
@@ -126,14 +139,14 @@ def sip_node(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     cwd = tmp_path_factory.mktemp("sipnode")
-    sip_port, trunk_port = free_udp_port(), free_udp_port()
-    _write_config(cwd, sip_port, trunk_port)
+    sip_port, trunk_port, probe_port = free_udp_port(), free_udp_port(), free_udp_port()
+    _write_config(cwd, sip_port, trunk_port, probe_port)
     node = start_node(
         cwd,
         {"DATABASE_URL": _with_dbname(pg_admin_url, name), "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12},
     )
     try:
-        sn = SipNode(node, sip_port, trunk_port, cwd, {})
+        sn = SipNode(node, sip_port, trunk_port, cwd, {}, probe_port)
         sn.register("7001")
         sn.register("7002")
         yield sn
@@ -418,3 +431,31 @@ def test_tcp_phone_and_tcp_trunk(sip_node: SipNode) -> None:
     assert r.ok, r
     assert phone.wait().ok
     assert wait_for(sip_node.settled), sip_node.m()
+
+
+def test_agent_calls_out_through_a_trunk_that_challenges(sip_node: SipNode) -> None:
+    """An agent dials a national number: ccorch authenticates the agent (407), sends the call
+    to the outbound trunk as E.164, answers the carrier's 407 with the trunk's credentials."""
+    carrier = Uas("carrier_challenge.xml", port=sip_node.trunk_port, cwd=sip_node.cwd)
+    r = run(
+        "agent_dial.xml",
+        sip_node.target,
+        port=free_udp_port(),
+        cwd=sip_node.cwd,
+        extra=["-s", "0501234567", "-au", "7001", "-ap", "agent7001", "-d", "200"],
+    )
+    assert r.ok, r
+    c = carrier.wait()
+    assert c.ok, c  # its verifyauth accepted our Proxy-Authorization
+    assert wait_for(sip_node.settled), sip_node.m()
+
+
+def test_trunk_options_probing_marks_it_up_and_down(sip_node: SipNode) -> None:
+    up = 'cc_sip_trunk_up{trunk="probed"}'
+    carrier = Uas("options_uas.xml", port=sip_node.probe_port, cwd=sip_node.cwd, m=10_000)
+    try:
+        assert wait_for(lambda: sip_node.m().get(up) == 1, 5), sip_node.m().get(up)
+    finally:
+        carrier.kill()
+    # no answer: down after the OPTIONS transaction times out (64*T1 = 3.2 s)
+    assert wait_for(lambda: sip_node.m().get(up) == 0, 8), sip_node.m().get(up)

@@ -29,11 +29,12 @@ from ccorch.calls import (
     CallTransferred,
 )
 from ccorch.media import MediaEngine, MediaTimeout
-from ccorch.sip import registrar, sdp
+from ccorch.sip import digest, registrar, sdp
 from ccorch.sip.dialog import Dialog, cancel_for, new_call_id, new_tag
 from ccorch.sip.message import NameAddr, Request, Response, Uri, make_response, parse_params, quote
 from ccorch.sip.service import ALLOW, SUPPORTED, Origin, SipService
 from ccorch.sip.transaction import Addr, ClientTxn, ServerTxn, new_branch
+from ccorch.sip.trunks import Trunk
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,15 @@ class Reject:
     reason: str | None = None
 
 
-Decision = RingUser | Reject
+@dataclass(frozen=True, slots=True)
+class RingTrunk:
+    """Call ``number`` outside, through the trunk named ``trunk``."""
+
+    trunk: str
+    number: str
+
+
+Decision = RingUser | RingTrunk | Reject
 
 
 class Router(Protocol):
@@ -73,6 +82,11 @@ class DirectRouter:
     async def route(self, call: Call) -> Decision:
         if call.dnis in self.service.accounts:
             return RingUser(call.dnis)
+        if call.origin.agent is not None and call.dnis.lstrip("+").isdigit():
+            for t in self.service.trunks:
+                if t.outbound and t.up is not False:
+                    return RingTrunk(t.name, call.dnis)
+            return Reject(503, "Service Unavailable (no trunk for outside calls)")
         return Reject(404, "Not Found (no such number)")
 
 
@@ -107,6 +121,8 @@ class Leg:
         self.session_timer: asyncio.TimerHandle | None = None
         self.session_interval = 0
         self.offer: sdp.Sdp | None = None  # the caller's offer, answered when B answers
+        self.trunk: Trunk | None = None  # an outbound leg's trunk (its credentials)
+        self.auth_tried = False
 
     @property
     def c(self) -> CallController:
@@ -134,13 +150,21 @@ class Leg:
                 log.debug("release_leg", extra={"error": str(e)})
             self.media = None
 
-    def our_sdp(self, offer: sdp.Sdp | None = None, *, direction: str = "sendrecv") -> bytes:
+    def our_sdp(
+        self,
+        offer: sdp.Sdp | None = None,
+        *,
+        direction: str = "sendrecv",
+        codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+    ) -> bytes:
         ip = self.c.service.host
         if offer is not None:
             body, agreed = sdp.answer(ip, self.port, offer, session=self.sdp_session)
             self.apply_remote(agreed)
             return body
-        return sdp.offer(ip, self.port, session=self.sdp_session, direction=direction)
+        return sdp.offer(
+            ip, self.port, session=self.sdp_session, direction=direction, codecs=codecs
+        )
 
     # -- sending --
 
@@ -398,7 +422,14 @@ class Call:
         if isinstance(decision, Reject):
             self._fail_a(decision.status, decision.reason, "rejected")
             return
-        self.b = self.ring(decision.user)
+        if isinstance(decision, RingTrunk):
+            trunk = next((t for t in svc.trunks if t.name == decision.trunk), None)
+            if trunk is None:
+                self._fail_a(500, None, "failed")
+                return
+            self.b = self.ring_trunk(trunk, decision.number)
+        else:
+            self.b = self.ring(decision.user)
         if self.b is None:
             self._fail_a(480, "Temporarily Unavailable (not registered)", "not-registered")
             return
@@ -407,28 +438,41 @@ class Call:
         self.ring_timer = loop.call_later(self.ctl.ring_timeout, self._ring_timeout)
         svc.stats["calls_started"] += 1
 
-    def ring(self, user: str, *, replaces_leg: Leg | None = None) -> Leg | None:
-        """INVITE every registered contact of ``user`` would fork; we ring the best one."""
+    def ring(self, user: str) -> Leg | None:
+        """Ring ``user``'s best registered contact (forking to all is left for later)."""
         svc = self.ctl.service
         bindings = svc.registrar.lookup(svc.now(), user)
         if not bindings:
             return None
         b = bindings[0]
+        dest = registrar.target(b, svc.transports.connected)
+        return self._invite_out(user, Uri.parse(b.contact), dest, f"<sip:{user}@{svc.host}>")
+
+    def ring_trunk(self, trunk: Trunk, number: str) -> Leg:
+        """Call ``number`` through ``trunk`` (its credentials answer a 401/407)."""
+        uri = Uri.parse(trunk.request_uri(number))
+        leg = self._invite_out(number, uri, trunk.addr, f"<{uri}>", codecs=trunk.codecs)
+        leg.trunk = trunk
+        return leg
+
+    def _invite_out(
+        self, target: str, uri: Uri, dest: Addr, to: str, codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    ) -> Leg:
+        svc = self.ctl.service
         leg = Leg(self, "b")
-        leg.target = user
-        leg.allocate_media("PCMU", 101)
-        dest = leg.dest = registrar.target(b, svc.transports.connected)
-        uri = Uri.parse(b.contact)
+        leg.target = target
+        leg.allocate_media(codecs[0], 101)
+        leg.dest = dest
         a_from = self.a.invite.from_ if self.a.invite is not None else None
         display = a_from.display if a_from and a_from.display else None
         caller = f"{quote(display)} " if display else ""
         call_id = new_call_id(svc.host)
-        body = leg.our_sdp()
+        body = leg.our_sdp(codecs=codecs)
         headers = [
             ("via", f"SIP/2.0/{dest.transport} {svc.via_host()};branch={new_branch()};rport"),
             ("max-forwards", "70"),
             ("from", f"{caller}<sip:{self.ani or 'anonymous'}@{svc.host}>;tag={leg.local_tag}"),
-            ("to", f"<sip:{user}@{svc.host}>"),
+            ("to", to),
             ("call-id", call_id),
             ("cseq", "1 INVITE"),
             ("contact", svc.contact(dest.transport)),
@@ -443,7 +487,7 @@ class Call:
         leg.state = "early"
         leg.invite_txn = svc.send_request(req, dest, leg)
         svc.add_dialog(call_id, leg.local_tag, leg)
-        self.ctl.events.publish(CallRinging(self.id, user, svc.now()))
+        self.ctl.events.publish(CallRinging(self.id, target, svc.now()))
         return leg
 
     # --- the B side ---
@@ -489,10 +533,50 @@ class Call:
             return
         if leg.state == "ended":
             return
+        if (
+            status in (401, 407)
+            and leg.trunk is not None
+            and not leg.auth_tried
+            and self._authenticate_out(leg, resp, txn)
+        ):
+            return
         leg.state = "ended"
         leg.release_media()
         svc.remove_dialog(txn.request.call_id, leg.local_tag)
         self._b_failed(leg, status)
+
+    def _authenticate_out(self, leg: Leg, resp: Response, txn: ClientTxn) -> bool:
+        """Answer a trunk's challenge once: the same INVITE, next CSeq, with credentials."""
+        trunk = leg.trunk
+        assert trunk is not None
+        proxy = resp.status == 407
+        challenge = resp.get("proxy-authenticate" if proxy else "www-authenticate")
+        if challenge is None or not trunk.username:
+            return False
+        leg.auth_tried = True
+        old = txn.request
+        cseq = old.cseq[0] + 1
+        headers = [(k, v) for k, v in old.headers if k not in ("via", "cseq")]
+        headers.insert(
+            0,
+            (
+                "via",
+                f"SIP/2.0/{txn.dest.transport} {self.ctl.service.via_host()};branch={new_branch()};rport",
+            ),
+        )
+        headers.append(("cseq", f"{cseq} INVITE"))
+        headers.append(
+            (
+                "proxy-authorization" if proxy else "authorization",
+                digest.authorization(
+                    challenge, "INVITE", old.uri_text, trunk.username, trunk.password
+                ),
+            )
+        )
+        req = Request("INVITE", old.uri_text, headers, old.body)
+        leg.invite = req
+        leg.invite_txn = self.ctl.service.send_request(req, txn.dest, leg)
+        return True
 
     def _b_failed(self, leg: Leg, status: int) -> None:
         if leg.refer_from is not None:

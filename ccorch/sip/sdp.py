@@ -204,13 +204,18 @@ def answer_direction(offered: str, want_hold: bool = False) -> str:
 
 
 def offer(
-    ip: str, port: int, *, session: tuple[int, int] | None = None, direction: str = "sendrecv"
+    ip: str,
+    port: int,
+    *,
+    session: tuple[int, int] | None = None,
+    direction: str = "sendrecv",
+    codecs: tuple[str, ...] = ("PCMU", "PCMA"),
 ) -> bytes:
-    """Our offer to a phone or trunk: PCMU, PCMA and telephone-event 101."""
+    """Our offer to a phone or trunk: G.711 in ``codecs`` order, and telephone-event 101."""
     return build(
         ip,
         port,
-        codecs=[(0, "PCMU"), (8, "PCMA")],
+        codecs=[(LAWS[c], c) for c in codecs],
         dtmf_pt=101,
         direction=direction,
         session=session,

@@ -14,6 +14,7 @@ Trunks are declared in a TOML file (``sip.trunks_file``), one ``[[trunk]]`` tabl
     password = ""
     options_interval = 30       # seconds between OPTIONS probes; 0: no probing
     match = "host"              # host: any source port is this trunk; host+port: only `port`
+    outbound = false            # agents' calls to outside numbers leave through this trunk
 
 A bad file stops start-up with the trunk, key and reason.
 """
@@ -42,6 +43,7 @@ _KEYS = {
     "password",
     "options_interval",
     "match",
+    "outbound",
 }
 
 
@@ -58,6 +60,7 @@ class Trunk:
     password: str = ""
     options_interval: float = 30.0
     match_port: bool = False
+    outbound: bool = False
     # run-time state
     up: bool | None = field(default=None, compare=False)
     failures: int = field(default=0, compare=False)
@@ -68,6 +71,13 @@ class Trunk:
 
     def matches(self, source: Addr) -> bool:
         return source.host == self.host and (not self.match_port or source.port == self.port)
+
+    def request_uri(self, number: str) -> str:
+        """Where an outbound call to ``number`` goes: E.164 with '+' for long numbers."""
+        n = self.normalize_number(number)
+        user = f"+{n}" if len(n) > 6 and n.isdigit() else n
+        t = ";transport=tcp" if self.transport == "TCP" else ""
+        return f"sip:{user}@{self.host}:{self.port}{t}"
 
     def normalize_number(self, number: str) -> str:
         """DNIS/ANI to E.164 digits; short numbers (service numbers, extensions) unchanged."""
@@ -156,6 +166,7 @@ def _trunk(t: dict[str, Any], where: str, src: str) -> Trunk:
             "match", str, lambda v: v in ("host", "host+port"), "host or host+port", "host"
         )
         == "host+port",
+        outbound=need("outbound", bool, lambda v: True, "true or false", False),
     )
 
 
