@@ -78,12 +78,15 @@ class Capture:
         return out
 
 
-async def run_calls(n_calls: int) -> float:
+async def run_calls(n_calls: int, *, hold: bool = False) -> float:
+    """Place ``n_calls`` calls; with ``hold`` leave them established (no BYE), let every
+    transaction end (T1 = 10 ms, so 64*T1 = 0.64 s), and return the Python heap bytes each
+    established call keeps (tracemalloc; the media engine's own memory is not in it)."""
     svc = SipService(
         host="127.0.0.1",
         port=5060,
         realm="ccorch",
-        timers=Timers(),
+        timers=Timers(t1=0.01, t2=0.04, t4=0.05) if hold else Timers(),
         trunks=[Trunk("t", "127.0.0.1", 5070, match_port=True, options_interval=0)],
         guard=Guard(),
         udp=False,
@@ -99,6 +102,13 @@ async def run_calls(n_calls: int) -> float:
         "sip:7001@127.0.0.1:5082": Binding("sip:7001@127.0.0.1:5082", 1e12, "r", 1, PHONE)
     }
     spent = 0.0
+    if hold:
+        import gc
+        import tracemalloc
+
+        tracemalloc.start()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
 
     def feed(data: bytes, source: Addr) -> None:
         # only ccorch's own work is timed, not this harness building and reading messages
@@ -125,11 +135,23 @@ async def run_calls(n_calls: int) -> float:
         final = next(m for m in to_trunk if isinstance(m, Response) and m.status == 200)
         tag = final.to.tag or ""
         feed(in_dialog("ACK", n, tag, 1), TRUNK)
+        if hold:
+            cap.take()
+            continue
         feed(in_dialog("BYE", n, tag, 2), TRUNK)
         agent_bye = next(parse(d) for d, a in cap.take() if a == PHONE)
         assert isinstance(agent_bye, Request) and agent_bye.method == "BYE"
         feed(make_response(agent_bye, 200).to_bytes(), PHONE)
         cap.take()
+    if hold:
+        await asyncio.sleep(1.0)  # every transaction's last timer has fired
+        gc.collect()
+        cap.take()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert len(ctl.calls) == n_calls and not svc.txn.server and not svc.txn.client
+        media.shutdown()
+        return (after - before) / n_calls
     assert not ctl.calls, "calls left over"
     media.shutdown()
     return spent
@@ -139,7 +161,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--hold", type=int, default=0, help="measure memory per established call")
     a = ap.parse_args()
+    if a.hold:
+        per_call = asyncio.run(run_calls(a.hold, hold=True))
+        print(
+            f"{a.hold} established calls: {per_call / 1024:.1f} KiB of Python heap per call (both dialogs, transactions gone)"
+        )
+        return
     data = invite(1)
     n = 20000
     t0 = time.perf_counter()

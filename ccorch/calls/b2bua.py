@@ -114,7 +114,8 @@ class Leg:
         self.held = False  # the peer put us on hold
         self.state = "new"  # new, early, confirmed, ended
         self.final_sent = False
-        self.last_ack: bytes | None = None
+        self.invite_cseq = 0  # kept when the INVITE itself is let go after the answer
+        self.call_id = ""
         self.pending_reinvite: ServerTxn | None = None
         self.refer_from: Leg | None = None  # this leg is a transfer target started by REFER
         self.target = ""
@@ -270,8 +271,8 @@ class Leg:
             svc.reply(txn, 500, "Server Internal Error (CSeq out of order)")
             return
         m = req.method
-        if self.side == "a" and self.invite is not None and m != "ACK":
-            svc.txn.implicit_ack(d.call_id, self.invite.cseq[0])
+        if self.side == "a" and m != "ACK":
+            svc.txn.implicit_ack(d.call_id, self.invite_cseq)
         if m == "BYE":
             svc.reply(txn, 200)
             self.state = "ended"
@@ -389,6 +390,7 @@ class Call:
         svc = self.ctl.service
         a = self.a
         a.invite, a.invite_txn, a.dest = req, txn, source
+        a.invite_cseq, a.call_id = req.cseq[0], req.call_id
         txn.user = a
         offer: sdp.Sdp | None = None
         if req.body:
@@ -484,6 +486,7 @@ class Call:
             headers.append(("session-expires", str(self.ctl.session_expires)))
         req = Request("INVITE", uri, headers, body)
         leg.invite = req
+        leg.call_id = call_id
         leg.state = "early"
         leg.invite_txn = svc.send_request(req, dest, leg)
         svc.add_dialog(call_id, leg.local_tag, leg)
@@ -503,7 +506,6 @@ class Call:
             if leg.dialog is None:
                 leg.dialog = Dialog.as_uac(txn.request, resp, leg.dest or txn.dest)
             ack = leg.dialog.ack(resp.cseq[0])
-            leg.last_ack = ack.to_bytes()
             svc.send_stateless(ack, leg.dialog.dest)
             if leg.state == "confirmed":
                 return  # a 2xx retransmission: the ACK above was all it needed
@@ -512,6 +514,7 @@ class Call:
                 leg.hangup()
                 return
             leg.state = "confirmed"
+            leg.invite = leg.invite_txn = None  # a 2xx resent later is ACKed from the dialog
             try:
                 _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body))
                 leg.apply_remote(agreed)
@@ -622,6 +625,9 @@ class Call:
             a.invite, resp, a.dest or a.invite_txn.source, contact, svc.via_host()
         )
         a.state = "confirmed"
+        # the dialog has all it needs from here on: let the INVITE and its offer go
+        # (an established call keeps a few KiB, not the messages that set it up)
+        a.invite = a.invite_txn = a.offer = None
         self.state = "answered"
         self.answered_at = svc.now()
         svc.stats["calls_answered"] += 1
@@ -688,10 +694,10 @@ class Call:
                     leg.release_media()
                     if leg.dialog is not None:
                         svc.remove_dialog(leg.dialog.call_id, leg.dialog.local_tag)
-                    elif leg.invite is not None and leg.side == "b":
-                        svc.remove_dialog(leg.invite.call_id, leg.local_tag)
-        if self.a.invite is not None:
-            svc.remove_dialog(self.a.invite.call_id, self.a.local_tag)
+                    elif leg.call_id and leg.side == "b":
+                        svc.remove_dialog(leg.call_id, leg.local_tag)
+        if self.a.call_id:
+            svc.remove_dialog(self.a.call_id, self.a.local_tag)
         if self.room is not None:
             try:
                 self.ctl.media.destroy_room(self.room)
