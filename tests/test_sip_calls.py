@@ -459,3 +459,33 @@ def test_trunk_options_probing_marks_it_up_and_down(sip_node: SipNode) -> None:
         carrier.kill()
     # no answer: down after the OPTIONS transaction times out (64*T1 = 3.2 s)
     assert wait_for(lambda: sip_node.m().get(up) == 0, 8), sip_node.m().get(up)
+
+
+def test_unknown_dialog_gets_481_and_an_options_flood_is_banned(sip_node: SipNode) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.sendto(
+            f"BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKnodlg\r\n"
+            "From: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>;tag=nosuch\r\nCall-ID: nosuch@x\r\n"
+            "CSeq: 5 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode(),
+            ("127.0.0.1", sip_node.sip_port),
+        )
+        data, _ = s.recvfrom(4000)
+    assert data.startswith(b"SIP/2.0 481 ")
+    # 300 OPTIONS at 300/s from one address that is not a trunk: over 20/s (burst 60)
+    before = sip_node.m().get("cc_sip_dropped_rate_total", 0)
+    r = run(
+        "options.xml",
+        sip_node.target,
+        port=free_udp_port("127.0.0.7"),
+        cwd=sip_node.cwd,
+        m=300,
+        extra=["-i", "127.0.0.7", "-r", "300", "-recv_timeout", "1000"],
+        timeout=20,
+    )
+    assert not r.ok  # most got no answer
+    m = sip_node.m()
+    assert m["cc_sip_dropped_rate_total"] - before >= 1
+    assert m["cc_sip_dropped_banned_total"] > 0  # the rest fell on the ban

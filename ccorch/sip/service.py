@@ -9,6 +9,7 @@ call's dialogs go to the call layer through the ``CallHandler`` interface.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections import Counter
@@ -221,6 +222,14 @@ class SipService:
             return
         if isinstance(msg, Request):
             self.stats[f"in_request_{msg.method}"] += 1
+            if msg.method == "INVITE" and now < self.overloaded_until and msg.to.tag is None:
+                # shed new calls before they cost a transaction; in-dialog traffic goes on
+                self.stats["overload_rejects"] += 1
+                resp = make_response(msg, 503, "Service Unavailable (overloaded)")
+                resp.headers.append(("retry-after", "5"))
+                with contextlib.suppress(ValueError, IndexError):
+                    self.transports.send(resp.to_bytes(), response_dest(msg, source))
+                return
             if (
                 msg.method not in ("ACK", "CANCEL")
                 and msg.to.tag is None

@@ -21,10 +21,10 @@ log = logging.getLogger(__name__)
 
 OnData = Callable[[bytes, Addr], None]
 
-TCP_IDLE_SECONDS = 600.0
-UDP_RCVBUF = (
-    4 * 1024 * 1024
-)  # asked for; the kernel caps it at net.core.rmem_max  # a connection with no traffic for this long is closed
+TCP_IDLE_SECONDS = 600.0  # a connection with no traffic for this long is closed
+# Room for a burst (~2,000 INVITEs), not for a standing queue: past that, waiting costs the
+# callers retransmissions, and the overload control sheds instead. Capped by rmem_max.
+UDP_RCVBUF = 1024 * 1024
 
 
 class _Udp(asyncio.DatagramProtocol):
