@@ -190,7 +190,9 @@ def main() -> None:
         line = parse.__code__.co_firstlineno
         parse_key = next(k for k in stats if k[2] == "parse" and k[1] == line)
         in_parse = stats[parse_key][4].get(on_data, (0, 0, 0, 0))[3]
-        print(f"parse() share of ccorch's SIP work (cProfile, under on_data): {100 * in_parse / stats[on_data][3]:.1f}%")
+        print(
+            f"parse() share of ccorch's SIP work (cProfile, under on_data): {100 * in_parse / stats[on_data][3]:.1f}%"
+        )
     else:
         spent = asyncio.run(run_calls(a.calls))
     print(
