@@ -16,6 +16,7 @@ __all__ = [
     "g711_encode",
     "g711_transcode",
     "simulate_campaign",
+    "sip_split",
     "staffing_erlang_a",
     "staffing_erlang_c",
 ]

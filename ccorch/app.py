@@ -32,6 +32,8 @@ from ccorch.crm.cases import BusinessHours, raise_overdue_alarms
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
+from ccorch.ivr.runner import IvrDeps
+from ccorch.ivr.store import FlowStore
 from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
 from ccorch.sip import registrar as sip_registrar
 from ccorch.sip.guard import Guard
@@ -125,6 +127,8 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             tcp=sc.tcp,
             auth_algorithms=sc.auth_algorithms,
         )
+        flows = FlowStore(Path(config.ivr.flows_dir))
+        await asyncio.to_thread(flows.scan)
         controller = CallController(
             service,
             app.ctx.media,
@@ -132,6 +136,12 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             ring_timeout=sc.ring_timeout_seconds,
             session_expires=sc.session_expires,
             min_se=sc.min_se,
+            flows=flows,
+            ivr=IvrDeps(app.ctx.media, app.ctx.pool, Path(config.ivr.tts_cache_dir)),
+        )
+        app.ctx.flows = flows
+        app.ctx.flows_watch = asyncio.create_task(
+            flows.watch(config.ivr.reload_seconds), name="flows_watch"
         )
         await service.start()
         app.ctx.sip, app.ctx.calls = service, controller
@@ -153,8 +163,10 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 
     @app.after_server_stop
     async def _stop_sip(app: Sanic[Any, Any]) -> None:
-        if getattr(app.ctx, "media_watch", None) is not None:
-            app.ctx.media_watch.cancel()
+        for name in ("media_watch", "flows_watch"):
+            task = getattr(app.ctx, name, None)
+            if task is not None:
+                task.cancel()
         if app.ctx.sip is not None:
             await app.ctx.sip.stop()
             app.ctx.sip = None

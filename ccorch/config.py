@@ -277,6 +277,16 @@ class SipConfig:
 
 
 @dataclass(frozen=True)
+class IvrConfig:
+    """IVR flows: the folder of flow files (one per service, chosen by DNIS) and the TTS cache."""
+
+    flows_dir: str = _key(PATH, "flows")
+    tts_cache_dir: str = _key(PATH, "var/tts")
+    # How often the flows folder is checked for changed files (hot reload).
+    reload_seconds: float = _key(_float_rule(0.1, 3600), 1.0)
+
+
+@dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -285,6 +295,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     crm: CrmConfig = field(default_factory=CrmConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    ivr: IvrConfig = field(default_factory=IvrConfig)
     source: str = "defaults"
 
 
@@ -296,6 +307,7 @@ _SECTIONS: dict[str, type] = {
     "media": MediaConfig,
     "crm": CrmConfig,
     "sip": SipConfig,
+    "ivr": IvrConfig,
 }
 
 

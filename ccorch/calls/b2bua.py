@@ -28,7 +28,11 @@ from ccorch.calls import (
     CallRinging,
     CallTransferred,
 )
-from ccorch.media import MediaEngine, MediaTimeout
+from ccorch.ivr.flow import Flow
+from ccorch.ivr.interpreter import Session
+from ccorch.ivr.runner import IvrDeps, IvrRunner
+from ccorch.ivr.store import FlowStore
+from ccorch.media import DtmfDigit, MediaEngine, MediaTimeout, PlaybackFinished
 from ccorch.sip import digest, registrar, sdp
 from ccorch.sip.dialog import Dialog, cancel_for, new_call_id, new_tag
 from ccorch.sip.message import NameAddr, Request, Response, Uri, make_response, parse_params, quote
@@ -65,7 +69,14 @@ class RingTrunk:
     number: str
 
 
-Decision = RingUser | RingTrunk | Reject
+@dataclass(frozen=True, slots=True)
+class RunFlow:
+    """Answer and run this IVR flow."""
+
+    flow: Flow
+
+
+Decision = RingUser | RingTrunk | RunFlow | Reject
 
 
 class Router(Protocol):
@@ -76,10 +87,15 @@ class DirectRouter:
     """The DNIS (or dialled extension) is an agent's SIP account: ring it. Otherwise 404.
     The IVR and the ACD take over routing in ``ccorch.ivr``; this is the plain PBX part."""
 
-    def __init__(self, service: SipService) -> None:
+    def __init__(self, service: SipService, flows: FlowStore | None = None) -> None:
         self.service = service
+        self.flows = flows
 
     async def route(self, call: Call) -> Decision:
+        if self.flows is not None and call.origin.trunk is not None:
+            flow = self.flows.for_dnis(call.dnis)
+            if flow is not None:
+                return RunFlow(flow)
         if call.dnis in self.service.accounts:
             return RingUser(call.dnis)
         if call.origin.agent is not None and call.dnis.lstrip("+").isdigit():
@@ -383,6 +399,7 @@ class Call:
         self.ring_timer: asyncio.TimerHandle | None = None
         self.key = (req.call_id, req.from_.tag or "")
         self.transfer: Leg | None = None  # a blind-transfer target being rung
+        self.ivr: IvrRunner | None = None
 
     # --- arrival ---
 
@@ -424,6 +441,9 @@ class Call:
         if isinstance(decision, Reject):
             self._fail_a(decision.status, decision.reason, "rejected")
             return
+        if isinstance(decision, RunFlow):
+            self._start_ivr(decision.flow)
+            return
         if isinstance(decision, RingTrunk):
             trunk = next((t for t in svc.trunks if t.name == decision.trunk), None)
             if trunk is None:
@@ -439,6 +459,32 @@ class Call:
         loop = asyncio.get_running_loop()
         self.ring_timer = loop.call_later(self.ctl.ring_timeout, self._ring_timeout)
         svc.stats["calls_started"] += 1
+
+    def _start_ivr(self, flow: Flow) -> None:
+        """Answer the caller and hand the call to the flow (the IVR speaks on leg A)."""
+        svc = self.ctl.service
+        self._answer_a()
+        self.state = "ivr"
+        self.answered_at = svc.now()
+        svc.stats["calls_ivr"] += 1
+        assert self.a.media is not None and self.ctl.ivr is not None
+        session = Session(flow, {"ani": self.ani, "dnis": self.dnis, "call_id": self.id})
+        self.ivr = IvrRunner(self, session, self.ctl.ivr, self.a.media)
+        self.ivr.start()
+
+    def transfer_from_ivr(self, to: str) -> bool:
+        """The flow sends the caller to an extension: ring it; False if it cannot ring."""
+        if self.state != "ivr":
+            return False
+        leg = self.ring(to)
+        if leg is None:
+            return False
+        self.b = leg
+        self.state = "ringing"
+        self.ring_timer = asyncio.get_running_loop().call_later(
+            self.ctl.ring_timeout, self._ring_timeout
+        )
+        return True
 
     def ring(self, user: str) -> Leg | None:
         """Ring ``user``'s best registered contact (forking to all is left for later)."""
@@ -588,6 +634,11 @@ class Call:
         if leg is not self.b or self.state != "ringing":
             return
         self._cancel_ring_timer()
+        if self.ivr is not None:  # a transfer from the IVR failed: back to the flow
+            self.b = None
+            self.state = "ivr"
+            self.ivr.transfer_failed()
+            return
         reason = {
             486: "busy",
             600: "busy",
@@ -602,7 +653,23 @@ class Call:
         a = self.a
         self._cancel_ring_timer()
         assert a.media is not None and b.media is not None
+        if self.ivr is not None:  # the caller leaves the IVR for the agent
+            self.ivr.stop()
+            self.ivr = None
+            self.ctl.media.stop_playback(a.media)
         self.room = self.ctl.media.bridge(a.media, b.media)
+        if a.state != "confirmed":
+            self._answer_a()
+        self.state = "answered"
+        if self.answered_at is None:
+            self.answered_at = svc.now()
+        svc.stats["calls_answered"] += 1
+        self.ctl.events.publish(CallAnswered(self.id, b.target, svc.now()))
+
+    def _answer_a(self) -> None:
+        """200 OK to the caller with our SDP answer: the call is up on our side."""
+        svc = self.ctl.service
+        a = self.a
         body = a.our_sdp(a.offer)
         assert a.invite is not None and isinstance(a.invite_txn, ServerTxn)
         resp = make_response(a.invite, 200, to_tag=a.local_tag)
@@ -628,10 +695,6 @@ class Call:
         # the dialog has all it needs from here on: let the INVITE and its offer go
         # (an established call keeps a few KiB, not the messages that set it up)
         a.invite = a.invite_txn = a.offer = None
-        self.state = "answered"
-        self.answered_at = svc.now()
-        svc.stats["calls_answered"] += 1
-        self.ctl.events.publish(CallAnswered(self.id, b.target, self.answered_at))
 
     def _a_provisional(self, status: int) -> None:
         a = self.a
@@ -644,6 +707,11 @@ class Call:
             return
         log.info("no answer", extra={"call": self.id, "target": self.b.target})
         self.b.hangup()
+        if self.ivr is not None:
+            self.b = None
+            self.state = "ivr"
+            self.ivr.transfer_failed()
+            return
         self._fail_a(480, "Temporarily Unavailable (no answer)", "no-answer")
 
     def _cancel_ring_timer(self) -> None:
@@ -686,6 +754,8 @@ class Call:
             return
         self.state = "ended"
         self._cancel_ring_timer()
+        if self.ivr is not None:
+            self.ivr.stop()
         svc = self.ctl.service
         for leg in (self.a, self.b, self.transfer):
             if leg is not None:
@@ -865,10 +935,14 @@ class CallController:
         ring_timeout: float = 30.0,
         session_expires: int = 1800,
         min_se: int = 90,
+        flows: FlowStore | None = None,
+        ivr: IvrDeps | None = None,
     ) -> None:
         self.service = service
         self.media = media
-        self.router: Router = router or DirectRouter(service)
+        self.flows = flows
+        self.ivr = ivr
+        self.router: Router = router or DirectRouter(service, flows)
         self.events = events or CallEvents()
         self.ring_timeout = ring_timeout
         self.session_expires = session_expires
@@ -907,6 +981,10 @@ class CallController:
                 if leg is not None and leg.call.state != "ended":
                     log.info("media timeout", extra={"call": leg.call.id, "side": leg.side})
                     leg.call.end_from(leg, "media-timeout")
+            elif isinstance(ev, DtmfDigit | PlaybackFinished):
+                leg = self.media_legs.get(ev.leg)
+                if leg is not None and leg.call.ivr is not None and leg is leg.call.a:
+                    leg.call.ivr.on_media(ev)
 
     def active_calls(self) -> int:
         return len(self.calls)

@@ -1,0 +1,429 @@
+"""IVR flows: one YAML file per service, checked at load with file, line and reason.
+
+A flow file::
+
+    flow: abc-internet            # its name
+    dnis: ["100"]                 # service numbers that select it
+    language: ru                  # ru | en | zh: the TTS voice and how numbers are spoken
+    start: greeting               # the first node
+    nodes:
+      greeting:
+        type: menu
+        prompt: "Press 1 for ..., 3 for your balance."
+        options: {"1": tech, "3": contract}
+        timeout: 5                # seconds to wait for a key after the prompt
+        retries: 3                # prompts before on_fail
+        invalid: "Wrong choice."  # said after a wrong key or silence
+        on_fail: goodbye
+      ...
+
+Node types and their keys (``next`` is the node that follows; targets must exist, every node
+must be reachable from ``start``):
+
+- ``say``: ``text`` (TTS; ``{var}``, ``{var:money}``, ``{var:number}`` are filled in), ``next``
+- ``play``: ``file`` (WAV, 8 kHz, relative to the flow file), ``next``
+- ``menu``: ``prompt`` or ``prompt_file``, ``options`` (key → node), ``timeout``, ``retries``,
+  ``invalid``, ``on_fail``
+- ``collect``: ``prompt`` or ``prompt_file``, ``var``, ``min``, ``max``, ``terminator``
+  (default ``#``), ``timeout``, ``retries``, ``invalid``, ``next``, ``on_fail``
+- ``authorize``: ``contract`` and ``pin`` (variable names), ``ok``, ``fail``, ``locked``;
+  on success sets ``balance``, ``currency``, ``contract_no``
+- ``set``: ``vars`` (name → template), ``next``
+- ``branch``: ``cases`` (list of ``{if: expression, goto: node}``), ``else``; expressions
+  compare variables with literals: ``segment == 'vip' and balance < 0``
+- ``transfer``: ``to`` (an extension), ``on_fail``
+- ``hangup``: optional ``text`` said before hanging up
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ccorch.errors import CcorchError
+
+LANGUAGES = ("ru", "en", "zh")
+
+_COMMON = {"type"}
+_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    # type: (required keys, optional keys)
+    "say": ({"text", "next"}, set()),
+    "play": ({"file", "next"}, set()),
+    "menu": ({"options"}, {"prompt", "prompt_file", "timeout", "retries", "invalid", "on_fail"}),
+    "collect": (
+        {"var", "next"},
+        {
+            "prompt",
+            "prompt_file",
+            "min",
+            "max",
+            "terminator",
+            "timeout",
+            "retries",
+            "invalid",
+            "on_fail",
+        },
+    ),
+    "authorize": ({"contract", "pin", "ok", "fail"}, {"locked"}),
+    "set": ({"vars", "next"}, set()),
+    "branch": ({"cases", "else"}, set()),
+    "transfer": ({"to"}, {"on_fail"}),
+    "hangup": (set(), {"text"}),
+}
+# keys whose value is the name of another node
+_TARGETS = {"next", "on_fail", "ok", "fail", "locked", "else"}
+
+
+class FlowError(CcorchError):
+    """A flow file that cannot be used; ``problems`` are (file, line, reason)."""
+
+    def __init__(self, problems: list[tuple[str, int, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}:{line}: {r}" for f, line, r in problems))
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    type: str
+    spec: dict[str, Any]
+    line: int
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    dnis: tuple[str, ...]
+    language: str
+    start: str
+    nodes: dict[str, Node]
+    path: str
+    digest: str  # sha256 of the file's text: versions are told apart by it
+    version: int = 0
+    vars: dict[str, str] = field(default_factory=dict)
+
+
+# --- YAML with line numbers ------------------------------------------------------------------
+
+
+class _Map(dict[str, Any]):
+    line: int = 0
+    lines: dict[str, int]
+
+
+class _Seq(list[Any]):
+    line: int = 0
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        m = _Map()
+        m.line = node.start_mark.line + 1
+        m.lines = {}
+        for k, v in node.value:
+            key = loader.construct_object(k, deep=True)
+            m[str(key)] = _build(loader, v)
+            m.lines[str(key)] = k.start_mark.line + 1  # where the key is written
+        return m
+    if isinstance(node, yaml.SequenceNode):
+        s = _Seq(_build(loader, v) for v in node.value)
+        s.line = node.start_mark.line + 1
+        return s
+    return loader.construct_object(node, deep=True)
+
+
+def _compose(text: str, path: str) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise FlowError([(path, 1, "empty file")])
+        return _build(loader, node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise FlowError([(path, line, f"YAML: {e.problem or e}")]) from None
+    finally:
+        loader.dispose()
+
+
+# --- checking --------------------------------------------------------------------------------
+
+
+def parse_flow(
+    text: str,
+    path: str,
+    *,
+    base_dir: Path | None = None,
+    check_voice: Any = None,
+) -> Flow:
+    """Check a flow file's text; every problem found is reported, not just the first."""
+    doc = _compose(text, path)
+    problems: list[tuple[str, int, str]] = []
+
+    def bad(line: int, reason: str) -> None:
+        problems.append((path, line, reason))
+
+    if not isinstance(doc, _Map):
+        raise FlowError([(path, 1, "a flow is a mapping with flow, dnis, language, start, nodes")])
+    for k in doc:
+        if k not in ("flow", "dnis", "language", "start", "nodes", "vars"):
+            bad(doc.lines[k], f"unknown key {k!r}")
+    name = doc.get("flow")
+    if not isinstance(name, str) or not name.strip():
+        bad(doc.lines.get("flow", doc.line), "flow: a name is required")
+        name = path
+    dnis = doc.get("dnis", [])
+    if not isinstance(dnis, list) or not all(isinstance(d, str | int) for d in dnis):
+        bad(doc.lines.get("dnis", doc.line), "dnis: a list of service numbers")
+        dnis = []
+    language = doc.get("language", "ru")
+    if language not in LANGUAGES:
+        bad(doc.lines.get("language", doc.line), f"language: one of {', '.join(LANGUAGES)}")
+        language = "ru"
+    elif check_voice is not None:
+        missing = check_voice(language)
+        if missing:
+            bad(doc.lines.get("language", doc.line), missing)
+    nodes_doc = doc.get("nodes")
+    if not isinstance(nodes_doc, _Map) or not nodes_doc:
+        bad(doc.lines.get("nodes", doc.line), "nodes: a mapping of node name to node")
+        raise FlowError(problems)
+    start = doc.get("start")
+    if not isinstance(start, str) or start not in nodes_doc:
+        bad(doc.lines.get("start", doc.line), f"start: {start!r} is not a node")
+
+    nodes: dict[str, Node] = {}
+    edges: dict[str, list[str]] = {}
+    for nname, spec in nodes_doc.items():
+        nline = nodes_doc.lines[nname]
+        if not isinstance(spec, _Map):
+            bad(nline, f"node {nname!r}: a mapping with a type")
+            continue
+        ntype = spec.get("type")
+        if ntype not in _KEYS:
+            bad(
+                spec.lines.get("type", nline),
+                f"node {nname!r}: unknown type {ntype!r} (known: {', '.join(sorted(_KEYS))})",
+            )
+            continue
+        required, optional = _KEYS[ntype]
+        for k in required - set(spec):
+            bad(nline, f"node {nname!r} ({ntype}): {k!r} is required")
+        for k in set(spec) - required - optional - _COMMON:
+            bad(spec.lines[k], f"node {nname!r} ({ntype}): unknown key {k!r}")
+        targets = _check_node(nname, ntype, spec, bad, base_dir)
+        for t, tline in targets:
+            if t not in nodes_doc:
+                bad(tline, f"node {nname!r}: target {t!r} is not a node")
+        edges[nname] = [t for t, _ in targets]
+        nodes[nname] = Node(nname, ntype, dict(spec), nline)
+
+    if isinstance(start, str) and start in nodes_doc:
+        seen = {start}
+        todo = [start]
+        while todo:
+            for t in edges.get(todo.pop(), []):
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        for nname in nodes_doc:
+            if nname not in seen:
+                bad(nodes_doc.lines[nname], f"node {nname!r} is unreachable from {start!r}")
+    if problems:
+        raise FlowError(sorted(problems, key=lambda p: p[1]))
+    assert isinstance(start, str)
+    variables = doc.get("vars") or {}
+    return Flow(
+        name=str(name),
+        dnis=tuple(str(d) for d in dnis),
+        language=str(language),
+        start=start,
+        nodes=nodes,
+        path=path,
+        digest=hashlib.sha256(text.encode()).hexdigest(),
+        vars={str(k): str(v) for k, v in dict(variables).items()},
+    )
+
+
+def _check_node(
+    name: str, ntype: str, spec: _Map, bad: Any, base_dir: Path | None
+) -> list[tuple[str, int]]:
+    """Type checks of one node's keys; returns its targets with their lines."""
+    targets: list[tuple[str, int]] = []
+    for k in _TARGETS & set(spec):
+        v = spec[k]
+        if isinstance(v, str):
+            targets.append((v, spec.lines[k]))
+        else:
+            bad(spec.lines[k], f"node {name!r}: {k} must name a node")
+    for k in ("timeout",):
+        if k in spec and (not isinstance(spec[k], int | float) or not 0 < spec[k] <= 300):
+            bad(spec.lines[k], f"node {name!r}: {k} is seconds, 0 to 300")
+    for k in ("retries", "min", "max"):
+        if k in spec and (not isinstance(spec[k], int) or not 0 <= spec[k] <= 64):
+            bad(spec.lines[k], f"node {name!r}: {k} is a whole number up to 64")
+    for k in ("text", "prompt", "invalid"):
+        if k in spec and not isinstance(spec[k], str):
+            bad(spec.lines[k], f"node {name!r}: {k} is text")
+    for k in ("file", "prompt_file"):
+        if k in spec:
+            f = spec[k]
+            if not isinstance(f, str):
+                bad(spec.lines[k], f"node {name!r}: {k} is a path")
+            elif base_dir is not None and not (base_dir / f).is_file():
+                bad(spec.lines[k], f"node {name!r}: prompt file {f!r} does not exist")
+    if ntype == "menu":
+        opts = spec.get("options")
+        if not isinstance(opts, _Map) or not opts:
+            bad(spec.lines.get("options", spec.line), f"node {name!r}: options map keys to nodes")
+        else:
+            for key, target in opts.items():
+                if key not in "0123456789*#" or len(key) != 1:
+                    bad(opts.lines[key], f"node {name!r}: option {key!r} is not a phone key")
+                if isinstance(target, str):
+                    targets.append((target, opts.lines[key]))
+                else:
+                    bad(opts.lines[key], f"node {name!r}: option {key!r} must name a node")
+        if "prompt" not in spec and "prompt_file" not in spec:
+            bad(spec.line, f"node {name!r}: a menu needs prompt or prompt_file")
+    if ntype == "collect":
+        if "prompt" not in spec and "prompt_file" not in spec:
+            bad(spec.line, f"node {name!r}: collect needs prompt or prompt_file")
+        term = spec.get("terminator", "#")
+        if term not in ("#", "*", ""):
+            bad(spec.lines.get("terminator", spec.line), f"node {name!r}: terminator is # or *")
+        lo, hi = spec.get("min", 1), spec.get("max", 20)
+        if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+            bad(spec.line, f"node {name!r}: min {lo} is more than max {hi}")
+    if ntype == "branch":
+        cases = spec.get("cases")
+        if not isinstance(cases, _Seq):
+            bad(spec.lines.get("cases", spec.line), f"node {name!r}: cases is a list")
+        else:
+            for c in cases:
+                if not isinstance(c, _Map) or set(c) != {"if", "goto"}:
+                    bad(
+                        getattr(c, "line", spec.line),
+                        f"node {name!r}: a case is {{if: ..., goto: ...}}",
+                    )
+                    continue
+                err = check_expression(str(c["if"]))
+                if err:
+                    bad(c.lines["if"], f"node {name!r}: {err}")
+                if isinstance(c["goto"], str):
+                    targets.append((c["goto"], c.lines["goto"]))
+    if ntype == "set" and not isinstance(spec.get("vars"), _Map):
+        bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to values")
+    if ntype == "transfer" and not isinstance(spec.get("to"), str | int):
+        bad(spec.lines.get("to", spec.line), f"node {name!r}: to is an extension")
+    return targets
+
+
+# --- branch expressions ----------------------------------------------------------------------
+
+_OPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn)
+_ALLOWED = (
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.Compare,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    *_OPS,
+)
+
+
+def check_expression(text: str) -> str | None:
+    """None if ``text`` is a comparison we evaluate, else why not."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        return f"expression {text!r}: {e.msg}"
+    for n in ast.walk(tree):
+        if not isinstance(n, _ALLOWED):
+            return f"expression {text!r}: only comparisons of variables with values"
+    return None
+
+
+def evaluate(text: str, variables: dict[str, Any]) -> bool:
+    """Evaluate a checked expression; unknown variables are None, and a comparison that
+    cannot be made (None < 5) is false rather than an error."""
+    tree = ast.parse(text, mode="eval")
+    return bool(_eval(tree.body, variables))
+
+
+def _eval(n: ast.AST, v: dict[str, Any]) -> Any:
+    if isinstance(n, ast.BoolOp):
+        vals = (_eval(x, v) for x in n.values)
+        return all(vals) if isinstance(n.op, ast.And) else any(vals)
+    if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.Not):
+        return not _eval(n.operand, v)
+    if isinstance(n, ast.Compare):
+        left = _eval(n.left, v)
+        for op, right_n in zip(n.ops, n.comparators, strict=True):
+            right = _eval(right_n, v)
+            try:
+                ok = _compare(op, left, right)
+            except TypeError:
+                return False
+            if not ok:
+                return False
+            left = right
+        return True
+    if isinstance(n, ast.Name):
+        return _coerce(v.get(n.id))
+    if isinstance(n, ast.Constant):
+        return n.value
+    if isinstance(n, ast.Tuple | ast.List):
+        return [_eval(x, v) for x in n.elts]
+    raise ValueError("unchecked expression")
+
+
+def _coerce(x: Any) -> Any:
+    """Variables collected from keys are text: numbers compare as numbers."""
+    if isinstance(x, str):
+        try:
+            return float(x) if "." in x else int(x)
+        except ValueError:
+            return x
+    return x
+
+
+def _compare(op: ast.cmpop, a: Any, b: Any) -> bool:
+    if isinstance(op, ast.Eq):
+        return bool(a == b or str(a) == str(b))
+    if isinstance(op, ast.NotEq):
+        return not (a == b or str(a) == str(b))
+    if isinstance(op, ast.Lt):
+        return bool(a < b)
+    if isinstance(op, ast.LtE):
+        return bool(a <= b)
+    if isinstance(op, ast.Gt):
+        return bool(a > b)
+    if isinstance(op, ast.GtE):
+        return bool(a >= b)
+    if isinstance(op, ast.In):
+        return a in b or str(a) in [str(x) for x in b]
+    if isinstance(op, ast.NotIn):
+        return not (a in b or str(a) in [str(x) for x in b])
+    raise ValueError("operator")
+
+
+def load_flow(path: Path, *, check_voice: Any = None) -> Flow:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FlowError([(str(path), 1, f"cannot read: {e}")]) from None
+    return parse_flow(text, str(path), base_dir=path.parent, check_voice=check_voice)

@@ -1,0 +1,264 @@
+"""The IVR interpreter, sans-IO: one caller's walk through a flow.
+
+Inputs: ``start``, ``on_digit``, ``on_prompts_done``, ``on_timeout`` (at ``next_timeout``),
+``on_authorized``, ``on_transfer_failed``, each with the current time. Output: the actions
+to carry out (play prompts, stop them, look up the CRM, transfer, hang up). The runner in
+``ccorch.ivr.runner`` does the I/O; tests drive this class directly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ccorch.ivr import tts
+from ccorch.ivr.flow import Flow, Node, evaluate
+
+# what a menu says after a wrong key or silence when the flow does not say
+DEFAULT_INVALID = {
+    "ru": "Неверный выбор.",
+    "en": "That is not a valid choice.",
+    "zh": "您的选择无效。",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    text: str | None = None  # TTS
+    file: str | None = None  # a WAV next to the flow file
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    prompts: tuple[Prompt, ...]
+    barge_in: bool  # a key stops it (menus and digit collection)
+
+
+@dataclass(frozen=True, slots=True)
+class StopPrompts:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Authorize:
+    contract: str
+    pin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Visited:
+    """A node was entered (for the call's history and the flow's statistics)."""
+
+    node: str
+    type: str
+
+
+Action = Play | StopPrompts | Authorize | Transfer | Hangup | Visited
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(money|number|digits))?\}")
+
+
+@dataclass
+class Session:
+    flow: Flow
+    vars: dict[str, Any] = field(default_factory=dict)
+    node: Node | None = None
+    phase: str = "idle"  # prompting, waiting, busy (I/O), done
+    tries: int = 0
+    buffer: str = ""
+    deadline: float | None = None
+    history: list[str] = field(default_factory=list)
+    max_steps: int = 1000  # a flow looping on itself without waiting for the caller
+
+    def __post_init__(self) -> None:
+        for k, v in self.flow.vars.items():
+            self.vars.setdefault(k, v)
+
+    @property
+    def next_timeout(self) -> float | None:
+        return self.deadline
+
+    # --- inputs ---
+
+    def start(self, now: float) -> list[Action]:
+        return self._goto(now, self.flow.start)
+
+    def on_prompts_done(self, now: float) -> list[Action]:
+        n = self.node
+        if n is None or self.phase != "prompting":
+            return []
+        if n.type in ("say", "play"):
+            return self._goto(now, n.spec["next"])
+        if n.type == "hangup":
+            self.phase = "done"
+            return [Hangup("flow")]
+        if n.type in ("menu", "collect"):
+            self.phase = "waiting"
+            self.deadline = now + float(n.spec.get("timeout", 5 if n.type == "menu" else 10))
+        return []
+
+    def on_digit(self, now: float, digit: str) -> list[Action]:
+        n = self.node
+        if n is None or self.phase not in ("prompting", "waiting"):
+            return []
+        if n.type == "menu":
+            target = n.spec["options"].get(digit)
+            out: list[Action] = [StopPrompts()] if self.phase == "prompting" else []
+            if target is not None:
+                return out + self._goto(now, target)
+            return out + self._retry(now)
+        if n.type == "collect":
+            out = [StopPrompts()] if self.phase == "prompting" else []
+            self.phase = "waiting"
+            term = n.spec.get("terminator", "#")
+            hi = int(n.spec.get("max", 20))
+            if term and digit == term:
+                return out + self._collected(now)
+            if digit in "0123456789" or (digit in "*#" and digit != term):
+                self.buffer += digit
+            if len(self.buffer) >= hi:
+                return out + self._collected(now)
+            # the next key may take as long as the first
+            self.deadline = now + float(n.spec.get("timeout", 10))
+            return out
+        return []
+
+    def on_timeout(self, now: float) -> list[Action]:
+        if self.deadline is None or now < self.deadline:
+            return []
+        self.deadline = None
+        n = self.node
+        if n is None or self.phase != "waiting":
+            return []
+        if n.type == "collect" and len(self.buffer) >= int(n.spec.get("min", 1)):
+            return self._collected(now)
+        return self._retry(now)
+
+    def on_authorized(self, now: float, outcome: str, values: dict[str, Any]) -> list[Action]:
+        """``outcome``: ok, fail or locked (from the CRM's PIN check)."""
+        n = self.node
+        if n is None or n.type != "authorize" or self.phase != "busy":
+            return []
+        self.vars.update(values)
+        target = n.spec["ok"] if outcome == "ok" else n.spec.get("locked", n.spec["fail"])
+        if outcome == "fail":
+            target = n.spec["fail"]
+        return self._goto(now, target)
+
+    def on_transfer_failed(self, now: float) -> list[Action]:
+        n = self.node
+        if n is None or n.type != "transfer":
+            return []
+        if "on_fail" in n.spec:
+            return self._goto(now, n.spec["on_fail"])
+        self.phase = "done"
+        return [Hangup("transfer-failed")]
+
+    # --- walking ---
+
+    def _goto(self, now: float, name: str) -> list[Action]:
+        out: list[Action] = []
+        while True:
+            if len(self.history) >= self.max_steps:
+                self.phase = "done"
+                return [*out, Hangup("flow-loop")]
+            n = self.flow.nodes[name]
+            self.node, self.tries, self.buffer, self.deadline = n, 0, "", None
+            self.history.append(name)
+            out.append(Visited(n.name, n.type))
+            s = n.spec
+            if n.type == "set":
+                for k, v in s["vars"].items():
+                    self.vars[k] = self.fill(str(v))
+                name = s["next"]
+                continue
+            if n.type == "branch":
+                name = s["else"]
+                for case in s["cases"]:
+                    if evaluate(str(case["if"]), self.vars):
+                        name = case["goto"]
+                        break
+                continue
+            break
+        if n.type == "say":
+            self.phase = "prompting"
+            return [*out, Play((Prompt(text=self.fill(s["text"])),), barge_in=False)]
+        if n.type == "play":
+            self.phase = "prompting"
+            return [*out, Play((Prompt(file=s["file"]),), barge_in=False)]
+        if n.type in ("menu", "collect"):
+            self.phase = "prompting"
+            return [*out, Play(self._prompt(n), barge_in=True)]
+        if n.type == "authorize":
+            self.phase = "busy"
+            contract = str(self.vars.get(s["contract"], ""))
+            pin = str(self.vars.get(s["pin"], ""))
+            return [*out, Authorize(contract, pin)]
+        if n.type == "transfer":
+            self.phase = "busy"
+            return [*out, Transfer(self.fill(str(s["to"])))]
+        if n.type == "hangup":
+            if s.get("text"):
+                self.phase = "prompting"
+                return [*out, Play((Prompt(text=self.fill(s["text"])),), barge_in=False)]
+            self.phase = "done"
+            return [*out, Hangup("flow")]
+        raise AssertionError(f"node type {n.type} reached the interpreter unchecked")
+
+    def _prompt(self, n: Node) -> tuple[Prompt, ...]:
+        s = n.spec
+        if "prompt_file" in s:
+            return (Prompt(file=s["prompt_file"]),)
+        return (Prompt(text=self.fill(s["prompt"])),)
+
+    def _retry(self, now: float) -> list[Action]:
+        n = self.node
+        assert n is not None
+        self.tries += 1
+        self.buffer = ""
+        self.deadline = None
+        if self.tries >= int(n.spec.get("retries", 3)):
+            if "on_fail" in n.spec:
+                return self._goto(now, n.spec["on_fail"])
+            self.phase = "done"
+            return [Hangup("no-input")]
+        self.phase = "prompting"
+        invalid = n.spec.get("invalid", DEFAULT_INVALID[self.flow.language])
+        return [Play((Prompt(text=self.fill(invalid)), *self._prompt(n)), barge_in=True)]
+
+    def _collected(self, now: float) -> list[Action]:
+        n = self.node
+        assert n is not None
+        lo = int(n.spec.get("min", 1))
+        if len(self.buffer) < lo:
+            return self._retry(now)
+        self.vars[n.spec["var"]] = self.buffer
+        return self._goto(now, n.spec["next"])
+
+    def fill(self, template: str) -> str:
+        """``{var}``, ``{var:money}`` (with ``currency``), ``{var:number}``, ``{var:digits}``."""
+        lang = self.flow.language
+
+        def one(m: re.Match[str]) -> str:
+            value = self.vars.get(m.group(1), "")
+            kind = m.group(2)
+            if kind == "money":
+                return tts.money(value, str(self.vars.get("currency", "UAH")), lang)
+            if kind == "number":
+                return tts.number(value, lang)
+            if kind == "digits":
+                return tts.digits(value)
+            return str(value)
+
+        return _FIELD.sub(one, template)

@@ -1,0 +1,170 @@
+"""Text to speech for the IVR: espeak-ng (Debian) rendered to 8 kHz 16-bit mono WAV, cached
+by voice and text, so the media engine plays it as any other prompt (and encodes it to the
+caller's G.711 law). Numbers and money are written out so each language speaks them right:
+"50 гривен", "21 гривна", "1 hryvnia", "50 格里夫纳".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import warnings
+import wave
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+with warnings.catch_warnings():  # audioop: deprecated in 3.11, still the fast resampler here
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+VOICES = {"ru": "ru", "en": "en-us", "zh": "cmn"}
+RATE = 8000
+
+
+class TtsError(RuntimeError):
+    """espeak-ng is missing, lacks the voice, or failed on a text."""
+
+
+@functools.cache
+def voice_problem(language: str) -> str | None:
+    """None if the language's voice can speak, else why not (for flow checks at load)."""
+    voice = VOICES.get(language)
+    if voice is None:
+        return f"no TTS voice for language {language!r}"
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return "TTS: espeak-ng is not installed (Debian package espeak-ng)"
+    out = subprocess.run([exe, f"--voices={voice}"], capture_output=True, text=True, timeout=10)
+    listed = [line.split()[1] for line in out.stdout.splitlines()[1:] if len(line.split()) > 1]
+    if voice not in listed:
+        return f"TTS: espeak-ng has no voice {voice!r} for language {language!r}"
+    return None
+
+
+def render(text: str, language: str, cache_dir: Path) -> Path:
+    """The prompt as an 8 kHz WAV file, rendered once per (voice, text). Blocking: call it
+    off the event loop (``asyncio.to_thread``)."""
+    voice = VOICES[language]
+    key = hashlib.sha256(f"{voice}\x00{text}".encode()).hexdigest()[:32]
+    path = cache_dir / language / f"{key}.wav"
+    if path.is_file():
+        return path
+    problem = voice_problem(language)
+    if problem:
+        raise TtsError(problem)
+    exe = shutil.which("espeak-ng") or "espeak-ng"
+    p = subprocess.run(
+        [exe, "-v", voice, "-s", "150", "--stdout", text], capture_output=True, timeout=60
+    )
+    if p.returncode != 0 or not p.stdout:
+        raise TtsError(
+            f"espeak-ng failed ({p.returncode}): {p.stderr.decode(errors='replace')[:200]}"
+        )
+    with wave.open(io.BytesIO(p.stdout)) as w:
+        src_rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+        frames = w.readframes(w.getnframes())
+    if channels != 1 or width != 2:
+        raise TtsError(f"espeak-ng gave {channels} channels of {8 * width} bits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pcm, _ = audioop.ratecv(frames, 2, 1, src_rate, RATE, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with wave.open(str(tmp), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(pcm)
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+    return path
+
+
+# --- numbers and money in words the voices speak right -------------------------------------
+
+# currency -> language -> (one, few, many) [, gender for ru]
+_CURRENCY = {
+    "UAH": {
+        "ru": (("гривна", "гривны", "гривен"), "f", ("копейка", "копейки", "копеек"), "f"),
+        "en": (("hryvnia", "hryvnias", "hryvnias"), "", ("kopeck", "kopecks", "kopecks"), ""),
+        "zh": (("格里夫纳",) * 3, "", ("戈比",) * 3, ""),
+    },
+    "RUB": {
+        "ru": (("рубль", "рубля", "рублей"), "m", ("копейка", "копейки", "копеек"), "f"),
+        "en": (("rouble", "roubles", "roubles"), "", ("kopeck", "kopecks", "kopecks"), ""),
+        "zh": (("卢布",) * 3, "", ("戈比",) * 3, ""),
+    },
+    "CNY": {
+        "ru": (("юань", "юаня", "юаней"), "m", ("фэнь", "фэня", "фэней"), "m"),
+        "en": (("yuan", "yuan", "yuan"), "", ("fen", "fen", "fen"), ""),
+        "zh": (("元",) * 3, "", ("分",) * 3, ""),
+    },
+}
+
+
+def _ru_form(n: int) -> int:
+    if n % 10 == 1 and n % 100 != 11:
+        return 0
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return 1
+    return 2
+
+
+def _ru_number(n: int, gender: str) -> str:
+    """Digits espeak-ng reads, with the last word in the noun's gender (одна/две гривны)."""
+    if gender == "f" and n % 10 in (1, 2) and n % 100 not in (11, 12):
+        head = n - n % 10
+        word = "одна" if n % 10 == 1 else "две"
+        return f"{head} {word}" if head else word
+    return str(n)
+
+
+def money(amount: object, currency: str, language: str) -> str:
+    """``50.00 UAH`` → "50 гривен" / "50 hryvnias" / "50 格里夫纳"; kopecks when not zero;
+    a negative balance is said as a debt-free "minus"."""
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation:
+        return str(amount)
+    sign = "-" if value < 0 else ""
+    value = abs(value).quantize(Decimal("0.01"))
+    units, cents = int(value), int((value - int(value)) * 100)
+    names = _CURRENCY.get(currency.upper(), {}).get(language)
+    if names is None:
+        return f"{sign}{value} {currency}"
+    (u_forms, u_gender, c_forms, c_gender) = names
+    minus = {"ru": "минус ", "en": "minus ", "zh": "负"}[language] if sign else ""
+    if language == "ru":
+        text = f"{_ru_number(units, u_gender)} {u_forms[_ru_form(units)]}"
+        if cents:
+            text += f" {_ru_number(cents, c_gender)} {c_forms[_ru_form(cents)]}"
+    elif language == "en":
+        text = f"{units} {u_forms[0 if units == 1 else 1]}"
+        if cents:
+            text += f" and {cents} {c_forms[0 if cents == 1 else 1]}"
+    else:
+        text = f"{units}{u_forms[0]}" + (f"{cents}{c_forms[0]}" if cents else "")
+    return minus + text
+
+
+def number(value: object, language: str) -> str:
+    """A number as digits the voice reads as a number (espeak-ng does the words)."""
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    text = format(d.normalize(), "f")
+    if language == "ru":
+        text = text.replace(".", ",")
+    return text
+
+
+def digits(value: object) -> str:
+    """Each digit separately (contract numbers, PINs): "1 0 0 1"."""
+    return " ".join(str(value))

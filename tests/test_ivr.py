@@ -1,0 +1,333 @@
+"""IVR flows: load-time checks with file and line, hot reload with versions, the sans-IO
+interpreter, TTS words for money; and the demo's self-service balance end to end."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ccorch._core import g711_decode, g711_encode
+from ccorch.ivr import tts
+from ccorch.ivr.flow import FlowError, load_flow, parse_flow
+from ccorch.ivr.interpreter import Authorize, Hangup, Play, Session, StopPrompts, Transfer
+from ccorch.ivr.store import FlowStore
+from tests.conftest import _with_dbname, start_node
+from tests.sipp import SCENARIOS, free_udp_port, metrics
+
+REPO = Path(__file__).resolve().parent.parent
+FLOWS = REPO / "flows"
+
+GOOD = """\
+flow: t
+dnis: ["555"]
+language: en
+start: menu
+nodes:
+  menu:
+    type: menu
+    prompt: "Press 1 or 2."
+    options: {"1": ask, "2": vip_check}
+    timeout: 3
+    retries: 2
+    on_fail: bye
+  ask:
+    type: collect
+    prompt: "Number, then hash."
+    var: num
+    min: 2
+    max: 4
+    next: check
+    on_fail: bye
+  check:
+    type: authorize
+    contract: num
+    pin: num
+    ok: told
+    fail: bye
+  told:
+    type: say
+    text: "You have {balance:money}."
+    next: bye
+  vip_check:
+    type: branch
+    cases:
+      - {if: "segment == 'vip'", goto: agent}
+    else: bye
+  agent:
+    type: transfer
+    to: "7001"
+    on_fail: bye
+  bye:
+    type: hangup
+"""
+
+
+def test_demo_flows_load_in_three_languages() -> None:
+    store = FlowStore(FLOWS)
+    assert sorted(store.scan()) == ["abc-internet-en", "abc-internet-ru", "abc-internet-zh"]
+    assert store.errors == {}
+    assert {d: store.for_dnis(d).language for d in ("100", "101", "102")} == {  # type: ignore[union-attr]
+        "100": "ru",
+        "101": "en",
+        "102": "zh",
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "marker", "reason"),
+    [
+        (
+            ('    type: say\n    text: "You', '    type: speak\n    text: "You'),
+            "type: speak",
+            "unknown type 'speak'",
+        ),
+        (
+            ("next: bye\n  vip_check", "next: nowhere\n  vip_check"),
+            "next: nowhere",
+            "target 'nowhere' is not a node",
+        ),
+        (
+            ('options: {"1": ask, "2": vip_check}', 'options: {"1": ask}'),
+            "  vip_check:",
+            "'vip_check' is unreachable",
+        ),
+        (
+            ('    prompt: "Press 1 or 2."', "    prompt_file: missing.wav"),
+            "missing.wav",
+            "prompt file 'missing.wav' does not exist",
+        ),
+        (("    timeout: 3\n", "    timeout: [3\n"), "timeout: [3", "YAML"),
+        (("    var: num\n", ""), "  ask:", "'var' is required"),
+        (
+            ("if: \"segment == 'vip'\"", "if: \"__import__('os')\""),
+            "__import__",
+            "only comparisons",
+        ),
+        (
+            ('options: {"1": ask, "2": vip_check}', 'options: {"1": ask, "22": vip_check}'),
+            '"22"',
+            "not a phone key",
+        ),
+    ],
+)
+def test_a_broken_flow_is_refused_with_file_line_and_reason(
+    tmp_path: Path, edit: tuple[str, str], marker: str, reason: str
+) -> None:
+    assert edit[0] in GOOD
+    text = GOOD.replace(edit[0], edit[1], 1)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if marker in t)
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(FlowError) as e:
+        load_flow(path)
+    slack = 3 if reason == "YAML" else 0  # YAML notices a syntax error a little later
+    assert any(
+        f == str(path) and line <= n <= line + slack and reason in r for f, n, r in e.value.problems
+    ), (line, e.value.problems)
+
+
+def test_hot_reload_keeps_the_running_version_when_the_new_one_is_broken(tmp_path: Path) -> None:
+    store = FlowStore(tmp_path, check_voices=False)
+    path = tmp_path / "t.yaml"
+    path.write_text(GOOD)
+    assert store.scan() == ["t"]
+    v1 = store.for_dnis("555")
+    assert v1 is not None and v1.version == 1
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    path.write_text(GOOD.replace("type: hangup", "type: hang_up"))
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    assert store.scan() == []
+    assert store.for_dnis("555") is v1  # the running version stays
+    assert "unknown type 'hang_up'" in store.errors[str(path)][0][2]
+    path.write_text(GOOD.replace("Press 1 or 2.", "Press one or two."))
+    os.utime(path, (time.time() + 20, time.time() + 20))
+    assert store.scan() == ["t"]
+    v2 = store.for_dnis("555")
+    assert (
+        v2 is not None
+        and v2.version == 2
+        and v2.nodes["menu"].spec["prompt"] == "Press one or two."
+    )
+    assert store.rollback("t", 1).version == 1 and store.for_dnis("555") is v1
+    v3 = store.upload(GOOD.replace("Press 1 or 2.", "Uploaded."), "t.yaml")
+    assert v3.version == 3 and store.for_dnis("555") is v3
+    with pytest.raises(FlowError):
+        store.upload("flow: t\nnodes: 3\n", "t.yaml")
+    assert store.for_dnis("555") is v3
+
+
+def _texts(actions: list[object]) -> list[str]:
+    return [p.text or "" for a in actions if isinstance(a, Play) for p in a.prompts]
+
+
+def test_interpreter_menu_retries_collect_and_authorize() -> None:
+    flow = parse_flow(GOOD, "t.yaml")
+    s = Session(flow, {"segment": "regular"})
+    out = s.start(0.0)
+    assert _texts(out) == ["Press 1 or 2."]
+    assert s.on_digit(0.5, "9")[0] == StopPrompts()  # a wrong key during the prompt
+    assert s.phase == "prompting" and s.tries == 1
+    s.on_prompts_done(5.0)
+    assert s.next_timeout == 8.0
+    out = s.on_timeout(8.0)  # silence: the second and last try ends on on_fail
+    assert isinstance(out[-1], Hangup) and s.node is not None and s.node.name == "bye"
+
+    s = Session(flow, {})
+    s.start(0.0)
+    out = s.on_digit(0.1, "1")
+    assert _texts(out) == ["Number, then hash."]
+    s.on_digit(0.2, "4")
+    out = s.on_digit(0.3, "#")  # one digit, min 2: asked again
+    assert _texts(out) == ["That is not a valid choice.", "Number, then hash."]
+    for d in "4242":  # max 4: taken without the terminator
+        out = s.on_digit(1.0, d)
+    assert out[-1] == Authorize("4242", "4242")
+    out = s.on_authorized(2.0, "ok", {"balance": "50.00", "currency": "UAH"})
+    assert _texts(out) == ["You have 50 hryvnias."]
+    assert isinstance(s.on_prompts_done(3.0)[-1], Hangup)
+
+
+def test_interpreter_branch_on_caller_attributes() -> None:
+    flow = parse_flow(GOOD, "t.yaml")
+    vip = Session(flow, {"segment": "vip"})
+    vip.start(0.0)
+    assert vip.on_digit(0.1, "2")[-1] == Transfer("7001")
+    assert isinstance(vip.on_transfer_failed(1.0)[-1], Hangup)
+    plain = Session(flow, {"segment": "regular"})
+    plain.start(0.0)
+    assert isinstance(plain.on_digit(0.1, "2")[-1], Hangup)
+
+
+def test_money_is_spoken_in_the_right_form() -> None:
+    assert tts.money("50.00", "UAH", "ru") == "50 гривен"
+    assert tts.money("21", "UAH", "ru") == "20 одна гривна"
+    assert tts.money("3.02", "UAH", "ru") == "3 гривны две копейки"
+    assert tts.money("11", "RUB", "ru") == "11 рублей"
+    assert tts.money("1", "UAH", "en") == "1 hryvnia"
+    assert tts.money("2.50", "UAH", "en") == "2 hryvnias and 50 kopecks"
+    assert tts.money("50", "UAH", "zh") == "50格里夫纳"
+    assert tts.money("-4", "UAH", "en") == "minus 4 hryvnias"
+
+
+# --- the demo end to end ----------------------------------------------------------------------
+
+
+def _rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False) -> bytes:
+    return (
+        struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts, ssrc) + payload
+    )
+
+
+class Phone:
+    """The caller's RTP end: records what it hears, presses keys as RFC 4733 events."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.02)
+        self.port = self.sock.getsockname()[1]
+        self.heard = bytearray()  # PCMU payloads, in arrival order
+        self.peer: tuple[str, int] | None = None
+        self.seq, self.ts, self.ssrc = random.randrange(1 << 16), 0, random.randrange(1 << 32)
+
+    def listen(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            self.peer = addr
+            if len(data) > 12 and data[1] & 0x7F == 0:
+                self.heard += data[12:]
+
+    def press(self, keys: str) -> None:
+        assert self.peer is not None, "no audio from the IVR yet"
+        for key in keys:
+            event = "0123456789*#".index(key) if key not in "*#" else (10 if key == "*" else 11)
+            self.ts += 1600
+            for i in range(1, 6):  # 5 updates, 20 ms apart, then three end packets
+                self.seq += 1
+                payload = struct.pack("!BBH", event, 10, 160 * i)
+                self.sock.sendto(
+                    _rtp(101, self.seq, self.ts, self.ssrc, payload, i == 1), self.peer
+                )
+                self.listen(0.02)
+            for _ in range(3):
+                self.seq += 1
+                payload = struct.pack("!BBH", event, 0x80 | 10, 800)
+                self.sock.sendto(_rtp(101, self.seq, self.ts, self.ssrc, payload), self.peer)
+            self.listen(0.15)
+
+
+@pytest.mark.slow
+def test_balance_self_service_speaks_the_crm_balance(pg_admin_url: str, tmp_path: Path) -> None:
+    """Call 100, press 3, enter 1001# and 1234#: the caller hears "На вашем личном счету
+    50 гривен." exactly as TTS rendered it (every sample of the prompt, in order), no agent
+    is involved, and the flow hangs up."""
+    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    sip_port, trunk_port = free_udp_port(), free_udp_port()
+    (tmp_path / "trunks.toml").write_text(
+        f'[[trunk]]\nname = "carrier"\nhost = "127.0.0.1"\nport = {trunk_port}\n'
+        'match = "host+port"\noptions_interval = 0\n'
+    )
+    rtp = 20000 + (sip_port % 200) * 100
+    (tmp_path / "ccorch.toml").write_text(
+        f'[sip]\nport = {sip_port}\nt1_ms = 50\ntrunks_file = "{tmp_path / "trunks.toml"}"\n'
+        f"[media]\nport_min = {rtp}\nport_max = {rtp + 99}\n"
+        f'[ivr]\nflows_dir = "{FLOWS}"\ntts_cache_dir = "{tmp_path / "tts"}"\n'
+    )
+    node = start_node(
+        tmp_path,
+        {"DATABASE_URL": _with_dbname(pg_admin_url, name), "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12},
+    )
+    phone = Phone()
+    sipp = subprocess.Popen(
+        ["sipp", "-sf", str(SCENARIOS / "trunk_ivr_call.xml"), "-s", "100", "-key", "rtp_port", str(phone.port), "-p", str(trunk_port), "-m", "1", "-nostdin", "-timeout", "60s", f"127.0.0.1:{sip_port}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        phone.listen(2.0)  # the greeting starts
+        phone.press("3")
+        phone.listen(1.0)
+        phone.press("1001#")
+        phone.listen(1.0)
+        phone.press("1234#")
+        deadline = time.monotonic() + 30
+        while sipp.poll() is None and time.monotonic() < deadline:
+            phone.listen(0.5)  # the balance, the goodbye, then the flow's BYE
+        assert sipp.wait(10) == 0  # the call ended with the flow's BYE
+        expected_path = tts.render("На вашем личном счету 50 гривен.", "ru", tmp_path / "tts")
+        import wave
+
+        with wave.open(str(expected_path)) as w:
+            expected = w.readframes(w.getnframes())
+        # what the caller got back, decoded; the prompt as it sounds after PCMU
+        heard = g711_decode(bytes(phone.heard), "PCMU")
+        want = g711_decode(g711_encode(expected, "PCMU"), "PCMU")
+        want = want[: len(want) - len(want) % 320]  # whole 20 ms frames
+        assert len(heard) > len(want)
+        assert want in heard, "the balance prompt is not in what the caller heard"
+        m = metrics(node.base)
+        assert m.get("cc_calls_started_total", 0) == 0  # no agent was rung
+        assert m['cc_calls_ended_total{reason="ivr-flow"}'] == 1
+    finally:
+        phone.sock.close()
+        if sipp.poll() is None:
+            sipp.kill()
+        node.kill()
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
