@@ -23,9 +23,10 @@ from sanic.exceptions import SanicException
 from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 
 import ccorch
+from ccorch.acd.service import AcdService, load_queues
 from ccorch.calls import CallEvents
 from ccorch.calls.b2bua import CallController
-from ccorch.config import Config
+from ccorch.config import Config, SipConfig
 from ccorch.crm import api as crm_api
 from ccorch.crm import bootstrap as crm_bootstrap
 from ccorch.crm.cases import BusinessHours, raise_overdue_alarms
@@ -108,7 +109,16 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         if config.crm.demo:
             async with app.ctx.pool.connection() as conn:
                 await sip_registrar.load_demo_phones(conn, sc.realm)
-        trunks = load_trunks(Path(sc.trunks_file))
+        trunks_path = Path(sc.trunks_file)
+        if not trunks_path.exists() and sc.trunks_file == SipConfig.trunks_file:
+            # the default file belongs to the repository; elsewhere a node starts with no trunks
+            log.warning(
+                "no trunks file: calls only between registered phones",
+                extra={"file": str(trunks_path)},
+            )
+            trunks = []
+        else:
+            trunks = load_trunks(trunks_path)
         service = SipService(
             host=sc.host,
             port=sc.port,
@@ -127,7 +137,10 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             tcp=sc.tcp,
             auth_algorithms=sc.auth_algorithms,
         )
-        flows = FlowStore(Path(config.ivr.flows_dir))
+        queues, agents = load_queues(Path(config.ivr.flows_dir) / config.ivr.queues_file)
+        acd = AcdService(queues, agents)
+        acd.start()
+        flows = FlowStore(Path(config.ivr.flows_dir), queues={q.name for q in queues})
         await asyncio.to_thread(flows.scan)
         controller = CallController(
             service,
@@ -138,18 +151,30 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             min_se=sc.min_se,
             flows=flows,
             ivr=IvrDeps(app.ctx.media, app.ctx.pool, Path(config.ivr.tts_cache_dir)),
+            acd=acd,
         )
+        service.on_registration = lambda user, up: (
+            acd.phone_registered(user) if up else acd.phone_gone(user)
+        )
+        app.ctx.acd = acd
         app.ctx.flows = flows
         app.ctx.flows_watch = asyncio.create_task(
             flows.watch(config.ivr.reload_seconds), name="flows_watch"
         )
         await service.start()
+        service.announce_registered()  # phones registered before a restart: agents log in
         app.ctx.sip, app.ctx.calls = service, controller
         app.ctx.media_watch = asyncio.create_task(
             controller.watch_media(app.ctx.media_events.subscribe()), name="media_watch"
         )
         app.ctx.metrics.registry.register(
-            SipCollector(lambda: {**service.snapshot(), "calls_active": controller.active_calls()})
+            SipCollector(
+                lambda: {
+                    **service.snapshot(),
+                    "calls_active": controller.active_calls(),
+                    "acd": acd.snapshot(),
+                }
+            )
         )
         transports = "+".join(t for t, on in (("udp", sc.udp), ("tcp", sc.tcp)) if on)
         log.info(

@@ -281,6 +281,8 @@ class IvrConfig:
     """IVR flows: the folder of flow files (one per service, chosen by DNIS) and the TTS cache."""
 
     flows_dir: str = _key(PATH, "flows")
+    # ACD queues and their agents (TOML; see ccorch/acd/service.py); relative to flows_dir.
+    queues_file: str = _key(PATH, "queues.toml")
     tts_cache_dir: str = _key(PATH, "var/tts")
     # How often the flows folder is checked for changed files (hot reload).
     reload_seconds: float = _key(_float_rule(0.1, 3600), 1.0)

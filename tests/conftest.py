@@ -105,6 +105,10 @@ def start_node(
         k: v for k, v in os.environ.items() if not k.startswith("CCORCH_") and k != "DATABASE_URL"
     }
     env.update(env_extra)
+    config = cwd / "ccorch.toml"
+    if "CCORCH_SIP_PORT" not in env and not (config.exists() and "[sip]" in config.read_text()):
+        # every node binds SIP; tests' nodes must not fight over 5060
+        env["CCORCH_SIP_PORT"] = str(free_port())
     log_path = cwd / f"ccorch-{port}.log"
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(

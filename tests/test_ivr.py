@@ -250,6 +250,26 @@ class Phone:
             if len(data) > 12 and data[1] & 0x7F == 0:
                 self.heard += data[12:]
 
+    def talk(self, seconds: float) -> list[bytes]:
+        """Speak (a 440 Hz tone, PCMU) for ``seconds`` while listening; returns the payloads sent."""
+        import math
+
+        assert self.peer is not None, "no audio from the IVR yet"
+        sent: list[bytes] = []
+        n = int(seconds * 50)
+        for f in range(n):
+            pcm = b"".join(
+                struct.pack("<h", int(6000 * math.sin(2 * math.pi * 440 * (f * 160 + i) / 8000)))
+                for i in range(160)
+            )
+            payload = g711_encode(pcm, "PCMU")
+            self.seq += 1
+            self.ts += 160
+            self.sock.sendto(_rtp(0, self.seq, self.ts, self.ssrc, payload), self.peer)
+            sent.append(payload)
+            self.listen(0.02)
+        return sent
+
     def press(self, keys: str) -> None:
         assert self.peer is not None, "no audio from the IVR yet"
         for key in keys:
@@ -294,7 +314,24 @@ def test_balance_self_service_speaks_the_crm_balance(pg_admin_url: str, tmp_path
     )
     phone = Phone()
     sipp = subprocess.Popen(
-        ["sipp", "-sf", str(SCENARIOS / "trunk_ivr_call.xml"), "-s", "100", "-key", "rtp_port", str(phone.port), "-p", str(trunk_port), "-m", "1", "-nostdin", "-timeout", "60s", f"127.0.0.1:{sip_port}"],
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "trunk_ivr_call.xml"),
+            "-s",
+            "100",
+            "-key",
+            "rtp_port",
+            str(phone.port),
+            "-p",
+            str(trunk_port),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            f"127.0.0.1:{sip_port}",
+        ],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

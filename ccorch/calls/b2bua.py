@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote as url_unquote
 
+from ccorch.acd.service import AcdService
 from ccorch.calls import (
     CallAnswered,
     CallArrived,
@@ -400,6 +401,8 @@ class Call:
         self.key = (req.call_id, req.from_.tag or "")
         self.transfer: Leg | None = None  # a blind-transfer target being rung
         self.ivr: IvrRunner | None = None
+        self.queue: str | None = None  # the ACD queue the caller waits in (or was served from)
+        self.served = False  # an operator from the queue answered
 
     # --- arrival ---
 
@@ -471,6 +474,54 @@ class Call:
         session = Session(flow, {"ani": self.ani, "dnis": self.dnis, "call_id": self.id})
         self.ivr = IvrRunner(self, session, self.ctl.ivr, self.a.media)
         self.ivr.start()
+
+    # --- the ACD's side (ccorch.acd.service.CallSide) ---
+
+    def enqueue(self, queue: str, priority: int) -> bool:
+        acd = self.ctl.acd
+        if acd is None or self.state != "ivr":
+            return False
+        self.queue = queue
+        self.state = "queued"
+        return acd.enqueue(self, queue, priority)
+
+    def estimated_wait(self) -> float | None:
+        return self.ctl.acd.estimated_wait(self) if self.ctl.acd is not None else None
+
+    def queue_position(self) -> int | None:
+        return self.ctl.acd.position(self) if self.ctl.acd is not None else None
+
+    def offer_to_agent(self, extension: str, queue: str) -> bool:
+        """The ACD chose ``extension`` for this call: ring its phone (the ACD's offer
+        deadline, not ours, decides when it stops ringing)."""
+        if self.state != "queued":
+            return False
+        leg = self.ring(extension)
+        if leg is None:
+            return False
+        self.b = leg
+        self.state = "ringing"
+        return True
+
+    def revoke_offer(self, extension: str) -> None:
+        if self.state == "ringing" and self.b is not None and self.b.target == extension:
+            self.b.hangup()
+            self.b = None
+            self.state = "queued"
+
+    def left_queue(self, outcome: str, waited_ms: int) -> None:
+        if outcome == "answered":
+            return
+        log.info(
+            "call left the queue",
+            extra={"call": self.id, "outcome": outcome, "waited_ms": waited_ms},
+        )
+        if self.state in ("queued", "ringing") and self.ivr is not None:
+            if self.b is not None:
+                self.b.hangup()
+                self.b = None
+            self.state = "ivr"
+            self.ivr.queue_left(outcome)
 
     def transfer_from_ivr(self, to: str) -> bool:
         """The flow sends the caller to an extension: ring it; False if it cannot ring."""
@@ -634,6 +685,12 @@ class Call:
         if leg is not self.b or self.state != "ringing":
             return
         self._cancel_ring_timer()
+        if self.queue is not None and self.ctl.acd is not None and not self.served:
+            # the operator did not take it: back to its place in the queue, music goes on
+            self.b = None
+            self.state = "queued"
+            self.ctl.acd.not_answered(self)
+            return
         if self.ivr is not None:  # a transfer from the IVR failed: back to the flow
             self.b = None
             self.state = "ivr"
@@ -658,6 +715,9 @@ class Call:
             self.ivr = None
             self.ctl.media.stop_playback(a.media)
         self.room = self.ctl.media.bridge(a.media, b.media)
+        if self.queue is not None and self.ctl.acd is not None and not self.served:
+            self.served = True
+            self.ctl.acd.answered(self)
         if a.state != "confirmed":
             self._answer_a()
         self.state = "answered"
@@ -756,6 +816,11 @@ class Call:
         self._cancel_ring_timer()
         if self.ivr is not None:
             self.ivr.stop()
+        if self.queue is not None and self.ctl.acd is not None:
+            if self.served:
+                self.ctl.acd.call_ended(self)  # the operator goes to wrap-up
+            else:
+                self.ctl.acd.caller_gone(self)  # an abandon, with its wait
         svc = self.ctl.service
         for leg in (self.a, self.b, self.transfer):
             if leg is not None:
@@ -937,11 +1002,13 @@ class CallController:
         min_se: int = 90,
         flows: FlowStore | None = None,
         ivr: IvrDeps | None = None,
+        acd: AcdService | None = None,
     ) -> None:
         self.service = service
         self.media = media
         self.flows = flows
         self.ivr = ivr
+        self.acd = acd
         self.router: Router = router or DirectRouter(service, flows)
         self.events = events or CallEvents()
         self.ring_timeout = ring_timeout

@@ -32,6 +32,10 @@ must be reachable from ``start``):
 - ``branch``: ``cases`` (list of ``{if: expression, goto: node}``), ``else``; expressions
   compare variables with literals: ``segment == 'vip' and balance < 0``
 - ``transfer``: ``to`` (an extension), ``on_fail``
+- ``queue``: ``queue`` (a queue of the ACD's queues file), ``priority``, ``busy_text`` (said
+  when no operator is free, with ``{ewt_min}`` and ``{position}``; again every
+  ``announce_every`` seconds), ``music`` (a WAV looped while waiting; default a built-in
+  tune), ``on_fail`` (the queue timed out or overflowed)
 - ``hangup``: optional ``text`` said before hanging up
 """
 
@@ -73,6 +77,7 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {
     "set": ({"vars", "next"}, set()),
     "branch": ({"cases", "else"}, set()),
     "transfer": ({"to"}, {"on_fail"}),
+    "queue": ({"queue"}, {"priority", "busy_text", "announce_every", "music", "on_fail"}),
     "hangup": (set(), {"text"}),
 }
 # keys whose value is the name of another node
@@ -161,6 +166,7 @@ def parse_flow(
     *,
     base_dir: Path | None = None,
     check_voice: Any = None,
+    queues: set[str] | None = None,
 ) -> Flow:
     """Check a flow file's text; every problem found is reported, not just the first."""
     doc = _compose(text, path)
@@ -218,6 +224,11 @@ def parse_flow(
         for k in set(spec) - required - optional - _COMMON:
             bad(spec.lines[k], f"node {nname!r} ({ntype}): unknown key {k!r}")
         targets = _check_node(nname, ntype, spec, bad, base_dir)
+        if ntype == "queue" and queues is not None and spec.get("queue") not in queues:
+            bad(
+                spec.lines.get("queue", nline),
+                f"node {nname!r}: unknown queue {spec.get('queue')!r} (known: {', '.join(sorted(queues)) or 'none'})",
+            )
         for t, tline in targets:
             if t not in nodes_doc:
                 bad(tline, f"node {nname!r}: target {t!r} is not a node")
@@ -271,7 +282,19 @@ def _check_node(
     for k in ("text", "prompt", "invalid"):
         if k in spec and not isinstance(spec[k], str):
             bad(spec.lines[k], f"node {name!r}: {k} is text")
-    for k in ("file", "prompt_file"):
+    if "announce_every" in spec and (
+        not isinstance(spec["announce_every"], int | float)
+        or not 5 <= spec["announce_every"] <= 3600
+    ):
+        bad(spec.lines["announce_every"], f"node {name!r}: announce_every is 5 to 3600 seconds")
+    if "priority" in spec and (
+        not isinstance(spec["priority"], int) or not 0 <= spec["priority"] <= 100
+    ):
+        bad(spec.lines["priority"], f"node {name!r}: priority is 0 to 100")
+    for k in ("busy_text",):
+        if k in spec and not isinstance(spec[k], str):
+            bad(spec.lines[k], f"node {name!r}: {k} is text")
+    for k in ("file", "prompt_file", "music"):
         if k in spec:
             f = spec[k]
             if not isinstance(f, str):
@@ -421,9 +444,9 @@ def _compare(op: ast.cmpop, a: Any, b: Any) -> bool:
     raise ValueError("operator")
 
 
-def load_flow(path: Path, *, check_voice: Any = None) -> Flow:
+def load_flow(path: Path, *, check_voice: Any = None, queues: set[str] | None = None) -> Flow:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise FlowError([(str(path), 1, f"cannot read: {e}")]) from None
-    return parse_flow(text, str(path), base_dir=path.parent, check_voice=check_voice)
+    return parse_flow(text, str(path), base_dir=path.parent, check_voice=check_voice, queues=queues)

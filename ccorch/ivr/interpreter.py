@@ -52,6 +52,17 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Wait in an ACD queue for an operator (the runner plays music and announcements)."""
+
+    queue: str
+    priority: int
+    busy_text: str | None  # a template: {ewt_min}, {position}
+    announce_every: float
+    music: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Hangup:
     reason: str
 
@@ -64,7 +75,7 @@ class Visited:
     type: str
 
 
-Action = Play | StopPrompts | Authorize | Transfer | Hangup | Visited
+Action = Play | StopPrompts | Authorize | Transfer | Enqueue | Hangup | Visited
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(money|number|digits))?\}")
 
@@ -156,6 +167,17 @@ class Session:
             target = n.spec["fail"]
         return self._goto(now, target)
 
+    def on_queue_left(self, now: float, outcome: str) -> list[Action]:
+        """The call left its queue without an operator (timed out, overflowed, no queue)."""
+        n = self.node
+        if n is None or n.type != "queue":
+            return []
+        self.vars["queue_outcome"] = outcome
+        if "on_fail" in n.spec:
+            return self._goto(now, n.spec["on_fail"])
+        self.phase = "done"
+        return [Hangup(f"queue-{outcome}")]
+
     def on_transfer_failed(self, now: float) -> list[Action]:
         n = self.node
         if n is None or n.type != "transfer":
@@ -208,6 +230,18 @@ class Session:
         if n.type == "transfer":
             self.phase = "busy"
             return [*out, Transfer(self.fill(str(s["to"])))]
+        if n.type == "queue":
+            self.phase = "queued"
+            return [
+                *out,
+                Enqueue(
+                    str(s["queue"]),
+                    int(s.get("priority", 0)),
+                    s.get("busy_text"),
+                    float(s.get("announce_every", 30)),
+                    s.get("music"),
+                ),
+            ]
         if n.type == "hangup":
             if s.get("text"):
                 self.phase = "prompting"

@@ -21,6 +21,7 @@ from ccorch.ivr import tts
 from ccorch.ivr.interpreter import (
     Action,
     Authorize,
+    Enqueue,
     Hangup,
     Play,
     Prompt,
@@ -56,6 +57,9 @@ class IvrRunner:
         self.task: asyncio.Task[None] | None = None
         self.prompts_played: list[Path] = []  # TTS files, in order (tests compare the audio)
         self.stopped = False
+        self.queued: Enqueue | None = None
+        self.announce_id: int | None = None
+        self.announce_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"ivr-{self.call.id}")
@@ -65,6 +69,8 @@ class IvrRunner:
         self.stopped = True
         if self.timer is not None:
             self.timer.cancel()
+        if self.announce_timer is not None:
+            self.announce_timer.cancel()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
 
@@ -77,6 +83,13 @@ class IvrRunner:
     def transfer_failed(self) -> None:
         self.inputs.put_nowait(("transfer_failed",))
 
+    def queue_left(self, outcome: str) -> None:
+        self.inputs.put_nowait(("queue_left", outcome))
+
+    def offer_ended(self) -> None:
+        """The operator we rang did not take the call: the caller is still waiting."""
+        self.inputs.put_nowait(("requeued",))
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -87,8 +100,19 @@ class IvrRunner:
                 kind = item[0]
                 if kind == "digit":
                     actions = self.session.on_digit(now, item[1])
+                elif kind == "done" and self.queued is not None and item[1] == self.announce_id:
+                    self._music()
+                    actions = []
                 elif kind == "done":
                     actions = self.session.on_prompts_done(now) if item[1] == self.play_id else []
+                elif kind == "announce":
+                    await self._announce()
+                    actions = []
+                elif kind == "requeued":
+                    actions = []
+                elif kind == "queue_left":
+                    self._leave_queue()
+                    actions = self.session.on_queue_left(now, item[1])
                 elif kind == "timeout":
                     actions = self.session.on_timeout(now)
                 elif kind == "auth":
@@ -131,11 +155,63 @@ class IvrRunner:
             elif isinstance(a, Transfer):
                 if not self.call.transfer_from_ivr(a.to):
                     self.inputs.put_nowait(("transfer_failed",))
+            elif isinstance(a, Enqueue):
+                await self._enqueue(a)
             elif isinstance(a, Hangup):
                 self.stopped = True
                 self.call.end_from(self.call.a, f"ivr-{a.reason}")
                 return
         self._arm()
+
+    # --- waiting in a queue ---
+
+    async def _enqueue(self, a: Enqueue) -> None:
+        self.queued = a
+        if not self.call.enqueue(a.queue, a.priority):
+            self.queue_left("unavailable")
+            return
+        if self.call.state == "ringing" or a.busy_text is None:
+            self._music()  # an operator is being rung already: no "all busy" message
+        else:
+            await self._announce()
+
+    async def _announce(self) -> None:
+        """ "All operators are busy, approximate wait N min", then the music again."""
+        a = self.queued
+        if a is None or self.stopped or a.busy_text is None:
+            return
+        ewt = self.call.estimated_wait()
+        # rounded up to the half minute, as the seed's "0.5 мин."
+        self.session.vars["ewt_min"] = tts.number(
+            max(0.5, -(-(ewt or 30.0) // 30) / 2), self.session.flow.language
+        )
+        self.session.vars["position"] = self.call.queue_position() or 1
+        pcm = await self._render((Prompt(text=self.session.fill(a.busy_text)),))
+        if self.stopped or self.queued is None:
+            return
+        self.deps.media.stop_playback(self.leg)
+        self.announce_id = self.deps.media.play_pcm(self.leg, pcm)
+        loop = asyncio.get_running_loop()
+        if self.announce_timer is not None:
+            self.announce_timer.cancel()
+        self.announce_timer = loop.call_later(
+            a.announce_every, self.inputs.put_nowait, ("announce",)
+        )
+
+    def _music(self) -> None:
+        a = self.queued
+        if a is None or self.stopped:
+            return
+        pcm = _pcm8k(Path(self.session.flow.path).parent / a.music) if a.music else default_music()
+        self.play_id = None
+        self.deps.media.play_pcm(self.leg, pcm, loop_=True)
+
+    def _leave_queue(self) -> None:
+        self.queued = None
+        if self.announce_timer is not None:
+            self.announce_timer.cancel()
+            self.announce_timer = None
+        self.deps.media.stop_playback(self.leg)
 
     async def _render(self, prompts: tuple[Prompt, ...]) -> bytes:
         chunks: list[bytes] = []
@@ -173,3 +249,25 @@ def _pcm8k(path: Path) -> bytes:
         if w.getframerate() != 8000 or w.getsampwidth() != 2 or w.getnchannels() != 1:
             raise ValueError(f"{path}: prompts are 8 kHz 16-bit mono WAV")
         return bytes(w.readframes(w.getnframes()))
+
+
+_MUSIC: bytes | None = None
+
+
+def default_music() -> bytes:
+    """A quiet four-second tune (8 kHz PCM) looped while callers wait, when the flow names
+    no music file: a few soft sine notes with gentle fades, so it never clicks on the loop."""
+    global _MUSIC
+    if _MUSIC is None:
+        import array
+        import math
+
+        notes = [523.25, 659.25, 783.99, 659.25, 587.33, 698.46, 880.0, 698.46]
+        out = array.array("h")
+        per = 4000  # 0.5 s a note
+        for f in notes:
+            for i in range(per):
+                env = min(1.0, i / 400, (per - i) / 400)
+                out.append(int(3000 * env * math.sin(2 * math.pi * f * i / 8000)))
+        _MUSIC = out.tobytes()
+    return _MUSIC

@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class FlowStore:
-    def __init__(self, folder: Path, *, check_voices: bool = True) -> None:
+    def __init__(
+        self, folder: Path, *, check_voices: bool = True, queues: set[str] | None = None
+    ) -> None:
         self.folder = folder
+        self.queues = queues
         self.check_voice = tts.voice_problem if check_voices else None
         self.by_name: dict[str, Flow] = {}
         self.versions: dict[str, list[Flow]] = {}
@@ -48,7 +51,7 @@ class FlowStore:
             if known is not None and known[0] == mtime:
                 continue
             try:
-                flow = load_flow(path, check_voice=self.check_voice)
+                flow = load_flow(path, check_voice=self.check_voice, queues=self.queues)
             except FlowError as e:
                 self.files[path] = (mtime, known[1] if known else None)
                 self.errors[str(path)] = e.problems
@@ -74,7 +77,9 @@ class FlowStore:
     def upload(self, text: str, filename: str) -> Flow:
         """A new version from the API: checked, written to the folder, then served."""
         path = self.folder / filename
-        flow = parse_flow(text, str(path), base_dir=self.folder, check_voice=self.check_voice)
+        flow = parse_flow(
+            text, str(path), base_dir=self.folder, check_voice=self.check_voice, queues=self.queues
+        )
         tmp = path.with_suffix(".uploading")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)

@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import subprocess
+import uuid
 import warnings
 import wave
 from decimal import Decimal, InvalidOperation
@@ -74,7 +75,8 @@ def render(text: str, language: str, cache_dir: Path) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)
         pcm, _ = audioop.ratecv(frames, 2, 1, src_rate, RATE, None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    # a name of its own: two calls may render the same new prompt at the same moment
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
     with wave.open(str(tmp), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)

@@ -108,6 +108,8 @@ class SipService:
         self.trunks = trunks
         self.pool = pool
         self.calls: CallHandler | None = None
+        # told (user, reachable) when a phone's registrations appear or all go away
+        self.on_registration: Callable[[str, bool], None] | None = None
         self.dialogs: dict[tuple[str, str], DialogUser] = {}
         self.stats: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,6 +142,7 @@ class SipService:
                 self.spawn(self._probe_trunk(t))
         if self.max_loop_lag > 0:
             self.spawn(self._watch_loop_lag())
+        self.spawn(self._sweep_registrations())
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -387,7 +390,7 @@ class SipService:
         if (outcome.upserts or outcome.deletes) and self.pool is not None:
             self.spawn(self._persist_then_answer(user, outcome, txn, now))
         else:
-            self._answer_register(txn, outcome, now)
+            self._answer_register(txn, outcome, now, user)
 
     async def _persist_then_answer(
         self, user: str, outcome: reg.RegisterOutcome, txn: ServerTxn, now: float
@@ -403,9 +406,37 @@ class SipService:
             self.reply(txn, 500, "Registration Not Stored")
             return
         self.stats["registrations"] += 1
-        self._answer_register(txn, outcome, now)
+        self._answer_register(txn, outcome, now, user)
 
-    def _answer_register(self, txn: ServerTxn, outcome: reg.RegisterOutcome, now: float) -> None:
+    def _announce_registration(self, user: str, reachable: bool) -> None:
+        if self.on_registration is not None:
+            try:
+                self.on_registration(user, reachable)
+            except Exception:
+                log.exception("registration listener failed", extra={"user": user})
+
+    async def _sweep_registrations(self) -> None:
+        """Registrations run out without a message: notice it every few seconds."""
+        while True:
+            await asyncio.sleep(5)
+            now = self.now()
+            for user in list(self.registrar.bindings):
+                if not self.registrar.lookup(now, user):
+                    del self.registrar.bindings[user]
+                    self._announce_registration(user, False)
+
+    def announce_registered(self) -> None:
+        """Tell the listener about every phone registered now (after a restart)."""
+        now = self.now()
+        for user in list(self.registrar.bindings):
+            if self.registrar.lookup(now, user):
+                self._announce_registration(user, True)
+
+    def _answer_register(
+        self, txn: ServerTxn, outcome: reg.RegisterOutcome, now: float, user: str = ""
+    ) -> None:
+        if user:
+            self._announce_registration(user, bool(outcome.bindings))
         headers = [("contact", reg.contact_header(b, now)) for b in outcome.bindings]
         headers.append(("date", dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")))
         self.reply(txn, 200, headers=headers)

@@ -180,6 +180,30 @@ class SipCollector(Collector):
             ("cc_calls_active", "calls_active", "Calls in progress"),
         ):
             yield GaugeMetricFamily(name, text, value=s.get(key, 0))
+        acd = s.get("acd")
+        if acd is not None:
+            agents = GaugeMetricFamily("cc_acd_agents", "Agents by state", labels=["state"])
+            for st in ("logged_out", "ready", "not_ready", "offered", "busy", "wrap_up"):
+                agents.add_metric([st], acd["agents"].get(st, 0))
+            yield agents
+            yield GaugeMetricFamily(
+                "cc_acd_calls_waiting", "Calls waiting in queues", value=acd["waiting"]
+            )
+            left = CounterMetricFamily(
+                "cc_acd_calls_left",
+                "Calls that left a queue, by outcome",
+                labels=["queue", "outcome"],
+            )
+            waited = CounterMetricFamily(
+                "cc_acd_wait_seconds",
+                "Total wait of calls that left a queue",
+                labels=["queue", "outcome"],
+            )
+            for (q, outcome), n in sorted(acd["left"].items()):
+                left.add_metric([q, outcome], n)
+                waited.add_metric([q, outcome], acd["waited_ms"].get((q, outcome), 0) / 1000)
+            yield left
+            yield waited
         up = GaugeMetricFamily(
             "cc_sip_trunk_up", "1 if the trunk answers OPTIONS", labels=["trunk"]
         )

@@ -1,0 +1,270 @@
+"""The ACD in service: queues and agents from a TOML file, the Rust engine driven on the loop.
+
+    [[queue]]
+    name = "tech"
+    skills = "tech"              # skill expression an agent must satisfy
+    wrap_up_seconds = 10         # after-call work ("Работаю") before Ready again
+    ring_seconds = 15            # how long an agent's phone rings before the call goes back
+    strategy = "longest_idle"
+
+    [[agent]]
+    extension = "7001"           # the agent's SIP account; logged in while registered
+    skills = { tech = 5 }
+    queues = ["tech"]
+
+The engine (``ccorch._core.Acd``) is sans-IO: this service gives it the loop's time in ms,
+carries out its decisions (ring an agent, stop ringing) through the call controller, and
+wakes it at ``next_timeout``. Agents are logged in and Ready while their phone is registered
+(the desktop will add explicit states and reasons).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tomllib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ccorch._core import Acd
+from ccorch.acd import AgentChanged, CallLeft, Moved, Offer, RevokeOffer, decode
+from ccorch.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    skills: str
+    wrap_up_seconds: float = 10.0
+    ring_seconds: float = 15.0
+    strategy: str = "longest_idle"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    extension: str
+    skills: dict[str, int] = field(default_factory=dict)
+    queues: tuple[str, ...] = ()
+
+
+def load_queues(path: Path) -> tuple[list[QueueConfig], list[AgentConfig]]:
+    src = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [], []
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("queues file", src, f"valid TOML ({e})", src) from None
+    queues: list[QueueConfig] = []
+    for i, q in enumerate(data.get("queue", [])):
+        try:
+            queues.append(
+                QueueConfig(
+                    name=str(q["name"]),
+                    skills=str(q["skills"]),
+                    wrap_up_seconds=float(q.get("wrap_up_seconds", 10)),
+                    ring_seconds=float(q.get("ring_seconds", 15)),
+                    strategy=str(q.get("strategy", "longest_idle")),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"queue[{i}]", q, f"name, skills and numbers ({e})", src) from None
+    names = {q.name for q in queues}
+    agents: list[AgentConfig] = []
+    for i, a in enumerate(data.get("agent", [])):
+        try:
+            agent = AgentConfig(
+                extension=str(a["extension"]),
+                skills={str(k): int(v) for k, v in dict(a.get("skills", {})).items()},
+                queues=tuple(str(x) for x in a.get("queues", [])),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(
+                f"agent[{i}]", a, f"extension, skills and queues ({e})", src
+            ) from None
+        unknown = set(agent.queues) - names
+        if unknown or not agent.extension.isdigit():
+            raise ConfigError(
+                f"agent[{i}]",
+                a,
+                f"a numeric extension and known queues (unknown: {sorted(unknown)})",
+                src,
+            )
+        agents.append(agent)
+    return queues, agents
+
+
+class CallSide(Protocol):
+    """What the ACD needs from a call (``ccorch.calls.b2bua.Call`` provides it)."""
+
+    id: int
+
+    def offer_to_agent(self, extension: str, queue: str) -> bool: ...
+    def revoke_offer(self, extension: str) -> None: ...
+    def left_queue(self, outcome: str, waited_ms: int) -> None: ...
+
+
+class AcdService:
+    def __init__(self, queues: list[QueueConfig], agents: list[AgentConfig]) -> None:
+        self.acd = Acd()
+        self.queues = {q.name: q for q in queues}
+        self.queue_ids: dict[str, int] = {}
+        self.queue_names: dict[int, str] = {}
+        for q in queues:
+            qid = self.acd.add_queue(
+                q.name,
+                q.skills,
+                strategy_name=q.strategy,
+                wrap_up_ms=int(q.wrap_up_seconds * 1000),
+                offer_timeout_ms=int(q.ring_seconds * 1000),
+            )
+            self.queue_ids[q.name] = qid
+            self.queue_names[qid] = q.name
+        self.agents = {a.extension: a for a in agents}
+        self.calls: dict[int, CallSide] = {}
+        self.logged_in: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t0 = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.listeners: list[Callable[[Any], None]] = []  # typed ACD events, for metrics/desktop
+        self.left: Counter[tuple[str, str]] = Counter()  # (queue, outcome) -> calls
+        self.waited_ms: Counter[tuple[str, str]] = Counter()
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+
+    def now_ms(self) -> int:
+        assert self._loop is not None
+        return int((self._loop.time() - self._t0) * 1000)
+
+    # --- agents ---
+
+    def phone_registered(self, extension: str) -> None:
+        """An agent's phone is reachable: log the agent in (if it is one) and make it Ready."""
+        a = self.agents.get(extension)
+        if a is None or extension in self.logged_in:
+            return
+        now = self.now_ms()
+        self.acd.login(
+            now, int(extension), list(a.skills.items()), [self.queue_ids[q] for q in a.queues]
+        )
+        self.acd.set_ready(now, int(extension))
+        self.logged_in.add(extension)
+        log.info("agent logged in", extra={"agent": extension})
+        self._pump()
+
+    def phone_gone(self, extension: str) -> None:
+        if extension not in self.logged_in:
+            return
+        try:
+            self.acd.logout(self.now_ms(), int(extension))
+        except Exception as e:  # busy agents are logged out after their call by the next try
+            log.info("agent logout deferred", extra={"agent": extension, "error": str(e)})
+            return
+        self.logged_in.discard(extension)
+        self._pump()
+
+    def snapshot(self) -> dict[str, Any]:
+        states: Counter[str] = Counter()
+        for ext in self.agents:
+            st = self.agent_state(ext)
+            states[st[0] if st else "logged_out"] += 1
+        return {
+            "agents": dict(states),
+            "waiting": self.acd.waiting_calls,
+            "left": dict(self.left),
+            "waited_ms": dict(self.waited_ms),
+        }
+
+    def agent_state(self, extension: str) -> tuple[str, int | None] | None:
+        return self.acd.agent_state(int(extension)) if extension.isdigit() else None
+
+    # --- calls ---
+
+    def enqueue(self, call: CallSide, queue: str, priority: int = 0) -> bool:
+        qid = self.queue_ids.get(queue)
+        if qid is None:
+            return False
+        self.calls[call.id] = call
+        self.acd.enqueue(self.now_ms(), call.id, qid, priority)
+        self._pump()
+        return True
+
+    def estimated_wait(self, call: CallSide) -> float | None:
+        """Seconds the call can expect to wait, from the queue's recent service."""
+        return self.acd.estimated_wait(self.now_ms(), call.id)
+
+    def position(self, call: CallSide) -> int | None:
+        return self.acd.position(call.id)
+
+    def answered(self, call: CallSide) -> None:
+        self.acd.answer(self.now_ms(), call.id)
+        self._pump()
+
+    def not_answered(self, call: CallSide) -> None:
+        """The offered agent did not take it (busy, declined, failed): back to its place."""
+        self.acd.reject(self.now_ms(), call.id)
+        self._pump()
+
+    def caller_gone(self, call: CallSide) -> None:
+        if call.id in self.calls:
+            self.acd.hangup(self.now_ms(), call.id)
+            self._pump()
+
+    def call_ended(self, call: CallSide) -> None:
+        """A served call ended: its agent goes to wrap-up."""
+        if self.acd.serving_agent(call.id) is not None:
+            self.acd.end_call(self.now_ms(), call.id)
+        self.calls.pop(call.id, None)
+        self._pump()
+
+    # --- the engine's decisions ---
+
+    def _pump(self) -> None:
+        for raw in self.acd.poll_actions():
+            ev = decode(raw)
+            for listener in self.listeners:
+                listener(ev)
+            if isinstance(ev, Offer):
+                call = self.calls.get(ev.call)
+                ext = str(ev.agent)
+                if call is None or not call.offer_to_agent(ext, self.queue_names.get(ev.queue, "")):
+                    self.acd.reject(self.now_ms(), ev.call)
+            elif isinstance(ev, RevokeOffer):
+                call = self.calls.get(ev.call)
+                if call is not None:
+                    call.revoke_offer(str(ev.agent))
+            elif isinstance(ev, CallLeft):
+                key = (self.queue_names.get(ev.queue, "?"), ev.outcome)
+                self.left[key] += 1
+                self.waited_ms[key] += ev.waited_ms
+                call = self.calls.get(ev.call)
+                if call is not None:
+                    if ev.outcome != "answered":
+                        self.calls.pop(ev.call, None)
+                    call.left_queue(ev.outcome, ev.waited_ms)
+            elif isinstance(ev, AgentChanged | Moved):
+                log.info("acd", extra={"event": repr(ev)})
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        t = self.acd.next_timeout()
+        if t is not None and self._loop is not None:
+            self._timer = self._loop.call_at(self._t0 + t / 1000, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.acd.handle_timeout(self.now_ms())
+        self._pump()
+
+
+__all__ = ["AcdService", "AgentConfig", "QueueConfig", "load_queues"]

@@ -1,0 +1,271 @@
+"""The inbound path end to end: trunk → IVR → ACD queue → the operator's phone, with real
+parts: SIPp as trunk signaling and as operators' phones (echoing RTP back), the test's own
+RTP endpoint as the caller's ear and mouth, the media engine, PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ccorch._core import g711_decode, g711_encode
+from ccorch.ivr import tts
+from ccorch.ivr.runner import default_music
+from tests.conftest import Node, _with_dbname, start_node
+from tests.sipp import SCENARIOS, Uas, free_udp_port, metrics, run, wait_for
+from tests.test_ivr import Phone
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+QUEUES = """
+[[queue]]
+name = "tech"
+skills = "tech"
+wrap_up_seconds = 1
+ring_seconds = 5
+
+[[queue]]
+name = "general"
+skills = "general"
+wrap_up_seconds = 1
+ring_seconds = 5
+
+[[agent]]
+extension = "7001"
+skills = { tech = 5 }
+queues = ["tech"]
+
+[[agent]]
+extension = "7003"
+skills = { general = 5 }
+queues = ["general"]
+"""
+
+
+@dataclass
+class Center:
+    node: Node
+    sip_port: int
+    trunk_port: int
+    cwd: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
+
+    def m(self) -> dict[str, float]:
+        return metrics(self.node.base)
+
+    def register(self, ext: str) -> int:
+        port = free_udp_port()
+        r = run(
+            "agent_register.xml",
+            self.target,
+            port=free_udp_port(),
+            cwd=self.cwd,
+            extra=[
+                "-s",
+                ext,
+                "-au",
+                ext,
+                "-ap",
+                f"agent{ext}",
+                "-key",
+                "contact_port",
+                str(port),
+                "-key",
+                "expires",
+                "300",
+            ],
+        )
+        assert r.ok, r
+        return port
+
+    def caller(
+        self, scenario: str = "trunk_ivr_call.xml", extra: list[str] | None = None
+    ) -> tuple[Phone, subprocess.Popen[bytes]]:
+        phone = Phone()
+        p = subprocess.Popen(
+            [
+                "sipp",
+                "-sf",
+                str(SCENARIOS / scenario),
+                "-s",
+                "100",
+                "-key",
+                "rtp_port",
+                str(phone.port),
+                "-p",
+                str(free_udp_port()),
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "90s",
+                *(extra or []),
+                self.target,
+            ],
+            cwd=self.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return phone, p
+
+
+@pytest.fixture(scope="module")
+def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
+    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    cwd = tmp_path_factory.mktemp("center")
+    flows = cwd / "flows"
+    flows.mkdir()
+    for f in (REPO / "flows").glob("*.yaml"):
+        shutil.copy(f, flows / f.name)
+    (flows / "queues.toml").write_text(QUEUES)
+    sip_port, trunk_port = free_udp_port(), free_udp_port()
+    (cwd / "trunks.toml").write_text(
+        '[[trunk]]\nname = "carrier"\nhost = "127.0.0.1"\noptions_interval = 0\n'
+    )
+    rtp = 20000 + (sip_port % 200) * 100
+    (cwd / "ccorch.toml").write_text(
+        f'[sip]\nport = {sip_port}\nt1_ms = 50\ntrunks_file = "{cwd / "trunks.toml"}"\n'
+        'auth_algorithms = "MD5,SHA-256"\n'
+        f"[media]\nport_min = {rtp}\nport_max = {rtp + 99}\n"
+        f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{cwd / "tts"}"\n'
+    )
+    node = start_node(
+        cwd,
+        {"DATABASE_URL": _with_dbname(pg_admin_url, name), "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12},
+    )
+    try:
+        yield Center(node, sip_port, trunk_port, cwd)
+    finally:
+        node.kill()
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _mulaw_roundtrip(pcm: bytes) -> bytes:
+    out = g711_decode(g711_encode(pcm, "PCMU"), "PCMU")
+    return out[: len(out) - len(out) % 320]
+
+
+def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -> None:
+    phone_port = center.register("7001")
+    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) >= 1, 5)
+    # the operator's phone answers after 0.3 s, echoes every RTP packet back, hangs up at 4 s
+    agent = Uas(
+        "agent_hangup.xml", port=phone_port, cwd=center.cwd, extra=["-d", "4000", "-rtp_echo"]
+    )
+    phone, sipp = center.caller()
+    try:
+        phone.listen(1.5)
+        phone.press("1")
+        # the recording notice, then the queue rings the operator at once (no "all busy")
+        deadline = time.monotonic() + 15
+        while center.m().get('cc_acd_agents{state="busy"}', 0) < 1 and time.monotonic() < deadline:
+            phone.listen(0.2)
+        assert center.m().get('cc_acd_agents{state="busy"}', 0) == 1
+        heard_before = len(phone.heard)
+        sent = phone.talk(2.0)  # the caller speaks; the operator's phone echoes it back
+        echoed = bytes(phone.heard[heard_before:])
+        back = sum(1 for p in sent if p in echoed)
+        assert back >= len(sent) // 2, f"{back} of {len(sent)} frames came back through the bridge"
+        assert sipp.wait(20) == 0  # the operator hung up: the caller got BYE
+        assert agent.wait().ok
+    finally:
+        phone.sock.close()
+        if sipp.poll() is None:
+            sipp.kill()
+    # after-call work (1 s in this test's queues), then Ready again
+    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) == 1, 5), center.m()
+    m = center.m()
+    assert m['cc_acd_calls_left_total{outcome="answered",queue="tech"}'] == 1
+
+
+def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
+    center: Center,
+) -> None:
+    phone_port = center.register("7003")
+    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) >= 1, 5)
+    # one operator for the general queue, two calls of 12 s each in a row (the "all busy"
+    # announcement alone takes 7 s: the waiting caller must hear it and then the music)
+    agent = Uas("agent_hangup.xml", port=phone_port, cwd=center.cwd, m=2, extra=["-d", "12000"])
+    first, first_sipp = center.caller()
+    second, second_sipp = center.caller()
+    third, third_sipp = center.caller("trunk_ivr_hangup.xml", ["-d", "5000"])
+    threads: list[threading.Thread] = []
+    try:
+        first.listen(1.5)
+        first.press("2")
+        assert wait_for(lambda: center.m().get('cc_acd_agents{state="busy"}', 0) == 1, 10)
+
+        def waiting_caller(p: Phone, seconds: float) -> None:
+            p.listen(1.0)
+            p.press("2")
+            p.listen(seconds)
+
+        threads = [
+            threading.Thread(target=waiting_caller, args=(second, 25.0)),
+            threading.Thread(target=waiting_caller, args=(third, 3.0)),
+        ]
+        for t in threads:
+            t.start()
+        first.listen(1.0)
+        for t in threads:
+            t.join(45)
+        assert first_sipp.wait(20) == 0
+        assert third_sipp.wait(20) == 0  # hung up while waiting
+        assert second_sipp.wait(40) == 0  # connected when the operator was free, then BYE
+        assert agent.wait().ok  # both calls reached the operator's phone
+    finally:
+        for p in (first, second, third):
+            p.sock.close()
+        for s in (first_sipp, second_sipp, third_sipp):
+            if s.poll() is None:
+                s.kill()
+    heard = g711_decode(bytes(second.heard), "PCMU")
+    # the music on hold, as the caller got it
+    tune = _mulaw_roundtrip(default_music()[: 8000 * 2])
+    assert tune in heard, "the waiting caller did not hear the music"
+    # and the "all operators are busy" announcement was rendered and played before it
+    rendered = sorted((center.cwd / "tts" / "ru").glob("*.wav"), key=lambda f: f.stat().st_mtime)
+    busy = [f for f in rendered if _pcm_in(f, heard)]
+    assert busy, "no TTS prompt found in the waiting caller's audio"
+    m = center.m()
+    assert m['cc_acd_calls_left_total{outcome="answered",queue="general"}'] == 2
+    assert m['cc_acd_calls_left_total{outcome="abandoned",queue="general"}'] == 1
+    assert (
+        m['cc_acd_wait_seconds_total{outcome="answered",queue="general"}'] > 2
+    )  # the second waited
+
+
+def _pcm_in(path: Path, heard: bytes) -> bool:
+    with wave.open(str(path)) as w:
+        pcm = w.readframes(w.getnframes())
+    return _mulaw_roundtrip(pcm)[:16000] in heard
+
+
+def test_busy_text_is_the_seeds(center: Center) -> None:
+    """The seed's words with the estimate filled in, in the form the voice speaks."""
+    from ccorch.ivr.flow import load_flow
+    from ccorch.ivr.interpreter import Session
+
+    flow = load_flow(center.cwd / "flows" / "abc-internet-ru.yaml")
+    s = Session(flow, {"ewt_min": tts.number(0.5, "ru")})
+    text = s.fill(flow.nodes["tech"].spec["busy_text"])
+    assert (
+        text
+        == "Все операторы на линии заняты. Приблизительное время ожидания для соединения 0,5 мин."
+    )
