@@ -40,7 +40,7 @@ from ccorch.sip import registrar as sip_registrar
 from ccorch.sip.guard import Guard
 from ccorch.sip.service import SipService
 from ccorch.sip.transaction import Timers
-from ccorch.sip.trunks import load_trunks
+from ccorch.sip.trunks import Trunk, load_trunks
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
 
 log = logging.getLogger(__name__)
@@ -109,16 +109,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         if config.crm.demo:
             async with app.ctx.pool.connection() as conn:
                 await sip_registrar.load_demo_phones(conn, sc.realm)
-        trunks_path = Path(sc.trunks_file)
-        if not trunks_path.exists() and sc.trunks_file == SipConfig.trunks_file:
-            # the default file belongs to the repository; elsewhere a node starts with no trunks
-            log.warning(
-                "no trunks file: calls only between registered phones",
-                extra={"file": str(trunks_path)},
-            )
-            trunks = []
-        else:
-            trunks = load_trunks(trunks_path)
+        trunks = _load_trunks(sc)
         service = SipService(
             host=sc.host,
             port=sc.port,
@@ -240,6 +231,17 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.add_route(openapi, "/openapi.json", methods=["GET"], name="openapi")
     app.blueprint(crm_api.blueprint())
     return app
+
+
+def _load_trunks(sc: SipConfig) -> list[Trunk]:
+    path = Path(sc.trunks_file)
+    if not path.exists() and sc.trunks_file == SipConfig.trunks_file:
+        # the default file belongs to the repository; elsewhere a node starts with no trunks
+        log.warning(
+            "no trunks file: calls only between registered phones", extra={"file": str(path)}
+        )
+        return []
+    return load_trunks(path)
 
 
 async def openapi(request: Request) -> HTTPResponse:
