@@ -58,6 +58,7 @@ class Center:
     sip_port: int
     trunk_port: int
     cwd: Path
+    db: str
 
     @property
     def target(self) -> str:
@@ -144,12 +145,10 @@ def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         f"[media]\nport_min = {rtp}\nport_max = {rtp + 99}\n"
         f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{cwd / "tts"}"\n'
     )
-    node = start_node(
-        cwd,
-        {"DATABASE_URL": _with_dbname(pg_admin_url, name), "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12},
-    )
+    db = _with_dbname(pg_admin_url, name)
+    node = start_node(cwd, {"DATABASE_URL": db, "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12})
     try:
-        yield Center(node, sip_port, trunk_port, cwd)
+        yield Center(node, sip_port, trunk_port, cwd, db)
     finally:
         node.kill()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
@@ -192,6 +191,41 @@ def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -
     assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) == 1, 5), center.m()
     m = center.m()
     assert m['cc_acd_calls_left_total{outcome="answered",queue="tech"}'] == 1
+    # the CDR and the caller's history: Ivan Petrenko's number, identified before the IVR
+    with psycopg.connect(center.db) as conn:
+
+        def written() -> bool:
+            got = conn.execute("SELECT count(*) FROM cdrs").fetchone()
+            return got is not None and got[0] == 1
+
+        assert wait_for(written, 5)
+        row = conn.execute(
+            """SELECT ani, dnis, flow, queue, agent, outcome, status, customer_id, waited_ms,
+                      arrived_at < ivr_ended_at AND ivr_ended_at <= queued_at
+                      AND queued_at <= offered_at AND offered_at <= answered_at
+                      AND answered_at < ended_at, talk_seconds
+               FROM cdrs"""
+        ).fetchone()
+        assert row is not None
+        ani, dnis, flow, queue, agent, outcome, status, customer_id, waited, ordered, talk = row
+        assert (ani, dnis, flow, queue, agent, outcome, status) == (
+            "380671234567",
+            "100",
+            "abc-internet-ru",
+            "tech",
+            "7001",
+            "agent-hangup",
+            200,
+        )
+        assert ordered, "the CDR's timestamps are out of order"
+        assert waited is not None and waited >= 0 and 3 <= talk <= 6
+        name = conn.execute("SELECT name FROM customers WHERE id = %s", (customer_id,)).fetchone()
+        assert name == ("Ivan Petrenko",)
+        hist = conn.execute(
+            "SELECT channel, direction, queue, disposition FROM interactions WHERE customer_id = %s",
+            (customer_id,),
+        ).fetchall()
+        assert hist == [("call", "in", "tech", "agent-hangup")]
 
 
 def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(

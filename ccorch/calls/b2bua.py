@@ -12,6 +12,7 @@ leg (attended, Replaces: RFC 3891).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import logging
 from collections.abc import Callable
@@ -28,7 +29,9 @@ from ccorch.calls import (
     CallHeld,
     CallRinging,
     CallTransferred,
+    cdr,
 )
+from ccorch.crm import store as crm_store
 from ccorch.ivr.flow import Flow
 from ccorch.ivr.interpreter import Session
 from ccorch.ivr.runner import IvrDeps, IvrRunner
@@ -403,6 +406,18 @@ class Call:
         self.ivr: IvrRunner | None = None
         self.queue: str | None = None  # the ACD queue the caller waits in (or was served from)
         self.served = False  # an operator from the queue answered
+        # for the CDR: wall-clock moments of the call's path, and who it was
+        self.sip_call_id = req.call_id
+        self.arrived_at = dt.datetime.now(dt.UTC)
+        self.ivr_ended_at: dt.datetime | None = None
+        self.queued_at: dt.datetime | None = None
+        self.offered_at: dt.datetime | None = None
+        self.agent_answered_at: dt.datetime | None = None
+        self.agent: str | None = None
+        self.flow: str | None = None
+        self.customer_id: int | None = None
+        self.customer: dict[str, Any] = {}
+        self.waited_ms: int | None = None
 
     # --- arrival ---
 
@@ -434,6 +449,7 @@ class Call:
                 self.started,
             )
         )
+        await self._identify()
         try:
             decision = await self.ctl.router.route(self)
         except Exception:
@@ -463,6 +479,26 @@ class Call:
         self.ring_timer = loop.call_later(self.ctl.ring_timeout, self._ring_timeout)
         svc.stats["calls_started"] += 1
 
+    async def _identify(self) -> None:
+        """ANI → the customer, before the IVR (one match only; several are for the desktop)."""
+        deps = self.ctl.ivr
+        if deps is None or deps.pool is None or not self.ani or self.origin.trunk is None:
+            return
+        try:
+            async with deps.pool.connection() as conn:
+                matches = await crm_store.identify_by_ani(conn, self.ani, self.origin.trunk.country)
+        except Exception as e:
+            log.warning("caller not identified", extra={"call": self.id, "error": str(e)})
+            return
+        if len(matches) == 1:
+            m = matches[0]
+            self.customer_id = m.customer_id
+            self.customer = {
+                "customer_id": m.customer_id,
+                "customer_name": m.name,
+                "segment": m.segment or "",
+            }
+
     def _start_ivr(self, flow: Flow) -> None:
         """Answer the caller and hand the call to the flow (the IVR speaks on leg A)."""
         svc = self.ctl.service
@@ -471,7 +507,10 @@ class Call:
         self.answered_at = svc.now()
         svc.stats["calls_ivr"] += 1
         assert self.a.media is not None and self.ctl.ivr is not None
-        session = Session(flow, {"ani": self.ani, "dnis": self.dnis, "call_id": self.id})
+        self.flow = flow.name
+        session = Session(
+            flow, {"ani": self.ani, "dnis": self.dnis, "call_id": self.id, **self.customer}
+        )
         self.ivr = IvrRunner(self, session, self.ctl.ivr, self.a.media)
         self.ivr.start()
 
@@ -483,6 +522,7 @@ class Call:
             return False
         self.queue = queue
         self.state = "queued"
+        self.ivr_ended_at = self.queued_at = dt.datetime.now(dt.UTC)
         return acd.enqueue(self, queue, priority)
 
     def estimated_wait(self) -> float | None:
@@ -501,6 +541,7 @@ class Call:
             return False
         self.b = leg
         self.state = "ringing"
+        self.offered_at = dt.datetime.now(dt.UTC)
         return True
 
     def revoke_offer(self, extension: str) -> None:
@@ -510,6 +551,7 @@ class Call:
             self.state = "queued"
 
     def left_queue(self, outcome: str, waited_ms: int) -> None:
+        self.waited_ms = waited_ms
         if outcome == "answered":
             return
         log.info(
@@ -713,11 +755,15 @@ class Call:
         if self.ivr is not None:  # the caller leaves the IVR for the agent
             self.ivr.stop()
             self.ivr = None
+            if self.ivr_ended_at is None:
+                self.ivr_ended_at = dt.datetime.now(dt.UTC)
             self.ctl.media.stop_playback(a.media)
         self.room = self.ctl.media.bridge(a.media, b.media)
         if self.queue is not None and self.ctl.acd is not None and not self.served:
             self.served = True
             self.ctl.acd.answered(self)
+        self.agent = b.target
+        self.agent_answered_at = dt.datetime.now(dt.UTC)
         if a.state != "confirmed":
             self._answer_a()
         self.state = "answered"
@@ -842,6 +888,41 @@ class Call:
         self.ctl.calls.pop(self.key, None)
         now = svc.now()
         talk = now - self.answered_at if self.answered_at is not None else 0.0
+        ended = dt.datetime.now(dt.UTC)
+        if self.ivr is not None and self.ivr_ended_at is None:
+            self.ivr_ended_at = ended
+        operator_talk = (
+            (ended - self.agent_answered_at).total_seconds() if self.agent_answered_at else 0.0
+        )
+        if self.ctl.ivr is not None and self.ctl.ivr.pool is not None:
+            svc.spawn(
+                cdr.write_logged(
+                    self.ctl.ivr.pool,
+                    cdr.Cdr(
+                        call_ref=self.id,
+                        sip_call_id=self.sip_call_id,
+                        ani=self.ani,
+                        dnis=self.dnis,
+                        origin=self.origin.trunk.name
+                        if self.origin.trunk
+                        else f"agent:{self.origin.agent}",
+                        flow=self.flow,
+                        queue=self.queue,
+                        agent=self.agent,
+                        customer_id=self.customer_id,
+                        outcome=reason,
+                        status=status,
+                        arrived_at=self.arrived_at,
+                        ivr_ended_at=self.ivr_ended_at,
+                        queued_at=self.queued_at,
+                        offered_at=self.offered_at,
+                        answered_at=self.agent_answered_at,
+                        ended_at=ended,
+                        waited_ms=self.waited_ms,
+                        talk_seconds=operator_talk,
+                    ),
+                )
+            )
         svc.stats[f"calls_ended_{reason}"] += 1
         self.ctl.events.publish(CallEnded(self.id, reason, status, now, talk))
 
