@@ -141,7 +141,12 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             session_expires=sc.session_expires,
             min_se=sc.min_se,
             flows=flows,
-            ivr=IvrDeps(app.ctx.media, app.ctx.pool, Path(config.ivr.tts_cache_dir)),
+            ivr=IvrDeps(
+                app.ctx.media,
+                app.ctx.pool,
+                Path(config.ivr.tts_cache_dir),
+                app.ctx.recordings_dir,
+            ),
             acd=acd,
         )
         service.on_registration = lambda user, up: (

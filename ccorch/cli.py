@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP listen address (overrides http.host)")
     serve.add_argument("--port", type=int, help="HTTP port (overrides http.port)")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
+    demo = sub.add_parser("demo-call", help="place a demo call into the running node (SIPp)")
+    demo.add_argument(
+        "--option",
+        type=int,
+        choices=(1, 2, 3),
+        default=3,
+        help="the menu key: 3 balance, 1/2 operator",
+    )
+    demo.add_argument("--dnis", default="100", help="service number: 100 ru, 101 en, 102 zh")
     return p
 
 
@@ -111,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ccorch: configuration error: {e}", file=sys.stderr)
         return 2
     setup_logging(config.log.level, config.log.format)
+    if args.command == "demo-call":
+        from ccorch.demo import demo_call
+
+        return demo_call(config, args.option, args.dnis)
     try:
         if args.command == "migrate":
             return cmd_migrate(config)

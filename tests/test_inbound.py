@@ -226,6 +226,23 @@ def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -
             (customer_id,),
         ).fetchall()
         assert hist == [("call", "in", "tech", "agent-hangup")]
+        rec = conn.execute("SELECT recording_path FROM cdrs").fetchone()
+        ref = conn.execute(
+            "SELECT recording_ref FROM interactions WHERE customer_id = %s", (customer_id,)
+        ).fetchone()
+    # the recording: the caller on the left, the operator (echoing the caller) on the right
+    assert rec is not None and rec[0] and ref == rec
+    with wave.open(rec[0]) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
+        frames = w.readframes(w.getnframes())
+        seconds = w.getnframes() / 8000
+    import array
+
+    samples = array.array("h", frames)
+    left, right = samples[0::2], samples[1::2]
+    loud = [sum(1 for x in ch if abs(x) > 2000) for ch in (left, right)]
+    assert 3 <= seconds <= 6, seconds
+    assert loud[0] > 8000 and loud[1] > 8000, loud  # a second and more of tone on each side
 
 
 def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
@@ -303,3 +320,34 @@ def test_busy_text_is_the_seeds(center: Center) -> None:
         text
         == "Все операторы на линии заняты. Приблизительное время ожидания для соединения 0,5 мин."
     )
+
+
+def test_demo_call_helper_places_the_balance_call(center: Center, tmp_path: Path) -> None:
+    """`ccorch demo-call` (what a newcomer runs): SIPp from the demo trunk presses 3, 1001#,
+    1234# as RFC 4733 events from its own RTP end; the flow answers with the balance and hangs up."""
+    import sys
+
+    trunks = tmp_path / "trunks.toml"
+    trunks.write_text(
+        f'[[trunk]]\nname = "demo-carrier"\nhost = "127.0.0.1"\nport = {free_udp_port()}\n'
+        'match = "host+port"\noptions_interval = 0\n'
+    )
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(f'[sip]\nport = {center.sip_port}\ntrunks_file = "{trunks}"\n')
+    before = center.m().get('cc_calls_ended_total{reason="ivr-flow"}', 0)
+    r = subprocess.run(
+        [sys.executable, "-m", "ccorch", "--config", str(cfg), "demo-call", "--option", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "the call ended normally" in r.stderr
+    ended = {k: v for k, v in center.m().items() if k.startswith("cc_calls_ended")}
+    assert ended.get('cc_calls_ended_total{reason="ivr-flow"}', 0) == before + 1, ended
+    with psycopg.connect(center.db) as conn:
+        row = conn.execute(
+            "SELECT outcome, queue, agent FROM cdrs WHERE dnis = '100' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("ivr-flow", None, None)

@@ -257,6 +257,7 @@ class Phone:
         assert self.peer is not None, "no audio from the IVR yet"
         sent: list[bytes] = []
         n = int(seconds * 50)
+        start = time.monotonic()
         for f in range(n):
             pcm = b"".join(
                 struct.pack("<h", int(6000 * math.sin(2 * math.pi * 440 * (f * 160 + i) / 8000)))
@@ -267,7 +268,8 @@ class Phone:
             self.ts += 160
             self.sock.sendto(_rtp(0, self.seq, self.ts, self.ssrc, payload), self.peer)
             sent.append(payload)
-            self.listen(0.02)
+            # paced on the clock, as a phone is: 20 ms after 20 ms, not "20 ms plus our work"
+            self.listen(max(0.0, start + (f + 1) * 0.02 - time.monotonic()))
         return sent
 
     def press(self, keys: str) -> None:

@@ -418,6 +418,8 @@ class Call:
         self.customer_id: int | None = None
         self.customer: dict[str, Any] = {}
         self.waited_ms: int | None = None
+        self.recording: int | None = None
+        self.recording_path: str | None = None
 
     # --- arrival ---
 
@@ -478,6 +480,25 @@ class Call:
         loop = asyncio.get_running_loop()
         self.ring_timer = loop.call_later(self.ctl.ring_timeout, self._ring_timeout)
         svc.stats["calls_started"] += 1
+
+    def _start_recording(self, caller: int, operator: int) -> None:
+        """Contact-center calls are recorded from the operator's answer (the flow said so):
+        the caller on the left channel, the operator on the right."""
+        deps = self.ctl.ivr
+        if deps is None or deps.recordings_dir is None:
+            return
+        day = self.arrived_at.strftime("%Y/%m/%d")
+        path = (
+            deps.recordings_dir
+            / day
+            / f"{self.arrived_at:%H%M%S}-{self.id}-{self.ani or 'anon'}.wav"
+        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.recording = self.ctl.media.start_recording(path, caller, operator)
+            self.recording_path = str(path)
+        except Exception as e:  # the call goes on unrecorded; the CDR says so (no path)
+            log.error("recording not started", extra={"call": self.id, "error": str(e)})
 
     async def _identify(self) -> None:
         """ANI → the customer, before the IVR (one match only; several are for the desktop)."""
@@ -764,6 +785,8 @@ class Call:
             self.ctl.acd.answered(self)
         self.agent = b.target
         self.agent_answered_at = dt.datetime.now(dt.UTC)
+        if self.flow is not None and self.recording is None:
+            self._start_recording(a.media, b.media)
         if a.state != "confirmed":
             self._answer_a()
         self.state = "answered"
@@ -862,6 +885,12 @@ class Call:
         self._cancel_ring_timer()
         if self.ivr is not None:
             self.ivr.stop()
+        if self.recording is not None:
+            try:
+                self.ctl.media.stop_recording(self.recording)  # finalized before the legs go
+            except Exception as e:
+                log.error("recording not stopped", extra={"call": self.id, "error": str(e)})
+            self.recording = None
         if self.queue is not None and self.ctl.acd is not None:
             if self.served:
                 self.ctl.acd.call_ended(self)  # the operator goes to wrap-up
@@ -920,6 +949,7 @@ class Call:
                         ended_at=ended,
                         waited_ms=self.waited_ms,
                         talk_seconds=operator_talk,
+                        recording_path=self.recording_path,
                     ),
                 )
             )

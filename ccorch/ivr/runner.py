@@ -43,6 +43,7 @@ class IvrDeps:
     media: MediaEngine
     pool: AsyncConnectionPool | None
     tts_dir: Path
+    recordings_dir: Path | None = None  # where operators' calls are recorded
 
 
 class IvrRunner:

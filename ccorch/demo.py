@@ -1,0 +1,229 @@
+"""``ccorch demo-call``: place a demo call into a running node with SIPp, no phone needed.
+
+- option 3 (default): the seed's self-service: press 3, contract 1001#, PIN 1234#, hear the
+  balance; the flow hangs up.
+- option 1 or 2: an operator's phone (7001 or 7003, a SIPp that answers and hangs up after
+  a few seconds) registers, and the call goes through the queue to it.
+
+The call comes from the configured trunk on loopback (``sip/trunks.toml``: demo-carrier,
+127.0.0.1:5070): SIPp does the signaling, and the caller's RTP end is here (it presses the
+keys as RFC 4733 events and counts what it hears). Watch the node's log and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ccorch.config import Config
+from ccorch.sip.trunks import load_trunks
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "sip" / "sipp"
+OPERATORS = {1: "7001", 2: "7003"}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class DemoPhone:
+    """The caller's RTP end for the demo: listens, and presses keys as RFC 4733 events (each
+    key its own event timestamp, so "1001" is four presses, which replayed pcaps cannot do)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.02)
+        self.port: int = self.sock.getsockname()[1]
+        self.peer: tuple[str, int] | None = None
+        self.heard = 0
+        self.seq, self.ts, self.ssrc = random.randrange(1 << 16), 0, random.randrange(1 << 32)  # noqa: S311 - RTP ids, not secrets
+
+    def listen(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                _data, addr = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if addr[0].startswith("127."):  # loopback only
+                self.peer = addr
+                self.heard += 1
+
+    def press(self, keys: str) -> None:
+        if self.peer is None:
+            return
+        for key in keys:
+            event = "0123456789*#".index(key)
+            self.ts += 1600
+            for i in range(1, 6):
+                self.seq += 1
+                self._send(101, struct.pack("!BBH", event, 10, 160 * i), i == 1)
+                self.listen(0.02)
+            for _ in range(3):
+                self.seq += 1
+                self._send(101, struct.pack("!BBH", event, 0x80 | 10, 800), False)
+            self.listen(0.15)
+
+    def _send(self, pt: int, payload: bytes, marker: bool) -> None:
+        assert self.peer is not None
+        head = struct.pack(
+            "!BBHII", 0x80, (0x80 if marker else 0) | pt, self.seq & 0xFFFF, self.ts, self.ssrc
+        )
+        self.sock.sendto(head + payload, self.peer)
+
+
+def _say(text: str) -> None:
+    print(f"demo-call: {text}", file=sys.stderr, flush=True)
+
+
+def demo_call(config: Config, option: int, dnis: str) -> int:
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        _say("SIPp is not installed (Debian package sip-tester; scripts/setup.sh installs it)")
+        return 2
+    if not (SCENARIOS / "trunk_ivr_call.xml").exists():
+        _say(f"the SIPp scenarios are not at {SCENARIOS} (run from a source checkout)")
+        return 2
+    trunks = [
+        t
+        for t in load_trunks(Path(config.sip.trunks_file))
+        if t.host.startswith("127.") and t.match_port
+    ]
+    if not trunks:
+        _say(
+            f'{config.sip.trunks_file} has no loopback trunk with match = "host+port" to call from'
+        )
+        return 2
+    trunk = next((t for t in trunks if t.name == "demo-carrier"), trunks[0])
+    target = f"{config.sip.host}:{config.sip.port}"
+    agent: subprocess.Popen[bytes] | None = None
+    if option in OPERATORS:
+        ext = OPERATORS[option]
+        phone_port = _free_port()
+        _say(f"operator {ext} registers (digest) and will answer on 127.0.0.1:{phone_port}")
+        r = subprocess.run(
+            [
+                sipp,
+                "-sf",
+                str(SCENARIOS / "agent_register.xml"),
+                "-s",
+                ext,
+                "-au",
+                ext,
+                "-ap",
+                f"agent{ext}",
+                "-key",
+                "contact_port",
+                str(phone_port),
+                "-key",
+                "expires",
+                "120",
+                "-m",
+                "1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(_free_port()),
+                "-nostdin",
+                "-timeout",
+                "10s",
+                target,
+            ],
+            capture_output=True,
+        )
+        if r.returncode != 0:
+            _say(
+                "the operator's phone could not register (is the node running with auth_algorithms offering MD5?)"
+            )
+            return 1
+        agent = subprocess.Popen(
+            [
+                sipp,
+                "-sf",
+                str(SCENARIOS / "agent_hangup.xml"),
+                "-d",
+                "6000",
+                "-p",
+                str(phone_port),
+                "-i",
+                "127.0.0.1",
+                "-mp",
+                str(_free_port() & ~1),
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "90s",
+                "-rtp_echo",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        keys = [(2.0, "1")]
+        if option == 2:
+            keys = [(2.0, "2")]
+    else:
+        keys = [(2.0, "3"), (3.0, "1001#"), (3.5, "1234#")]
+    _say(f"calling {dnis} at {target} from trunk {trunk.name} ({trunk.host}:{trunk.port})")
+    phone = DemoPhone()
+    call = subprocess.Popen(
+        [
+            sipp,
+            "-sf",
+            str(SCENARIOS / "trunk_ivr_call.xml"),
+            "-s",
+            dnis,
+            "-key",
+            "rtp_port",
+            str(phone.port),
+            "-p",
+            str(trunk.port),
+            "-i",
+            trunk.host,
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "120s",
+            target,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for pause, k in keys:
+            phone.listen(pause)
+            _say(f"pressing {k}")
+            phone.press(k)
+        deadline = time.monotonic() + 120
+        while call.poll() is None and time.monotonic() < deadline:
+            phone.listen(0.5)
+    finally:
+        phone.sock.close()
+        if call.poll() is None:
+            call.kill()
+    code = call.wait()
+    _say(f"heard {phone.heard} RTP packets ({phone.heard * 20 / 1000:.1f} s of audio)")
+    if agent is not None:
+        try:
+            agent.wait(20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+    if code == 0:
+        _say(
+            f"the call ended normally; see http://{config.http.host}:{config.http.port}/metrics (cc_calls_*, cc_acd_*)"
+        )
+        return 0
+    _say(f"the call failed (SIPp exit {code}); the node's log says why")
+    return 1
