@@ -24,7 +24,7 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 
 import ccorch
 from ccorch.acd.service import AcdService, load_queues
-from ccorch.calls import CallEvents
+from ccorch.calls import CallEvents, screening
 from ccorch.calls.b2bua import CallController
 from ccorch.config import Config, SipConfig
 from ccorch.crm import api as crm_api
@@ -109,6 +109,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         if config.crm.demo:
             async with app.ctx.pool.connection() as conn:
                 await sip_registrar.load_demo_phones(conn, sc.realm)
+                await screening.load_demo_blacklist(conn)
         trunks = _load_trunks(sc)
         service = SipService(
             host=sc.host,

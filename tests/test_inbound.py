@@ -351,3 +351,91 @@ def test_demo_call_helper_places_the_balance_call(center: Center, tmp_path: Path
             "SELECT outcome, queue, agent FROM cdrs WHERE dnis = '100' ORDER BY id DESC LIMIT 1"
         ).fetchone()
     assert row == ("ivr-flow", None, None)
+
+
+def test_blacklisted_caller_is_refused_before_the_first_prompt(center: Center) -> None:
+    before = center.m().get('cc_calls_ended_total{reason="blacklisted"}', 0)
+    r = run(
+        "trunk_blacklisted.xml",
+        center.target,
+        port=free_udp_port(),
+        cwd=center.cwd,
+        extra=["-s", "100"],
+    )
+    assert r.ok, r  # 603, never a 200: nothing was played
+    m = center.m()
+    assert m['cc_calls_ended_total{reason="blacklisted"}'] == before + 1
+    with psycopg.connect(center.db) as conn:
+        row = conn.execute(
+            "SELECT outcome, status, ivr_ended_at, flow FROM cdrs WHERE ani = '380441112233'"
+        ).fetchone()
+    assert row == ("blacklisted", 603, None, None)
+
+
+def test_outside_business_hours_callers_hear_the_closed_message(center: Center) -> None:
+    """A new flow dropped into the folder (hot reload) with opening hours that exclude now."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    now = dt.datetime.now(ZoneInfo("Europe/Kyiv"))
+    other = (now + dt.timedelta(hours=12)).strftime("%H:%M")
+    closes = (now + dt.timedelta(hours=12, minutes=1)).strftime("%H:%M")
+    if closes <= other:  # the window must not wrap midnight
+        other, closes = "00:00", "00:01"
+    closed_text = "Контакт-центр сейчас закрыт. Мы работаем с девяти до восемнадцати."
+    (center.cwd / "flows" / "after-hours.yaml").write_text(
+        f"""flow: after-hours
+dnis: ["199"]
+language: ru
+start: when
+nodes:
+  when:
+    type: hours
+    open: "mon-sun {other}-{closes}"
+    timezone: Europe/Kyiv
+    open_next: welcome
+    closed_next: closed
+  welcome:
+    type: hangup
+    text: "Добрый день."
+  closed:
+    type: hangup
+    text: "{closed_text}"
+"""
+    )
+    time.sleep(2.5)  # the node's flow scan runs every second
+    phone = Phone()
+    sipp = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "trunk_ivr_call.xml"),
+            "-s",
+            "199",
+            "-key",
+            "rtp_port",
+            str(phone.port),
+            "-p",
+            str(free_udp_port()),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            center.target,
+        ],
+        cwd=center.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while sipp.poll() is None and time.monotonic() < deadline:
+            phone.listen(0.5)
+        assert sipp.wait(10) == 0  # the flow hung up after the message
+    finally:
+        phone.sock.close()
+        if sipp.poll() is None:
+            sipp.kill()
+    expected = tts.render(closed_text, "ru", center.cwd / "tts")
+    assert _pcm_in(expected, g711_decode(bytes(phone.heard), "PCMU"))

@@ -370,3 +370,43 @@ def test_balance_self_service_speaks_the_crm_balance(pg_admin_url: str, tmp_path
         node.kill()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_business_hours_node_and_its_load_checks() -> None:
+    import datetime as dt
+
+    from ccorch.ivr.flow import is_open
+
+    hours = "mon-fri 09:00-18:00; sat 10:00-14:00"
+    kyiv_monday_noon = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)  # 12:00 in Kyiv (UTC+2)
+    assert is_open(hours, "Europe/Kyiv", kyiv_monday_noon)
+    assert not is_open(hours, "Europe/Kyiv", kyiv_monday_noon.replace(hour=17))  # 19:00
+    assert not is_open(
+        hours, "Europe/Kyiv", dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
+    )  # Sunday
+    text = """\
+flow: h
+dnis: ["1"]
+language: en
+start: when
+nodes:
+  when:
+    type: hours
+    open: "mon-fri 09:00-18:00"
+    open_next: hi
+    closed_next: bye
+  hi:
+    type: hangup
+    text: "Hello."
+  bye:
+    type: hangup
+    text: "We are closed."
+"""
+    flow = parse_flow(text, "h.yaml")
+    s = Session(flow, {}, clock=lambda: kyiv_monday_noon)
+    assert _texts(s.start(0.0)) == ["Hello."]
+    s = Session(flow, {}, clock=lambda: kyiv_monday_noon.replace(hour=20))
+    assert _texts(s.start(0.0)) == ["We are closed."]
+    with pytest.raises(FlowError) as e:
+        parse_flow(text.replace("mon-fri 09:00-18:00", "weekdays 9-6"), "h.yaml")
+    assert e.value.problems[0][1] == 8 and "days are mon..sun" in e.value.problems[0][2]

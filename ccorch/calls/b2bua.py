@@ -30,6 +30,7 @@ from ccorch.calls import (
     CallRinging,
     CallTransferred,
     cdr,
+    screening,
 )
 from ccorch.crm import store as crm_store
 from ccorch.ivr.flow import Flow
@@ -451,6 +452,11 @@ class Call:
                 self.started,
             )
         )
+        reason = await self._screen()
+        if reason is not None:
+            log.info("caller refused: blacklisted", extra={"call": self.id, "ani": self.ani})
+            self._fail_a(603, "Decline", "blacklisted")
+            return
         await self._identify()
         try:
             decision = await self.ctl.router.route(self)
@@ -499,6 +505,18 @@ class Call:
             self.recording_path = str(path)
         except Exception as e:  # the call goes on unrecorded; the CDR says so (no path)
             log.error("recording not started", extra={"call": self.id, "error": str(e)})
+
+    async def _screen(self) -> str | None:
+        """The blacklist, before anything is said or anyone is rung (trunk calls only)."""
+        deps = self.ctl.ivr
+        if deps is None or deps.pool is None or not self.ani or self.origin.trunk is None:
+            return None
+        try:
+            async with deps.pool.connection() as conn:
+                return await screening.blacklisted(conn, self.ani)
+        except Exception as e:  # the database is away: serve the call rather than refuse it
+            log.warning("blacklist not checked", extra={"call": self.id, "error": str(e)})
+            return None
 
     async def _identify(self) -> None:
         """ANI → the customer, before the IVR (one match only; several are for the desktop)."""

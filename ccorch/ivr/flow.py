@@ -36,16 +36,20 @@ must be reachable from ``start``):
   when no operator is free, with ``{ewt_min}`` and ``{position}``; again every
   ``announce_every`` seconds), ``music`` (a WAV looped while waiting; default a built-in
   tune), ``on_fail`` (the queue timed out or overflowed)
+- ``hours``: ``open`` (e.g. ``"mon-fri 09:00-18:00; sat 10:00-14:00"``), ``timezone``
+  (default Europe/Kyiv), ``open_next``, ``closed_next``
 - ``hangup``: optional ``text`` said before hanging up
 """
 
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -78,10 +82,11 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {
     "branch": ({"cases", "else"}, set()),
     "transfer": ({"to"}, {"on_fail"}),
     "queue": ({"queue"}, {"priority", "busy_text", "announce_every", "music", "on_fail"}),
+    "hours": ({"open", "open_next", "closed_next"}, {"timezone"}),
     "hangup": (set(), {"text"}),
 }
 # keys whose value is the name of another node
-_TARGETS = {"next", "on_fail", "ok", "fail", "locked", "else"}
+_TARGETS = {"next", "on_fail", "ok", "fail", "locked", "else", "open_next", "closed_next"}
 
 
 class FlowError(CcorchError):
@@ -341,11 +346,66 @@ def _check_node(
                     bad(c.lines["if"], f"node {name!r}: {err}")
                 if isinstance(c["goto"], str):
                     targets.append((c["goto"], c.lines["goto"]))
+    if ntype == "hours":
+        try:
+            parse_hours(str(spec.get("open", "")))
+        except ValueError as e:
+            bad(spec.lines.get("open", spec.line), f"node {name!r}: open: {e}")
+        tz = spec.get("timezone", "Europe/Kyiv")
+        try:
+            ZoneInfo(str(tz))
+        except (ZoneInfoNotFoundError, ValueError):
+            bad(spec.lines.get("timezone", spec.line), f"node {name!r}: unknown time zone {tz!r}")
     if ntype == "set" and not isinstance(spec.get("vars"), _Map):
         bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to values")
     if ntype == "transfer" and not isinstance(spec.get("to"), str | int):
         bad(spec.lines.get("to", spec.line), f"node {name!r}: to is an extension")
     return targets
+
+
+# --- business hours --------------------------------------------------------------------------
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_hours(text: str) -> list[tuple[int, int, int]]:
+    """``"mon-fri 09:00-18:00; sat 10:00-14:00"`` → [(weekday, start_min, end_min), ...]."""
+    out: list[tuple[int, int, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        days, _, span = part.partition(" ")
+        d0, _, d1 = days.lower().partition("-")
+        if d0 not in _DAYS or (d1 and d1 not in _DAYS):
+            raise ValueError(f"{part!r}: days are mon..sun, e.g. mon-fri")
+        first, last = _DAYS.index(d0), _DAYS.index(d1 or d0)
+        t0, _, t1 = span.strip().partition("-")
+        start, end = _minutes(t0), _minutes(t1)
+        if start >= end:
+            raise ValueError(f"{part!r}: the time range ends before it starts")
+        for d in (
+            range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)]
+        ):
+            out.append((d, start, end))
+    if not out:
+        raise ValueError("no opening hours given")
+    return out
+
+
+def _minutes(hhmm: str) -> int:
+    h, sep, m = hhmm.strip().partition(":")
+    if (
+        not sep
+        or not h.isdigit()
+        or not m.isdigit()
+        or not (0 <= int(h) <= 24 and 0 <= int(m) < 60)
+    ):
+        raise ValueError(f"{hhmm!r} is not HH:MM")
+    return int(h) * 60 + int(m)
+
+
+def is_open(text: str, tz: str, when: dt.datetime) -> bool:
+    local = when.astimezone(ZoneInfo(tz))
+    minute = local.hour * 60 + local.minute
+    return any(d == local.weekday() and a <= minute < b for d, a, b in parse_hours(text))
 
 
 # --- branch expressions ----------------------------------------------------------------------

@@ -8,12 +8,14 @@ to carry out (play prompts, stop them, look up the CRM, transfer, hang up). The 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ccorch.ivr import tts
-from ccorch.ivr.flow import Flow, Node, evaluate
+from ccorch.ivr.flow import Flow, Node, evaluate, is_open
 
 # what a menu says after a wrong key or silence when the flow does not say
 DEFAULT_INVALID = {
@@ -91,6 +93,8 @@ class Session:
     deadline: float | None = None
     history: list[str] = field(default_factory=list)
     max_steps: int = 1000  # a flow looping on itself without waiting for the caller
+    # wall clock for business hours (the only thing here that needs one; tests set it)
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
 
     def __post_init__(self) -> None:
         for k, v in self.flow.vars.items():
@@ -204,6 +208,14 @@ class Session:
                 for k, v in s["vars"].items():
                     self.vars[k] = self.fill(str(v))
                 name = s["next"]
+                continue
+            if n.type == "hours":
+                tz = str(s.get("timezone", "Europe/Kyiv"))
+                name = (
+                    s["open_next"]
+                    if is_open(str(s["open"]), tz, self.clock())
+                    else s["closed_next"]
+                )
                 continue
             if n.type == "branch":
                 name = s["else"]
