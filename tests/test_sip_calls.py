@@ -454,11 +454,12 @@ def test_trunk_options_probing_marks_it_up_and_down(sip_node: SipNode) -> None:
     up = 'cc_sip_trunk_up{trunk="probed"}'
     carrier = Uas("options_uas.xml", port=sip_node.probe_port, cwd=sip_node.cwd, m=10_000)
     try:
-        assert wait_for(lambda: sip_node.m().get(up) == 1, 5), sip_node.m().get(up)
+        # a probe sent before the carrier was up times out first (64*T1 = 3.2 s)
+        assert wait_for(lambda: sip_node.m().get(up) == 1, 10), sip_node.m().get(up)
     finally:
         carrier.kill()
     # no answer: down after the OPTIONS transaction times out (64*T1 = 3.2 s)
-    assert wait_for(lambda: sip_node.m().get(up) == 0, 8), sip_node.m().get(up)
+    assert wait_for(lambda: sip_node.m().get(up) == 0, 10), sip_node.m().get(up)
 
 
 def test_unknown_dialog_gets_481_and_an_options_flood_is_banned(sip_node: SipNode) -> None:

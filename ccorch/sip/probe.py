@@ -23,8 +23,13 @@ class OptionsProbe:
         self.trunk = trunk
         self.call_id = new_call_id(service.host)
         self.cseq = 0
+        self.pending: ClientTxn | None = None
 
     def send(self) -> None:
+        """One probe at a time: a slow or dead trunk is not sent a pile of them, and an old
+        probe's timeout can never overrule a newer answer."""
+        if self.pending is not None:
+            return
         s, t = self.service, self.trunk
         self.cseq += 1
         uri = f"sip:{t.host}:{t.port}" + (";transport=tcp" if t.transport == "TCP" else "")
@@ -41,14 +46,17 @@ class OptionsProbe:
                 ("accept", "application/sdp"),
             ],
         )
-        s.send_request(req, t.addr, self)
+        self.pending = s.send_request(req, t.addr, self)
 
     def on_response(self, resp: Response, txn: ClientTxn) -> None:
-        if resp.status >= 200:
+        if resp.status >= 200 and txn is self.pending:
+            self.pending = None
             self._set(True, resp.status)
 
     def on_timeout(self, txn: ClientTxn) -> None:
-        self._set(False, 408)
+        if txn is self.pending:
+            self.pending = None
+            self._set(False, 408)
 
     def _set(self, up: bool, status: int) -> None:
         t = self.trunk
