@@ -45,19 +45,22 @@ class DemoPhone:
         self.sock.settimeout(0.02)
         self.port: int = self.sock.getsockname()[1]
         self.peer: tuple[str, int] | None = None
-        self.heard = 0
+        self.packets = 0
+        self.heard = bytearray()  # PCMU payloads, in arrival order
         self.seq, self.ts, self.ssrc = random.randrange(1 << 16), 0, random.randrange(1 << 32)  # noqa: S311 - RTP ids, not secrets
 
     def listen(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             try:
-                _data, addr = self.sock.recvfrom(2048)
+                data, addr = self.sock.recvfrom(2048)
             except TimeoutError:
                 continue
             if addr[0].startswith("127."):  # loopback only
                 self.peer = addr
-                self.heard += 1
+                self.packets += 1
+                if len(data) > 12 and data[1] & 0x7F == 0:
+                    self.heard += data[12:]
 
     def press(self, keys: str) -> None:
         if self.peer is None:
@@ -67,14 +70,14 @@ class DemoPhone:
             self.ts += 1600
             for i in range(1, 6):
                 self.seq += 1
-                self._send(101, struct.pack("!BBH", event, 10, 160 * i), i == 1)
+                self.send(101, struct.pack("!BBH", event, 10, 160 * i), i == 1)
                 self.listen(0.02)
             for _ in range(3):
                 self.seq += 1
-                self._send(101, struct.pack("!BBH", event, 0x80 | 10, 800), False)
+                self.send(101, struct.pack("!BBH", event, 0x80 | 10, 800), False)
             self.listen(0.15)
 
-    def _send(self, pt: int, payload: bytes, marker: bool) -> None:
+    def send(self, pt: int, payload: bytes, marker: bool = False) -> None:
         assert self.peer is not None
         head = struct.pack(
             "!BBHII", 0x80, (0x80 if marker else 0) | pt, self.seq & 0xFFFF, self.ts, self.ssrc
@@ -214,7 +217,7 @@ def demo_call(config: Config, option: int, dnis: str) -> int:
         if call.poll() is None:
             call.kill()
     code = call.wait()
-    _say(f"heard {phone.heard} RTP packets ({phone.heard * 20 / 1000:.1f} s of audio)")
+    _say(f"heard {phone.packets} RTP packets ({phone.packets * 20 / 1000:.1f} s of audio)")
     if agent is not None:
         try:
             agent.wait(20)

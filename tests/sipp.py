@@ -81,6 +81,32 @@ def run(
     return SippResult(p.returncode, p.stdout + p.stderr, _errors(cwd, scenario, port))
 
 
+def register_phone(
+    target: str,
+    cwd: Path,
+    ext: str,
+    *,
+    source_ip: str = "127.0.0.1",
+    expires: int = 300,
+    tcp: bool = False,
+) -> int:
+    """Register the demo phone ``ext`` (password agent<ext>) with SIPp; returns the port its
+    Contact names, where a ``Uas`` then answers for it."""
+    phone_port = free_udp_port()
+    r = run(
+        "agent_register.xml",
+        target,
+        port=free_udp_port(),
+        cwd=cwd,
+        extra=["-s", ext, "-au", ext, "-ap", f"agent{ext}", "-i", source_ip]
+        + ["-key", "contact_port", str(phone_port), "-key", "expires", str(expires)]
+        + (["-t", "t1"] if tcp else []),
+        timeout=10,
+    )
+    assert r.ok, r
+    return phone_port
+
+
 class Uas:
     """A SIPp phone waiting for calls in the background."""
 

@@ -21,7 +21,7 @@ from ccorch._core import g711_decode, g711_encode
 from ccorch.ivr import tts
 from ccorch.ivr.runner import default_music
 from tests.conftest import Node, _with_dbname, start_node
-from tests.sipp import SCENARIOS, Uas, free_udp_port, metrics, run, wait_for
+from tests.sipp import SCENARIOS, Uas, free_udp_port, metrics, register_phone, run, wait_for
 from tests.test_ivr import Phone
 
 pytestmark = pytest.mark.slow
@@ -68,29 +68,7 @@ class Center:
         return metrics(self.node.base)
 
     def register(self, ext: str) -> int:
-        port = free_udp_port()
-        r = run(
-            "agent_register.xml",
-            self.target,
-            port=free_udp_port(),
-            cwd=self.cwd,
-            extra=[
-                "-s",
-                ext,
-                "-au",
-                ext,
-                "-ap",
-                f"agent{ext}",
-                "-key",
-                "contact_port",
-                str(port),
-                "-key",
-                "expires",
-                "300",
-            ],
-        )
-        assert r.ok, r
-        return port
+        return register_phone(self.target, self.cwd, ext)
 
     def caller(
         self, scenario: str = "trunk_ivr_call.xml", extra: list[str] | None = None

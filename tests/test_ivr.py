@@ -4,8 +4,6 @@ interpreter, TTS words for money; and the demo's self-service balance end to end
 from __future__ import annotations
 
 import os
-import random
-import socket
 import struct
 import subprocess
 import time
@@ -16,6 +14,7 @@ import psycopg
 import pytest
 
 from ccorch._core import g711_decode, g711_encode
+from ccorch.demo import DemoPhone
 from ccorch.ivr import tts
 from ccorch.ivr.flow import FlowError, load_flow, parse_flow
 from ccorch.ivr.interpreter import Authorize, Hangup, Play, Session, StopPrompts, Transfer
@@ -221,37 +220,11 @@ def test_money_is_spoken_in_the_right_form() -> None:
 # --- the demo end to end ----------------------------------------------------------------------
 
 
-def _rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool = False) -> bytes:
-    return (
-        struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts, ssrc) + payload
-    )
-
-
-class Phone:
-    """The caller's RTP end: records what it hears, presses keys as RFC 4733 events."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.02)
-        self.port = self.sock.getsockname()[1]
-        self.heard = bytearray()  # PCMU payloads, in arrival order
-        self.peer: tuple[str, int] | None = None
-        self.seq, self.ts, self.ssrc = random.randrange(1 << 16), 0, random.randrange(1 << 32)
-
-    def listen(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                data, addr = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            self.peer = addr
-            if len(data) > 12 and data[1] & 0x7F == 0:
-                self.heard += data[12:]
+class Phone(DemoPhone):
+    """The caller's RTP end (``ccorch demo-call``'s), which can also speak: a 440 Hz tone."""
 
     def talk(self, seconds: float) -> list[bytes]:
-        """Speak (a 440 Hz tone, PCMU) for ``seconds`` while listening; returns the payloads sent."""
+        """Speak (PCMU) for ``seconds`` while listening; returns the payloads sent."""
         import math
 
         assert self.peer is not None, "no audio from the IVR yet"
@@ -266,7 +239,7 @@ class Phone:
             payload = g711_encode(pcm, "PCMU")
             self.seq += 1
             self.ts += 160
-            self.sock.sendto(_rtp(0, self.seq, self.ts, self.ssrc, payload), self.peer)
+            self.send(0, payload)
             sent.append(payload)
             # paced on the clock, as a phone is: 20 ms after 20 ms, not "20 ms plus our work"
             self.listen(max(0.0, start + (f + 1) * 0.02 - time.monotonic()))
@@ -274,21 +247,7 @@ class Phone:
 
     def press(self, keys: str) -> None:
         assert self.peer is not None, "no audio from the IVR yet"
-        for key in keys:
-            event = "0123456789*#".index(key) if key not in "*#" else (10 if key == "*" else 11)
-            self.ts += 1600
-            for i in range(1, 6):  # 5 updates, 20 ms apart, then three end packets
-                self.seq += 1
-                payload = struct.pack("!BBH", event, 10, 160 * i)
-                self.sock.sendto(
-                    _rtp(101, self.seq, self.ts, self.ssrc, payload, i == 1), self.peer
-                )
-                self.listen(0.02)
-            for _ in range(3):
-                self.seq += 1
-                payload = struct.pack("!BBH", event, 0x80 | 10, 800)
-                self.sock.sendto(_rtp(101, self.seq, self.ts, self.ssrc, payload), self.peer)
-            self.listen(0.15)
+        super().press(keys)
 
 
 @pytest.mark.slow

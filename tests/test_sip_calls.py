@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Node, _with_dbname, start_node
-from tests.sipp import Uas, free_udp_port, metrics, run, wait_for
+from tests.sipp import Uas, free_udp_port, metrics, register_phone, run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,32 +40,9 @@ class SipNode:
     def register(
         self, ext: str, *, source_ip: str = "127.0.0.1", expires: int = 300, tcp: bool = False
     ) -> int:
-        phone_port = free_udp_port()
-        r = run(
-            "agent_register.xml",
-            self.target,
-            port=free_udp_port(),
-            cwd=self.cwd,
-            extra=[
-                "-s",
-                ext,
-                "-au",
-                ext,
-                "-ap",
-                f"agent{ext}",
-                "-i",
-                source_ip,
-                "-key",
-                "contact_port",
-                str(phone_port),
-                "-key",
-                "expires",
-                str(expires),
-                *(["-t", "t1"] if tcp else []),
-            ],
-            timeout=10,
+        phone_port = register_phone(
+            self.target, self.cwd, ext, source_ip=source_ip, expires=expires, tcp=tcp
         )
-        assert r.ok, r
         self.phones[ext] = phone_port
         return phone_port
 

@@ -15,7 +15,6 @@ import asyncio
 import datetime as dt
 import itertools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote as url_unquote
@@ -242,7 +241,6 @@ class Leg:
     def _refresh_session(self) -> None:
         if self.state != "confirmed" or self.dialog is None:
             return
-        self.sdp_session = self.sdp_session  # same SDP, same version: a pure refresh
         self.send_in_dialog(
             "UPDATE",
             extra=[
@@ -1184,6 +1182,3 @@ class CallController:
 
     def active_calls(self) -> int:
         return len(self.calls)
-
-
-OnEvent = Callable[[Any], None]

@@ -130,7 +130,7 @@ def display_name(lname: str) -> str:
 
 
 class ParseError(Exception):
-    """A message that cannot be used. ``reply`` is set when a 400 can be sent back."""
+    """A message that cannot be used. ``request`` is set when a 400 can be sent back."""
 
     def __init__(self, reason: str, request: Request | None = None) -> None:
         super().__init__(reason)

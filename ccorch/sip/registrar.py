@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from ccorch.sip.digest import ha1
-from ccorch.sip.message import NameAddr, Request, Uri
+from ccorch.sip.message import Request, Uri
 from ccorch.sip.transaction import Addr
 
 DEFAULT_EXPIRES = 3600
@@ -278,7 +278,3 @@ async def persist(
                     wall,
                 ),
             )
-
-
-def parse_contact(text: str) -> NameAddr:
-    return NameAddr.parse(text)

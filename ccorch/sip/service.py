@@ -507,6 +507,3 @@ class SipService:
             "bans": len(self.guard.bans(now)),
             "trunks_up": {t.name: t.up for t in self.trunks},
         }
-
-
-OnInvite = Callable[[Request, Addr, ServerTxn, Origin], None]
