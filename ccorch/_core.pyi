@@ -143,6 +143,7 @@ class DialerPacer:
         prior_ring_seconds: float = 10.0,
         prior_talk_seconds: float = 120.0,
         prior_wrap_seconds: float = 10.0,
+        utc_offset_minutes: int = 0,
     ) -> DialerPacer: ...
     def handle(
         self,

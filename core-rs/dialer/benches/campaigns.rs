@@ -2,7 +2,8 @@
 //! `cargo bench -p ccorch-dialer --bench campaigns` (DAYS=n to change the days per run,
 //! default 200 for the predictive pacer; the references run DAYS/10, and the best fixed
 //! ratio is searched over 1.0 to RATIO_MAX (6.0) in RATIO_STEP (0.2) steps; ONLY=text
-//! keeps the scenarios whose name contains it; PREDICTIVE=0 runs the references only).
+//! keeps the scenarios whose name contains it; SEED=n draws other days (default 1); PREDICTIVE=0 runs the references only, REFS=0
+//! ccorch's pacer only).
 //!
 //! Scenarios: 50 operators, 8-hour days; live-answer probability 0.25 with 120 s mean talk,
 //! 0.15 with 60 s, 0.40 with 300 s; each also with the answer rate drifting ±50% hourly.
@@ -64,6 +65,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let ref_days = (days / 10).max(1);
+    // SEED=n: another draw of the same scenarios (every pacer sees the same callers).
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     // The fixed ratios tried for "best in hindsight": 1.0 to RATIO_MAX in RATIO_STEP steps.
     let env = |k: &str, d: f64| {
         std::env::var(k)
@@ -106,7 +112,7 @@ fn main() {
         };
         if predictive {
             let mut p = CampaignPacer::new(config(Mode::Predictive)).unwrap();
-            let r = simulate(s, &mut p, 1, days).unwrap();
+            let r = simulate(s, &mut p, seed, days).unwrap();
             row(
                 name,
                 "ccorch predictive",
@@ -116,9 +122,12 @@ fn main() {
             );
         }
 
+        if std::env::var("REFS").is_ok_and(|v| v == "0") {
+            continue; // REFS=0: ccorch's pacer only
+        }
         let t = Instant::now();
         let mut p = CampaignPacer::new(config(Mode::Progressive)).unwrap();
-        let r = simulate(s, &mut p, 1, ref_days).unwrap();
+        let r = simulate(s, &mut p, seed, ref_days).unwrap();
         row(
             name,
             "progressive 1:1",
@@ -129,7 +138,7 @@ fn main() {
 
         let t = Instant::now();
         let mut p = VicidialAdaptive::new(s.amd_false_positive_share());
-        let r = simulate(s, &mut p, 1, ref_days).unwrap();
+        let r = simulate(s, &mut p, seed, ref_days).unwrap();
         row(
             name,
             "VICIdial adaptive",
@@ -147,7 +156,7 @@ fn main() {
             let mut cfg = config(Mode::Power { ratio });
             cfg.budget_fallback = false;
             let mut p = CampaignPacer::new(cfg).unwrap();
-            let r = simulate(s, &mut p, 1, ref_days).unwrap();
+            let r = simulate(s, &mut p, seed, ref_days).unwrap();
             if r.windows_over(0.03) == (0, 0)
                 && best
                     .as_ref()

@@ -10,10 +10,16 @@
 //!
 //! Counts are kept in hourly buckets (720 for 30 days), so a window sums at most 720
 //! buckets and recording is O(1).
+//!
+//! Ofcom's 24 hours are also kept as the campaign's calendar day (from local midnight):
+//! a rolling window alone lets a pacer spend, in the morning, the slack of yesterday
+//! afternoon's calls, which leave the window before today's day ends, so the day would
+//! close over the limit. The budget is the smaller of the two.
 
 pub type Millis = u64;
 
 const HOUR: Millis = 3_600_000;
+const DAY: Millis = 24 * HOUR;
 const BUCKETS: usize = 30 * 24;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -29,6 +35,11 @@ pub struct AbandonLedger {
     buckets: Vec<Bucket>,
     /// Estimated share of machine verdicts that were live people (Ofcom).
     amd_false_positive_share: f64,
+    /// Local midnight is UTC midnight plus this (times are Unix epoch milliseconds).
+    utc_offset: i64,
+    /// The current calendar day and its counts.
+    day: u64,
+    today: WindowCounts,
 }
 
 /// Counts over one window.
@@ -50,6 +61,38 @@ impl AbandonLedger {
                 BUCKETS
             ],
             amd_false_positive_share: amd_false_positive_share.clamp(0.0, 1.0),
+            utc_offset: 0,
+            day: 0,
+            today: WindowCounts::default(),
+        }
+    }
+
+    /// The campaign's time zone, as minutes east of UTC (its calendar day starts at local
+    /// midnight).
+    pub fn with_utc_offset_minutes(mut self, minutes: i32) -> AbandonLedger {
+        self.utc_offset = i64::from(minutes) * 60_000;
+        self
+    }
+
+    fn calendar_day(&self, now: Millis) -> u64 {
+        (now as i64 + self.utc_offset).max(0) as u64 / DAY
+    }
+
+    fn today_mut(&mut self, now: Millis) -> &mut WindowCounts {
+        let day = self.calendar_day(now);
+        if day != self.day {
+            self.day = day;
+            self.today = WindowCounts::default();
+        }
+        &mut self.today
+    }
+
+    /// Counts since the campaign's local midnight.
+    pub fn today(&self, now: Millis) -> WindowCounts {
+        if self.calendar_day(now) == self.day {
+            self.today
+        } else {
+            WindowCounts::default()
         }
     }
 
@@ -68,16 +111,19 @@ impl AbandonLedger {
     /// A live person answered (whether or not an operator then took the call).
     pub fn live_answer(&mut self, now: Millis) {
         self.bucket(now).live += 1;
+        self.today_mut(now).live += 1;
     }
 
     /// A live-answered call was not connected within 2 s of the greeting.
     pub fn abandoned(&mut self, now: Millis) {
         self.bucket(now).abandoned += 1;
+        self.today_mut(now).abandoned += 1;
     }
 
     /// Answering-machine detection said "machine" and the call was dropped.
     pub fn machine(&mut self, now: Millis) {
         self.bucket(now).machine += 1;
+        self.today_mut(now).machine += 1;
     }
 
     /// Sums over the `hours` hours ending with the current one.
@@ -113,12 +159,14 @@ impl AbandonLedger {
     /// next live answers widen it: the pacer's budget. Negative when over.
     pub fn budget(&self, now: Millis, target: f64) -> f64 {
         let m = self.window(now, 30 * 24);
-        let d = self.window(now, 24);
-        let fp = d.machine as f64 * self.amd_false_positive_share;
         let tsr = target * m.live as f64 - m.abandoned as f64;
         // (a + fp + x) / (l + fp) ≤ t  ⇔  x ≤ t (l + fp) − a − fp
-        let ofcom = target * (d.live as f64 + fp) - d.abandoned as f64 - fp;
-        tsr.min(ofcom)
+        let ofcom = |d: WindowCounts| {
+            let fp = d.machine as f64 * self.amd_false_positive_share;
+            target * (d.live as f64 + fp) - d.abandoned as f64 - fp
+        };
+        tsr.min(ofcom(self.window(now, 24)))
+            .min(ofcom(self.today(now)))
     }
 }
 
@@ -146,6 +194,32 @@ mod tests {
         assert!((ofcom - 5.0 / 102.0).abs() < 1e-12);
         // Budget at 3%: TSR 3 − 3 = 0; Ofcom 0.03 · 102 − 5 = −1.94.
         assert!((l.budget(HOUR - 1, 0.03) - (0.03 * 102.0 - 5.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn yesterdays_slack_is_not_spent_today() {
+        // Yesterday 13:00–17:00: 1,000 live answers, none abandoned. Today 09:00: 100 live
+        // answers, 3 abandoned. The rolling 24 hours still hold yesterday's slack (30 more
+        // abandons), but it leaves the window before today ends: the budget is today's.
+        let mut l = AbandonLedger::new(0.0);
+        for i in 0..1000 {
+            l.live_answer(13 * HOUR + i * 10_000);
+        }
+        let today = DAY + 9 * HOUR;
+        for _ in 0..100 {
+            l.live_answer(today);
+        }
+        for _ in 0..3 {
+            l.abandoned(today);
+        }
+        assert_eq!(l.window(today, 24).live, 1100);
+        assert_eq!(l.today(today).live, 100);
+        assert!(l.budget(today, 0.03).abs() < 1e-9);
+        // Local midnight three hours before UTC's: 22:00 UTC yesterday is already today.
+        let mut l = AbandonLedger::new(0.0).with_utc_offset_minutes(180);
+        l.live_answer(DAY - 2 * HOUR);
+        assert_eq!(l.today(DAY + HOUR).live, 1);
+        assert_eq!(l.today(2 * DAY - 2 * HOUR).live, 0);
     }
 
     #[test]

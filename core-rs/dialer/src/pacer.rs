@@ -71,6 +71,9 @@ pub struct PacerConfig {
     /// With the abandon budget spent, dial one call per free operator (power and
     /// predictive). Off only for reference runs of a plain fixed ratio.
     pub budget_fallback: bool,
+    /// The campaign's time zone, minutes east of UTC: Ofcom's 24 hours are also counted
+    /// as its calendar day, so times given to the pacer are Unix epoch milliseconds.
+    pub utc_offset_minutes: i32,
 }
 
 impl PacerConfig {
@@ -85,6 +88,7 @@ impl PacerConfig {
             prior_talk_seconds: 120.0,
             prior_wrap_seconds: 10.0,
             budget_fallback: true,
+            utc_offset_minutes: 0,
         }
     }
 
@@ -101,6 +105,13 @@ impl PacerConfig {
                 name: "aim_abandon_rate".into(),
                 value: self.aim_abandon_rate,
                 expected: "at most max_abandon_rate",
+            });
+        }
+        if self.utc_offset_minutes.abs() > 14 * 60 {
+            return Err(ParamError {
+                name: "utc_offset_minutes".into(),
+                value: f64::from(self.utc_offset_minutes),
+                expected: "from -840 to 840",
             });
         }
         if let Mode::Power { ratio } = self.mode {
@@ -205,10 +216,7 @@ pub struct CampaignPacer {
     wrap: Histogram,
     /// Multiplier the feedback controller applies to the abandon target of the launch rule.
     gain: f64,
-    last_control: Millis,
-    recent_live: u32,
-    recent_abandoned: u32,
-    recent_machine: u32,
+    last_placed: Millis,
 }
 
 const TALK_MAX_SECONDS: usize = 3600;
@@ -222,7 +230,8 @@ impl CampaignPacer {
             idle: 0,
             in_flight: HashMap::new(),
             preview_requests: 0,
-            ledger: AbandonLedger::new(cfg.amd_false_positive_share),
+            ledger: AbandonLedger::new(cfg.amd_false_positive_share)
+                .with_utc_offset_minutes(cfg.utc_offset_minutes),
             resolved: 0.0,
             human_answers: 0.0,
             machine_answers: 0.0,
@@ -230,10 +239,7 @@ impl CampaignPacer {
             talk: Histogram::new(TALK_MAX_SECONDS),
             wrap: Histogram::new(600),
             gain: 1.0,
-            last_control: 0,
-            recent_live: 0,
-            recent_abandoned: 0,
-            recent_machine: 0,
+            last_placed: 0,
         })
     }
 
@@ -347,25 +353,15 @@ impl CampaignPacer {
     }
 
     /// Steer the abandon target the launch rule uses toward the aimed rate (counted the
-    /// Ofcom way, with the estimated detection false positives), once a second.
-    fn control(&mut self, now: Millis) {
-        if now < self.last_control + 1000 {
-            return;
-        }
-        self.last_control = now;
-        let live = f64::from(self.recent_live);
-        if live < 30.0 {
-            return;
-        }
-        let fp = f64::from(self.recent_machine) * self.cfg.amd_false_positive_share;
-        let rate = (f64::from(self.recent_abandoned) + fp) / (live + fp);
+    /// Ofcom way), one outcome at a time: each live answer raises the gain a little, each
+    /// abandon (and each detection drop, by the share of them estimated to be people)
+    /// lowers it, so at equilibrium abandons are the aimed share of live answers. Stepping
+    /// per outcome rather than per second keeps the controller as fast as the evidence
+    /// comes and free of wind-up while the outcomes of a change are still ringing.
+    fn control(&mut self, abandons: f64, live: f64) {
+        const STEP: f64 = 0.02;
         let aim = self.cfg.aim_abandon_rate;
-        if rate > aim {
-            self.gain *= 0.99;
-        } else if rate < aim * 0.95 {
-            self.gain *= 1.005;
-        }
-        self.gain = self.gain.clamp(0.05, 4.0);
+        self.gain = (self.gain * (STEP * (aim * live - abandons)).exp()).clamp(0.1, 4.0);
     }
 
     /// The largest k whose expected abandons stay within the target share of the expected
@@ -395,8 +391,8 @@ impl CampaignPacer {
         expected_positive_part(live - free - 0.5, live_var + free_var) + 2.0 * live_var.sqrt()
     }
 
-    fn predictive(&mut self, now: Millis, outlook: (f64, f64, f64, f64)) -> u32 {
-        self.control(now);
+    /// `caution` scales the abandon target: 1 normally, less while the budget runs low.
+    fn predictive(&self, outlook: (f64, f64, f64, f64), caution: f64) -> u32 {
         let (free, free_var, live, live_var) = outlook;
         if self.idle == 0 && free < 0.05 {
             return 0; // nobody can be free in time to take an answer
@@ -405,13 +401,19 @@ impl CampaignPacer {
         // The share of live answers that may go unserved: what the regulator allows, less
         // what detection already takes (false positives), scaled by the feedback gain.
         let fp = self.machine_share() * self.cfg.amd_false_positive_share;
-        let target = ((self.cfg.aim_abandon_rate * (1.0 + fp / p) - fp / p).max(0.0)) * self.gain;
+        let target =
+            ((self.cfg.aim_abandon_rate * (1.0 + fp / p) - fp / p).max(0.0)) * self.gain * caution;
         let limit = 3 * self.agents.len() as u32;
+        // What the live-answer estimate itself may be off by: its relative variance from
+        // the (decayed) number of outcomes behind it. It scales every live answer expected
+        // at once, so it weighs on bursts (all operators free at the start of the day, an
+        // answer rate that stepped overnight) and hardly on the steady trickle.
+        let rel_var = (1.0 - p) / (p * (self.resolved + 20.0));
         let mut k = 0;
         while k < limit {
             let n = f64::from(k + 1);
             let mean_l = live + n * p;
-            let var = live_var + n * p * (1.0 - p) + free_var;
+            let var = live_var + n * p * (1.0 - p) + free_var + mean_l * mean_l * rel_var;
             // L − F counts calls: E[X⁺] of an integer X ≈ E[(X′ − ½)⁺] of its normal X′.
             let excess = expected_positive_part(mean_l - free - 0.5, var);
             if excess > target * mean_l {
@@ -420,6 +422,18 @@ impl CampaignPacer {
             k += 1;
         }
         k
+    }
+
+    /// After an hour or more without a call (overnight, a paused campaign) what was learnt
+    /// of the answer rate may be stale: it then weighs as 30 outcomes, so the first burst
+    /// is dialled with that uncertainty and the estimate relearns fast.
+    fn forget_if_stale(&mut self, now: Millis) {
+        if now > self.last_placed + 3_600_000 && self.resolved > 30.0 {
+            let f = 30.0 / self.resolved;
+            self.resolved *= f;
+            self.human_answers *= f;
+            self.machine_answers *= f;
+        }
     }
 
     /// Share of resolved calls that detection dropped as machines.
@@ -466,6 +480,8 @@ impl Pacer for CampaignPacer {
             Event::AgentLeft(a) => self.set_agent(a, None),
             Event::PreviewRequest(_) => self.preview_requests += 1,
             Event::CallPlaced(c) => {
+                self.forget_if_stale(now);
+                self.last_placed = now;
                 self.in_flight.insert(c, now);
             }
             Event::CallAnswered { call, human } => {
@@ -479,10 +495,11 @@ impl Pacer for CampaignPacer {
                 });
                 if human {
                     self.ledger.live_answer(now);
-                    self.recent_live += 1;
+                    self.control(0.0, 1.0);
                 } else {
                     self.ledger.machine(now);
-                    self.recent_machine += 1;
+                    let fp = self.cfg.amd_false_positive_share;
+                    self.control(fp, fp);
                 }
             }
             Event::CallUnanswered(c) => {
@@ -494,7 +511,7 @@ impl Pacer for CampaignPacer {
             }
             Event::CallAbandoned(_) => {
                 self.ledger.abandoned(now);
-                self.recent_abandoned += 1;
+                self.control(1.0, 0.0);
             }
             Event::TalkEnded(a) => {
                 if let Some(AgentState::Talking { since }) = self.agents.get(&a).copied() {
@@ -502,12 +519,6 @@ impl Pacer for CampaignPacer {
                 }
                 self.set_agent(a, Some(AgentState::WrapUp { since: now }));
             }
-        }
-        // Forget slowly: the controller reacts to the last few hundred live answers.
-        if self.recent_live > 600 {
-            self.recent_live /= 2;
-            self.recent_abandoned /= 2;
-            self.recent_machine /= 2;
         }
     }
 
@@ -518,19 +529,31 @@ impl Pacer for CampaignPacer {
             Mode::Progressive => return self.idle.saturating_sub(in_flight),
             Mode::Power { .. } | Mode::Predictive => {}
         }
+        self.forget_if_stale(now);
         let outlook = self.outlook(now);
-        // With the budget spent (keeping back what the calls already ringing may still
-        // cost), only what cannot abandon: one call per free operator.
-        let spent = self.cfg.budget_fallback
-            && self.ledger.budget(now, self.cfg.max_abandon_rate)
-                < 1.0 + self.ringing_risk(outlook)
-            && self.ledger.window(now, 24).live >= 50;
+        // The abandon budget left in both windows, less what the calls already ringing are
+        // expected to cost: spent, only what cannot abandon (one call per free operator);
+        // low (less than they could cost if the answer rate had just jumped), a tenth of
+        // the usual abandon target until the slack is back.
+        let (spent, low) = if self.cfg.budget_fallback && self.ledger.today(now).live >= 50 {
+            let budget = self.ledger.budget(now, self.cfg.max_abandon_rate);
+            let (free, free_var, live, live_var) = outlook;
+            let expected = expected_positive_part(live - free - 0.5, live_var + free_var);
+            (
+                budget < 1.0 + expected,
+                budget < 1.0 + self.ringing_risk(outlook),
+            )
+        } else {
+            (false, false)
+        };
         match self.cfg.mode {
             _ if spent => self.idle.saturating_sub(in_flight),
+            // A fixed ratio cannot be careful: it stops at the first sign.
+            Mode::Power { .. } if low => self.idle.saturating_sub(in_flight),
             Mode::Power { ratio } => {
                 ((f64::from(self.idle) * ratio).floor() as u32).saturating_sub(in_flight)
             }
-            _ => self.predictive(now, outlook),
+            _ => self.predictive(outlook, if low { 0.1 } else { 1.0 }),
         }
     }
 
@@ -758,6 +781,97 @@ mod tests {
         assert_eq!(p.dials(3000), 10, "one per free operator");
     }
 
+    /// A predictive pacer that learnt a 25% live-answer rate (800 calls, 200 people), with
+    /// `abandoned` of those people abandoned, and `agents` idle operators.
+    fn taught(agents: u64, abandoned: u64) -> CampaignPacer {
+        let mut p = pacer(Mode::Predictive);
+        for a in 0..agents {
+            p.handle(0, Event::AgentJoined(a));
+        }
+        for c in 0..800u64 {
+            p.handle(1000, Event::CallPlaced(c));
+            if c % 4 == 0 {
+                p.handle(
+                    9000,
+                    Event::CallAnswered {
+                        call: c,
+                        human: true,
+                    },
+                );
+            } else {
+                p.handle(20_000, Event::CallUnanswered(c));
+            }
+        }
+        for c in 0..abandoned {
+            p.handle(9500, Event::CallAbandoned(c * 4));
+        }
+        p
+    }
+
+    #[test]
+    fn a_low_budget_dials_between_progressive_and_the_full_target() {
+        // 200 live answers: 3% allows 6 abandons. Four used: 2 left, less than what 10
+        // ringing calls could cost after a jump in the answer rate, more than expected.
+        let (mut full, mut low) = (taught(10, 0), taught(10, 4));
+        for p in [&mut full, &mut low] {
+            for c in 0..10 {
+                p.handle(21_000, Event::CallPlaced(10_000 + c));
+            }
+        }
+        let (f, l) = (full.dials(21_000), low.dials(21_000));
+        assert!(l < f, "low budget {l} < full {f}");
+        assert!(l > 0, "still above progressive's 10 − 10 in flight = 0");
+        // Spent (6 abandons): one call per free operator not already called for.
+        let mut spent = taught(10, 6);
+        for c in 0..4 {
+            spent.handle(21_000, Event::CallPlaced(10_000 + c));
+        }
+        assert_eq!(spent.dials(21_000), 6);
+    }
+
+    #[test]
+    fn each_abandon_lowers_the_target_and_clean_answers_raise_it() {
+        let mut p = taught(10, 0);
+        let clean = p.gain;
+        assert!(clean > 1.0, "200 live answers, none abandoned: {clean}");
+        p.handle(30_000, Event::CallAbandoned(4));
+        assert!(p.gain < clean * 0.99);
+        // At the aimed 2.5% the gain holds: 40 live answers and one abandon.
+        let before = p.gain;
+        for c in 0..40 {
+            p.handle(31_000, Event::CallPlaced(50_000 + c));
+            p.handle(
+                40_000,
+                Event::CallAnswered {
+                    call: 50_000 + c,
+                    human: true,
+                },
+            );
+        }
+        p.handle(40_500, Event::CallAbandoned(50_000));
+        assert!((p.gain / before - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn after_a_night_the_first_burst_is_smaller() {
+        // The same history, asked at once and after 16 hours without a call: what it learnt
+        // weighs less, so it dials fewer numbers for the same free operators.
+        // 40 operators, 30 of them just connected (not free within a ring time), 10 idle.
+        let (mut now, mut later) = (taught(40, 0), taught(40, 0));
+        for p in [&mut now, &mut later] {
+            for a in 0..30 {
+                p.handle(20_000, Event::CallConnected { call: a, agent: a });
+            }
+        }
+        let at_once = now.dials(21_000);
+        let morning = later.dials(20_000 + 16 * 3_600_000);
+        assert!(morning < at_once, "{morning} < {at_once}");
+        assert!(
+            morning >= 10,
+            "still at least one per free operator: {morning}"
+        );
+    }
+
     #[test]
     fn invalid_parameters_are_refused() {
         let mut cfg = PacerConfig::new(Mode::Power { ratio: 0.5 });
@@ -767,6 +881,9 @@ mod tests {
         assert!(CampaignPacer::new(cfg).is_err());
         cfg.aim_abandon_rate = 0.02;
         cfg.prior_talk_seconds = -1.0;
+        assert!(CampaignPacer::new(cfg).is_err());
+        cfg.prior_talk_seconds = 120.0;
+        cfg.utc_offset_minutes = 15 * 60;
         assert!(CampaignPacer::new(cfg).is_err());
     }
 

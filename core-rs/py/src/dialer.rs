@@ -33,7 +33,8 @@ fn mode(name: &str, ratio: Option<f64>) -> PyResult<Mode> {
 }
 
 /// The campaign's pacer: feed it the campaign's events, ask it every ≤ 250 ms how many
-/// numbers to dial. Times are milliseconds on the caller's monotonic clock.
+/// numbers to dial. Times are Unix epoch milliseconds (wall clock): Ofcom's 24 hours are
+/// counted per calendar day in the campaign's time zone (`utc_offset_minutes`).
 #[pyclass(module = "ccorch._core", name = "DialerPacer")]
 pub struct PyDialerPacer {
     pacer: CampaignPacer,
@@ -46,6 +47,7 @@ impl PyDialerPacer {
         mode_name, *, ratio = None, max_abandon_rate = 0.03, aim_abandon_rate = 0.025,
         amd_false_positive_share = 0.02, prior_live_probability = 0.25,
         prior_ring_seconds = 10.0, prior_talk_seconds = 120.0, prior_wrap_seconds = 10.0,
+        utc_offset_minutes = 0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -58,6 +60,7 @@ impl PyDialerPacer {
         prior_ring_seconds: f64,
         prior_talk_seconds: f64,
         prior_wrap_seconds: f64,
+        utc_offset_minutes: i32,
     ) -> PyResult<Self> {
         let mut cfg = PacerConfig::new(mode(mode_name, ratio)?);
         cfg.max_abandon_rate = max_abandon_rate;
@@ -67,6 +70,7 @@ impl PyDialerPacer {
         cfg.prior_ring_seconds = prior_ring_seconds;
         cfg.prior_talk_seconds = prior_talk_seconds;
         cfg.prior_wrap_seconds = prior_wrap_seconds;
+        cfg.utc_offset_minutes = utc_offset_minutes;
         Ok(PyDialerPacer {
             pacer: CampaignPacer::new(cfg).map_err(param_error)?,
         })
