@@ -71,6 +71,10 @@ def test_spent_budget_falls_back_to_one_call_per_free_operator_and_rates_count_r
             "prior_live_probability = 1.2",
         ),
         (lambda: DialerPacer("predictive", prior_talk_seconds=-5.0), "prior_talk_seconds = -5"),
+        (
+            lambda: DialerPacer("predictive", utc_offset_minutes=900),
+            "utc_offset_minutes = 900: expected from -840 to 840",
+        ),
         (lambda: DialerPacer("predictive").handle(0, "call_answered", 1), "not a campaign event"),
         (lambda: simulate_campaign({"p_live": 1.5}, "predictive"), "p_live = 1.5"),
         (lambda: simulate_campaign({"no_answer_after": 10}, "predictive"), "at least 15 seconds"),
