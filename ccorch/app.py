@@ -26,6 +26,7 @@ import ccorch
 from ccorch.acd.service import AcdService, load_queues
 from ccorch.calls import CallEvents, screening
 from ccorch.calls.b2bua import CallController
+from ccorch.calls.cdr import CdrSink
 from ccorch.config import Config, SipConfig
 from ccorch.crm import api as crm_api
 from ccorch.crm import bootstrap as crm_bootstrap
@@ -129,6 +130,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             tcp=sc.tcp,
             auth_algorithms=sc.auth_algorithms,
         )
+        # Records spooled while the database was away go in before new calls come.
+        cdrs = CdrSink(app.ctx.pool, var_dir / "cdr-spool.jsonl")
+        await cdrs.replay()
         queues, agents = load_queues(Path(config.ivr.flows_dir) / config.ivr.queues_file)
         acd = AcdService(queues, agents)
         acd.start()
@@ -149,6 +153,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
                 app.ctx.recordings_dir,
             ),
             acd=acd,
+            cdrs=cdrs,
         )
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)

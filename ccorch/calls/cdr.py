@@ -1,15 +1,22 @@
 """Call detail records and the customer's history, written when a call ends.
 
 One transaction per call: the CDR row and, when the caller was identified, an interaction in
-the customer's history (channel ``call``, the queue, how it ended). Written off the call's
-path (its own task); a failure is logged with the whole record, so nothing is lost silently.
+the customer's history (channel ``call``, the queue, how it ended). The call controller
+releases the call's media only once its record is committed (:class:`CdrSink`). When the
+database cannot take it (after retries), the record goes to a local spool file, fsynced,
+and is replayed at the next start; a unique key on (Call-ID, arrival) makes a replay or a
+retry after a lost acknowledgement write nothing twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import logging
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -44,15 +51,18 @@ class Cdr:
 _COLUMNS = list(Cdr.__dataclass_fields__)
 
 
-async def write(pool: AsyncConnectionPool, cdr: Cdr) -> int:
+async def write(pool: AsyncConnectionPool, cdr: Cdr) -> int | None:
+    """Insert the CDR (and the interaction): its id, or None when it was already there."""
     row: dict[str, Any] = asdict(cdr)
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            f"INSERT INTO cdrs ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)}) RETURNING id",
+            f"INSERT INTO cdrs ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
+            " ON CONFLICT (sip_call_id, arrived_at) DO NOTHING RETURNING id",
             [row[c] for c in _COLUMNS],
         )
         got = await cur.fetchone()
-        assert got is not None
+        if got is None:
+            return None
         if cdr.customer_id is not None:
             await conn.execute(
                 """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
@@ -71,13 +81,89 @@ async def write(pool: AsyncConnectionPool, cdr: Cdr) -> int:
     return int(got[0])
 
 
-async def write_logged(pool: AsyncConnectionPool | None, cdr: Cdr) -> None:
-    if pool is None:
-        return
-    try:
-        await write(pool, cdr)
-    except Exception as e:
+def _to_json(cdr: Cdr) -> str:
+    return json.dumps(
+        {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(cdr).items()},
+        ensure_ascii=False,
+    )
+
+
+_TIMES = {f.name for f in fields(Cdr) if "datetime" in str(f.type)}
+
+
+def _from_json(line: str) -> Cdr:
+    raw: dict[str, Any] = json.loads(line)
+    values: dict[str, Any] = {
+        k: dt.datetime.fromisoformat(v) if k in _TIMES and v is not None else v
+        for k, v in raw.items()
+    }
+    return Cdr(**values)
+
+
+class CdrSink:
+    """Where ended calls' records go: the database, or the spool until it is back."""
+
+    RETRIES = (0.1, 0.5, 2.0)  # seconds between attempts before spooling
+
+    def __init__(self, pool: AsyncConnectionPool, spool: Path) -> None:
+        self.pool = pool
+        self.spool = spool
+        self.written = 0
+        self.spooled = 0
+
+    async def commit(self, cdr: Cdr) -> None:
+        """Returns once the record is durable: committed, or fsynced to the spool."""
+        error: Exception | None = None
+        for pause in (*self.RETRIES, None):
+            try:
+                await write(self.pool, cdr)
+                self.written += 1
+                return
+            except Exception as e:  # the database is down or refused the row
+                error = e
+            if pause is not None:
+                await asyncio.sleep(pause)
+        await asyncio.to_thread(self._append, cdr)
+        self.spooled += 1
         log.error(
-            "CDR not written",
-            extra={"error": str(e), "cdr": {k: str(v) for k, v in asdict(cdr).items()}},
+            "CDR not written to the database; spooled for replay at the next start",
+            extra={"error": str(error), "call_ref": cdr.call_ref, "spool": str(self.spool)},
         )
+
+    def _append(self, cdr: Cdr) -> None:
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with self.spool.open("a", encoding="utf-8") as f:
+            f.write(_to_json(cdr) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def replay(self) -> int:
+        """Write what the spool holds; what still fails stays in it. Returns rows written."""
+        if not self.spool.exists():
+            return 0
+        lines = (await asyncio.to_thread(self.spool.read_text, "utf-8")).splitlines()
+        kept: list[str] = []
+        done = 0
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = _from_json(line)
+            except (ValueError, TypeError) as e:
+                # A torn last line (a crash mid-append) cannot be read: keep it for a person.
+                log.error("CDR spool line unreadable", extra={"line": n, "error": str(e)})
+                kept.append(line)
+                continue
+            try:
+                if await write(self.pool, record) is not None:
+                    done += 1
+            except Exception as e:
+                log.error("CDR spool replay failed", extra={"line": n, "error": str(e)})
+                kept.append(line)
+        tmp = self.spool.with_suffix(".tmp")
+        await asyncio.to_thread(tmp.write_text, "".join(k + "\n" for k in kept), "utf-8")
+        await asyncio.to_thread(os.replace, tmp, self.spool)
+        if not kept:
+            await asyncio.to_thread(self.spool.unlink)
+        log.info("CDR spool replayed", extra={"written": done, "kept": len(kept)})
+        return done
