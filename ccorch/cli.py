@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the menu key: 3 balance, 1/2 operator",
     )
     demo.add_argument("--dnis", default="100", help="service number: 100 ru, 101 en, 102 zh")
+    demo.add_argument(
+        "--ani",
+        default="0671234567",
+        help="the caller's number: 0671234567 the demo customer Ivan Petrenko, 0507654321 the"
+        " VIP Olena Kovalenko (her manager 7001 is rung first), 0441112233 blacklisted",
+    )
     return p
 
 
@@ -123,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo-call":
         from ccorch.demo import demo_call
 
-        return demo_call(config, args.option, args.dnis)
+        return demo_call(config, args.option, args.dnis, args.ani)
     try:
         if args.command == "migrate":
             return cmd_migrate(config)

@@ -89,7 +89,7 @@ def _say(text: str) -> None:
     print(f"demo-call: {text}", file=sys.stderr, flush=True)
 
 
-def demo_call(config: Config, option: int, dnis: str) -> int:
+def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -> int:
     sipp = shutil.which("sipp")
     if sipp is None:
         _say("SIPp is not installed (Debian package sip-tester; scripts/setup.sh installs it)")
@@ -178,7 +178,7 @@ def demo_call(config: Config, option: int, dnis: str) -> int:
             keys = [(2.0, "2")]
     else:
         keys = [(2.0, "3"), (3.0, "1001#"), (3.5, "1234#")]
-    _say(f"calling {dnis} at {target} from trunk {trunk.name} ({trunk.host}:{trunk.port})")
+    _say(f"calling {dnis} at {target} as {ani} from trunk {trunk.name} ({trunk.host}:{trunk.port})")
     phone = DemoPhone()
     call = subprocess.Popen(
         [
@@ -190,6 +190,9 @@ def demo_call(config: Config, option: int, dnis: str) -> int:
             "-key",
             "rtp_port",
             str(phone.port),
+            "-key",
+            "ani",
+            ani,
             "-p",
             str(trunk.port),
             "-i",

@@ -90,6 +90,45 @@ def test_caller_is_identified_by_ani_exactly_then_by_last_digits(demo_db: str) -
     run_db(demo_db, body)
 
 
+def test_preferred_operators_are_the_manager_then_the_last_one_who_served(demo_db: str) -> None:
+    async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+        async def customer(name: str) -> int:
+            cur = await conn.execute("SELECT id FROM customers WHERE name = %s", (name,))
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        async def served(cid: int, agent: str, days_ago: int, call_id: str) -> None:
+            await conn.execute(
+                """INSERT INTO cdrs (call_ref, sip_call_id, ani, dnis, origin, agent, customer_id,
+                                     outcome, status, arrived_at, answered_at, ended_at)
+                   VALUES (1, %s, '', '100', 'carrier', %s, %s, 'agent-hangup', 200,
+                           now() - make_interval(days => %s), now() - make_interval(days => %s),
+                           now() - make_interval(days => %s))""",
+                (call_id, agent, cid, days_ago, days_ago, days_ago),
+            )
+
+        olena, ivan = await customer("Olena Kovalenko"), await customer("Ivan Petrenko")
+        # The demo's VIP has a manager (op7001); Ivan has none and never called.
+        assert await store.preferred_extensions(conn, olena) == ["7001"]
+        assert await store.preferred_extensions(conn, ivan) == []
+        # The last operator who served them comes next: the newest answered call, 30 days.
+        await served(ivan, "7003", 40, "a")
+        assert await store.preferred_extensions(conn, ivan) == []
+        await served(ivan, "7002", 3, "b")
+        await served(ivan, "7004", 1, "c")
+        assert await store.preferred_extensions(conn, ivan) == ["7004"]
+        await served(olena, "7001", 1, "d")  # the manager herself: named once
+        assert await store.preferred_extensions(conn, olena) == ["7001"]
+        await served(olena, "7003", 0, "e")
+        assert await store.preferred_extensions(conn, olena) == ["7001", "7003"]
+        # A manager who left (inactive) is not waited for.
+        await conn.execute("UPDATE users SET active = false WHERE extension = '7001'")
+        assert await store.preferred_extensions(conn, olena) == ["7003"]
+
+    run_db(demo_db, body)
+
+
 def test_region_comes_from_the_number_prefix(demo_db: str) -> None:
     async def body(conn: psycopg.AsyncConnection[Any]) -> dict[str, str]:
         cur = await conn.execute("SELECT name, region FROM customers ORDER BY id")
@@ -145,7 +184,9 @@ def test_registration_names_each_missing_or_invalid_field(demo_db: str) -> None:
         assert card["phones"] == [{"e164": "380931112233", "label": "main"}]
         assert card["region"] == "lifecell (mobile)"
         cur = await conn.execute(
-            "SELECT action, entity, after->>'name' FROM audit_log WHERE entity_id = %s", (str(cid),)
+            "SELECT action, entity, after->>'name' FROM audit_log"
+            " WHERE entity = 'customer' AND entity_id = %s",
+            (str(cid),),
         )
         assert await cur.fetchall() == [("create", "customer", "Nina Bondar")]
 

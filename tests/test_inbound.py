@@ -49,6 +49,11 @@ queues = ["tech"]
 extension = "7003"
 skills = { general = 5 }
 queues = ["general"]
+
+[[agent]]
+extension = "7004"
+skills = { general = 3 }
+queues = ["general"]
 """
 
 
@@ -71,7 +76,10 @@ class Center:
         return register_phone(self.target, self.cwd, ext)
 
     def caller(
-        self, scenario: str = "trunk_ivr_call.xml", extra: list[str] | None = None
+        self,
+        scenario: str = "trunk_ivr_call.xml",
+        extra: list[str] | None = None,
+        ani: str = "0671234567",  # Ivan Petrenko, the demo customer
     ) -> tuple[Phone, subprocess.Popen[bytes]]:
         phone = Phone()
         p = subprocess.Popen(
@@ -84,6 +92,9 @@ class Center:
                 "-key",
                 "rtp_port",
                 str(phone.port),
+                "-key",
+                "ani",
+                ani,
                 "-p",
                 str(free_udp_port()),
                 "-m",
@@ -393,6 +404,9 @@ nodes:
             "-key",
             "rtp_port",
             str(phone.port),
+            "-key",
+            "ani",
+            "0671234567",
             "-p",
             str(free_udp_port()),
             "-m",
@@ -417,3 +431,38 @@ nodes:
             sipp.kill()
     expected = tts.render(closed_text, "ru", center.cwd / "tts")
     assert _pcm_in(expected, g711_decode(bytes(phone.heard), "PCMU"))
+
+
+def test_a_vip_caller_rings_her_manager_first_with_priority(center: Center) -> None:
+    """Olena Kovalenko (VIP, identified by ANI): her manager's phone rings although another
+    operator has been free longer; the flow gave her call priority 10."""
+    with psycopg.connect(center.db, autocommit=True) as conn:
+        conn.execute(
+            """UPDATE customers SET manager_id = (SELECT id FROM users WHERE extension = '7004')
+               WHERE name = 'Olena Kovalenko'"""
+        )
+    center.register("7003")  # Ready (longest idle of the two) but not her manager
+    time.sleep(0.3)
+    manager_port = center.register("7004")
+    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) >= 2, 5)
+    manager = Uas("agent_hangup.xml", port=manager_port, cwd=center.cwd, extra=["-d", "1000"])
+    phone, sipp = center.caller(ani="0507654321")
+    try:
+        phone.listen(1.5)
+        phone.press("2")
+        assert sipp.wait(30) == 0  # her manager answered, talked 1 s and hung up
+        assert manager.wait().ok
+    finally:
+        phone.sock.close()
+        if sipp.poll() is None:
+            sipp.kill()
+    with psycopg.connect(center.db) as conn:
+
+        def row() -> tuple[object, ...] | None:
+            return conn.execute(
+                """SELECT c.agent, c.queue, c.outcome, cu.name, cu.segment FROM cdrs c
+                   JOIN customers cu ON cu.id = c.customer_id WHERE c.ani = '380507654321'"""
+            ).fetchone()
+
+        assert wait_for(lambda: row() is not None, 5)
+        assert row() == ("7004", "general", "agent-hangup", "Olena Kovalenko", "VIP")

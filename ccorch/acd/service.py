@@ -24,7 +24,7 @@ import asyncio
 import logging
 import tomllib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -187,12 +187,26 @@ class AcdService:
 
     # --- calls ---
 
-    def enqueue(self, call: CallSide, queue: str, priority: int = 0) -> bool:
+    def enqueue(
+        self,
+        call: CallSide,
+        queue: str,
+        priority: int = 0,
+        preferred: Sequence[tuple[str, float]] = (),
+    ) -> bool:
+        """Queue the call; ``preferred`` (extension, seconds): each of these operators, in
+        turn, gets it alone for so long (if logged in and serving this queue), then anyone
+        skilled."""
         qid = self.queue_ids.get(queue)
         if qid is None:
             return False
         self.calls[call.id] = call
-        self.acd.enqueue(self.now_ms(), call.id, qid, priority)
+        known = [
+            (int(ext), int(seconds * 1000))
+            for ext, seconds in preferred
+            if ext in self.logged_in and queue in self.agents[ext].queues and seconds > 0
+        ]
+        self.acd.enqueue(self.now_ms(), call.id, qid, priority, known)
         self._pump()
         return True
 

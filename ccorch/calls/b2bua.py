@@ -415,6 +415,8 @@ class Call:
         self.agent: str | None = None
         self.flow: str | None = None
         self.customer_id: int | None = None
+        # The identified customer's manager, then last operator: offered the call first.
+        self.preferred: list[str] = []
         self.customer: dict[str, Any] = {}
         self.waited_ms: int | None = None
         self.recording: int | None = None
@@ -535,6 +537,11 @@ class Call:
                 "customer_name": m.name,
                 "segment": m.segment or "",
             }
+            try:
+                async with deps.pool.connection() as conn:
+                    self.preferred = await crm_store.preferred_extensions(conn, m.customer_id)
+            except Exception as e:
+                log.warning("preferred operators unknown", extra={"call": self.id, "error": str(e)})
 
     def _start_ivr(self, flow: Flow) -> None:
         """Answer the caller and hand the call to the flow (the IVR speaks on leg A)."""
@@ -553,14 +560,15 @@ class Call:
 
     # --- the ACD's side (ccorch.acd.service.CallSide) ---
 
-    def enqueue(self, queue: str, priority: int) -> bool:
+    def enqueue(self, queue: str, priority: int, prefer_seconds: float = 0.0) -> bool:
         acd = self.ctl.acd
         if acd is None or self.state != "ivr":
             return False
         self.queue = queue
         self.state = "queued"
         self.ivr_ended_at = self.queued_at = dt.datetime.now(dt.UTC)
-        return acd.enqueue(self, queue, priority)
+        preferred = [(ext, prefer_seconds) for ext in self.preferred] if prefer_seconds else []
+        return acd.enqueue(self, queue, priority, preferred)
 
     def estimated_wait(self) -> float | None:
         return self.ctl.acd.estimated_wait(self) if self.ctl.acd is not None else None
@@ -913,6 +921,56 @@ class Call:
             else:
                 self.ctl.acd.caller_gone(self)  # an abandon, with its wait
         svc = self.ctl.service
+        now = svc.now()
+        talk = now - self.answered_at if self.answered_at is not None else 0.0
+        ended = dt.datetime.now(dt.UTC)
+        if self.ivr is not None and self.ivr_ended_at is None:
+            self.ivr_ended_at = ended
+        svc.stats[f"calls_ended_{reason}"] += 1
+        self.ctl.events.publish(CallEnded(self.id, reason, status, now, talk))
+        sink = self.ctl.cdrs
+        if sink is None:
+            self._release()
+        else:
+            # The record is committed (or spooled) before the call's media goes.
+            svc.spawn(self._commit_then_release(sink, self._record(reason, status, ended)))
+
+    def _record(self, reason: str, status: int, ended: dt.datetime) -> cdr.Cdr:
+        operator_talk = (
+            (ended - self.agent_answered_at).total_seconds() if self.agent_answered_at else 0.0
+        )
+        return cdr.Cdr(
+            call_ref=self.id,
+            sip_call_id=self.sip_call_id,
+            ani=self.ani,
+            dnis=self.dnis,
+            origin=self.origin.trunk.name if self.origin.trunk else f"agent:{self.origin.agent}",
+            flow=self.flow,
+            queue=self.queue,
+            agent=self.agent,
+            customer_id=self.customer_id,
+            outcome=reason,
+            status=status,
+            arrived_at=self.arrived_at,
+            ivr_ended_at=self.ivr_ended_at,
+            queued_at=self.queued_at,
+            offered_at=self.offered_at,
+            answered_at=self.agent_answered_at,
+            ended_at=ended,
+            waited_ms=self.waited_ms,
+            talk_seconds=operator_talk,
+            recording_path=self.recording_path,
+        )
+
+    async def _commit_then_release(self, sink: cdr.CdrSink, record: cdr.Cdr) -> None:
+        try:
+            await sink.commit(record)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Frees what the ended call held: its RTP legs, room and dialogs."""
+        svc = self.ctl.service
         for leg in (self.a, self.b, self.transfer):
             if leg is not None:
                 leg._stop_session_timer()
@@ -931,46 +989,6 @@ class Call:
                 log.debug("destroy_room", extra={"error": str(e)})
             self.room = None
         self.ctl.calls.pop(self.key, None)
-        now = svc.now()
-        talk = now - self.answered_at if self.answered_at is not None else 0.0
-        ended = dt.datetime.now(dt.UTC)
-        if self.ivr is not None and self.ivr_ended_at is None:
-            self.ivr_ended_at = ended
-        operator_talk = (
-            (ended - self.agent_answered_at).total_seconds() if self.agent_answered_at else 0.0
-        )
-        if self.ctl.ivr is not None and self.ctl.ivr.pool is not None:
-            svc.spawn(
-                cdr.write_logged(
-                    self.ctl.ivr.pool,
-                    cdr.Cdr(
-                        call_ref=self.id,
-                        sip_call_id=self.sip_call_id,
-                        ani=self.ani,
-                        dnis=self.dnis,
-                        origin=self.origin.trunk.name
-                        if self.origin.trunk
-                        else f"agent:{self.origin.agent}",
-                        flow=self.flow,
-                        queue=self.queue,
-                        agent=self.agent,
-                        customer_id=self.customer_id,
-                        outcome=reason,
-                        status=status,
-                        arrived_at=self.arrived_at,
-                        ivr_ended_at=self.ivr_ended_at,
-                        queued_at=self.queued_at,
-                        offered_at=self.offered_at,
-                        answered_at=self.agent_answered_at,
-                        ended_at=ended,
-                        waited_ms=self.waited_ms,
-                        talk_seconds=operator_talk,
-                        recording_path=self.recording_path,
-                    ),
-                )
-            )
-        svc.stats[f"calls_ended_{reason}"] += 1
-        self.ctl.events.publish(CallEnded(self.id, reason, status, now, talk))
 
     # --- transfers (RFC 3515, RFC 3891) ---
 
@@ -1130,8 +1148,10 @@ class CallController:
         flows: FlowStore | None = None,
         ivr: IvrDeps | None = None,
         acd: AcdService | None = None,
+        cdrs: cdr.CdrSink | None = None,
     ) -> None:
         self.service = service
+        self.cdrs = cdrs
         self.media = media
         self.flows = flows
         self.ivr = ivr

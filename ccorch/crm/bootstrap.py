@@ -4,7 +4,9 @@
   area and mobile codes) is upserted on every start, so editing the CSV takes effect.
 * The demo tenant of the "ABC Internet" IVR: customer Ivan Petrenko with contract 1001,
   50.00 UAH and PIN 1234 (stored hashed), two more customers for identification and
-  search, and an ``admin`` user. The admin's password is ``crm.admin_password``
+  search, operators ``op7001``-``op7004`` (extensions 7001-7004, passwords ``agent7001``...,
+  the same as their demo phones; the VIP Olena Kovalenko's manager is 7001), and an ``admin``
+  user. The admin's password is ``crm.admin_password``
   (``CCORCH_CRM_ADMIN_PASSWORD``) when set; otherwise a random one is generated and written once to ``var/admin-password``
   (mode 0600), never to the log.
 """
@@ -75,6 +77,14 @@ DEMO_CUSTOMERS: list[dict[str, Any]] = [
 ]
 
 
+DEMO_OPERATORS = [
+    ("7001", "Taras Melnyk"),
+    ("7002", "Iryna Bondar"),
+    ("7003", "Oksana Shevchenko"),
+    ("7004", "Dmytro Kravets"),
+]
+
+
 async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: str = "") -> bool:
     """Load the demo tenant into an empty CRM; returns False when customers already exist."""
     cur = await conn.execute("SELECT count(*) FROM customers")
@@ -100,6 +110,17 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
                     "100.00",
                 ),
             )
+    # The demo's operators (their phones are the demo SIP accounts 7001-7004); the VIP
+    # customer's manager is 7001, so her calls ring 7001 first.
+    for ext, full_name in DEMO_OPERATORS:
+        uid = await store.create_user(
+            conn, f"op{ext}", full_name, f"agent{ext}", ["operator"], None
+        )
+        await conn.execute("UPDATE users SET extension = %s WHERE id = %s", (ext, uid))
+    await conn.execute(
+        """UPDATE customers SET manager_id = (SELECT id FROM users WHERE extension = '7001')
+           WHERE name = 'Olena Kovalenko'"""
+    )
     await surveys.create_survey(conn, surveys.DEMO_SURVEY, None, dt.datetime.now(dt.UTC))
     cur = await conn.execute("SELECT 1 FROM users WHERE login = 'admin'")
     if await cur.fetchone() is None:

@@ -83,6 +83,29 @@ def _common_suffix(a: str, b: str) -> int:
     return n
 
 
+async def preferred_extensions(
+    conn: AsyncConnection[Any], customer_id: int, last_agent_days: int = 30
+) -> list[str]:
+    """Who should take this customer's call first: the assigned manager's extension, then
+    the operator who last talked with them (within ``last_agent_days``), without repeats."""
+    cur = await conn.execute(
+        """SELECT 0 AS rank, u.extension FROM customers c JOIN users u ON u.id = c.manager_id
+           WHERE c.id = %s AND u.active AND u.extension IS NOT NULL
+           UNION ALL
+           (SELECT 1, agent FROM cdrs
+            WHERE customer_id = %s AND agent IS NOT NULL AND answered_at IS NOT NULL
+              AND arrived_at > now() - make_interval(days => %s)
+            ORDER BY arrived_at DESC LIMIT 1)
+           ORDER BY rank""",
+        (customer_id, customer_id, last_agent_days),
+    )
+    out: list[str] = []
+    for _, ext in await cur.fetchall():
+        if ext not in out:
+            out.append(ext)
+    return out
+
+
 async def identify_by_ani(conn: AsyncConnection[Any], ani: str, country: str) -> list[Match]:
     """Customers owning the calling number: exact E.164 first; else the same last seven
     digits, ranked by how many trailing digits agree. No match: an empty list."""

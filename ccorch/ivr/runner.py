@@ -168,7 +168,7 @@ class IvrRunner:
 
     async def _enqueue(self, a: Enqueue) -> None:
         self.queued = a
-        if not self.call.enqueue(a.queue, a.priority):
+        if not self.call.enqueue(a.queue, a.priority, a.prefer_seconds):
             self.queue_left("unavailable")
             return
         if self.call.state == "ringing" or a.busy_text is None:
