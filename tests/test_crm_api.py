@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccorch.crm.api import ROUTES
+from ccorch.crm.api import all_routes
 from tests.conftest import Node, _with_dbname, start_node
 
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -46,6 +46,17 @@ def call(
             return e.code, text.decode(errors="replace")
 
 
+HELLO_FLOW = """flow: hello
+dnis: ["700"]
+language: en
+start: hi
+nodes:
+  hi:
+    type: hangup
+    text: "Hello."
+"""
+
+
 @pytest.fixture(scope="module")
 def crm(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     name = f"ccorch_api_{uuid.uuid4().hex[:10]}"
@@ -53,6 +64,8 @@ def crm(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _with_dbname(pg_admin_url, name)
     cwd = tmp_path_factory.mktemp("crm_node")
+    (cwd / "flows").mkdir()
+    (cwd / "flows" / "hello.yaml").write_text(HELLO_FLOW)
     node = start_node(
         cwd,
         {
@@ -176,7 +189,14 @@ PUT_EXAMPLES = {
     "/api/kb/articles/<article_id:int>": (
         "/api/kb/articles/1",
         {"language": "en", "title": "Matrix v2", "body": "Text"},
-    )
+    ),
+    "/api/flows/<name:str>": ("/api/flows/hello", {"source": HELLO_FLOW}),
+}
+EXAMPLES |= {
+    "/api/flows": ("/api/flows", None),
+    "/api/flows/<name:str>": ("/api/flows/hello", None),
+    "/api/flows/<name:str>/versions/<version:int>": ("/api/flows/hello/versions/1", None),
+    "/api/flows/<name:str>/rollback": ("/api/flows/hello/rollback", {"version": 1}),
 }
 
 
@@ -185,7 +205,7 @@ def test_every_route_answers_each_role_as_its_declaration_says(
     crm: dict[str, Any], role: str
 ) -> None:
     node, token = crm["node"], crm["tokens"][role]
-    for route in ROUTES:
+    for route in all_routes():
         if route.roles is None or route.path == "/api/auth/logout":
             continue  # login is open to all; logout would end the session the loop uses
         table = {"PUT": PUT_EXAMPLES, "PATCH": PATCH_EXAMPLES}.get(route.method, EXAMPLES)
@@ -291,7 +311,7 @@ def test_openapi_document_lists_every_route_with_its_security(crm: dict[str, Any
         "GET",
         "/api/customers/{customer_id}",
     ) in listed
-    assert len(listed) == len(ROUTES)
+    assert len(listed) == len(all_routes())
     customer = doc["components"]["schemas"]["NewCustomer"]
     assert customer["required"] == ["name"] and customer["additionalProperties"] is False
     assert "security" not in doc["paths"]["/api/auth/login"]["post"]
@@ -406,3 +426,51 @@ def test_customer_edit_changes_fields_replaces_phones_and_is_audited(crm: dict[s
         call(node, "PATCH", "/api/customers/999999", {"segment": "VIP"}, tokens["operator"])[0]
         == 404
     )
+
+
+def test_flows_are_uploaded_checked_versioned_and_rolled_back_over_the_api(
+    crm: dict[str, Any],
+) -> None:
+    node, admin = crm["node"], crm["tokens"]["admin"]
+    status, listed = call(node, "GET", "/api/flows", token=crm["tokens"]["supervisor"])
+    assert status == 200 and [f["name"] for f in listed["items"]] == ["hello"]
+    status, before = call(node, "GET", "/api/flows/hello", token=admin)
+    assert status == 200 and before["source"] == HELLO_FLOW
+    # A broken version: 422 with the line and the reason; the running version stays.
+    broken = HELLO_FLOW.replace("type: hangup", "type: hang_up")
+    status, body = call(node, "PUT", "/api/flows/hello", {"source": broken}, admin)
+    assert status == 422 and body["error"] == "flow_refused", body
+    assert [(p["line"], "unknown type 'hang_up'" in p["reason"]) for p in body["problems"]] == [
+        (7, True)
+    ]
+    assert call(node, "GET", "/api/flows/hello", token=admin)[1]["version"] == before["version"]
+    # The URL names the flow the text must declare.
+    status, body = call(node, "PUT", "/api/flows/other", {"source": HELLO_FLOW}, admin)
+    assert status == 422 and "not 'other'" in body["problems"][0]["reason"]
+    # Operators and supervisors cannot change flows.
+    assert (
+        call(node, "PUT", "/api/flows/hello", {"source": HELLO_FLOW}, crm["tokens"]["supervisor"])[
+            0
+        ]
+        == 403
+    )
+    # A good version is served at once, kept, and can be rolled back.
+    v2_text = HELLO_FLOW.replace("Hello.", "Hello again.")
+    status, v2 = call(node, "PUT", "/api/flows/hello", {"source": v2_text}, admin)
+    assert status == 200 and v2["version"] == before["version"] + 1, v2
+    status, now = call(node, "GET", "/api/flows/hello", token=admin)
+    assert now["source"] == v2_text and [v["version"] for v in now["versions"]][-1] == v2["version"]
+    status, old = call(node, "GET", f"/api/flows/hello/versions/{before['version']}", token=admin)
+    assert status == 200 and old["source"] == HELLO_FLOW
+    status, back = call(
+        node, "POST", "/api/flows/hello/rollback", {"version": before["version"]}, admin
+    )
+    assert status == 200 and back["version"] == before["version"]
+    assert (node.cwd / "flows" / "hello.yaml").read_text() == HELLO_FLOW
+    assert call(node, "POST", "/api/flows/hello/rollback", {"version": 99}, admin)[0] == 404
+    assert call(node, "POST", "/api/flows/hello/rollback", {"version": "x"}, admin)[0] == 422
+    # Every change is in the audit log.
+    status, log = call(node, "GET", "/api/audit?entity=ivr_flow", token=admin)
+    assert status == 200
+    actions = [(e["action"], e["after"]["version"]) for e in log["items"]]
+    assert ("upload", v2["version"]) in actions and ("rollback", before["version"]) in actions

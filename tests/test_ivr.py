@@ -162,6 +162,17 @@ def test_hot_reload_keeps_the_running_version_when_the_new_one_is_broken(tmp_pat
     with pytest.raises(FlowError):
         store.upload("flow: t\nnodes: 3\n", "t.yaml")
     assert store.for_dnis("555") is v3
+    # The history is kept on disk: a restarted node knows the versions and can roll back.
+    assert [n for n, _, _ in store.history("t")] == [1, 2, 3]
+    again = FlowStore(tmp_path, check_voices=False)
+    assert again.scan() == ["t"]
+    assert again.for_dnis("555").version == 3  # type: ignore[union-attr]
+    back = again.rollback("t", 2)
+    assert back.version == 2 and back.nodes["menu"].spec["prompt"] == "Press one or two."
+    assert path.read_text() == GOOD.replace("Press 1 or 2.", "Press one or two.")
+    assert again.scan() == []  # the rewritten file is the served version already
+    with pytest.raises(KeyError):
+        again.rollback("t", 9)
 
 
 def _texts(actions: list[object]) -> list[str]:
@@ -204,6 +215,43 @@ def test_interpreter_branch_on_caller_attributes() -> None:
     plain = Session(flow, {"segment": "regular"})
     plain.start(0.0)
     assert isinstance(plain.on_digit(0.1, "2")[-1], Hangup)
+
+
+def test_demo_flow_queues_vips_ahead_and_prefers_their_operators() -> None:
+    from ccorch.ivr.interpreter import Enqueue
+
+    for lang in ("ru", "en", "zh"):
+        flow = load_flow(REPO / "flows" / f"abc-internet-{lang}.yaml")
+        got = {}
+        for segment in ("VIP", "standard", ""):
+            s = Session(flow, {"segment": segment} if segment else {})
+            s.start(0.0)
+            queued = [a for a in s.on_digit(0.1, "2") if isinstance(a, Enqueue)]
+            assert len(queued) == 1, (lang, segment)
+            got[segment] = (queued[0].queue, queued[0].priority, queued[0].prefer_seconds)
+        assert got == {
+            "VIP": ("general", 10, 20.0),
+            "standard": ("general", 0, 20.0),
+            "": ("general", 0, 20.0),
+        }, lang
+    # Bad values are refused at load, with their line.
+    queue_node = """  bye:
+    type: queue
+    queue: tech
+    priority: {p}
+    prefer_seconds: {s}
+"""
+    for p, sec, reason in (
+        ('"{vip"', "20", "priority is 0 to 100, or a variable"),
+        ("101", "20", "priority is 0 to 100"),
+        ('"{priority}"', "-1", "prefer_seconds is 0 to 600"),
+    ):
+        text = GOOD.replace("  bye:\n    type: hangup\n", queue_node.format(p=p, s=sec))
+        with pytest.raises(FlowError) as e:
+            parse_flow(text, "t.yaml")
+        assert any(reason in why for _, _, why in e.value.problems), e.value.problems
+    ok = GOOD.replace("  bye:\n    type: hangup\n", queue_node.format(p='"{priority}"', s="20"))
+    assert parse_flow(ok, "t.yaml").nodes["bye"].spec["prefer_seconds"] == 20
 
 
 def test_money_is_spoken_in_the_right_form() -> None:
@@ -284,6 +332,9 @@ def test_balance_self_service_speaks_the_crm_balance(pg_admin_url: str, tmp_path
             "-key",
             "rtp_port",
             str(phone.port),
+            "-key",
+            "ani",
+            "0671234567",
             "-p",
             str(trunk_port),
             "-m",
@@ -369,3 +420,24 @@ nodes:
     with pytest.raises(FlowError) as e:
         parse_flow(text.replace("mon-fri 09:00-18:00", "weekdays 9-6"), "h.yaml")
     assert e.value.problems[0][1] == 8 and "days are mon..sun" in e.value.problems[0][2]
+    # The holiday calendar: closed all day, once (a date) or every year (month-day), with a
+    # message of its own; a date that is not one is refused at load with its line.
+    holidays = (
+        text.replace(
+            "    closed_next: bye\n",
+            '    closed_next: bye\n    holidays: ["2026-11-23", "01-07"]\n    holiday_next: holiday\n',
+        )
+        + '  holiday:\n    type: hangup\n    text: "Happy holiday."\n'
+    )
+    flow = parse_flow(holidays, "h.yaml")
+    for when, said in (
+        (kyiv_monday_noon, "Happy holiday."),  # 2026-11-23 is on the calendar
+        (kyiv_monday_noon + dt.timedelta(days=7), "Hello."),  # a Monday like any other
+        (dt.datetime(2027, 1, 7, 10, 0, tzinfo=dt.UTC), "Happy holiday."),  # every 7 January
+        (dt.datetime(2026, 11, 23, 22, 30, tzinfo=dt.UTC), "We are closed."),  # 24th in Kyiv
+    ):
+        s = Session(flow, {}, clock=lambda when=when: when)
+        assert _texts(s.start(0.0)) == [said], when
+    with pytest.raises(FlowError) as e:
+        parse_flow(holidays.replace('"01-07"', '"02-30"'), "h.yaml")
+    assert e.value.problems[0][1] == 11 and "'02-30' is not a date" in e.value.problems[0][2]

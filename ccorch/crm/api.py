@@ -676,9 +676,16 @@ def _guard(route: Route) -> Handler:
     return guarded
 
 
+def all_routes() -> tuple[Route, ...]:
+    """The CRM's routes and the other rooms' that share its guard and OpenAPI document."""
+    from ccorch.ivr import api as ivr_api  # it builds on this module's Route
+
+    return ROUTES + ivr_api.ROUTES
+
+
 def blueprint() -> Blueprint:
     bp = Blueprint("crm")
-    for i, r in enumerate(ROUTES):
+    for i, r in enumerate(all_routes()):
         bp.add_route(_guard(r), r.path, methods=[r.method], name=f"crm_{i}")
     return bp
 
@@ -695,7 +702,7 @@ def _openapi_path(path: str) -> str:
 def openapi(app: Sanic[Any, Any]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {}
-    for r in ROUTES:
+    for r in all_routes():
         op: dict[str, Any] = {"summary": r.summary, "responses": {}}
         params = [
             {"name": p.name, "in": p.where, "required": p.required, "schema": p.schema.schema()}

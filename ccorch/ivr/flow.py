@@ -32,12 +32,17 @@ must be reachable from ``start``):
 - ``branch``: ``cases`` (list of ``{if: expression, goto: node}``), ``else``; expressions
   compare variables with literals: ``segment == 'vip' and balance < 0``
 - ``transfer``: ``to`` (an extension), ``on_fail``
-- ``queue``: ``queue`` (a queue of the ACD's queues file), ``priority``, ``busy_text`` (said
+- ``queue``: ``queue`` (a queue of the ACD's queues file), ``priority`` (0-100, higher
+  waits ahead; a number or a ``"{var}"`` holding one, e.g. set for VIPs), ``prefer_seconds``
+  (the identified customer's manager, then the operator who last served them, get the call
+  alone for so long each before anyone skilled; default 0, off), ``busy_text`` (said
   when no operator is free, with ``{ewt_min}`` and ``{position}``; again every
   ``announce_every`` seconds), ``music`` (a WAV looped while waiting; default a built-in
   tune), ``on_fail`` (the queue timed out or overflowed)
 - ``hours``: ``open`` (e.g. ``"mon-fri 09:00-18:00; sat 10:00-14:00"``), ``timezone``
-  (default Europe/Kyiv), ``open_next``, ``closed_next``
+  (default Europe/Kyiv), ``holidays`` (the calendar: dates closed all day, ``2026-05-01``
+  once or ``01-07`` every year), ``open_next``, ``closed_next``, ``holiday_next`` (default
+  ``closed_next``)
 - ``hangup``: optional ``text`` said before hanging up
 """
 
@@ -46,6 +51,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +87,28 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {
     "set": ({"vars", "next"}, set()),
     "branch": ({"cases", "else"}, set()),
     "transfer": ({"to"}, {"on_fail"}),
-    "queue": ({"queue"}, {"priority", "busy_text", "announce_every", "music", "on_fail"}),
-    "hours": ({"open", "open_next", "closed_next"}, {"timezone"}),
+    "queue": (
+        {"queue"},
+        {"priority", "prefer_seconds", "busy_text", "announce_every", "music", "on_fail"},
+    ),
+    "hours": ({"open", "open_next", "closed_next"}, {"timezone", "holidays", "holiday_next"}),
     "hangup": (set(), {"text"}),
 }
 # keys whose value is the name of another node
-_TARGETS = {"next", "on_fail", "ok", "fail", "locked", "else", "open_next", "closed_next"}
+_TARGETS = {
+    "next",
+    "on_fail",
+    "ok",
+    "fail",
+    "locked",
+    "else",
+    "open_next",
+    "closed_next",
+    "holiday_next",
+}
+
+
+_VAR_ONLY = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class FlowError(CcorchError):
@@ -116,6 +138,7 @@ class Flow:
     digest: str  # sha256 of the file's text: versions are told apart by it
     version: int = 0
     vars: dict[str, str] = field(default_factory=dict)
+    source: str = field(default="", repr=False, compare=False)  # the file's text
 
 
 # --- YAML with line numbers ------------------------------------------------------------------
@@ -264,6 +287,7 @@ def parse_flow(
         path=path,
         digest=hashlib.sha256(text.encode()).hexdigest(),
         vars={str(k): str(v) for k, v in dict(variables).items()},
+        source=text,
     )
 
 
@@ -292,10 +316,18 @@ def _check_node(
         or not 5 <= spec["announce_every"] <= 3600
     ):
         bad(spec.lines["announce_every"], f"node {name!r}: announce_every is 5 to 3600 seconds")
-    if "priority" in spec and (
-        not isinstance(spec["priority"], int) or not 0 <= spec["priority"] <= 100
+    if "priority" in spec and not (
+        (isinstance(spec["priority"], int) and 0 <= spec["priority"] <= 100)
+        or (isinstance(spec["priority"], str) and _VAR_ONLY.fullmatch(spec["priority"]))
     ):
-        bad(spec.lines["priority"], f"node {name!r}: priority is 0 to 100")
+        bad(
+            spec.lines["priority"],
+            f'node {name!r}: priority is 0 to 100, or a variable as "{{name}}"',
+        )
+    if "prefer_seconds" in spec and (
+        not isinstance(spec["prefer_seconds"], int) or not 0 <= spec["prefer_seconds"] <= 600
+    ):
+        bad(spec.lines["prefer_seconds"], f"node {name!r}: prefer_seconds is 0 to 600")
     for k in ("busy_text",):
         if k in spec and not isinstance(spec[k], str):
             bad(spec.lines[k], f"node {name!r}: {k} is text")
@@ -356,6 +388,16 @@ def _check_node(
             ZoneInfo(str(tz))
         except (ZoneInfoNotFoundError, ValueError):
             bad(spec.lines.get("timezone", spec.line), f"node {name!r}: unknown time zone {tz!r}")
+        if "holidays" in spec:
+            days = spec["holidays"]
+            if not isinstance(days, _Seq):
+                bad(spec.lines["holidays"], f"node {name!r}: holidays is a list of dates")
+            else:
+                for d in days:
+                    try:
+                        parse_holiday(d)
+                    except ValueError as e:
+                        bad(spec.lines["holidays"], f"node {name!r}: holidays: {e}")
     if ntype == "set" and not isinstance(spec.get("vars"), _Map):
         bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to values")
     if ntype == "transfer" and not isinstance(spec.get("to"), str | int):
@@ -406,6 +448,31 @@ def is_open(text: str, tz: str, when: dt.datetime) -> bool:
     local = when.astimezone(ZoneInfo(tz))
     minute = local.hour * 60 + local.minute
     return any(d == local.weekday() and a <= minute < b for d, a, b in parse_hours(text))
+
+
+def parse_holiday(value: object) -> tuple[int | None, int, int]:
+    """``2026-05-01`` (that day) or ``01-07`` (every year) -> (year or None, month, day)."""
+    text = value.isoformat() if isinstance(value, dt.date) else str(value)  # YAML dates
+    parts = text.strip().split("-")
+    try:
+        if len(parts) == 3:
+            d = dt.date(int(parts[0]), int(parts[1]), int(parts[2]))
+            return d.year, d.month, d.day
+        if len(parts) == 2:
+            dt.date(2024, int(parts[0]), int(parts[1]))  # a leap year: 02-29 is a date
+            return None, int(parts[0]), int(parts[1])
+    except ValueError:
+        pass
+    raise ValueError(f"{text!r} is not a date (YYYY-MM-DD, or MM-DD for every year)")
+
+
+def is_holiday(days: list[object], tz: str, when: dt.datetime) -> bool:
+    local = when.astimezone(ZoneInfo(tz)).date()
+    for d in days:
+        year, month, day = parse_holiday(d)
+        if (month, day) == (local.month, local.day) and year in (None, local.year):
+            return True
+    return False
 
 
 # --- branch expressions ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccorch.ivr import tts
-from ccorch.ivr.flow import Flow, Node, evaluate, is_open
+from ccorch.ivr.flow import Flow, Node, evaluate, is_holiday, is_open
 
 # what a menu says after a wrong key or silence when the flow does not say
 DEFAULT_INVALID = {
@@ -62,6 +62,7 @@ class Enqueue:
     busy_text: str | None  # a template: {ewt_min}, {position}
     announce_every: float
     music: str | None
+    prefer_seconds: float = 0.0  # the customer's manager / last operator first, each so long
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +212,11 @@ class Session:
                 continue
             if n.type == "hours":
                 tz = str(s.get("timezone", "Europe/Kyiv"))
-                name = (
-                    s["open_next"]
-                    if is_open(str(s["open"]), tz, self.clock())
-                    else s["closed_next"]
-                )
+                when = self.clock()
+                if is_holiday(list(s.get("holidays", [])), tz, when):
+                    name = s.get("holiday_next", s["closed_next"])
+                else:
+                    name = s["open_next"] if is_open(str(s["open"]), tz, when) else s["closed_next"]
                 continue
             if n.type == "branch":
                 name = s["else"]
@@ -248,10 +249,11 @@ class Session:
                 *out,
                 Enqueue(
                     str(s["queue"]),
-                    int(s.get("priority", 0)),
+                    self._priority(s.get("priority", 0)),
                     s.get("busy_text"),
                     float(s.get("announce_every", 30)),
                     s.get("music"),
+                    float(s.get("prefer_seconds", 0)),
                 ),
             ]
         if n.type == "hangup":
@@ -291,6 +293,15 @@ class Session:
             return self._retry(now)
         self.vars[n.spec["var"]] = self.buffer
         return self._goto(now, n.spec["next"])
+
+    def _priority(self, value: object) -> int:
+        """A number, or a ``"{var}"`` holding one (unset or not a number: 0)."""
+        if isinstance(value, int):
+            return value
+        try:
+            return max(0, min(100, int(self.fill(str(value)) or 0)))
+        except ValueError:
+            return 0
 
     def fill(self, template: str) -> str:
         """``{var}``, ``{var:money}`` (with ``currency``), ``{var:number}``, ``{var:digits}``."""

@@ -2,8 +2,12 @@
 
 A changed file is checked before it replaces anything: a bad one is refused (logged with
 file, line and reason) and the running version stays. A call keeps the ``Flow`` object it
-started with, so calls in progress finish on their version. Every accepted version is kept
-(``versions``) and can be brought back (``rollback``).
+started with, so calls in progress finish on their version.
+
+Every accepted version is kept on disk, in ``<flows>/.versions/<flow>/<NNNN>-<digest>.yaml``,
+so the history survives restarts; a version's number follows its text (the same text again
+is the same version). ``rollback`` writes an earlier version's text back to the flow's file
+and serves it, so the rollback survives a restart too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from ccorch.ivr.flow import Flow, FlowError, load_flow, parse_flow
 
 log = logging.getLogger(__name__)
 
+HISTORY = ".versions"  # under the flows folder: every accepted version's text
+
 
 class FlowStore:
     def __init__(
@@ -27,7 +33,7 @@ class FlowStore:
         self.queues = queues
         self.check_voice = tts.voice_problem if check_voices else None
         self.by_name: dict[str, Flow] = {}
-        self.versions: dict[str, list[Flow]] = {}
+        self.versions: dict[str, dict[int, Flow]] = {}  # loaded in this process, by number
         self.files: dict[Path, tuple[float, str | None]] = {}  # path -> (mtime, flow name)
         self.errors: dict[str, list[tuple[str, int, str]]] = {}
 
@@ -74,42 +80,86 @@ class FlowStore:
             del self.files[path]
         return changed
 
-    def upload(self, text: str, filename: str) -> Flow:
-        """A new version from the API: checked, written to the folder, then served."""
+    def upload(self, text: str, filename: str, name: str | None = None) -> Flow:
+        """A new version from the API: checked (and, given ``name``, that it is that flow),
+        written to the folder, then served."""
+        if Path(filename).name != filename or Path(filename).suffix not in (".yaml", ".yml"):
+            raise FlowError([(filename, 0, "a flow file is <name>.yaml, in the flows folder")])
         path = self.folder / filename
         flow = parse_flow(
             text, str(path), base_dir=self.folder, check_voice=self.check_voice, queues=self.queues
         )
+        if name is not None and flow.name != name:
+            raise FlowError([(str(path), 1, f"the text says flow: {flow.name!r}, not {name!r}")])
+        clash = self._dnis_clash(flow)
+        if clash is not None:
+            raise FlowError([(str(path), 0, clash)])
         tmp = path.with_suffix(".uploading")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
         self.files[path] = (path.stat().st_mtime, flow.name)
+        self.errors.pop(str(path), None)
         self._accept(flow)
         return self.by_name[flow.name]
 
-    def rollback(self, name: str, version: int) -> Flow:
-        for f in self.versions.get(name, []):
-            if f.version == version:
-                self.by_name[name] = f
-                log.info("flow rolled back", extra={"flow": name, "version": version})
-                return f
+    def history(self, name: str) -> list[tuple[int, str, float]]:
+        """The flow's versions kept on disk: (number, sha256 prefix, when kept), oldest first."""
+        folder = self.folder / HISTORY / name
+        out: list[tuple[int, str, float]] = []
+        for f in folder.glob("*.yaml") if folder.is_dir() else ():
+            number, _, digest = f.stem.partition("-")
+            if number.isdigit() and digest:
+                out.append((int(number), digest, f.stat().st_mtime))
+        return sorted(out)
+
+    def source(self, name: str, version: int) -> str:
+        for number, digest, _ in self.history(name):
+            if number == version:
+                path = self.folder / HISTORY / name / f"{number:04d}-{digest}.yaml"
+                return path.read_text(encoding="utf-8")
         raise KeyError(f"flow {name!r} has no version {version}")
+
+    def rollback(self, name: str, version: int) -> Flow:
+        """Serve an earlier version again: its text goes back into the flow's file."""
+        text = self.source(name, version)
+        current = self.by_name.get(name)
+        filename = Path(current.path).name if current is not None else f"{name}.yaml"
+        flow = self.upload(text, filename)
+        log.info("flow rolled back", extra={"flow": name, "version": flow.version})
+        return flow
+
+    def _dnis_clash(self, flow: Flow) -> str | None:
+        for other in self.by_name.values():
+            clash = set(other.dnis) & set(flow.dnis)
+            if other.name != flow.name and clash:
+                return f"service numbers {', '.join(sorted(clash))} belong to flow {other.name!r}"
+        return None
 
     def _accept(self, flow: Flow) -> bool:
         current = self.by_name.get(flow.name)
         if current is not None and current.digest == flow.digest:
             return False
-        for other in self.by_name.values():
-            clash = set(other.dnis) & set(flow.dnis)
-            if other.name != flow.name and clash:
-                log.error(
-                    "flow refused: its service numbers belong to another flow",
-                    extra={"flow": flow.name, "other": other.name, "dnis": sorted(clash)},
-                )
-                return False
-        history = self.versions.setdefault(flow.name, [])
-        flow = replace(flow, version=len(history) + 1)
-        history.append(flow)
+        clash = self._dnis_clash(flow)
+        if clash is not None:
+            log.error("flow refused: " + clash, extra={"flow": flow.name})
+            return False
+        loaded = self.versions.setdefault(flow.name, {})
+        kept = self.history(flow.name)
+        same = [n for n, d, _ in kept if flow.digest.startswith(d)]
+        if same:
+            number = same[-1]
+        else:
+            number = (kept[-1][0] if kept else 0) + 1
+            folder = self.folder / HISTORY / flow.name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{number:04d}-{flow.digest[:16]}.yaml").write_text(
+                flow.source, encoding="utf-8"
+            )
+        # The same version loaded before in this process: serve that very object.
+        known = loaded.get(number)
+        flow = known if known is not None and known.digest == flow.digest else flow
+        flow = replace(flow, version=number) if flow.version != number else flow
+        loaded[number] = flow
         self.by_name[flow.name] = flow
         log.info(
             "flow loaded",
