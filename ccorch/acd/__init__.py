@@ -54,7 +54,7 @@ class Reason(IntEnum):
 
 
 AgentStateName = Literal["logged_out", "ready", "not_ready", "offered", "busy", "wrap_up"]
-OutcomeName = Literal["answered", "abandoned", "overflowed", "timed_out"]
+OutcomeName = Literal["answered", "abandoned", "overflowed", "timed_out", "withdrawn"]
 
 
 @dataclass(frozen=True, slots=True)

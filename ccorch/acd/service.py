@@ -226,6 +226,12 @@ class AcdService:
         self.acd.reject(self.now_ms(), call.id)
         self._pump()
 
+    def withdraw(self, call: CallSide) -> None:
+        """The caller took another way out (voicemail, callback): not an abandon."""
+        if call.id in self.calls:
+            self.acd.withdraw(self.now_ms(), call.id)
+            self._pump()
+
     def caller_gone(self, call: CallSide) -> None:
         if call.id in self.calls:
             self.acd.hangup(self.now_ms(), call.id)

@@ -153,10 +153,15 @@ impl AgentState {
 /// How a call left the queue: every call ends in exactly one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Answered { agent: AgentId },
+    Answered {
+        agent: AgentId,
+    },
     Abandoned,
     Overflowed(u32),
     TimedOut,
+    /// The caller took another way out while waiting (a voicemail, a callback request):
+    /// neither served nor abandoned.
+    Withdrawn,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -981,6 +986,23 @@ impl Acd {
     /// The caller hung up: an abandon while queued or ringing (ringing is revoked), the
     /// end of the conversation while in service.
     pub fn hangup(&mut self, now: Millis, call: CallId) -> Result<(), AcdError> {
+        self.leave(now, call, Outcome::Abandoned)
+    }
+
+    /// The caller chose another way out while waiting or ringing (voicemail, callback):
+    /// it leaves the queue as Withdrawn, not counted as an abandon.
+    pub fn withdraw(&mut self, now: Millis, call: CallId) -> Result<(), AcdError> {
+        let c = self.calls.get(&call).ok_or(AcdError::UnknownCall(call))?;
+        if let CallState::InService { .. } = c.state {
+            return Err(AcdError::WrongCallState {
+                call,
+                action: "withdraw",
+            });
+        }
+        self.leave(now, call, Outcome::Withdrawn)
+    }
+
+    fn leave(&mut self, now: Millis, call: CallId, outcome: Outcome) -> Result<(), AcdError> {
         let now = self.tick(now);
         let c = self.calls.get(&call).ok_or(AcdError::UnknownCall(call))?;
         let queue = c.queue;
@@ -994,7 +1016,7 @@ impl Acd {
             }
             CallState::Waiting | CallState::Targeted => self.leave_waiting(call),
         }
-        self.finish(now, call, Outcome::Abandoned);
+        self.finish(now, call, outcome);
         Ok(())
     }
 

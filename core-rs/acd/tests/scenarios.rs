@@ -207,6 +207,40 @@ fn abandon_while_queued_and_while_ringing() {
 }
 
 #[test]
+fn a_caller_who_chooses_a_callback_withdraws_without_counting_as_an_abandon() {
+    let mut w = World::new();
+    let q = w.queue("gen", "general", |_| {});
+    let c1 = w.call(1, q, 0);
+    w.wait(30 * S);
+    w.acd.withdraw(w.now, c1).unwrap();
+    assert!(w.actions().contains(&Action::CallLeft {
+        call: c1,
+        queue: q,
+        outcome: Outcome::Withdrawn,
+        waited: 30 * S
+    }));
+    // While an operator's phone rings: the offer is revoked, the operator stays Ready.
+    let a = w.agent(1, &[("general", 1)], &[q]);
+    let c2 = w.call(2, q, 0);
+    w.actions();
+    w.acd.withdraw(w.now, c2).unwrap();
+    assert!(w
+        .actions()
+        .contains(&Action::RevokeOffer { call: c2, agent: a }));
+    assert_eq!(w.acd.agent_state(a), Some(AgentState::Ready));
+    // Once in conversation there is nothing to withdraw from.
+    let c3 = w.call(3, q, 0);
+    w.actions();
+    w.acd.answer(w.now, c3).unwrap();
+    assert!(matches!(
+        w.acd.withdraw(w.now, c3),
+        Err(AcdError::WrongCallState { .. })
+    ));
+    let st = w.acd.queue_stats(w.now, q).unwrap();
+    assert_eq!(st.abandoned, 0);
+}
+
+#[test]
 fn lunch_asked_during_a_call_applies_after_wrap_up_and_illegal_moves_change_nothing() {
     let mut w = World::new();
     let q = w.queue("tech", "tech", |c| c.wrap_up = 5 * S);

@@ -106,6 +106,7 @@ fn action_tuple<'py>(py: Python<'py>, a: Action) -> PyResult<Bound<'py, PyTuple>
                 Outcome::Abandoned => ("abandoned", None),
                 Outcome::Overflowed(code) => ("overflowed", Some(u64::from(code))),
                 Outcome::TimedOut => ("timed_out", None),
+                Outcome::Withdrawn => ("withdrawn", None),
             };
             ("left", call.0, queue.0, name, detail, waited).into_pyobject(py)?
         }
@@ -267,6 +268,11 @@ impl PyAcd {
 
     fn hangup(&mut self, now_ms: Millis, call: u64) -> PyResult<()> {
         self.acd.hangup(now_ms, CallId(call)).map_err(acd_error)
+    }
+
+    /// The caller took another option (voicemail, callback): leaves as "withdrawn".
+    fn withdraw(&mut self, now_ms: Millis, call: u64) -> PyResult<()> {
+        self.acd.withdraw(now_ms, CallId(call)).map_err(acd_error)
     }
 
     fn end_call(&mut self, now_ms: Millis, call: u64) -> PyResult<()> {
