@@ -1,12 +1,14 @@
 """Text to speech for the IVR: espeak-ng (Debian) rendered to 8 kHz 16-bit mono WAV, cached
 by voice and text, so the media engine plays it as any other prompt (and encodes it to the
-caller's G.711 law). Numbers and money are written out so each language speaks them right:
-"50 гривен", "21 гривна", "1 hryvnia", "50 格里夫纳".
+caller's G.711 law). Numbers, money, dates and times are written out so each language
+speaks them right: "50 гривен", "21 гривна", "1 hryvnia", "50 格里夫纳", "двадцать третье
+ноября две тысячи двадцать шестого года", "November 23rd, 2026", "14 часов 5 минут".
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import io
@@ -170,3 +172,107 @@ def number(value: object, language: str) -> str:
 def digits(value: object) -> str:
     """Each digit separately (contract numbers, PINs): "1 0 0 1"."""
     return " ".join(str(value))
+
+
+# --- dates and times ---------------------------------------------------------------------------
+
+_RU_MONTHS = (
+    "января", "февраля", "марта", "апреля", "мая", "июня",
+    "июля", "августа", "сентября", "октября", "ноября", "декабря",
+)  # fmt: skip
+_EN_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+# Russian ordinals: (neuter nominative, genitive) stems for 1..19 and the tens.
+_RU_ORD_UNITS = (
+    "перв", "втор", "трет", "четвёрт", "пят", "шест", "седьм", "восьм", "девят",
+    "десят", "одиннадцат", "двенадцат", "тринадцат", "четырнадцат", "пятнадцат",
+    "шестнадцат", "семнадцат", "восемнадцат", "девятнадцат",
+)  # fmt: skip
+_RU_ORD_TENS = ("", "", "двадцат", "тридцат", "сороков", "пятидесят", "шестидесят",
+                "семидесят", "восьмидесят", "девяност")  # fmt: skip
+_RU_TENS = ("", "", "двадцать", "тридцать", "сорок", "пятьдесят", "шестьдесят",
+            "семьдесят", "восемьдесят", "девяносто")  # fmt: skip
+
+
+def _ru_ordinal(n: int, case: str) -> str:
+    """1..99 as a Russian ordinal: ``case`` "nom" (neuter: двадцать третье) or "gen"
+    (двадцать третьего)."""
+
+    def ending(stem: str) -> str:
+        if case == "gen":
+            return stem + "его" if stem == "трет" else stem + "ого"
+        if stem == "трет":
+            return "третье"
+        return stem + "ое"
+
+    tens, unit = divmod(n, 10)
+    if n < 20:
+        return ending(_RU_ORD_UNITS[n - 1])
+    if unit == 0:
+        return ending(_RU_ORD_TENS[tens])
+    return f"{_RU_TENS[tens]} {ending(_RU_ORD_UNITS[unit - 1])}"
+
+
+def _as_datetime(value: object) -> dt.datetime | dt.date | None:
+    if isinstance(value, dt.datetime | dt.date):
+        return value
+    try:
+        text = str(value).strip()
+        return (
+            dt.datetime.fromisoformat(text)
+            if "T" in text or ":" in text
+            else dt.date.fromisoformat(text)
+        )
+    except ValueError:
+        return None
+
+
+def date(value: object, language: str) -> str:
+    """A date (a ``date``, a ``datetime`` or ISO text) as each voice says it right:
+    "двадцать третье ноября две тысячи двадцать шестого года", "November 23rd, 2026",
+    "2026年11月23日". Text that is not a date is said as it is."""
+    d = _as_datetime(value)
+    if d is None:
+        return str(value)
+    if language == "ru":
+        year = d.year
+        if 2000 <= year <= 2099:
+            said_year = (
+                "двухтысячного" if year == 2000 else f"две тысячи {_ru_ordinal(year - 2000, 'gen')}"
+            )
+        else:
+            said_year = str(year)
+        return f"{_ru_ordinal(d.day, 'nom')} {_RU_MONTHS[d.month - 1]} {said_year} года"
+    if language == "en":
+        suffix = (
+            "th" if 10 <= d.day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(d.day % 10, "th")
+        )
+        return f"{_EN_MONTHS[d.month - 1]} {d.day}{suffix}, {d.year}"
+    return f"{d.year}年{d.month}月{d.day}日"
+
+
+def time(value: object, language: str) -> str:
+    """A time of day (``HH:MM``, a ``time`` or a ``datetime``): "14 часов 5 минут",
+    "2:05 PM", "14点05分"."""
+    if isinstance(value, dt.datetime):
+        t = value.time()
+    elif isinstance(value, dt.time):
+        t = value
+    else:
+        try:
+            t = dt.time.fromisoformat(str(value).strip())
+        except ValueError:
+            return str(value)
+    h, m = t.hour, t.minute
+    if language == "ru":
+        hours = f"{h} {('час', 'часа', 'часов')[_ru_form(h)]}"
+        if m == 0:
+            return hours + " ровно"
+        return f"{hours} {_ru_number(m, 'f')} {('минута', 'минуты', 'минут')[_ru_form(m)]}"
+    if language == "en":
+        h12 = h % 12 or 12
+        ampm = "AM" if h < 12 else "PM"
+        return f"{h12} {ampm}" if m == 0 else f"{h12}:{m:02d} {ampm}"
+    return f"{h}点" + (f"{m:02d}分" if m else "整")
