@@ -40,6 +40,10 @@ skills = "general"
 wrap_up_seconds = 1
 ring_seconds = 5
 
+[[queue]]
+name = "sales"           # nobody serves it: callers wait and may leave a message instead
+skills = "sales"
+
 [[agent]]
 extension = "7001"
 skills = { tech = 5 }
@@ -466,3 +470,223 @@ def test_a_vip_caller_rings_her_manager_first_with_priority(center: Center) -> N
 
         assert wait_for(lambda: row() is not None, 5)
         assert row() == ("7004", "general", "agent-hangup", "Olena Kovalenko", "VIP")
+
+
+class _PlanService:
+    """A real HTTP service on loopback for the lookup node: the caller's plan as JSON, or
+    an answer later than the node's timeout."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json as json_
+
+        self.asked: list[str] = []
+        self.slow = False
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                service.asked.append(self.path)
+                if service.slow:
+                    time.sleep(3.0)
+                body = json_.dumps({"plan": {"name": "Turbo 100"}, "due": "2026-12-01"})
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _call_and_listen(center: Center, dnis: str) -> bytes:
+    phone = Phone()
+    sipp = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "trunk_ivr_call.xml"),
+            "-s",
+            dnis,
+            "-key",
+            "rtp_port",
+            str(phone.port),
+            "-key",
+            "ani",
+            "0671234567",
+            "-p",
+            str(free_udp_port()),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            center.target,
+        ],
+        cwd=center.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while sipp.poll() is None and time.monotonic() < deadline:
+            phone.listen(0.5)
+        assert sipp.wait(10) == 0  # the flow hung up after its prompts
+    finally:
+        phone.sock.close()
+        if sipp.poll() is None:
+            sipp.kill()
+    return g711_decode(bytes(phone.heard), "PCMU")
+
+
+def test_lookup_nodes_speak_data_from_a_web_service_and_the_crm_or_fall_back(
+    center: Center,
+) -> None:
+    plans = _PlanService()
+    (center.cwd / "flows" / "lookup.yaml").write_text(
+        f"""flow: lookup
+dnis: ["198"]
+language: en
+start: plan
+nodes:
+  plan:
+    type: lookup
+    url: "http://127.0.0.1:{plans.port}/plan?ani={{ani}}&n={{customer_name}}"
+    vars: {{plan: plan.name, due: due}}
+    timeout: 1
+    next: card
+    on_fail: sorry
+  card:
+    type: lookup
+    crm: customer
+    vars: {{city: addresses.0.text}}
+    next: told
+    on_fail: sorry
+  told:
+    type: hangup
+    text: "Your plan is {{plan}}, paid until {{due:date}}. We have {{city}} on file."
+  sorry:
+    type: hangup
+    text: "Sorry, your plan cannot be looked up now."
+"""
+    )
+    time.sleep(2.5)  # the node's flow scan runs every second
+    heard = _call_and_listen(center, "198")
+    said = "Your plan is Turbo 100, paid until December 1st, 2026. We have Kyiv, Khreshchatyk St 1, apt 10 on file."
+    assert _pcm_in(tts.render(said, "en", center.cwd / "tts"), heard)
+    # the caller's variables went into the URL, encoded
+    assert plans.asked == ["/plan?ani=380671234567&n=Ivan%20Petrenko"]
+    # the service answers after the node's 1 s timeout: the flow's fallback is said
+    plans.slow = True
+    heard = _call_and_listen(center, "198")
+    sorry = "Sorry, your plan cannot be looked up now."
+    assert _pcm_in(tts.render(sorry, "en", center.cwd / "tts"), heard)
+    plans.server.shutdown()
+    plans.server.server_close()
+
+
+WAITING_FLOW = """flow: waiting
+dnis: ["197"]
+language: en
+start: sales
+nodes:
+  sales:
+    type: queue
+    queue: sales
+    busy_text: "All operators are busy."
+    options_text: "To leave a message, press 1. To be called back, press 2."
+    options: {"1": message, "2": call_me}
+    announce_every: 60
+  message:
+    type: voicemail
+    prompt: "Please speak after the tone, then press the hash key."
+    max_seconds: 20
+    next: thanks
+  call_me:
+    type: callback
+    next: thanks
+  thanks:
+    type: hangup
+    text: "Thank you. We will call you back."
+"""
+
+
+def test_a_waiting_caller_leaves_a_voicemail_or_asks_for_a_callback(center: Center) -> None:
+    (center.cwd / "flows" / "waiting.yaml").write_text(WAITING_FLOW)
+    time.sleep(2.5)  # the node's flow scan runs every second
+    options = "All operators are busy. To leave a message, press 1. To be called back, press 2."
+    options_wav = tts.render(options, "en", center.cwd / "tts")
+    thanks_wav = tts.render("Thank you. We will call you back.", "en", center.cwd / "tts")
+
+    def call(keys: str, speak: float) -> bytes:
+        phone = Phone()
+        sipp = subprocess.Popen(
+            [
+                *("sipp", "-sf", str(SCENARIOS / "trunk_ivr_call.xml"), "-s", "197"),
+                *("-key", "rtp_port", str(phone.port), "-key", "ani", "0671234567"),
+                *("-p", str(free_udp_port()), "-m", "1", "-nostdin", "-timeout", "60s"),
+                center.target,
+            ],
+            cwd=center.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            phone.listen(6.5)  # the announcement with the options (about 5.5 s)
+            phone.press(keys)
+            if speak:
+                phone.listen(4.5)  # the voicemail prompt and the beep
+                phone.talk(speak)  # the message: a 440 Hz tone
+                phone.press("#")
+            deadline = time.monotonic() + 20
+            while sipp.poll() is None and time.monotonic() < deadline:
+                phone.listen(0.5)
+            assert sipp.wait(10) == 0  # "thank you", then the flow's BYE
+        finally:
+            phone.sock.close()
+            if sipp.poll() is None:
+                sipp.kill()
+        return g711_decode(bytes(phone.heard), "PCMU")
+
+    heard = call("1", 2.0)
+    assert _pcm_in(options_wav, heard) and _pcm_in(thanks_wav, heard)
+    heard = call("2", 0.0)
+    assert _pcm_in(thanks_wav, heard)
+    m = center.m()
+    assert m['cc_acd_calls_left_total{outcome="withdrawn",queue="sales"}'] == 2
+    assert m.get('cc_acd_calls_left_total{outcome="abandoned",queue="sales"}', 0) == 0
+    with psycopg.connect(center.db) as conn:
+
+        def rows() -> list[tuple[object, ...]]:
+            return conn.execute(
+                """SELECT i.channel, i.disposition, i.queue, i.recording_ref, c.subject,
+                          c.callback_required, t.kind, t.status, cu.name
+                   FROM interactions i JOIN cases c ON c.id = i.case_id
+                   JOIN tasks t ON t.case_id = c.id JOIN customers cu ON cu.id = i.customer_id
+                   WHERE i.queue = 'sales' ORDER BY i.id"""
+            ).fetchall()
+
+        assert wait_for(lambda: len(rows()) == 2, 5), rows()
+        got = rows()
+    (vm, cb) = got
+    assert vm[:3] == ("voicemail", "voicemail", "sales")
+    assert vm[4:] == ("Voicemail from 380671234567", True, "callback", "open", "Ivan Petrenko")
+    assert cb[:4] == ("call", "callback-request", "sales", None)
+    assert cb[4:] == (
+        "Callback requested by 380671234567",
+        True,
+        "callback",
+        "open",
+        "Ivan Petrenko",
+    )
+    # the message: what the caller said (the tone) on the left, about 2 s of it
+    import array
+
+    with wave.open(str(vm[3])) as w:
+        samples = array.array("h", w.readframes(w.getnframes()))
+    loud = sum(1 for x in samples[0::2] if abs(x) > 2000)
+    assert 8000 <= loud <= 20000, loud  # ~1.5-2 s of a 440 Hz tone at 8 kHz, not the beep

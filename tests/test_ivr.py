@@ -254,6 +254,103 @@ def test_demo_flow_queues_vips_ahead_and_prefers_their_operators() -> None:
     assert parse_flow(ok, "t.yaml").nodes["bye"].spec["prefer_seconds"] == 20
 
 
+def test_interpreter_voicemail_callback_and_queue_options() -> None:
+    from ccorch.ivr.interpreter import (
+        Enqueue,
+        LeaveQueue,
+        RecordVoicemail,
+        RequestCallback,
+        StopVoicemail,
+    )
+
+    text = """\
+flow: w
+dnis: ["9"]
+language: en
+start: q
+nodes:
+  q:
+    type: queue
+    queue: tech
+    busy_text: "Busy."
+    options_text: "Press 1 for a message, 2 for a callback."
+    options: {"1": vm, "2": cb}
+    options_after: 120
+    on_fail: bye
+  vm:
+    type: voicemail
+    prompt: "After the tone."
+    max_seconds: 30
+    next: bye
+  cb:
+    type: callback
+    number: phone
+    next: bye
+  bye:
+    type: hangup
+"""
+    flow = parse_flow(text, "w.yaml")
+    s = Session(flow, {"ani": "380671234567", "phone": "380501112233"})
+    (q,) = [a for a in s.start(0.0) if isinstance(a, Enqueue)]
+    assert (q.options_text, q.options_after) == ("Press 1 for a message, 2 for a callback.", 120)
+    assert s.on_digit(1.0, "5") == []  # not an option: the caller keeps waiting
+    assert s.on_digit(1.5, "1") == [LeaveQueue()]
+    assert s.on_digit(1.6, "2") == []  # one choice at a time
+    # The queue lets go (withdrawn): the chosen node follows; its prompt, then the beep.
+    assert _texts(s.on_queue_left(2.0, "withdrawn")) == ["After the tone."]
+    assert s.on_prompts_done(4.0) == [RecordVoicemail(30.0)]
+    assert s.next_timeout == 34.0
+    assert s.on_digit(10.0, "1") == []  # only # ends the message
+    assert s.on_digit(12.0, "#") == [StopVoicemail()]
+    assert isinstance(s.on_request_done(12.5, True)[-1], Hangup)
+    # The time limit ends a message too.
+    s = Session(flow, {})
+    s.start(0.0)
+    s.on_digit(1.0, "1")
+    s.on_queue_left(2.0, "withdrawn")
+    s.on_prompts_done(3.0)
+    assert s.on_timeout(33.0) == [StopVoicemail()]
+    # A callback for the number the flow names; a timed-out queue goes to on_fail.
+    s = Session(flow, {"phone": "380501112233"})
+    s.start(0.0)
+    s.on_digit(1.0, "2")
+    assert s.on_queue_left(2.0, "withdrawn")[-1] == RequestCallback("380501112233")
+    s = Session(flow, {})
+    s.start(0.0)
+    assert isinstance(s.on_queue_left(60.0, "timed_out")[-1], Hangup)
+    # Checked at load: option keys, targets, limits.
+    for bad, reason in (
+        (text.replace('"1": vm', '"x": vm'), "option 'x' is not a phone key"),
+        (text.replace('"2": cb', '"2": nowhere'), "nowhere"),
+        (text.replace("max_seconds: 30", "max_seconds: 3"), "max_seconds is 5 to 600"),
+    ):
+        with pytest.raises(FlowError) as e:
+            parse_flow(bad, "w.yaml")
+        assert any(reason in why for _, _, why in e.value.problems), e.value.problems
+
+
+def test_dates_and_times_are_spoken_the_languages_way() -> None:
+    import datetime as dt
+
+    assert tts.date("2026-11-23", "ru") == "двадцать третье ноября две тысячи двадцать шестого года"
+    assert tts.date(dt.date(2000, 3, 2), "ru") == "второе марта двухтысячного года"
+    assert tts.date("2026-01-01", "en") == "January 1st, 2026"
+    assert tts.date("2026-12-22", "en") == "December 22nd, 2026"
+    assert tts.date("2026-11-13", "en") == "November 13th, 2026"
+    assert tts.date("2026-11-23T14:05:00+02:00", "zh") == "2026年11月23日"
+    assert tts.time("14:05", "ru") == "14 часов 5 минут"
+    assert tts.time("21:22", "ru") == "21 час 20 две минуты"  # espeak: двадцать две
+    assert tts.time("09:00", "ru") == "9 часов ровно"
+    assert tts.time("00:15", "en") == "12:15 AM" and tts.time("12:00", "en") == "12 PM"
+    assert tts.time("14:05", "zh") == "14点05分" and tts.time("08:00", "zh") == "8点整"
+    assert tts.date("soon", "en") == "soon"  # not a date: said as it is
+    flow = parse_flow(
+        GOOD.replace('"You have {balance:money}."', '"Due {due:date} at {at:time}."'), "t.yaml"
+    )
+    s = Session(flow, {"due": "2026-12-01", "at": "18:30"})
+    assert s.fill(flow.nodes["told"].spec["text"]) == "Due December 1st, 2026 at 6:30 PM."
+
+
 def test_money_is_spoken_in_the_right_form() -> None:
     assert tts.money("50.00", "UAH", "ru") == "50 гривен"
     assert tts.money("21", "UAH", "ru") == "20 одна гривна"

@@ -595,6 +595,12 @@ class Call:
             self.b = None
             self.state = "queued"
 
+    def withdraw_from_queue(self) -> None:
+        """The waiting caller chose one of the queue's options (voicemail, callback): the
+        ACD lets the call go as withdrawn and the flow continues (``left_queue``)."""
+        if self.state in ("queued", "ringing") and self.ctl.acd is not None:
+            self.ctl.acd.withdraw(self)
+
     def left_queue(self, outcome: str, waited_ms: int) -> None:
         self.waited_ms = waited_ms
         if outcome == "answered":

@@ -184,6 +184,70 @@ async def create_case(
     return {"id": case_id, "status": "open", "due_at": due.isoformat() if due else None}
 
 
+async def request_from_ivr(
+    conn: AsyncConnection[Any],
+    *,
+    what: str,
+    number: str,
+    customer_id: int | None,
+    started_at: dt.datetime,
+    now: dt.datetime,
+    hours: BusinessHours,
+    queue: str | None = None,
+    recording_ref: str | None = None,
+) -> int:
+    """A caller's voicemail or callback request, left in the IVR: the interaction (channel
+    voicemail, or a call), an open instant case that needs a callback (due by the instant
+    kind's SLA), and the callback task, in one transaction. Returns the case id."""
+    if what not in ("voicemail", "callback"):
+        raise ValueError(what)
+    subject = (
+        f"Voicemail from {number or 'an unknown number'}"
+        if what == "voicemail"
+        else f"Callback requested by {number or 'an unknown number'}"
+    )
+    sla = await sla_hours(conn, "instant", None)
+    due = hours.add(now, sla, await holidays(conn, now.date())) if sla else now
+    async with conn.transaction():
+        cur = await conn.execute(
+            """INSERT INTO cases (customer_id, kind, status, subject, description,
+                                  callback_required, created_at, due_at)
+               VALUES (%s, 'instant', 'open', %s, %s, true, %s, %s) RETURNING id""",
+            (customer_id, subject, f"left in the IVR; call back {number}", now, due),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        case_id = int(row[0])
+        await conn.execute(
+            """INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status, comment)
+               VALUES (%s, %s, NULL, NULL, 'open', 'from the IVR')""",
+            (case_id, now),
+        )
+        await conn.execute(
+            """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
+                                         queue, disposition, notes, recording_ref, case_id)
+               VALUES (%s, %s, 'in', %s, %s, %s, %s, %s, %s, %s)""",
+            (
+                customer_id,
+                "voicemail" if what == "voicemail" else "call",
+                started_at,
+                now,
+                queue,
+                f"{what}-request" if what == "callback" else "voicemail",
+                f"from {number}",
+                recording_ref,
+                case_id,
+            ),
+        )
+        await conn.execute(
+            """INSERT INTO tasks (kind, case_id, customer_id, due_at, created_at)
+               VALUES ('callback', %s, %s, %s, %s)""",
+            (case_id, customer_id, due, now),
+        )
+        await audit(conn, None, "create", "case", case_id, None, {"kind": what, "number": number})
+    return case_id
+
+
 def _may_read(user: User, confidential: bool) -> bool:
     return not confidential or bool(user.roles & {"complaints", "admin"})
 

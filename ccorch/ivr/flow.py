@@ -20,7 +20,8 @@ A flow file::
 Node types and their keys (``next`` is the node that follows; targets must exist, every node
 must be reachable from ``start``):
 
-- ``say``: ``text`` (TTS; ``{var}``, ``{var:money}``, ``{var:number}`` are filled in), ``next``
+- ``say``: ``text`` (TTS; ``{var}``, ``{var:money}``, ``{var:number}``, ``{var:digits}``,
+  ``{var:date}``, ``{var:time}`` are filled in, spoken the language's way), ``next``
 - ``play``: ``file`` (WAV, 8 kHz, relative to the flow file), ``next``
 - ``menu``: ``prompt`` or ``prompt_file``, ``options`` (key → node), ``timeout``, ``retries``,
   ``invalid``, ``on_fail``
@@ -29,6 +30,12 @@ must be reachable from ``start``):
 - ``authorize``: ``contract`` and ``pin`` (variable names), ``ok``, ``fail``, ``locked``;
   on success sets ``balance``, ``currency``, ``contract_no``
 - ``set``: ``vars`` (name → template), ``next``
+- ``lookup``: data from outside into variables, then ``next``; ``on_fail`` on a timeout, an
+  error or a missing field. Either ``url`` (HTTP GET of a JSON object; ``{var}`` filled in
+  and URL-encoded) or ``crm`` (``customer``: the caller identified by ANI, or ``account``:
+  the contract in ``{contract}``, by default the variable ``contract_no``). ``vars`` maps a
+  variable to a field (``plan.name`` for nested ones); ``timeout`` seconds (default 2, at
+  most 10)
 - ``branch``: ``cases`` (list of ``{if: expression, goto: node}``), ``else``; expressions
   compare variables with literals: ``segment == 'vip' and balance < 0``
 - ``transfer``: ``to`` (an extension), ``on_fail``
@@ -38,7 +45,15 @@ must be reachable from ``start``):
   alone for so long each before anyone skilled; default 0, off), ``busy_text`` (said
   when no operator is free, with ``{ewt_min}`` and ``{position}``; again every
   ``announce_every`` seconds), ``music`` (a WAV looped while waiting; default a built-in
-  tune), ``on_fail`` (the queue timed out or overflowed)
+  tune), ``on_fail`` (the queue timed out or overflowed), ``options`` (keys a waiting caller
+  may press to leave the queue for another node, e.g. a voicemail or a callback request;
+  it leaves as "withdrawn", not an abandon), ``options_text`` (said after ``busy_text``),
+  ``options_after`` (offer them only when the estimated wait is at least so many seconds)
+- ``voicemail``: ``prompt`` or ``prompt_file``, then a beep; the caller speaks until ``#``,
+  ``max_seconds`` (default 60) or hanging up; the message is kept as a WAV with an
+  interaction (channel voicemail) and a case with a callback task; ``next``, ``on_fail``
+- ``callback``: a callback request (a case and a callback task) for ``number`` (a variable;
+  default the caller's ``ani``); ``next``, ``on_fail``
 - ``hours``: ``open`` (e.g. ``"mon-fri 09:00-18:00; sat 10:00-14:00"``), ``timezone``
   (default Europe/Kyiv), ``holidays`` (the calendar: dates closed all day, ``2026-05-01``
   once or ``01-07`` every year), ``open_next``, ``closed_next``, ``holiday_next`` (default
@@ -84,13 +99,26 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {
         },
     ),
     "authorize": ({"contract", "pin", "ok", "fail"}, {"locked"}),
+    "lookup": ({"vars", "next", "on_fail"}, {"url", "crm", "contract", "timeout"}),
     "set": ({"vars", "next"}, set()),
     "branch": ({"cases", "else"}, set()),
     "transfer": ({"to"}, {"on_fail"}),
     "queue": (
         {"queue"},
-        {"priority", "prefer_seconds", "busy_text", "announce_every", "music", "on_fail"},
+        {
+            "priority",
+            "prefer_seconds",
+            "busy_text",
+            "announce_every",
+            "music",
+            "on_fail",
+            "options",
+            "options_text",
+            "options_after",
+        },
     ),
+    "voicemail": ({"next"}, {"prompt", "prompt_file", "max_seconds", "on_fail"}),
+    "callback": ({"next"}, {"number", "on_fail"}),
     "hours": ({"open", "open_next", "closed_next"}, {"timezone", "holidays", "holiday_next"}),
     "hangup": (set(), {"text"}),
 }
@@ -338,6 +366,30 @@ def _check_node(
                 bad(spec.lines[k], f"node {name!r}: {k} is a path")
             elif base_dir is not None and not (base_dir / f).is_file():
                 bad(spec.lines[k], f"node {name!r}: prompt file {f!r} does not exist")
+    if ntype == "queue" and "options" in spec:
+        opts = spec["options"]
+        if not isinstance(opts, _Map) or not opts:
+            bad(spec.lines["options"], f"node {name!r}: options map keys to nodes")
+        else:
+            for key, target in opts.items():
+                if key not in "0123456789*#" or len(key) != 1:
+                    bad(opts.lines[key], f"node {name!r}: option {key!r} is not a phone key")
+                if isinstance(target, str):
+                    targets.append((target, opts.lines[key]))
+                else:
+                    bad(opts.lines[key], f"node {name!r}: option {key!r} must name a node")
+        after = spec.get("options_after", 0)
+        if not isinstance(after, int | float) or not 0 <= after <= 3600:
+            bad(
+                spec.lines.get("options_after", spec.line),
+                f"node {name!r}: options_after is 0 to 3600 s",
+            )
+    if ntype == "voicemail":
+        most = spec.get("max_seconds", 60)
+        if not isinstance(most, int) or not 5 <= most <= 600:
+            bad(spec.lines.get("max_seconds", spec.line), f"node {name!r}: max_seconds is 5 to 600")
+    if ntype == "callback" and "number" in spec and not isinstance(spec["number"], str):
+        bad(spec.lines["number"], f"node {name!r}: number names a variable")
     if ntype == "menu":
         opts = spec.get("options")
         if not isinstance(opts, _Map) or not opts:
@@ -398,6 +450,22 @@ def _check_node(
                         parse_holiday(d)
                     except ValueError as e:
                         bad(spec.lines["holidays"], f"node {name!r}: holidays: {e}")
+    if ntype == "lookup":
+        if ("url" in spec) == ("crm" in spec):
+            bad(spec.line, f"node {name!r}: a lookup has either url or crm")
+        url = spec.get("url")
+        if url is not None and not (
+            isinstance(url, str) and url.startswith(("http://", "https://"))
+        ):
+            bad(spec.lines["url"], f"node {name!r}: url is http:// or https://")
+        if "crm" in spec and spec["crm"] not in ("customer", "account"):
+            bad(spec.lines["crm"], f"node {name!r}: crm is customer or account")
+        fields = spec.get("vars")
+        if not isinstance(fields, _Map) or not fields:
+            bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to fields")
+        timeout = spec.get("timeout", 2)
+        if not isinstance(timeout, int | float) or not 0 < timeout <= 10:
+            bad(spec.lines.get("timeout", spec.line), f"node {name!r}: timeout is 0 to 10 s")
     if ntype == "set" and not isinstance(spec.get("vars"), _Map):
         bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to values")
     if ntype == "transfer" and not isinstance(spec.get("to"), str | int):

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from ccorch.ivr import tts
 from ccorch.ivr.flow import Flow, Node, evaluate, is_holiday, is_open
@@ -63,6 +64,8 @@ class Enqueue:
     announce_every: float
     music: str | None
     prefer_seconds: float = 0.0  # the customer's manager / last operator first, each so long
+    options_text: str | None = None  # said after busy_text: the keys that leave the queue
+    options_after: float = 0.0  # ... when the estimated wait is at least this (seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +81,57 @@ class Visited:
     type: str
 
 
-Action = Play | StopPrompts | Authorize | Transfer | Enqueue | Hangup | Visited
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Fetch data: ``url`` (HTTP GET, JSON) or ``crm`` (customer | account), then
+    ``fields`` (variable → field path) go into the variables."""
 
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(money|number|digits))?\}")
+    url: str | None
+    crm: str | None
+    key: str  # the CRM lookup's key: the customer id or the contract number
+    fields: tuple[tuple[str, str], ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordVoicemail:
+    """Beep, then record what the caller says (at most ``max_seconds``)."""
+
+    max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopVoicemail:
+    """The caller pressed # or the time is up: keep the message (then ``on_request_done``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCallback:
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveQueue:
+    """The waiting caller chose one of the queue's options: leave it (withdrawn)."""
+
+
+Action = (
+    Play
+    | StopPrompts
+    | Authorize
+    | Lookup
+    | Transfer
+    | Enqueue
+    | Hangup
+    | Visited
+    | RecordVoicemail
+    | StopVoicemail
+    | RequestCallback
+    | LeaveQueue
+)
+
+_URL_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(money|number|digits|date|time))?\}")
 
 
 @dataclass
@@ -88,7 +139,8 @@ class Session:
     flow: Flow
     vars: dict[str, Any] = field(default_factory=dict)
     node: Node | None = None
-    phase: str = "idle"  # prompting, waiting, busy (I/O), done
+    phase: str = "idle"  # prompting, waiting, recording, queued, busy (I/O), done
+    option: str | None = None  # the node a waiting caller chose, once the queue lets go
     tries: int = 0
     buffer: str = ""
     deadline: float | None = None
@@ -122,10 +174,24 @@ class Session:
         if n.type in ("menu", "collect"):
             self.phase = "waiting"
             self.deadline = now + float(n.spec.get("timeout", 5 if n.type == "menu" else 10))
+        if n.type == "voicemail":
+            self.phase = "recording"
+            most = float(n.spec.get("max_seconds", 60))
+            self.deadline = now + most
+            return [RecordVoicemail(most)]
         return []
 
     def on_digit(self, now: float, digit: str) -> list[Action]:
         n = self.node
+        if n is not None and self.phase == "recording" and digit == "#":
+            self.phase, self.deadline = "busy", None
+            return [StopVoicemail()]
+        if n is not None and self.phase == "queued" and self.option is None:
+            target = n.spec.get("options", {}).get(digit)
+            if target is None:
+                return []
+            self.option = target
+            return [LeaveQueue()]
         if n is None or self.phase not in ("prompting", "waiting"):
             return []
         if n.type == "menu":
@@ -155,6 +221,9 @@ class Session:
             return []
         self.deadline = None
         n = self.node
+        if n is not None and self.phase == "recording":
+            self.phase = "busy"
+            return [StopVoicemail()]
         if n is None or self.phase != "waiting":
             return []
         if n.type == "collect" and len(self.buffer) >= int(n.spec.get("min", 1)):
@@ -172,12 +241,33 @@ class Session:
             target = n.spec["fail"]
         return self._goto(now, target)
 
+    def on_lookup(self, now: float, values: dict[str, Any] | None) -> list[Action]:
+        """The lookup's fields (every one found), or None (timeout, error, a field missing)."""
+        n = self.node
+        if n is None or n.type != "lookup" or self.phase != "busy":
+            return []
+        if values is None:
+            return self._goto(now, n.spec["on_fail"])
+        self.vars.update(values)
+        return self._goto(now, n.spec["next"])
+
+    def on_request_done(self, now: float, ok: bool) -> list[Action]:
+        """A voicemail or callback request was kept (or the CRM could not take it)."""
+        n = self.node
+        if n is None or n.type not in ("voicemail", "callback") or self.phase != "busy":
+            return []
+        return self._goto(now, n.spec["next"] if ok else n.spec.get("on_fail", n.spec["next"]))
+
     def on_queue_left(self, now: float, outcome: str) -> list[Action]:
-        """The call left its queue without an operator (timed out, overflowed, no queue)."""
+        """The call left its queue without an operator (timed out, overflowed, no queue), or
+        for the option the caller chose (withdrawn)."""
         n = self.node
         if n is None or n.type != "queue":
             return []
         self.vars["queue_outcome"] = outcome
+        if outcome == "withdrawn" and self.option is not None:
+            target, self.option = self.option, None
+            return self._goto(now, target)
         if "on_fail" in n.spec:
             return self._goto(now, n.spec["on_fail"])
         self.phase = "done"
@@ -240,11 +330,38 @@ class Session:
             contract = str(self.vars.get(s["contract"], ""))
             pin = str(self.vars.get(s["pin"], ""))
             return [*out, Authorize(contract, pin)]
+        if n.type == "lookup":
+            self.phase = "busy"
+            url = s.get("url")
+            if url is not None:
+                url = _URL_FIELD.sub(
+                    lambda m: quote(str(self.vars.get(m.group(1), "")), safe=""), url
+                )
+            crm = s.get("crm")
+            key = ""
+            if crm == "customer":
+                key = str(self.vars.get("customer_id", ""))
+            elif crm == "account":
+                key = str(self.vars.get(str(s.get("contract", "contract_no")), ""))
+            fields = tuple((str(k), str(v)) for k, v in s["vars"].items())
+            return [*out, Lookup(url, crm, key, fields, float(s.get("timeout", 2)))]
         if n.type == "transfer":
             self.phase = "busy"
             return [*out, Transfer(self.fill(str(s["to"])))]
+        if n.type == "voicemail":
+            if "prompt" in s or "prompt_file" in s:
+                self.phase = "prompting"
+                return [*out, Play(self._prompt(n), barge_in=False)]
+            self.phase = "recording"
+            most = float(s.get("max_seconds", 60))
+            self.deadline = now + most
+            return [*out, RecordVoicemail(most)]
+        if n.type == "callback":
+            self.phase = "busy"
+            number = str(self.vars.get(str(s.get("number", "ani")), ""))
+            return [*out, RequestCallback(number)]
         if n.type == "queue":
-            self.phase = "queued"
+            self.phase, self.option = "queued", None
             return [
                 *out,
                 Enqueue(
@@ -254,6 +371,8 @@ class Session:
                     float(s.get("announce_every", 30)),
                     s.get("music"),
                     float(s.get("prefer_seconds", 0)),
+                    s.get("options_text") if s.get("options") else None,
+                    float(s.get("options_after", 0)),
                 ),
             ]
         if n.type == "hangup":
@@ -304,7 +423,8 @@ class Session:
             return 0
 
     def fill(self, template: str) -> str:
-        """``{var}``, ``{var:money}`` (with ``currency``), ``{var:number}``, ``{var:digits}``."""
+        """``{var}``, ``{var:money}`` (with ``currency``), ``{var:number}``, ``{var:digits}``,
+        ``{var:date}``, ``{var:time}`` (ISO text or date/time values)."""
         lang = self.flow.language
 
         def one(m: re.Match[str]) -> str:
@@ -316,6 +436,10 @@ class Session:
                 return tts.number(value, lang)
             if kind == "digits":
                 return tts.digits(value)
+            if kind == "date":
+                return tts.date(value, lang)
+            if kind == "time":
+                return tts.time(value, lang)
             return str(value)
 
         return _FIELD.sub(one, template)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
+import urllib.request
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from ccorch.crm import store
+from ccorch.crm import cases, store
 from ccorch.ivr import tts
 from ccorch.ivr.interpreter import (
     Action,
     Authorize,
     Enqueue,
     Hangup,
+    LeaveQueue,
+    Lookup,
     Play,
     Prompt,
+    RecordVoicemail,
+    RequestCallback,
     Session,
     StopPrompts,
+    StopVoicemail,
     Transfer,
     Visited,
 )
@@ -61,6 +68,8 @@ class IvrRunner:
         self.queued: Enqueue | None = None
         self.announce_id: int | None = None
         self.announce_timer: asyncio.TimerHandle | None = None
+        # a voicemail being recorded: (recording id, its file, when it started)
+        self.voicemail: tuple[int, Path, dt.datetime] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"ivr-{self.call.id}")
@@ -74,6 +83,13 @@ class IvrRunner:
             self.announce_timer.cancel()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
+        if self.voicemail is not None:
+            # The caller hung up while speaking: what they said is the message. The file
+            # is closed now, before the call's media goes; the CRM rows follow.
+            path, started = self._stop_voicemail()
+            task = asyncio.get_running_loop().create_task(self._keep("voicemail", path, started))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
 
     def on_media(self, ev: object) -> None:
         if isinstance(ev, DtmfDigit):
@@ -118,6 +134,10 @@ class IvrRunner:
                     actions = self.session.on_timeout(now)
                 elif kind == "auth":
                     actions = self.session.on_authorized(now, item[1], item[2])
+                elif kind == "lookup":
+                    actions = self.session.on_lookup(now, item[1])
+                elif kind == "request_done":
+                    actions = self.session.on_request_done(now, item[1])
                 elif kind == "transfer_failed":
                     actions = self.session.on_transfer_failed(now)
                 else:
@@ -153,6 +173,20 @@ class IvrRunner:
             elif isinstance(a, Authorize):
                 outcome, values = await self._authorize(a)
                 self.inputs.put_nowait(("auth", outcome, values))
+            elif isinstance(a, Lookup):
+                self.inputs.put_nowait(("lookup", await self._lookup(a)))
+            elif isinstance(a, RecordVoicemail):
+                self._start_voicemail()
+            elif isinstance(a, StopVoicemail):
+                if self.voicemail is not None:
+                    path, started = self._stop_voicemail()
+                    ok = await self._keep("voicemail", path, started)
+                    self.inputs.put_nowait(("request_done", ok))
+            elif isinstance(a, RequestCallback):
+                ok = await self._keep("callback", None, dt.datetime.now(dt.UTC), a.number)
+                self.inputs.put_nowait(("request_done", ok))
+            elif isinstance(a, LeaveQueue):
+                self.call.withdraw_from_queue()
             elif isinstance(a, Transfer):
                 if not self.call.transfer_from_ivr(a.to):
                     self.inputs.put_nowait(("transfer_failed",))
@@ -187,7 +221,10 @@ class IvrRunner:
             max(0.5, -(-(ewt or 30.0) // 30) / 2), self.session.flow.language
         )
         self.session.vars["position"] = self.call.queue_position() or 1
-        pcm = await self._render((Prompt(text=self.session.fill(a.busy_text)),))
+        text = self.session.fill(a.busy_text)
+        if a.options_text and (ewt or 0.0) >= a.options_after:
+            text += " " + self.session.fill(a.options_text)
+        pcm = await self._render((Prompt(text=text),))
         if self.stopped or self.queued is None:
             return
         self.deps.media.stop_playback(self.leg)
@@ -243,6 +280,144 @@ class IvrRunner:
         if r.outcome == "locked":
             return "locked", {}
         return "fail", {"attempts_left": r.attempts_left}
+
+    # --- voicemail and callback requests ---
+
+    def _start_voicemail(self) -> None:
+        started = dt.datetime.now(dt.UTC)
+        base = self.deps.recordings_dir or Path("var/recordings")
+        folder = base / "voicemail" / started.strftime("%Y/%m/%d")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{started:%H%M%S}-{self.call.id}.wav"
+        self.deps.media.play_pcm(self.leg, _beep())  # the caller hears it; it is not recorded
+        rec = self.deps.media.start_recording(path, self.leg)
+        self.voicemail = (rec, path, started)
+
+    def _stop_voicemail(self) -> tuple[Path, dt.datetime]:
+        assert self.voicemail is not None
+        rec, path, started = self.voicemail
+        self.voicemail = None
+        try:
+            self.deps.media.stop_recording(rec)
+        except Exception as e:  # the leg went first: the file is closed with it
+            log.warning("voicemail recording", extra={"call": self.call.id, "error": str(e)})
+        return path, started
+
+    async def _keep(
+        self, what: str, path: Path | None, started: dt.datetime, number: str | None = None
+    ) -> bool:
+        """The CRM's case, interaction and callback task for a voicemail or callback."""
+        if self.deps.pool is None:
+            return False
+        try:
+            async with self.deps.pool.connection() as conn:
+                case_id = await cases.request_from_ivr(
+                    conn,
+                    what=what,
+                    number=number if number is not None else self.call.ani,
+                    customer_id=self.call.customer_id,
+                    started_at=started,
+                    now=dt.datetime.now(dt.UTC),
+                    hours=cases.BusinessHours(),
+                    queue=self.call.queue,
+                    recording_ref=str(path) if path is not None else None,
+                )
+        except Exception as e:
+            log.error(
+                f"{what} not kept in the CRM",
+                extra={"call": self.call.id, "error": str(e), "file": str(path)},
+            )
+            return False
+        log.info(f"{what} kept", extra={"call": self.call.id, "case": case_id, "file": str(path)})
+        return True
+
+    async def _lookup(self, a: Lookup) -> dict[str, Any] | None:
+        """The lookup's variables, or None: the flow's fallback (logged with the reason)."""
+        try:
+            if a.url is not None:
+                data = await asyncio.wait_for(
+                    asyncio.to_thread(_http_json, a.url, a.timeout), a.timeout + 0.5
+                )
+            else:
+                data = await asyncio.wait_for(self._crm_lookup(a), a.timeout)
+            if data is None:
+                raise LookupError("nothing found")
+            return {var: _field(data, path) for var, path in a.fields}
+        except (TimeoutError, LookupError, OSError, ValueError) as e:
+            log.warning(
+                "ivr lookup failed; the flow's fallback follows",
+                extra={
+                    "call": self.call.id,
+                    "source": a.url or a.crm,
+                    "error": str(e) or "timeout",
+                },
+            )
+            return None
+
+    async def _crm_lookup(self, a: Lookup) -> dict[str, Any] | None:
+        if self.deps.pool is None or not a.key:
+            return None
+        async with self.deps.pool.connection() as conn:
+            if a.crm == "customer":
+                if not a.key.isdigit():
+                    return None
+                return await store.customer_card(conn, int(a.key), dt.date.today())
+            cur = await conn.execute(
+                """SELECT contract_no, balance, currency, last_payment_at, last_payment_amount
+                   FROM accounts WHERE contract_no = %s""",
+                (a.key,),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        names = ("contract_no", "balance", "currency", "last_payment_at", "last_payment_amount")
+        return dict(zip(names, row, strict=True))
+
+
+_LOOKUP_MAX_BYTES = 65536
+
+
+def _http_json(url: str, timeout: float) -> Any:
+    """GET ``url``: its JSON (at most 64 KiB); an error status or non-JSON is a ValueError."""
+    if not url.startswith(("http://", "https://")):  # the flow check's rule, kept here too
+        raise ValueError("lookups are http:// or https://")
+    req = urllib.request.Request(url, headers={"accept": "application/json"})  # noqa: S310
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (scheme checked above)
+        if r.status != 200:
+            raise ValueError(f"HTTP {r.status}")
+        body = r.read(_LOOKUP_MAX_BYTES + 1)
+    if len(body) > _LOOKUP_MAX_BYTES:
+        raise ValueError("answer larger than 64 KiB")
+    return json.loads(body)
+
+
+def _field(data: Any, path: str) -> Any:
+    """``plan.name``, ``accounts.0.balance``: a field of nested objects and lists."""
+    value = data
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise LookupError(f"no field {path!r}")
+    if isinstance(value, dict | list) or value is None:
+        raise LookupError(f"field {path!r} is not a value")
+    return value
+
+
+_BACKGROUND: set[asyncio.Task[bool]] = set()  # voicemails kept after their call ended
+
+
+def _beep() -> bytes:
+    """The "speak after the tone" beep: 0.4 s of 1 kHz, 8 kHz PCM."""
+    import math
+    import struct
+
+    n = int(0.4 * 8000)
+    return b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * 1000 * i / 8000))) for i in range(n)
+    )
 
 
 def _pcm8k(path: Path) -> bytes:
