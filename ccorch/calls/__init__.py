@@ -85,3 +85,8 @@ class CallEvents:
                 q.get_nowait()
                 self.dropped += 1
             q.put_nowait(ev)
+
+
+# Upper bounds of the call legs' MOS histogram (cc_media_leg_mos): 4.4 is about the best the
+# E-model gives G.711; below 3.5 callers notice.
+MOS_BUCKETS = (2.0, 3.0, 3.5, 3.8, 4.0, 4.2, 4.3, 4.4, 4.5)

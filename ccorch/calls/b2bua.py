@@ -21,6 +21,7 @@ from urllib.parse import unquote as url_unquote
 
 from ccorch.acd.service import AcdService
 from ccorch.calls import (
+    MOS_BUCKETS,
     CallAnswered,
     CallArrived,
     CallEnded,
@@ -165,11 +166,34 @@ class Leg:
     def release_media(self) -> None:
         if self.media is not None:
             self.c.media_legs.pop(self.media, None)
+            self._count_quality()
             try:
                 self.c.media.release_leg(self.media)
             except Exception as e:  # already gone with the engine's shutdown
                 log.debug("release_leg", extra={"error": str(e)})
             self.media = None
+
+    def _count_quality(self) -> None:
+        """The leg's received-audio figures (RTP loss, the E-model MOS estimate) into the
+        node's counters, for ``cc_media_*`` on /metrics."""
+        assert self.media is not None
+        try:
+            st = self.c.media.leg_stats(self.media)
+        except Exception:
+            return
+        received = int(st.get("packets_received", 0))
+        if received <= 0:
+            return
+        stats = self.c.service.stats
+        stats["media_legs_measured"] += 1
+        side = "caller" if self.side == "a" else "operator"
+        stats[f"media_packets_received_{side}"] += received
+        stats[f"media_packets_lost_{side}"] += max(0, int(st.get("packets_lost", 0)))
+        mos = float(st.get("mos") or 0.0)
+        stats["media_mos_milli_sum"] += int(mos * 1000)
+        for bound in MOS_BUCKETS:
+            if mos <= bound:
+                stats[f"media_mos_le_{bound}"] += 1
 
     def our_sdp(
         self,
@@ -617,10 +641,17 @@ class Call:
             self.ivr.queue_left(outcome)
 
     def transfer_from_ivr(self, to: str) -> bool:
-        """The flow sends the caller to an extension: ring it; False if it cannot ring."""
+        """The flow sends the caller to an extension (a registered phone) or an outside
+        number (through the outbound trunk): ring it; False if it cannot ring."""
         if self.state != "ivr":
             return False
         leg = self.ring(to)
+        if leg is None and to.lstrip("+").isdigit() and len(to.lstrip("+")) > 4:
+            trunk = next(
+                (t for t in self.ctl.service.trunks if t.outbound and t.up is not False), None
+            )
+            if trunk is not None:
+                leg = self.ring_trunk(trunk, to)
         if leg is None:
             return False
         self.b = leg

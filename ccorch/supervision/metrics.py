@@ -19,9 +19,16 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+
+from ccorch.calls import MOS_BUCKETS
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "SipCollector"]
 
@@ -171,6 +178,30 @@ class SipCollector(Collector):
             ("cc_calls_answered", "calls_answered", "Calls answered"),
         ):
             yield CounterMetricFamily(name, text, value=c.get(key, 0))
+        measured = c.get("media_legs_measured", 0)
+        got = CounterMetricFamily(
+            "cc_media_packets_received",
+            "RTP packets received on ended call legs, by side (caller, operator)",
+            labels=["side"],
+        )
+        lost = CounterMetricFamily(
+            "cc_media_packets_lost",
+            "RTP packets lost on ended call legs, by side (caller, operator)",
+            labels=["side"],
+        )
+        for side in ("caller", "operator"):
+            got.add_metric([side], c.get(f"media_packets_received_{side}", 0))
+            lost.add_metric([side], c.get(f"media_packets_lost_{side}", 0))
+        yield from (got, lost)
+        yield HistogramMetricFamily(
+            "cc_media_leg_mos",
+            "MOS estimate (E-model, from loss and jitter) of ended call legs",
+            buckets=[
+                *((str(b), c.get(f"media_mos_le_{b}", 0)) for b in MOS_BUCKETS),
+                ("+Inf", measured),
+            ],
+            sum_value=c.get("media_mos_milli_sum", 0) / 1000,
+        )
         for name, key, text in (
             ("cc_sip_dialogs", "dialogs", "SIP dialogs (call legs) open"),
             ("cc_sip_server_transactions", "server_transactions", "Server transactions alive"),
