@@ -84,6 +84,7 @@ class Center:
         scenario: str = "trunk_ivr_call.xml",
         extra: list[str] | None = None,
         ani: str = "0671234567",  # Ivan Petrenko, the demo customer
+        dnis: str = "100",
     ) -> tuple[Phone, subprocess.Popen[bytes]]:
         phone = Phone()
         p = subprocess.Popen(
@@ -92,7 +93,7 @@ class Center:
                 "-sf",
                 str(SCENARIOS / scenario),
                 "-s",
-                "100",
+                dnis,
                 "-key",
                 "rtp_port",
                 str(phone.port),
@@ -130,6 +131,9 @@ def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     sip_port, trunk_port = free_udp_port(), free_udp_port()
     (cwd / "trunks.toml").write_text(
         '[[trunk]]\nname = "carrier"\nhost = "127.0.0.1"\noptions_interval = 0\n'
+        # where calls to outside numbers go (the IVR's transfer to an external number)
+        f'[[trunk]]\nname = "out"\nhost = "127.0.0.2"\nport = {trunk_port}\n'
+        "outbound = true\noptions_interval = 0\n"
     )
     rtp = 20000 + (sip_port % 200) * 100
     (cwd / "ccorch.toml").write_text(
@@ -184,6 +188,13 @@ def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -
     assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) == 1, 5), center.m()
     m = center.m()
     assert m['cc_acd_calls_left_total{outcome="answered",queue="tech"}'] == 1
+    # both legs' received audio was measured when they ended: no loss, a G.711-grade MOS
+    assert wait_for(lambda: center.m().get("cc_media_leg_mos_count", 0) >= 2, 5)
+    m = center.m()
+    for side in ("caller", "operator"):
+        got = m[f'cc_media_packets_received_total{{side="{side}"}}']
+        assert got > 100 and m[f'cc_media_packets_lost_total{{side="{side}"}}'] <= 0.01 * got
+    assert m["cc_media_leg_mos_sum"] / m["cc_media_leg_mos_count"] >= 4.0, m
     # the CDR and the caller's history: Ivan Petrenko's number, identified before the IVR
     with psycopg.connect(center.db) as conn:
 
@@ -690,3 +701,45 @@ def test_a_waiting_caller_leaves_a_voicemail_or_asks_for_a_callback(center: Cent
         samples = array.array("h", w.readframes(w.getnframes()))
     loud = sum(1 for x in samples[0::2] if abs(x) > 2000)
     assert 8000 <= loud <= 20000, loud  # ~1.5-2 s of a 440 Hz tone at 8 kHz, not the beep
+
+
+def test_the_flow_transfers_the_caller_to_an_outside_number_through_the_trunk(
+    center: Center,
+) -> None:
+    (center.cwd / "flows" / "outside.yaml").write_text(
+        """flow: outside
+dnis: ["196"]
+language: en
+start: out
+nodes:
+  out:
+    type: transfer
+    to: "0445550000"
+    on_fail: sorry
+  sorry:
+    type: hangup
+    text: "Sorry."
+"""
+    )
+    time.sleep(2.5)  # the node's flow scan runs every second
+    # the carrier's side of the outbound trunk: answers, talks 1 s, hangs up
+    carrier = Uas(
+        "agent_hangup.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-d", "1000", "-i", "127.0.0.2"],
+    )
+    before = center.m().get('cc_calls_ended_total{reason="agent-hangup"}', 0)
+    phone, sipp = center.caller(dnis="196")
+    try:
+        phone.listen(1.0)
+        assert sipp.wait(30) == 0  # the outside party hung up: the caller got BYE
+        r = carrier.wait()
+        assert r.ok, r
+    finally:
+        phone.sock.close()
+        if sipp.poll() is None:
+            sipp.kill()
+    assert wait_for(
+        lambda: center.m().get('cc_calls_ended_total{reason="agent-hangup"}', 0) == before + 1, 5
+    )

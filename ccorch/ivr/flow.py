@@ -38,7 +38,8 @@ must be reachable from ``start``):
   most 10)
 - ``branch``: ``cases`` (list of ``{if: expression, goto: node}``), ``else``; expressions
   compare variables with literals: ``segment == 'vip' and balance < 0``
-- ``transfer``: ``to`` (an extension), ``on_fail``
+- ``transfer``: ``to`` (an extension, or an outside number rung through the outbound trunk;
+  ``{var}`` allowed), ``on_fail``; to a queue, use a ``queue`` node
 - ``queue``: ``queue`` (a queue of the ACD's queues file), ``priority`` (0-100, higher
   waits ahead; a number or a ``"{var}"`` holding one, e.g. set for VIPs), ``prefer_seconds``
   (the identified customer's manager, then the operator who last served them, get the call
