@@ -37,6 +37,8 @@ def call(
         req.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
+            if r.headers.get("content-type", "").startswith("audio/"):
+                return r.status, r.read()  # a recording
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         text = e.read()
@@ -44,6 +46,29 @@ def call(
             return e.code, json.loads(text)
         except ValueError:
             return e.code, text.decode(errors="replace")
+
+
+REFERENCE_ROWS: dict[str, dict[str, Any]] = {
+    "org-units": {"name": "Technical support", "kind": "department"},
+    "topics": {"name": "Internet"},
+    "sla-rules": {"kind": "dispatch", "hours": 72},
+    "holidays": {"day": "2031-01-01", "name": "New Year"},
+    "kb-categories": {"name": "Tariffs"},
+    "customer-groups": {"name": "Key accounts"},
+}
+
+
+def _wav(seconds: float) -> bytes:
+    import io
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x10\x00" * int(16000 * seconds))
+    return out.getvalue()
 
 
 HELLO_FLOW = """flow: hello
@@ -111,7 +136,40 @@ def crm(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         assert status == 201 and created["id"] == 1, created
         status, started = call(node, "POST", "/api/surveys/1/responses", {}, tokens["admin"])
         assert status == 201 and started["response_id"] == 1, started
-        yield {"node": node, "tokens": tokens, "url": url}
+        # One row of each reference table, a reminder, and a recorded interaction.
+        ids: dict[str, int | str] = {}
+        for resource, body in REFERENCE_ROWS.items():
+            status, row = call(node, "POST", f"/api/{resource}", body, tokens["admin"])
+            assert status == 201, (resource, row)
+            ids[resource] = row.get("id", row.get("day"))
+        status, made = call(
+            node,
+            "POST",
+            "/api/customers/1/reminders",
+            {"kind": "renewal", "due_on": "2027-01-01", "text": "Contract renewal"},
+            tokens["admin"],
+        )
+        assert status == 201, made
+        ids["reminder"] = made["id"]
+        recording = cwd / "var" / "recordings" / "2026" / "11" / "23" / "matrix.wav"
+        recording.parent.mkdir(parents=True, exist_ok=True)
+        recording.write_bytes(_wav(0.2))
+        status, made = call(
+            node,
+            "POST",
+            "/api/interactions",
+            {
+                "customer_id": 1,
+                "channel": "call",
+                "direction": "in",
+                "started_at": "2026-11-23T10:00:00+02:00",
+                "recording_ref": str(recording),
+            },
+            tokens["admin"],
+        )
+        assert status == 201, made
+        ids["interaction"] = made["id"]
+        yield {"node": node, "tokens": tokens, "url": url, "ids": ids}
     finally:
         node.kill()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
@@ -184,15 +242,44 @@ EXAMPLES |= {
     ),
     "/api/survey-responses/<response_id:int>": ("/api/survey-responses/1", None),
 }
-PATCH_EXAMPLES = {"/api/customers/<customer_id:int>": ("/api/customers/3", {"segment": "VIP"})}
+PATCH_EXAMPLES = {
+    "/api/customers/<customer_id:int>": ("/api/customers/3", {"segment": "VIP"}),
+    **{
+        f"/api/{r}/<key:int>": (f"/api/{r}/{{{r}}}", {"name": f"{body['name']} (renamed)"})
+        for r, body in REFERENCE_ROWS.items()
+        if "name" in body and r != "holidays"
+    },
+    "/api/sla-rules/<key:int>": ("/api/sla-rules/{sla-rules}", {"hours": 48}),
+    "/api/holidays/<key:str>": ("/api/holidays/{holidays}", {"name": "New Year's Day"}),
+}
 PUT_EXAMPLES = {
     "/api/kb/articles/<article_id:int>": (
         "/api/kb/articles/1",
         {"language": "en", "title": "Matrix v2", "body": "Text"},
     ),
     "/api/flows/<name:str>": ("/api/flows/hello", {"source": HELLO_FLOW}),
+    "/api/cases/<case_id:int>/assignment": (
+        "/api/cases/1/assignment",
+        {"department_id": 1},
+    ),
+    "/api/customer-groups/<group_id:int>/access": (
+        "/api/customer-groups/1/access",
+        {"access": [{"role": "supervisor", "can_edit": True}]},
+    ),
 }
 EXAMPLES |= {
+    **{f"/api/{r}": (f"/api/{r}", body) for r, body in REFERENCE_ROWS.items()},
+    **{f"/api/{r}/<key:int>": (f"/api/{r}/{{{r}}}", None) for r in REFERENCE_ROWS},
+    "/api/holidays/<key:str>": ("/api/holidays/{holidays}", None),
+    "/api/customers/<customer_id:int>/reminders": (
+        "/api/customers/1/reminders",
+        {"kind": "custom", "due_on": "2027-02-01", "text": "Call about the new tariff"},
+    ),
+    "/api/reminders/<reminder_id:int>": ("/api/reminders/{reminder}", None),
+    "/api/interactions/<interaction_id:int>/recording": (
+        "/api/interactions/{interaction}/recording",
+        None,
+    ),
     "/api/flows": ("/api/flows", None),
     "/api/flows/<name:str>": ("/api/flows/hello", None),
     "/api/flows/<name:str>/versions/<version:int>": ("/api/flows/hello/versions/1", None),
@@ -210,6 +297,8 @@ def test_every_route_answers_each_role_as_its_declaration_says(
             continue  # login is open to all; logout would end the session the loop uses
         table = {"PUT": PUT_EXAMPLES, "PATCH": PATCH_EXAMPLES}.get(route.method, EXAMPLES)
         path, body = table[route.path]
+        for key, value in crm["ids"].items():
+            path = path.replace("{" + key + "}", str(value))
         if route.path == "/api/users":
             body = dict(body, login=f"u-{role}-{uuid.uuid4().hex[:6]}")
         if route.path == "/api/surveys":
@@ -221,7 +310,10 @@ def test_every_route_answers_each_role_as_its_declaration_says(
         elif role not in route.roles:
             assert status == 403, where
         else:  # allowed: answered on its merits (a workflow or an answer may still be refused)
-            assert status in {200, 201, 409, 422}, where
+            # (a row deleted under an earlier role is gone for the next one)
+            assert status in {200, 201, 409, 422} | (
+                {404} if route.method == "DELETE" else set()
+            ), where
 
 
 def test_validation_errors_name_each_field(crm: dict[str, Any]) -> None:
@@ -474,3 +566,146 @@ def test_flows_are_uploaded_checked_versioned_and_rolled_back_over_the_api(
     assert status == 200
     actions = [(e["action"], e["after"]["version"]) for e in log["items"]]
     assert ("upload", v2["version"]) in actions and ("rollback", before["version"]) in actions
+
+
+def test_reference_data_group_access_reminders_assignment_and_confidential_recordings(
+    crm: dict[str, Any],
+) -> None:
+    node, admin = crm["node"], crm["tokens"]["admin"]
+    op, sup, compl = (crm["tokens"][r] for r in ("operator", "supervisor", "complaints"))
+    # Reference rows: a subtopic names its parent; a duplicate is 409, a bad parent 422.
+    status, parent = call(node, "POST", "/api/topics", {"name": "Billing"}, admin)
+    assert status == 201
+    status, child = call(
+        node, "POST", "/api/topics", {"name": "Refunds", "parent_id": parent["id"]}, admin
+    )
+    assert status == 201 and child["parent_id"] == parent["id"]
+    assert call(node, "POST", "/api/topics", {"name": "Billing"}, admin)[0] == 409
+    status, body = call(node, "POST", "/api/topics", {"name": "X", "parent_id": 99999}, admin)
+    assert status == 422 and body["fields"] == {"parent_id": "no such parent"}
+    assert call(node, "DELETE", f"/api/topics/{parent['id']}", token=admin)[0] == 409  # in use
+    status, rule = call(
+        node,
+        "POST",
+        "/api/sla-rules",
+        {"kind": "escalation", "topic_id": child["id"], "hours": 48},
+        admin,
+    )
+    assert status == 201 and rule["hours"] == 48.0
+    assert (
+        call(node, "PATCH", f"/api/sla-rules/{rule['id']}", {"hours": 24}, admin)[1]["hours"]
+        == 24.0
+    )
+    assert call(node, "POST", "/api/topics", {"name": "Y"}, op)[0] == 403
+    xmas = {"day": "2032-12-25", "name": "Christmas"}
+    assert call(node, "POST", "/api/holidays", xmas, admin)[0] == 201
+    assert call(node, "POST", "/api/holidays", xmas, admin)[0] == 409
+    status, days = call(node, "GET", "/api/holidays", token=op)
+    assert status == 200 and xmas in days["items"]
+    assert call(node, "DELETE", "/api/holidays/2032-13-01", token=admin)[0] == 422
+    # A customer group: its customers are hidden from roles not on its access list.
+    status, group = call(
+        node, "POST", "/api/customer-groups", {"name": "Confidential clients"}, admin
+    )
+    assert status == 201
+    hidden = {"name": "Hidden Person", "phones": ["+380 50 000 11 22"]}
+    status, made = call(node, "POST", "/api/customers", hidden, admin)
+    assert status == 201, made
+    cid = made["id"]
+    with psycopg.connect(crm["url"], autocommit=True) as conn:
+        conn.execute("UPDATE customers SET group_id = %s WHERE id = %s", (group["id"], cid))
+    assert call(node, "GET", f"/api/customers/{cid}", token=op)[0] == 404
+    status, acc = call(
+        node,
+        "PUT",
+        f"/api/customer-groups/{group['id']}/access",
+        {"access": [{"role": "operator", "can_edit": False}]},
+        admin,
+    )
+    assert status == 200 and acc["access"] == [{"role": "operator", "can_edit": False}]
+    assert call(node, "GET", f"/api/customers/{cid}", token=op)[0] == 200
+    # seeing is not editing: no reminder from the operator until the group allows edits
+    reminder = {"kind": "birthday", "due_on": "1990-05-04", "text": "Birthday"}
+    assert call(node, "POST", f"/api/customers/{cid}/reminders", reminder, op)[0] == 404
+    bad = {"access": [{"role": "janitor"}]}
+    assert call(node, "PUT", f"/api/customer-groups/{group['id']}/access", bad, admin)[0] == 422
+    # Reminders: listed, and the birthday one repeats every year by default.
+    status, made = call(node, "POST", "/api/customers/1/reminders", reminder, op)
+    assert status == 201
+    status, listed = call(node, "GET", "/api/customers/1/reminders", token=op)
+    assert {
+        "id": made["id"],
+        "kind": "birthday",
+        "due_on": "1990-05-04",
+        "yearly": True,
+        "text": "Birthday",
+    } in listed["items"]
+    assert call(node, "DELETE", f"/api/reminders/{made['id']}", token=op)[0] == 200
+    assert call(node, "DELETE", f"/api/reminders/{made['id']}", token=op)[0] == 404
+    # Reassigning a case: supervisors may, operators may not; the audit keeps before/after.
+    status, case = call(
+        node, "POST", "/api/cases", {"kind": "escalation", "subject": "Slow line"}, op
+    )
+    assert status == 201
+    assert (
+        call(node, "PUT", f"/api/cases/{case['id']}/assignment", {"department_id": 1}, op)[0] == 403
+    )
+    status, moved = call(
+        node, "PUT", f"/api/cases/{case['id']}/assignment", {"department_id": 1}, sup
+    )
+    assert status == 200 and moved["department_id"] == 1
+    status, log = call(node, "GET", "/api/audit?entity=case", token=admin)
+    assigned = [
+        e for e in log["items"] if e["action"] == "assign" and e["entity_id"] == str(case["id"])
+    ]
+    assert (
+        assigned
+        and assigned[0]["before"]["department_id"] is None
+        and assigned[0]["after"]["department_id"] == 1
+    )
+    # A complaint's recording: the complaints role hears it, an operator does not.
+    status, complaint = call(
+        node,
+        "POST",
+        "/api/cases",
+        {"kind": "instant", "subject": "Rude operator", "confidential": True},
+        admin,
+    )
+    assert status == 201
+    recording = node.cwd / "var" / "recordings" / "2026" / "11" / "23" / "complaint.wav"
+    recording.write_bytes(_wav(0.5))
+    status, made = call(
+        node,
+        "POST",
+        "/api/interactions",
+        {
+            "customer_id": 1,
+            "channel": "call",
+            "direction": "in",
+            "started_at": "2026-11-23T11:00:00+02:00",
+            "recording_ref": str(recording),
+            "case_id": complaint["id"],
+        },
+        admin,
+    )
+    assert status == 201, made
+    url = f"/api/interactions/{made['id']}/recording"
+    assert call(node, "GET", url, token=op)[0] == 403
+    status, audio = call(node, "GET", url, token=compl)
+    assert status == 200 and audio == recording.read_bytes()
+    # Only the node's recordings are ever served, whatever an interaction names.
+    status, made = call(
+        node,
+        "POST",
+        "/api/interactions",
+        {
+            "customer_id": 1,
+            "channel": "call",
+            "direction": "in",
+            "started_at": "2026-11-23T12:00:00+02:00",
+            "recording_ref": "/etc/passwd",
+        },
+        admin,
+    )
+    assert status == 201
+    assert call(node, "GET", f"/api/interactions/{made['id']}/recording", token=admin)[0] == 404

@@ -8,18 +8,20 @@ its body shape; the same table registers the handler, enforces access and builds
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from sanic import Blueprint, Request, Sanic
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse, file, json
 
 import ccorch
-from ccorch.crm import cases, kb, store, surveys
+from ccorch.crm import cases, kb, reference, store, surveys
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
@@ -336,6 +338,113 @@ async def case_transition(request: Request, case_id: int) -> HTTPResponse:
         )
 
 
+async def assign_case(request: Request, case_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        return json(await cases.assign(conn, case_id, _body(request), request.ctx.user))
+
+
+REMINDER = Shape(
+    "Reminder",
+    {
+        "kind": Field("string", required=True, choices=("birthday", "renewal", "custom")),
+        "due_on": Field("date", required=True),
+        "yearly": Field("boolean", description="again every year (birthdays, renewals)"),
+        "text": Field("string", required=True, min_len=1, max_len=500),
+    },
+)
+
+
+async def list_reminders(request: Request, customer_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id):
+            return _error(404, "not_found", f"no customer {customer_id}")
+        cur = await conn.execute(
+            """SELECT id, kind, due_on, yearly, text FROM customer_reminders
+               WHERE customer_id = %s ORDER BY due_on, id""",
+            (customer_id,),
+        )
+        items = [
+            {"id": i, "kind": k, "due_on": d.isoformat(), "yearly": y, "text": t}
+            for i, k, d, y, t in await cur.fetchall()
+        ]
+    return json({"items": items})
+
+
+async def add_reminder(request: Request, customer_id: int) -> HTTPResponse:
+    data = REMINDER.validate(_body(request))
+    async with _pool(request).connection() as conn:
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id, edit=True):
+            return _error(404, "not_found", f"no customer {customer_id} you may edit")
+        async with conn.transaction():
+            cur = await conn.execute(
+                """INSERT INTO customer_reminders (customer_id, kind, due_on, yearly, text)
+                   VALUES (%s, %s, %s, %s, %s) RETURNING id""",
+                (
+                    customer_id,
+                    data["kind"],
+                    data["due_on"],
+                    data.get("yearly", data["kind"] == "birthday"),
+                    data["text"],
+                ),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            after = {k: str(v) for k, v in data.items()}
+            await store.audit(conn, request.ctx.user.id, "create", "reminder", row[0], None, after)
+    return json({"id": row[0]}, status=201)
+
+
+async def delete_reminder(request: Request, reminder_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute(
+            "SELECT customer_id, kind, due_on, text FROM customer_reminders WHERE id = %s",
+            (reminder_id,),
+        )
+        row = await cur.fetchone()
+        if row is None or not await store.can_see_customer(
+            conn, request.ctx.user, row[0], edit=True
+        ):
+            return _error(404, "not_found", f"no reminder {reminder_id} you may edit")
+        async with conn.transaction():
+            await conn.execute("DELETE FROM customer_reminders WHERE id = %s", (reminder_id,))
+            before = {"customer_id": row[0], "kind": row[1], "due_on": str(row[2]), "text": row[3]}
+            await store.audit(
+                conn, request.ctx.user.id, "delete", "reminder", reminder_id, before, None
+            )
+    return json({"deleted": reminder_id})
+
+
+async def interaction_recording(request: Request, interaction_id: int) -> HTTPResponse:
+    """The call's recording (WAV). A complaint's recordings: the complaints role only; a
+    customer of a group: the roles that may see it; only files under the node's recordings
+    folder are ever served."""
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute(
+            """SELECT i.customer_id, i.recording_ref, coalesce(c.confidential, false)
+               FROM interactions i LEFT JOIN cases c ON c.id = i.case_id WHERE i.id = %s""",
+            (interaction_id,),
+        )
+        row = await cur.fetchone()
+        user = request.ctx.user
+        if row is None or row[1] is None:
+            return _error(404, "not_found", f"no recording for interaction {interaction_id}")
+        customer_id, ref, confidential = row
+        if confidential and not user.roles & {"complaints", "admin"}:
+            return _error(403, "forbidden", "a complaint's recording: the complaints role only")
+        if customer_id is not None and not await store.can_see_customer(conn, user, customer_id):
+            return _error(404, "not_found", f"no recording for interaction {interaction_id}")
+    path = await asyncio.to_thread(_recording_file, Path(request.app.ctx.recordings_dir), ref)
+    if path is None:
+        return _error(404, "not_found", "the recording is not in this node's recordings")
+    return await file(path, mime_type="audio/wav")
+
+
+def _recording_file(root: Path, ref: str) -> Path | None:
+    """``ref`` as a file under ``root`` (links resolved), else None."""
+    path = Path(ref).resolve()
+    return path if root.resolve() in path.parents and path.is_file() else None
+
+
 async def overdue(request: Request) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         return json({"items": await cases.overdue_report(conn, _now(request), request.ctx.user)})
@@ -631,6 +740,47 @@ ROUTES: tuple[Route, ...] = (
         ),
     ),
     Route(
+        "PUT",
+        "/api/cases/<case_id:int>/assignment",
+        "Give a case to another department or user",
+        ("supervisor", "admin"),
+        assign_case,
+        body=cases.ASSIGNMENT,
+        responses={404: "no such case"},
+    ),
+    Route(
+        "GET",
+        "/api/customers/<customer_id:int>/reminders",
+        "The customer's reminders (birthday, renewal, custom dates)",
+        CRM_ROLES,
+        list_reminders,
+    ),
+    Route(
+        "POST",
+        "/api/customers/<customer_id:int>/reminders",
+        "Add a reminder shown when the customer calls",
+        ("operator", "supervisor", "admin"),
+        add_reminder,
+        body=REMINDER,
+        responses={201: "created"},
+    ),
+    Route(
+        "DELETE",
+        "/api/reminders/<reminder_id:int>",
+        "Delete a reminder",
+        ("operator", "supervisor", "admin"),
+        delete_reminder,
+        responses={404: "no such reminder you may edit"},
+    ),
+    Route(
+        "GET",
+        "/api/interactions/<interaction_id:int>/recording",
+        "The interaction's recording (audio/wav); a complaint's only for the complaints role",
+        CRM_ROLES,
+        interaction_recording,
+        responses={200: "audio/wav", 403: "a complaint's recording", 404: "no recording"},
+    ),
+    Route(
         "GET",
         "/api/audit",
         "The audit log, newest first",
@@ -643,6 +793,56 @@ ROUTES: tuple[Route, ...] = (
         ),
     ),
 )
+
+
+def _reference_routes() -> tuple[Route, ...]:
+    """List, create, change and delete for each reference table (admins change them)."""
+    out: list[Route] = [
+        Route(
+            "PUT",
+            "/api/customer-groups/<group_id:int>/access",
+            "Which roles see and edit the group's customers (replaces the list)",
+            ("admin",),
+            reference.set_group_access,
+            body=reference.ACCESS,
+        )
+    ]
+    for t in reference.TABLES:
+        h = reference.handlers(t)
+        base, one = f"/api/{t.resource}", f"/api/{t.resource}/<key:{t.key_kind}>"
+        out += [
+            Route("GET", base, f"List every {t.summary}", CRM_ROLES, h["list"]),
+            Route(
+                "POST",
+                base,
+                f"Create {t.summary}",
+                ("admin",),
+                h["create"],
+                body=t.shape,
+                responses={201: "created", 409: "exists already", 422: "invalid fields"},
+            ),
+            Route(
+                "PATCH",
+                one,
+                f"Change {t.summary}",
+                ("admin",),
+                h["change"],
+                body=reference.loose(t),
+                responses={404: "no such row", 409: "conflicts with another row"},
+            ),
+            Route(
+                "DELETE",
+                one,
+                f"Delete {t.summary}",
+                ("admin",),
+                h["delete"],
+                responses={404: "no such row", 409: "still in use"},
+            ),
+        ]
+    return tuple(out)
+
+
+ROUTES = ROUTES + _reference_routes()
 
 
 def _guard(route: Route) -> Handler:

@@ -298,6 +298,44 @@ async def transition(
     return {"id": case_id, "status": to, "callback_task_id": task_id}
 
 
+ASSIGNMENT = Shape(
+    "CaseAssignment",
+    {
+        "department_id": Field("integer", minimum=1, description="the department it goes to"),
+        "assignee_id": Field("integer", minimum=1, description="the user who works it"),
+    },
+)
+
+
+async def assign(conn: AsyncConnection[Any], case_id: int, body: Any, user: User) -> dict[str, Any]:
+    """Give the case to another department or user (supervisors); the audit log keeps who
+    had it before."""
+    data = ASSIGNMENT.validate(body)
+    if not data:
+        raise ValidationFailed({"(body)": "give department_id, assignee_id or both"})
+    for key, table in (("department_id", "org_units"), ("assignee_id", "users")):
+        if key in data:
+            cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (data[key],))
+            if await cur.fetchone() is None:
+                raise ValidationFailed({key: f"no such {key.removesuffix('_id')}"})
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT confidential, department_id, assignee_id FROM cases WHERE id = %s FOR UPDATE",
+            (case_id,),
+        )
+        row = await cur.fetchone()
+        if row is None or not _may_read(user, row[0]):
+            raise CaseError(404, f"no case {case_id}")
+        before = {"department_id": row[1], "assignee_id": row[2]}
+        after = before | data
+        await conn.execute(
+            "UPDATE cases SET department_id = %s, assignee_id = %s WHERE id = %s",
+            (after["department_id"], after["assignee_id"], case_id),
+        )
+        await audit(conn, user.id, "assign", "case", case_id, before, after)
+    return await get_case(conn, case_id, user)
+
+
 async def get_case(conn: AsyncConnection[Any], case_id: int, user: User) -> dict[str, Any]:
     cur = await conn.execute(
         """SELECT id, customer_id, topic_id, kind, status, subject, description, confidential, callback_required,
