@@ -116,6 +116,11 @@ def test_demo_flows_load_in_three_languages() -> None:
             '"22"',
             "not a phone key",
         ),
+        (  # a control character (found by the API fuzz test: it was a 500)
+            ('    text: "You have', '    text: "\x1bYou have'),
+            "You have",
+            "special characters are not allowed",
+        ),
     ],
 )
 def test_a_broken_flow_is_refused_with_file_line_and_reason(

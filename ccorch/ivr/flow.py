@@ -200,7 +200,13 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
 
 
 def _compose(text: str, path: str) -> Any:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:  # a character YAML refuses (control characters)
+        line = text[: max(0, e.position)].count("\n") + 1
+        raise FlowError(
+            [(path, line, f"YAML: {e.reason} (character #x{e.character:04x})")]
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -210,6 +216,9 @@ def _compose(text: str, path: str) -> Any:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise FlowError([(path, line, f"YAML: {e.problem or e}")]) from None
+    except yaml.YAMLError as e:  # the reader meets a bad character further on
+        line = text[: max(0, getattr(e, "position", 0))].count("\n") + 1
+        raise FlowError([(path, line, f"YAML: {e}")]) from None
     finally:
         loader.dispose()
 
