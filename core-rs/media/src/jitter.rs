@@ -235,15 +235,24 @@ impl JitterBuffer {
         }
     }
 
+    /// The largest transit of the window (what the buffer must absorb) and the smallest of
+    /// its last second (the floor the delay is counted from). The floor is recent on
+    /// purpose: for a sender whose clock runs 10-20% slow, transit climbs 400-800 ms over
+    /// the window, and a floor that old would cap the aim below the packets arriving now
+    /// (the playout would run ahead of them: every packet late, a hole of seconds).
     fn window_bounds(&self, now_ms: u64) -> Option<(i64, i64)> {
         let epoch = now_ms / BUCKET_MS;
-        self.window
+        let live = |b: &&Bucket| b.used && epoch.saturating_sub(b.epoch) < WINDOW_BUCKETS as u64;
+        let hi = self.window.iter().filter(live).map(|b| b.max).max()?;
+        let recent = |b: &&Bucket| live(b) && epoch.saturating_sub(b.epoch) <= 1;
+        let lo = self
+            .window
             .iter()
-            .filter(|b| b.used && epoch.saturating_sub(b.epoch) < WINDOW_BUCKETS as u64)
-            .fold(None, |acc, b| match acc {
-                None => Some((b.min, b.max)),
-                Some((lo, hi)) => Some((lo.min(b.min), hi.max(b.max))),
-            })
+            .filter(recent)
+            .map(|b| b.min)
+            .min()
+            .or_else(|| self.window.iter().filter(live).map(|b| b.min).min())?;
+        Some((lo, hi))
     }
 
     /// Play the next 20 ms frame at `now_ms` into `out`.
@@ -474,7 +483,7 @@ mod tests {
             let jitter = (rng >> 40) % 60; // 0–60 ms
             packets.push((i * 20, (i as u32).wrapping_mul(160), 20 + jitter));
         }
-        simulate(&packets, 61_000, &mut run, 3, samples_for);
+        simulate(&packets, 60_000, &mut run, 3, samples_for);
         let s = run.jb.stats();
         // Late packets only while the buffer learns the jitter.
         assert!(s.late < 30, "{s:?}");
@@ -509,6 +518,41 @@ mod tests {
             // 1% of 180,000 frames had to be trimmed or padded, give or take.
             let adjusted = s.skipped_frames + s.inserted_frames;
             assert!((1_500..=2_200).contains(&adjusted), "{name}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn a_sender_far_off_the_clock_is_padded_or_trimmed_without_holes() {
+        // A phone whose packets come 10-20% slower (or faster) than their timestamps say:
+        // found by the recording test, where a 2 s hole opened in the audio.
+        for period_us in [22_000u64, 24_000, 18_000, 16_700] {
+            let mut run = Run::new();
+            let n = 60_000_000 / period_us; // one minute
+            let packets: Vec<(u64, u32, u64)> = (0..n)
+                .map(|i| {
+                    (
+                        i * period_us / 1000,
+                        (i as u32).wrapping_mul(160),
+                        10 + (i * 31) % 10,
+                    )
+                })
+                .collect();
+            simulate(&packets, n * period_us / 1000, &mut run, 7, samples_for);
+            let s = run.jb.stats();
+            let settled = &run.kinds[50..];
+            let silent = settled.iter().filter(|k| **k == Frame::Silence).count();
+            assert_eq!(silent, 0, "{period_us} us: {silent} silent frames, {s:?}");
+            assert!(s.late < 10, "{period_us} us: {s:?}");
+            assert!(s.delay_ms <= 250, "{period_us} us: {s:?}");
+            // Every frame the sender did not send (or sent too many) is one padded (or
+            // trimmed): |n - ticks| of them, give or take a few.
+            let ticks = run.kinds.len() as u64;
+            let adjusted = s.skipped_frames + s.inserted_frames;
+            let expected = ticks.abs_diff(n);
+            assert!(
+                adjusted.abs_diff(expected) <= expected / 10 + 20,
+                "{period_us} us: {adjusted} adjusted, {expected} expected, {s:?}"
+            );
         }
     }
 
