@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -408,44 +408,9 @@ nodes:
 """
     )
     time.sleep(2.5)  # the node's flow scan runs every second
-    phone = Phone()
-    sipp = subprocess.Popen(
-        [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "trunk_ivr_call.xml"),
-            "-s",
-            "199",
-            "-key",
-            "rtp_port",
-            str(phone.port),
-            "-key",
-            "ani",
-            "0671234567",
-            "-p",
-            str(free_udp_port()),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "60s",
-            center.target,
-        ],
-        cwd=center.cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while sipp.poll() is None and time.monotonic() < deadline:
-            phone.listen(0.5)
-        assert sipp.wait(10) == 0  # the flow hung up after the message
-    finally:
-        phone.sock.close()
-        if sipp.poll() is None:
-            sipp.kill()
+    heard = _call_and_listen(center, "199")  # the flow hangs up after the message
     expected = tts.render(closed_text, "ru", center.cwd / "tts")
-    assert _pcm_in(expected, g711_decode(bytes(phone.heard), "PCMU"))
+    assert _pcm_in(expected, heard)
 
 
 def test_a_vip_caller_rings_her_manager_first_with_priority(center: Center) -> None:
@@ -514,35 +479,15 @@ class _PlanService:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def _call_and_listen(center: Center, dnis: str) -> bytes:
-    phone = Phone()
-    sipp = subprocess.Popen(
-        [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "trunk_ivr_call.xml"),
-            "-s",
-            dnis,
-            "-key",
-            "rtp_port",
-            str(phone.port),
-            "-key",
-            "ani",
-            "0671234567",
-            "-p",
-            str(free_udp_port()),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "60s",
-            center.target,
-        ],
-        cwd=center.cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _call_and_listen(
+    center: Center, dnis: str, keys: Callable[[Phone], None] | None = None
+) -> bytes:
+    """Call ``dnis``, let ``keys`` act as the caller, listen until the flow hangs up
+    (SIPp exits 0 on its BYE); what the caller heard, decoded."""
+    phone, sipp = center.caller(dnis=dnis)
     try:
+        if keys is not None:
+            keys(phone)
         deadline = time.monotonic() + 40
         while sipp.poll() is None and time.monotonic() < deadline:
             phone.listen(0.5)
@@ -634,34 +579,15 @@ def test_a_waiting_caller_leaves_a_voicemail_or_asks_for_a_callback(center: Cent
     thanks_wav = tts.render("Thank you. We will call you back.", "en", center.cwd / "tts")
 
     def call(keys: str, speak: float) -> bytes:
-        phone = Phone()
-        sipp = subprocess.Popen(
-            [
-                *("sipp", "-sf", str(SCENARIOS / "trunk_ivr_call.xml"), "-s", "197"),
-                *("-key", "rtp_port", str(phone.port), "-key", "ani", "0671234567"),
-                *("-p", str(free_udp_port()), "-m", "1", "-nostdin", "-timeout", "60s"),
-                center.target,
-            ],
-            cwd=center.cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        def caller(phone: Phone) -> None:
             phone.listen(6.5)  # the announcement with the options (about 5.5 s)
             phone.press(keys)
             if speak:
                 phone.listen(4.5)  # the voicemail prompt and the beep
                 phone.talk(speak)  # the message: a 440 Hz tone
                 phone.press("#")
-            deadline = time.monotonic() + 20
-            while sipp.poll() is None and time.monotonic() < deadline:
-                phone.listen(0.5)
-            assert sipp.wait(10) == 0  # "thank you", then the flow's BYE
-        finally:
-            phone.sock.close()
-            if sipp.poll() is None:
-                sipp.kill()
-        return g711_decode(bytes(phone.heard), "PCMU")
+
+        return _call_and_listen(center, "197", caller)  # "thank you", then the flow's BYE
 
     heard = call("1", 2.0)
     assert _pcm_in(options_wav, heard) and _pcm_in(thanks_wav, heard)

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, file, json
 
 import ccorch
 from ccorch.crm import cases, kb, reference, store, surveys
+from ccorch.crm.http import error as _error
+from ccorch.crm.http import json_body as _body
+from ccorch.crm.http import pool as _pool
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
@@ -75,15 +77,6 @@ def _now(request: Request) -> dt.datetime:
     return clock()
 
 
-def _pool(request: Request) -> AsyncConnectionPool:
-    pool: AsyncConnectionPool = request.app.ctx.pool
-    return pool
-
-
-def _error(status: int, error: str, message: str, **extra: Any) -> HTTPResponse:
-    return json({"error": error, "message": message, **extra}, status=status)
-
-
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None:
@@ -95,13 +88,6 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     if not lo <= v <= hi:
         raise ValidationFailed({name: f"from {lo} to {hi}"})
     return v
-
-
-def _body(request: Request) -> Any:
-    try:
-        return request.json
-    except Exception:  # Sanic raises its own error type for malformed JSON
-        raise ValidationFailed({"(body)": "malformed JSON"}) from None
 
 
 # ---- handlers -----------------------------------------------------------------------

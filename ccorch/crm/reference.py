@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
-from psycopg_pool import AsyncConnectionPool
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
+from ccorch.crm.http import error, json_body, pool
 from ccorch.crm.store import ROLES, audit
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 
@@ -106,23 +106,12 @@ CHANGE_ROLES = ("admin",)
 MAX_ROWS = 5000
 
 
-def _json_body(request: Request) -> Any:
-    try:
-        return request.json
-    except Exception:  # Sanic's own error type for malformed JSON
-        raise ValidationFailed({"(body)": "malformed JSON"}) from None
-
-
 def loose(t: RefTable) -> Shape:
     """A change: the new row's fields, none required."""
     return Shape(
         t.shape.name + "Change",
         {k: Field(**{**f.__dict__, "required": False}) for k, f in t.shape.fields.items()},
     )
-
-
-def _error(status: int, error: str, message: str) -> HTTPResponse:
-    return json({"error": error, "message": message}, status=status)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -170,18 +159,14 @@ async def _row(
 
 def _conflict(e: psycopg.Error) -> HTTPResponse:
     if isinstance(e, psycopg.errors.UniqueViolation):
-        return _error(409, "conflict", "such a row exists already")
+        return error(409, "conflict", "such a row exists already")
     if isinstance(e, psycopg.errors.ForeignKeyViolation):
-        return _error(409, "conflict", "other rows still refer to it")
-    return _error(422, "invalid", (e.diag.message_primary or "refused by the database")[:200])
+        return error(409, "conflict", "other rows still refer to it")
+    return error(422, "invalid", (e.diag.message_primary or "refused by the database")[:200])
 
 
 def handlers(t: RefTable) -> dict[str, Handler]:
     """The four handlers of one table (the API module wraps them in its guard)."""
-
-    def pool(request: Request) -> AsyncConnectionPool:
-        p: AsyncConnectionPool = request.app.ctx.pool
-        return p
 
     async def list_rows(request: Request) -> HTTPResponse:
         async with pool(request).connection() as conn:
@@ -207,7 +192,7 @@ def handlers(t: RefTable) -> dict[str, Handler]:
         return json({"items": items})
 
     async def create(request: Request) -> HTTPResponse:
-        data = t.shape.validate(_json_body(request))
+        data = t.shape.validate(json_body(request))
         async with pool(request).connection() as conn:
             await _check_refs(conn, t, data)
             columns = list(data)
@@ -231,14 +216,14 @@ def handlers(t: RefTable) -> dict[str, Handler]:
         return json(row, status=201)
 
     async def change(request: Request, key: Any) -> HTTPResponse:
-        data = loose(t).validate(_json_body(request))
+        data = loose(t).validate(json_body(request))
         if not data:
             raise ValidationFailed({"(body)": "no field to change"})
         async with pool(request).connection() as conn:
             k = _key_value(t, key)
             before = await _row(conn, t, k)
             if before is None:
-                return _error(404, "not_found", f"no {t.resource} {key}")
+                return error(404, "not_found", f"no {t.resource} {key}")
             await _check_refs(conn, t, data)
             try:
                 async with conn.transaction():
@@ -261,7 +246,7 @@ def handlers(t: RefTable) -> dict[str, Handler]:
             k = _key_value(t, key)
             before = await _row(conn, t, k)
             if before is None:
-                return _error(404, "not_found", f"no {t.resource} {key}")
+                return error(404, "not_found", f"no {t.resource} {key}")
             try:
                 async with conn.transaction():
                     await conn.execute(
@@ -294,7 +279,7 @@ ACCESS = Shape(
 
 async def set_group_access(request: Request, group_id: int) -> HTTPResponse:
     """Which roles see (and which edit) the group's customers; the list is replaced."""
-    data = ACCESS.validate(_json_body(request))
+    data = ACCESS.validate(json_body(request))
     entries: dict[str, bool] = {}
     for i, e in enumerate(data["access"]):
         role, edit = (
@@ -305,10 +290,10 @@ async def set_group_access(request: Request, group_id: int) -> HTTPResponse:
                 {f"access[{i}]": f"expected {{role: one of {', '.join(ROLES)}, can_edit: bool}}"}
             )
         entries[str(role)] = edit
-    async with request.app.ctx.pool.connection() as conn:
+    async with pool(request).connection() as conn:
         cur = await conn.execute("SELECT 1 FROM customer_groups WHERE id = %s", (group_id,))
         if await cur.fetchone() is None:
-            return _error(404, "not_found", f"no customer group {group_id}")
+            return error(404, "not_found", f"no customer group {group_id}")
         async with conn.transaction():
             cur = await conn.execute(
                 "SELECT role, can_edit FROM customer_group_access WHERE group_id = %s ORDER BY role",

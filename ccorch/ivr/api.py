@@ -16,7 +16,10 @@ from sanic import Request
 from sanic.response import HTTPResponse, json
 
 from ccorch.crm import store as crm_store
-from ccorch.crm.api import Route, _body, _error, _pool
+from ccorch.crm.api import Route
+from ccorch.crm.http import error as _error
+from ccorch.crm.http import json_body as _body
+from ccorch.crm.http import pool as _pool
 from ccorch.crm.validation import Field, Shape
 from ccorch.ivr.flow import Flow, FlowError
 from ccorch.ivr.store import FlowStore

@@ -329,6 +329,21 @@ def parse_flow(
     )
 
 
+def _check_key_options(name: str, spec: _Map, bad: Any, targets: list[tuple[str, int]]) -> None:
+    """``options`` of a menu or a queue: phone keys, each naming a node (a target)."""
+    opts = spec.get("options")
+    if not isinstance(opts, _Map) or not opts:
+        bad(spec.lines.get("options", spec.line), f"node {name!r}: options map keys to nodes")
+        return
+    for key, target in opts.items():
+        if key not in "0123456789*#" or len(key) != 1:
+            bad(opts.lines[key], f"node {name!r}: option {key!r} is not a phone key")
+        if isinstance(target, str):
+            targets.append((target, opts.lines[key]))
+        else:
+            bad(opts.lines[key], f"node {name!r}: option {key!r} must name a node")
+
+
 def _check_node(
     name: str, ntype: str, spec: _Map, bad: Any, base_dir: Path | None
 ) -> list[tuple[str, int]]:
@@ -377,17 +392,7 @@ def _check_node(
             elif base_dir is not None and not (base_dir / f).is_file():
                 bad(spec.lines[k], f"node {name!r}: prompt file {f!r} does not exist")
     if ntype == "queue" and "options" in spec:
-        opts = spec["options"]
-        if not isinstance(opts, _Map) or not opts:
-            bad(spec.lines["options"], f"node {name!r}: options map keys to nodes")
-        else:
-            for key, target in opts.items():
-                if key not in "0123456789*#" or len(key) != 1:
-                    bad(opts.lines[key], f"node {name!r}: option {key!r} is not a phone key")
-                if isinstance(target, str):
-                    targets.append((target, opts.lines[key]))
-                else:
-                    bad(opts.lines[key], f"node {name!r}: option {key!r} must name a node")
+        _check_key_options(name, spec, bad, targets)
         after = spec.get("options_after", 0)
         if not isinstance(after, int | float) or not 0 <= after <= 3600:
             bad(
@@ -401,17 +406,7 @@ def _check_node(
     if ntype == "callback" and "number" in spec and not isinstance(spec["number"], str):
         bad(spec.lines["number"], f"node {name!r}: number names a variable")
     if ntype == "menu":
-        opts = spec.get("options")
-        if not isinstance(opts, _Map) or not opts:
-            bad(spec.lines.get("options", spec.line), f"node {name!r}: options map keys to nodes")
-        else:
-            for key, target in opts.items():
-                if key not in "0123456789*#" or len(key) != 1:
-                    bad(opts.lines[key], f"node {name!r}: option {key!r} is not a phone key")
-                if isinstance(target, str):
-                    targets.append((target, opts.lines[key]))
-                else:
-                    bad(opts.lines[key], f"node {name!r}: option {key!r} must name a node")
+        _check_key_options(name, spec, bad, targets)
         if "prompt" not in spec and "prompt_file" not in spec:
             bad(spec.line, f"node {name!r}: a menu needs prompt or prompt_file")
     if ntype == "collect":
