@@ -83,6 +83,12 @@ class Node:
         self.cwd = cwd
         self.log_path = log_path
         self.base = f"http://127.0.0.1:{port}"
+        self.started = time.monotonic()
+
+    @property
+    def age(self) -> float:
+        """Seconds since the process was started."""
+        return time.monotonic() - self.started
 
     def log_lines(self) -> list[str]:
         return self.log_path.read_text().splitlines()

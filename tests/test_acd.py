@@ -149,3 +149,50 @@ def test_queueing_math_golden_values_and_domain_errors() -> None:
         erlang_c_forecast(5, 6.0, 180.0, 20.0)
     with pytest.raises(QueueMathError, match="exactly one target"):
         staffing_erlang_c(5.0, 180.0, service_level=0.8)
+
+
+class _Call:
+    """A call as the ACD service sees it: records which phones it was asked to ring."""
+
+    def __init__(self, call_id: int) -> None:
+        self.id = call_id
+        self.rung: list[str] = []
+
+    def offer_to_agent(self, extension: str, queue: str) -> bool:
+        self.rung.append(extension)
+        return True
+
+    def revoke_offer(self, extension: str) -> None:
+        pass
+
+    def left_queue(self, outcome: str, waited_ms: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("node_age_seconds", [0.0, 25.0, 3600.0])
+def test_the_customers_manager_is_preferred_however_long_the_node_has_run(
+    node_age_seconds: float,
+) -> None:
+    """The preference lasts ``prefer_seconds`` from the call's arrival in the queue, on the
+    service's clock: a node up for an hour rings the manager as a node up for a second."""
+    import asyncio
+
+    from ccorch.acd.service import AcdService, AgentConfig, QueueConfig
+
+    async def scenario() -> list[str]:
+        service = AcdService(
+            [QueueConfig("general", "general")],
+            [
+                AgentConfig("7003", {"general": 5}, ("general",)),
+                AgentConfig("7004", {"general": 3}, ("general",)),
+            ],
+        )
+        service.start()
+        service._t0 -= node_age_seconds  # the node started this long ago
+        service.phone_registered("7003")  # free longest: anyone's choice without a preference
+        service.phone_registered("7004")  # the customer's manager
+        call = _Call(1)
+        service.enqueue(call, "general", priority=10, preferred=[("7004", 20.0)])
+        return call.rung
+
+    assert asyncio.run(scenario()) == ["7004"]

@@ -194,19 +194,22 @@ class AcdService:
         priority: int = 0,
         preferred: Sequence[tuple[str, float]] = (),
     ) -> bool:
-        """Queue the call; ``preferred`` (extension, seconds): each of these operators, in
-        turn, gets it alone for so long (if logged in and serving this queue), then anyone
-        skilled."""
+        """Queue the call; ``preferred`` (extension, seconds): for so long from now, the
+        call is offered only to these operators (the first of them Ready, in the order
+        given; if logged in and serving this queue), then to anyone skilled."""
         qid = self.queue_ids.get(queue)
         if qid is None:
             return False
         self.calls[call.id] = call
+        now = self.now_ms()
+        # The engine takes each preference's end as a deadline on the service clock, not
+        # as a duration: a duration read as a deadline expires once the node is older.
         known = [
-            (int(ext), int(seconds * 1000))
+            (int(ext), now + int(seconds * 1000))
             for ext, seconds in preferred
             if ext in self.logged_in and queue in self.agents[ext].queues and seconds > 0
         ]
-        self.acd.enqueue(self.now_ms(), call.id, qid, priority, known)
+        self.acd.enqueue(now, call.id, qid, priority, known)
         self._pump()
         return True
 
