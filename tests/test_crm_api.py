@@ -3,6 +3,8 @@ name each field, group access, the OpenAPI document, and generated input never g
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import urllib.error
 import urllib.request
@@ -15,11 +17,58 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg_pool import AsyncConnectionPool
 
+from ccorch.calls.cdr import Cdr
+from ccorch.calls.cdr import write as write_cdr
 from ccorch.crm.api import all_routes
 from tests.conftest import Node, _with_dbname, start_node
 
 ADMIN_PASSWORD = "correct horse battery staple"
+
+
+def node_recorded_call(
+    url: str, recording: Path, customer_id: int, sip_call_id: str | None = None
+) -> tuple[int, int]:
+    """A recorded call of the customer, written as the node writes it when a call ends (the
+    CDR, the recording's record and the interaction): (interaction id, recording id)."""
+    t0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
+    record = Cdr(
+        call_ref=1,
+        sip_call_id=sip_call_id or uuid.uuid4().hex,
+        ani="+380671234567",
+        dnis="100",
+        origin="carrier",
+        flow="abc-internet-en",
+        queue="tech",
+        agent=None,
+        customer_id=customer_id,
+        outcome="agent-hangup",
+        status=200,
+        arrived_at=t0,
+        ivr_ended_at=None,
+        queued_at=None,
+        offered_at=None,
+        answered_at=t0 + dt.timedelta(seconds=5),
+        ended_at=t0 + dt.timedelta(seconds=60),
+        waited_ms=0,
+        talk_seconds=55.0,
+        recording_path=str(recording),
+    )
+
+    async def write() -> None:
+        async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+            assert await write_cdr(pool, record) is not None
+
+    asyncio.run(write())
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """SELECT i.id, i.recording_id FROM interactions i JOIN recordings r
+               ON r.id = i.recording_id WHERE r.path = %s""",
+            (str(recording),),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def call(
@@ -154,21 +203,7 @@ def crm(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         recording = cwd / "var" / "recordings" / "2026" / "11" / "23" / "matrix.wav"
         recording.parent.mkdir(parents=True, exist_ok=True)
         recording.write_bytes(_wav(0.2))
-        status, made = call(
-            node,
-            "POST",
-            "/api/interactions",
-            {
-                "customer_id": 1,
-                "channel": "call",
-                "direction": "in",
-                "started_at": "2026-11-23T10:00:00+02:00",
-                "recording_ref": str(recording),
-            },
-            tokens["admin"],
-        )
-        assert status == 201, made
-        ids["interaction"] = made["id"]
+        ids["interaction"], ids["recording"] = node_recorded_call(url, recording, 1)
         yield {"node": node, "tokens": tokens, "url": url, "ids": ids}
     finally:
         node.kill()
@@ -280,6 +315,7 @@ EXAMPLES |= {
         "/api/interactions/{interaction}/recording",
         None,
     ),
+    "/api/recordings/<recording_id:int>": ("/api/recordings/{recording}", None),
     "/api/flows": ("/api/flows", None),
     "/api/flows/<name:str>": ("/api/flows/hello", None),
     "/api/flows/<name:str>/versions/<version:int>": ("/api/flows/hello/versions/1", None),
@@ -643,7 +679,7 @@ def test_reference_data_group_access_reminders_assignment_and_confidential_recor
     crm: dict[str, Any],
 ) -> None:
     node, admin = crm["node"], crm["tokens"]["admin"]
-    op, sup, compl = (crm["tokens"][r] for r in ("operator", "supervisor", "complaints"))
+    op, sup = (crm["tokens"][r] for r in ("operator", "supervisor"))
     # Reference rows: a subtopic names its parent; a duplicate is 409, a bad parent 422.
     status, parent = call(node, "POST", "/api/topics", {"name": "Billing"}, admin)
     assert status == 201
@@ -734,18 +770,59 @@ def test_reference_data_group_access_reminders_assignment_and_confidential_recor
         and assigned[0]["before"]["department_id"] is None
         and assigned[0]["after"]["department_id"] == 1
     )
-    # A complaint's recording: the complaints role hears it, an operator does not.
+
+
+def test_a_complaints_recording_is_checked_on_the_recording_not_on_what_points_at_it(
+    crm: dict[str, Any],
+) -> None:
+    """An operator reads the customer's history, sees the call's recording id, and tries
+    every way to the file of a call that became a complaint: a new interaction naming the
+    path or the id, the interaction's route, the recording's route. None works; the
+    complaints role hears it, and each access is in the audit log."""
+    node, url = crm["node"], crm["url"]
+    admin, op, compl = (crm["tokens"][r] for r in ("admin", "operator", "complaints"))
+    recording = node.cwd / "var" / "recordings" / "2026" / "11" / "23" / "complaint.wav"
+    recording.parent.mkdir(parents=True, exist_ok=True)
+    recording.write_bytes(_wav(0.5))
+    interaction, rec_id = node_recorded_call(url, recording, 1)
+    # Before the complaint, the operator may hear the customer's call.
+    assert call(node, "GET", f"/api/recordings/{rec_id}", token=op)[0] == 200
+    # The customer complains about the call: a confidential case about that interaction.
     status, complaint = call(
         node,
         "POST",
         "/api/cases",
-        {"kind": "instant", "subject": "Rude operator", "confidential": True},
-        admin,
+        {
+            "kind": "instant",
+            "subject": "Rude operator",
+            "confidential": True,
+            "interaction_id": interaction,
+        },
+        compl,
     )
-    assert status == 201
-    recording = node.cwd / "var" / "recordings" / "2026" / "11" / "23" / "complaint.wav"
-    recording.write_bytes(_wav(0.5))
-    status, made = call(
+    assert status == 201, complaint
+    status, hist = call(node, "GET", "/api/customers/1/history?limit=100", token=op)
+    assert status == 200
+    mine = next(i for i in hist["items"] if i["id"] == interaction)
+    assert mine["recording_id"] == rec_id and "recording_ref" not in mine
+    assert str(recording) not in json.dumps(hist)  # no file path reaches a client
+    for ref in ({"recording_ref": str(recording)}, {"recording_id": rec_id}):
+        status, refused = call(
+            node,
+            "POST",
+            "/api/interactions",
+            {
+                "customer_id": 1,
+                "channel": "call",
+                "direction": "in",
+                "started_at": "2026-11-23T11:00:00+02:00",
+                **ref,
+            },
+            op,
+        )
+        assert status == 422 and refused["fields"] == {next(iter(ref)): "unknown field"}
+    # An interaction linked to the complaint case by an operator who may not read it.
+    status, refused = call(
         node,
         "POST",
         "/api/interactions",
@@ -754,29 +831,22 @@ def test_reference_data_group_access_reminders_assignment_and_confidential_recor
             "channel": "call",
             "direction": "in",
             "started_at": "2026-11-23T11:00:00+02:00",
-            "recording_ref": str(recording),
             "case_id": complaint["id"],
         },
-        admin,
+        op,
     )
-    assert status == 201, made
-    url = f"/api/interactions/{made['id']}/recording"
-    assert call(node, "GET", url, token=op)[0] == 403
-    status, audio = call(node, "GET", url, token=compl)
+    assert status == 422 and refused["fields"] == {"case_id": "no such case"}
+    assert call(node, "GET", f"/api/interactions/{interaction}/recording", token=op)[0] == 403
+    assert call(node, "GET", f"/api/recordings/{rec_id}", token=op)[0] == 403
+    status, audio = call(node, "GET", f"/api/recordings/{rec_id}", token=compl)
     assert status == 200 and audio == recording.read_bytes()
-    # Only the node's recordings are ever served, whatever an interaction names.
-    status, made = call(
-        node,
-        "POST",
-        "/api/interactions",
-        {
-            "customer_id": 1,
-            "channel": "call",
-            "direction": "in",
-            "started_at": "2026-11-23T12:00:00+02:00",
-            "recording_ref": "/etc/passwd",
-        },
-        admin,
-    )
-    assert status == 201
-    assert call(node, "GET", f"/api/interactions/{made['id']}/recording", token=admin)[0] == 404
+    status, audio = call(node, "GET", f"/api/interactions/{interaction}/recording", token=compl)
+    assert status == 200 and audio == recording.read_bytes()
+    status, log = call(node, "GET", "/api/audit?entity=recording", token=admin)
+    heard = [e for e in log["items"] if e["entity_id"] == str(rec_id)]
+    assert [e["action"] for e in heard] == ["listen"] * 3  # the operator's first, and two
+    # A recording row naming a file outside the node's recordings is never served.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE recordings SET path = '/etc/passwd' WHERE id = %s", (rec_id,))
+    assert call(node, "GET", f"/api/recordings/{rec_id}", token=admin)[0] == 404
+    assert call(node, "GET", "/api/recordings/999999", token=admin)[0] == 404

@@ -21,6 +21,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from ccorch.crm import recordings
+
 log = logging.getLogger(__name__)
 
 
@@ -51,10 +53,11 @@ class Cdr:
 _COLUMNS = list(Cdr.__dataclass_fields__)
 
 
-async def write(pool: AsyncConnectionPool, cdr: Cdr) -> int | None:
-    """Insert the CDR (and the interaction): its id, or None when it was already there."""
+async def write(pool: AsyncConnectionPool, cdr: Cdr, timeout: float | None = None) -> int | None:
+    """Insert the CDR (and the interaction): its id, or None when it was already there.
+    ``timeout``: the longest wait for a pooled connection (default: the pool's)."""
     row: dict[str, Any] = asdict(cdr)
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection(timeout=timeout) as conn, conn.transaction():
         cur = await conn.execute(
             f"INSERT INTO cdrs ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
             " ON CONFLICT (sip_call_id, arrived_at) DO NOTHING RETURNING id",
@@ -63,19 +66,34 @@ async def write(pool: AsyncConnectionPool, cdr: Cdr) -> int | None:
         got = await cur.fetchone()
         if got is None:
             return None
+        recording_id = (
+            await recordings.link(
+                conn,
+                cdr.recording_path,
+                "call",
+                sip_call_id=cdr.sip_call_id,
+                customer_id=cdr.customer_id,
+                created_at=cdr.answered_at or cdr.arrived_at,
+            )
+            if cdr.recording_path
+            else None
+        )
         if cdr.customer_id is not None:
+            # agent_id: the CRM user whose phone is the extension that answered
             await conn.execute(
                 """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
-                                             queue, disposition, notes, recording_ref)
-                   VALUES (%s, 'call', 'in', %s, %s, %s, %s, %s, %s)""",
+                                             queue, agent_id, disposition, notes, recording_id)
+                   VALUES (%s, 'call', 'in', %s, %s, %s,
+                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s)""",
                 (
                     cdr.customer_id,
                     cdr.arrived_at,
                     cdr.ended_at,
                     cdr.queue,
+                    cdr.agent,
                     cdr.outcome,
                     f"DNIS {cdr.dnis}" + (f", operator {cdr.agent}" if cdr.agent else ""),
-                    cdr.recording_path,
+                    recording_id,
                 ),
             )
     return int(got[0])
@@ -103,7 +121,11 @@ def _from_json(line: str) -> Cdr:
 class CdrSink:
     """Where ended calls' records go: the database, or the spool until it is back."""
 
-    RETRIES = (0.1, 0.5, 2.0)  # seconds between attempts before spooling
+    # The database gets this long, over several attempts, before the record is spooled.
+    # Each attempt is bounded on its own: the pool's acquire timeout (5 s by default) once
+    # made three attempts take ~18 s while the caller's media and the operator waited.
+    BUDGET_SECONDS = 3.0
+    PAUSES = (0.1, 0.3, 0.6)  # between attempts
 
     def __init__(self, pool: AsyncConnectionPool, spool: Path) -> None:
         self.pool = pool
@@ -112,22 +134,33 @@ class CdrSink:
         self.spooled = 0
 
     async def commit(self, cdr: Cdr) -> None:
-        """Returns once the record is durable: committed, or fsynced to the spool."""
-        error: Exception | None = None
-        for pause in (*self.RETRIES, None):
+        """Returns once the record is durable: committed, or fsynced to the spool (after at
+        most ``BUDGET_SECONDS`` of trying the database)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.BUDGET_SECONDS
+        error: BaseException | None = None
+        for pause in (*self.PAUSES, None):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
             try:
-                await write(self.pool, cdr)
+                # A lost answer after a commit is harmless: the replay writes nothing twice.
+                await asyncio.wait_for(write(self.pool, cdr, timeout=left), left)
                 self.written += 1
                 return
-            except Exception as e:  # the database is down or refused the row
+            except Exception as e:  # down, slow beyond the budget, or refused the row
                 error = e
             if pause is not None:
-                await asyncio.sleep(pause)
+                await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
         await asyncio.to_thread(self._append, cdr)
         self.spooled += 1
         log.error(
             "CDR not written to the database; spooled for replay at the next start",
-            extra={"error": str(error), "call_ref": cdr.call_ref, "spool": str(self.spool)},
+            extra={
+                "error": str(error) or type(error).__name__,
+                "call_ref": cdr.call_ref,
+                "spool": str(self.spool),
+            },
         )
 
     def _append(self, cdr: Cdr) -> None:

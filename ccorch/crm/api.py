@@ -8,7 +8,6 @@ its body shape; the same table registers the handler, enforces access and builds
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 from collections.abc import Callable, Coroutine
@@ -16,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg import AsyncConnection
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, file, json
 
 import ccorch
-from ccorch.crm import cases, kb, reference, store, surveys
+from ccorch.crm import cases, kb, recordings, reference, store, surveys
 from ccorch.crm.http import error as _error
 from ccorch.crm.http import json_body as _body
 from ccorch.crm.http import pool as _pool
@@ -401,34 +401,35 @@ async def delete_reminder(request: Request, reminder_id: int) -> HTTPResponse:
 
 
 async def interaction_recording(request: Request, interaction_id: int) -> HTTPResponse:
-    """The call's recording (WAV). A complaint's recordings: the complaints role only; a
-    customer of a group: the roles that may see it; only files under the node's recordings
-    folder are ever served."""
+    """The recording an interaction carries (WAV); access is checked on the recording."""
     async with _pool(request).connection() as conn:
         cur = await conn.execute(
-            """SELECT i.customer_id, i.recording_ref, coalesce(c.confidential, false)
-               FROM interactions i LEFT JOIN cases c ON c.id = i.case_id WHERE i.id = %s""",
-            (interaction_id,),
+            "SELECT recording_id FROM interactions WHERE id = %s", (interaction_id,)
         )
         row = await cur.fetchone()
-        user = request.ctx.user
-        if row is None or row[1] is None:
+        if row is None or row[0] is None:
             return _error(404, "not_found", f"no recording for interaction {interaction_id}")
-        customer_id, ref, confidential = row
-        if confidential and not user.roles & {"complaints", "admin"}:
-            return _error(403, "forbidden", "a complaint's recording: the complaints role only")
-        if customer_id is not None and not await store.can_see_customer(conn, user, customer_id):
-            return _error(404, "not_found", f"no recording for interaction {interaction_id}")
-    path = await asyncio.to_thread(_recording_file, Path(request.app.ctx.recordings_dir), ref)
-    if path is None:
-        return _error(404, "not_found", "the recording is not in this node's recordings")
-    return await file(path, mime_type="audio/wav")
+        return await _serve_recording(request, conn, int(row[0]))
 
 
-def _recording_file(root: Path, ref: str) -> Path | None:
-    """``ref`` as a file under ``root`` (links resolved), else None."""
-    path = Path(ref).resolve()
-    return path if root.resolve() in path.parents and path.is_file() else None
+async def recording(request: Request, recording_id: int) -> HTTPResponse:
+    """A recording by its id (WAV): a complaint's only for the complaints role, a group's
+    customer's only for the roles that may see the customer; every access is audited."""
+    async with _pool(request).connection() as conn:
+        return await _serve_recording(request, conn, recording_id)
+
+
+async def _serve_recording(
+    request: Request, conn: AsyncConnection[Any], recording_id: int
+) -> HTTPResponse:
+    async with conn.transaction():
+        got = await recordings.open_for(
+            conn, request.ctx.user, recording_id, Path(request.app.ctx.recordings_dir)
+        )
+    if isinstance(got, recordings.Refused):
+        error = "forbidden" if got.status == 403 else "not_found"
+        return _error(got.status, error, got.reason)
+    return await file(got, mime_type="audio/wav")
 
 
 async def overdue(request: Request) -> HTTPResponse:
@@ -515,7 +516,7 @@ async def survey_answer(request: Request, response_id: int) -> HTTPResponse:
 
 async def survey_response(request: Request, response_id: int) -> HTTPResponse:
     async with _pool(request).connection() as conn:
-        return json(await surveys.get_response(conn, response_id))
+        return json(await surveys.get_response(conn, response_id, request.ctx.user))
 
 
 CRM_ROLES = ("operator", "supervisor", "complaints", "admin")
@@ -764,6 +765,14 @@ ROUTES: tuple[Route, ...] = (
         "The interaction's recording (audio/wav); a complaint's only for the complaints role",
         CRM_ROLES,
         interaction_recording,
+        responses={200: "audio/wav", 403: "a complaint's recording", 404: "no recording"},
+    ),
+    Route(
+        "GET",
+        "/api/recordings/<recording_id:int>",
+        "A recording (audio/wav) by id; a complaint's only for the complaints role; audited",
+        CRM_ROLES,
+        recording,
         responses={200: "audio/wav", 403: "a complaint's recording", 404: "no recording"},
     ),
     Route(

@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 
-from ccorch.crm.store import User, audit
+from ccorch.crm import recordings
+from ccorch.crm.store import User, audit, can_see_customer
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 from ccorch.errors import CcorchError
 
@@ -102,6 +104,12 @@ NEW_CASE = Shape(
         "callback_required": Field("boolean"),
         "department_id": Field("integer", minimum=1),
         "assignee_id": Field("integer", minimum=1),
+        "interaction_id": Field(
+            "integer",
+            minimum=1,
+            description="the contact the case is about (e.g. a recorded call): it joins the"
+            " case, and a confidential case makes the call's recording confidential",
+        ),
     },
 )
 TRANSITION = Shape(
@@ -142,6 +150,24 @@ async def create_case(
             cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (data[key],))
             if await cur.fetchone() is None:
                 raise ValidationFailed({key: f"no such {key.removesuffix('_id')}"})
+    if data.get("customer_id") is not None and not await can_see_customer(
+        conn, user, data["customer_id"]
+    ):
+        raise ValidationFailed({"customer_id": "no such customer"})
+    about: int | None = data.get("interaction_id")
+    if about is not None:
+        cur = await conn.execute(
+            "SELECT customer_id, case_id FROM interactions WHERE id = %s FOR UPDATE", (about,)
+        )
+        contact = await cur.fetchone()
+        if contact is None or (
+            contact[0] is not None and not await can_see_customer(conn, user, contact[0])
+        ):
+            raise ValidationFailed({"interaction_id": "no such interaction"})
+        if contact[1] is not None:
+            raise CaseError(409, f"interaction {about} already belongs to case {contact[1]}")
+        if data.get("customer_id") is None:
+            data["customer_id"] = contact[0]
     sla = await sla_hours(conn, data["kind"], data.get("topic_id"))
     due = hours.add(now, sla, await holidays(conn, now.date())) if sla else None
     callback = data.get("callback_required", data["kind"] == "dispatch")
@@ -172,6 +198,10 @@ async def create_case(
             "INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status) VALUES (%s, %s, %s, NULL, 'open')",
             (case_id, now, user.id),
         )
+        if about is not None:
+            await conn.execute(
+                "UPDATE interactions SET case_id = %s WHERE id = %s", (case_id, about)
+            )
         await audit(
             conn,
             user.id,
@@ -194,7 +224,8 @@ async def request_from_ivr(
     now: dt.datetime,
     hours: BusinessHours,
     queue: str | None = None,
-    recording_ref: str | None = None,
+    recording: Path | None = None,
+    sip_call_id: str | None = None,
 ) -> int:
     """A caller's voicemail or callback request, left in the IVR: the interaction (channel
     voicemail, or a call), an open instant case that needs a callback (due by the instant
@@ -223,9 +254,22 @@ async def request_from_ivr(
                VALUES (%s, %s, NULL, NULL, 'open', 'from the IVR')""",
             (case_id, now),
         )
+        recording_id = (
+            await recordings.link(
+                conn,
+                recording,
+                "voicemail",
+                sip_call_id=sip_call_id,
+                customer_id=customer_id,
+                case_id=case_id,
+                created_at=started_at,
+            )
+            if recording is not None
+            else None
+        )
         await conn.execute(
             """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
-                                         queue, disposition, notes, recording_ref, case_id)
+                                         queue, disposition, notes, recording_id, case_id)
                VALUES (%s, %s, 'in', %s, %s, %s, %s, %s, %s, %s)""",
             (
                 customer_id,
@@ -235,7 +279,7 @@ async def request_from_ivr(
                 queue,
                 f"{what}-request" if what == "callback" else "voicemail",
                 f"from {number}",
-                recording_ref,
+                recording_id,
                 case_id,
             ),
         )
@@ -450,7 +494,6 @@ NEW_INTERACTION = Shape(
         "queue": Field("string", max_len=100),
         "disposition": Field("string", max_len=100),
         "notes": Field("string", max_len=10000),
-        "recording_ref": Field("string", max_len=500),
         "case_id": Field("integer", minimum=1),
     },
 )
@@ -476,14 +519,16 @@ async def add_interaction(conn: AsyncConnection[Any], body: Any, user: User) -> 
     if await cur.fetchone() is None:
         raise ValidationFailed({"customer_id": "no such customer"})
     if data.get("case_id") is not None:
-        cur = await conn.execute("SELECT 1 FROM cases WHERE id = %s", (data["case_id"],))
-        if await cur.fetchone() is None:
+        # the case is checked as the user may read it, like a case fetched by id
+        cur = await conn.execute("SELECT confidential FROM cases WHERE id = %s", (data["case_id"],))
+        case = await cur.fetchone()
+        if case is None or not _may_read(user, bool(case[0])):
             raise ValidationFailed({"case_id": "no such case"})
     async with conn.transaction():
         cur = await conn.execute(
             """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at, queue, agent_id,
-                                         disposition, notes, recording_ref, case_id)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+                                         disposition, notes, case_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
             (
                 data["customer_id"],
                 data["channel"],
@@ -494,7 +539,6 @@ async def add_interaction(conn: AsyncConnection[Any], body: Any, user: User) -> 
                 user.id,
                 data.get("disposition"),
                 data.get("notes", ""),
-                data.get("recording_ref"),
                 data.get("case_id"),
             ),
         )
@@ -523,7 +567,7 @@ async def history(
     (keyset paging on start time and id, so contacts logged late still sort right)."""
     cursor = _cursor(before)
     cur = await conn.execute(
-        """SELECT id, channel, direction, started_at, ended_at, queue, agent_id, disposition, notes, recording_ref, case_id
+        """SELECT id, channel, direction, started_at, ended_at, queue, agent_id, disposition, notes, recording_id, case_id
            FROM interactions WHERE customer_id = %s AND (%s::timestamptz IS NULL OR (started_at, id) < (%s, %s))
            ORDER BY started_at DESC, id DESC LIMIT %s""",
         (customer_id, cursor and cursor[0], cursor and cursor[0], cursor and cursor[1], limit),
@@ -538,7 +582,7 @@ async def history(
         "agent_id",
         "disposition",
         "notes",
-        "recording_ref",
+        "recording_id",
         "case_id",
     )
     items = [

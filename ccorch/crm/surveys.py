@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from ccorch.crm.store import User, audit
+from ccorch.crm.store import User, audit, can_see_customer
 from ccorch.crm.validation import Field, Shape, ValidationFailed
 from ccorch.errors import CcorchError
 
@@ -186,10 +186,18 @@ async def start_response(
 ) -> dict[str, Any]:
     data = START.validate(body if body is not None else {})
     graph = await _graph(conn, survey_id)
-    for key, table in (("interaction_id", "interactions"), ("customer_id", "customers")):
+    # Each reference is checked as the user may see it: a customer of a group hidden from
+    # the user, or a contact of such a customer, is "no such" one.
+    for key, query in (
+        ("interaction_id", "SELECT customer_id FROM interactions WHERE id = %s"),
+        ("customer_id", "SELECT id FROM customers WHERE id = %s"),
+    ):
         if data.get(key) is not None:
-            cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (data[key],))
-            if await cur.fetchone() is None:
+            cur = await conn.execute(query, (data[key],))
+            found = await cur.fetchone()
+            if found is None or (
+                found[0] is not None and not await can_see_customer(conn, user, found[0])
+            ):
                 raise ValidationFailed({key: f"no such {key.removesuffix('_id')}"})
     cur = await conn.execute(
         """INSERT INTO survey_responses (survey_id, interaction_id, customer_id, agent_id, current_key, started_at)
@@ -237,13 +245,15 @@ async def answer(
     return {"response_id": response_id, "question": _question(graph, nxt), "completed": nxt is None}
 
 
-async def get_response(conn: AsyncConnection[Any], response_id: int) -> dict[str, Any]:
+async def get_response(
+    conn: AsyncConnection[Any], response_id: int, user: User
+) -> dict[str, Any]:
     cur = await conn.execute(
         "SELECT survey_id, interaction_id, customer_id, current_key, started_at, completed_at FROM survey_responses WHERE id = %s",
         (response_id,),
     )
     r = await cur.fetchone()
-    if r is None:
+    if r is None or (r[2] is not None and not await can_see_customer(conn, user, r[2])):
         raise SurveyError(404, f"no survey response {response_id}")
     cur = await conn.execute(
         "SELECT question_key, answer, answered_at FROM survey_answers WHERE response_id = %s ORDER BY seq",

@@ -320,7 +320,8 @@ class IvrRunner:
                     now=dt.datetime.now(dt.UTC),
                     hours=cases.BusinessHours(),
                     queue=self.call.queue,
-                    recording_ref=str(path) if path is not None else None,
+                    recording=path,
+                    sip_call_id=self.call.sip_call_id,
                 )
         except Exception as e:
             log.error(

@@ -104,6 +104,8 @@ class FlowStore:
 
     def history(self, name: str) -> list[tuple[int, str, float]]:
         """The flow's versions kept on disk: (number, sha256 prefix, when kept), oldest first."""
+        if Path(name).name != name or name.startswith("."):
+            return []  # a name from a URL is never a way out of the versions folder
         folder = self.folder / HISTORY / name
         out: list[tuple[int, str, float]] = []
         for f in folder.glob("*.yaml") if folder.is_dir() else ():
