@@ -1,6 +1,7 @@
 """The ``ccorch`` command: serve, migrate, --version.
 
-Exit codes: 0 done; 1 the database or a migration failed; 2 bad configuration or usage.
+Exit codes: 0 done; 1 the database or a migration failed; 2 bad configuration or usage
+(a port already taken included).
 """
 
 from __future__ import annotations
@@ -91,8 +92,14 @@ def cmd_migrate(config: Config) -> int:
 
 
 def cmd_serve(config: Config) -> int:
+    from ccorch import ports
     from ccorch.app import create_app
 
+    try:
+        ports.check(config)  # before the database starts: a taken port costs nothing
+    except ports.PortBusy as e:
+        print(f"ccorch: {e}", file=sys.stderr)
+        return 2
     with Database(config) as url:
         if config.database.migrate_on_start:
             _migrate(url)

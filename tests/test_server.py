@@ -189,3 +189,94 @@ def test_version() -> None:
         [sys.executable, "-m", "ccorch", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("ccorch 0.1.0 (core 0.1.0)")
+
+
+def _serve_once(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ccorch", "serve"],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_second_node_on_taken_ports_says_which_in_one_line_before_starting_anything(
+    tmp_path: Path, fresh_db: str, nodes: list[Node]
+) -> None:
+    first = start_node(tmp_path, {"DATABASE_URL": fresh_db})
+    nodes.append(first)
+    sip_port = next(
+        line.split('"sip": "127.0.0.1:')[1].split('"')[0]
+        for line in _wait_log(first, '"sip listening"')
+    )
+    second = tmp_path / "second"
+    second.mkdir()
+    data_dir = second / "pgdata"
+    env = {"CCORCH_DATABASE_DATA_DIR": str(data_dir), "CCORCH_SIP_PORT": sip_port}
+    # the first node's HTTP port
+    proc = _serve_once(second, {**env, "CCORCH_HTTP_PORT": str(first.port)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert f"127.0.0.1:{first.port} (TCP) is not free" in proc.stderr
+    assert "set http.port (or CCORCH_HTTP_PORT)" in proc.stderr
+    # a free HTTP port, the first node's SIP port
+    proc = _serve_once(second, env)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"127.0.0.1:{sip_port} (UDP) is not free" in proc.stderr
+    assert "set sip.port (or CCORCH_SIP_PORT)" in proc.stderr
+    # every RTP pair of the media range taken
+    held, lo = _hold_rtp_pairs(2)
+    try:
+        proc = _serve_once(
+            second,
+            {
+                "CCORCH_DATABASE_DATA_DIR": str(data_dir),
+                "CCORCH_SIP_PORT": str(_free_port()),
+                "CCORCH_MEDIA_PORT_MIN": str(lo),
+                "CCORCH_MEDIA_PORT_MAX": str(lo + 4),
+            },
+        )
+    finally:
+        for s in held:
+            s.close()
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "every RTP port pair of the range is in use" in proc.stderr
+    assert "set media.port_min" in proc.stderr
+    assert not data_dir.exists()  # no database was started for any of them
+    assert first.proc.poll() is None  # and the first node serves on
+
+
+def _hold_rtp_pairs(pairs: int) -> tuple[list[socket.socket], int]:
+    """UDP sockets on the even (RTP) ports of ``pairs`` pairs in a row; the first port."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            lo = probe.getsockname()[1] & ~1
+        held: list[socket.socket] = []
+        try:
+            for i in range(pairs):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", lo + 2 * i))
+            return held, lo
+        except OSError:
+            for s in held:
+                s.close()
+
+
+def _free_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()
+
+
+def _wait_log(node: Node, needle: str, timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [line for line in node.log_lines() if needle in line]
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{needle} not in the node's log")
