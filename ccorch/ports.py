@@ -9,6 +9,7 @@ closed connection in TIME_WAIT is not mistaken for a listener) and lets it go ag
 from __future__ import annotations
 
 import socket
+
 from ccorch.config import Config
 from ccorch.errors import CcorchError
 
@@ -63,9 +64,11 @@ def _check_rtp(config: Config) -> None:
     m = config.media
     first = m.port_min + (m.port_min % 2)
     for rtp in range(first, m.port_max, 2):
-        if _try(m.bind_ip, rtp, socket.SOCK_DGRAM) is None:
-            if _try(m.bind_ip, rtp + 1, socket.SOCK_DGRAM) is None:
-                return
+        if (
+            _try(m.bind_ip, rtp, socket.SOCK_DGRAM) is None
+            and _try(m.bind_ip, rtp + 1, socket.SOCK_DGRAM) is None
+        ):
+            return
     raise PortBusy(
         "media.port_min",
         "CCORCH_MEDIA_PORT_MIN",

@@ -13,8 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 from ccorch.calls.cdr import Cdr, CdrSink
 from ccorch.config import DatabaseConfig
 from ccorch.db.embedded import EmbeddedPostgres
-from ccorch.db.pool import open_pool
 from ccorch.db.migrate import migrate
+from ccorch.db.pool import open_pool
 from tests.conftest import free_port
 
 

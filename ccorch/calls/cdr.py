@@ -53,11 +53,13 @@ class Cdr:
 _COLUMNS = list(Cdr.__dataclass_fields__)
 
 
-async def write(pool: AsyncConnectionPool, cdr: Cdr, timeout: float | None = None) -> int | None:
+async def write(
+    pool: AsyncConnectionPool, cdr: Cdr, acquire_timeout: float | None = None
+) -> int | None:
     """Insert the CDR (and the interaction): its id, or None when it was already there.
-    ``timeout``: the longest wait for a pooled connection (default: the pool's)."""
+    ``acquire_timeout``: the longest wait for a pooled connection (default: the pool's)."""
     row: dict[str, Any] = asdict(cdr)
-    async with pool.connection(timeout=timeout) as conn, conn.transaction():
+    async with pool.connection(timeout=acquire_timeout) as conn, conn.transaction():
         cur = await conn.execute(
             f"INSERT INTO cdrs ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
             " ON CONFLICT (sip_call_id, arrived_at) DO NOTHING RETURNING id",
@@ -145,7 +147,7 @@ class CdrSink:
                 break
             try:
                 # A lost answer after a commit is harmless: the replay writes nothing twice.
-                await asyncio.wait_for(write(self.pool, cdr, timeout=left), left)
+                await asyncio.wait_for(write(self.pool, cdr, acquire_timeout=left), left)
                 self.written += 1
                 return
             except Exception as e:  # down, slow beyond the budget, or refused the row

@@ -245,9 +245,7 @@ async def answer(
     return {"response_id": response_id, "question": _question(graph, nxt), "completed": nxt is None}
 
 
-async def get_response(
-    conn: AsyncConnection[Any], response_id: int, user: User
-) -> dict[str, Any]:
+async def get_response(conn: AsyncConnection[Any], response_id: int, user: User) -> dict[str, Any]:
     cur = await conn.execute(
         "SELECT survey_id, interaction_id, customer_id, current_key, started_at, completed_at FROM survey_responses WHERE id = %s",
         (response_id,),
