@@ -45,3 +45,32 @@ def test_embedded_database_starts_persists_and_stops_with_ccorch(
     again.proc.send_signal(signal.SIGTERM)
     assert again.proc.wait(timeout=30) == 0
     assert not any("migration applied" in line for line in again.log_lines())
+
+
+def test_after_a_kill_9_the_next_stop_still_stops_the_embedded_database(
+    tmp_path: Path, nodes: list[Node]
+) -> None:
+    """A node killed with SIGKILL leaves its id in the server's list of users; the next
+    node takes it out at start, and its SIGTERM stops the server it attached to."""
+    crashed = start_node(tmp_path, {})
+    nodes.append(crashed)
+    pgdata = tmp_path / "var" / "pgdata"
+    postmaster_pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    crashed.proc.kill()
+    crashed.proc.wait(timeout=10)
+    handles = json.loads((pgdata / ".handle_pids.json").read_text())
+    assert crashed.proc.pid in handles  # what the crash leaves behind
+    assert psutil.pid_exists(postmaster_pid)  # the server outlives the killed node
+
+    again = start_node(tmp_path, {})
+    nodes.append(again)
+    with urllib.request.urlopen(again.base + "/healthz", timeout=10) as r:
+        assert json.loads(r.read())["database"] == "up"
+    assert json.loads((pgdata / ".handle_pids.json").read_text()) == [again.proc.pid]
+    again.proc.send_signal(signal.SIGTERM)
+    assert again.proc.wait(timeout=30) == 0
+    assert (
+        not psutil.pid_exists(postmaster_pid)
+        or psutil.Process(postmaster_pid).status() == psutil.STATUS_ZOMBIE
+    )
+    assert not (pgdata / "postmaster.pid").exists()

