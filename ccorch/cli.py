@@ -100,6 +100,12 @@ def cmd_serve(config: Config) -> int:
     except ports.PortBusy as e:
         print(f"ccorch: {e}", file=sys.stderr)
         return 2
+    if config.crm.demo:
+        from ccorch.demo import seed_working_files
+
+        made = seed_working_files(config)
+        if made:
+            log.info("demo files copied into place", extra={"files": [str(p) for p in made]})
     with Database(config) as url:
         if config.database.migrate_on_start:
             _migrate(url)

@@ -12,6 +12,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = REPO / "sip" / "sipp"
+DEMO_SCENARIOS = REPO / "ccorch" / "demo" / "sipp"
+DEMO_FLOWS = REPO / "ccorch" / "demo" / "flows"  # shipped in the wheel for demo-call
+
+
+def scenario(name: str) -> Path:
+    """A SIPp scenario of the tests' own, or one of the demo's (the package's)."""
+    own = SCENARIOS / name
+    return own if own.exists() else DEMO_SCENARIOS / name
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -43,12 +51,12 @@ class SippResult:
 
 
 def _args(
-    scenario: str, target: str | None, port: int, cwd: Path, extra: list[str], m: int
+    name: str, target: str | None, port: int, cwd: Path, extra: list[str], m: int
 ) -> list[str]:
     args = [
         "sipp",
         "-sf",
-        str(SCENARIOS / scenario),
+        str(scenario(name)),
         "-p",
         str(port),
         "-m",
@@ -56,7 +64,7 @@ def _args(
         "-nostdin",
         "-trace_err",
         "-error_file",
-        str(cwd / f"{scenario}-{port}-errors.log"),
+        str(cwd / f"{name}-{port}-errors.log"),
         "-mp",
         str(free_udp_port()),
         *extra,

@@ -21,7 +21,16 @@ from ccorch._core import g711_decode, g711_encode
 from ccorch.ivr import tts
 from ccorch.ivr.runner import default_music
 from tests.conftest import Node, _with_dbname, start_node
-from tests.sipp import SCENARIOS, Uas, free_udp_port, metrics, register_phone, run, wait_for
+from tests.sipp import (
+    DEMO_FLOWS,
+    Uas,
+    free_udp_port,
+    metrics,
+    register_phone,
+    run,
+    scenario,
+    wait_for,
+)
 from tests.test_ivr import Phone
 
 pytestmark = pytest.mark.slow
@@ -81,7 +90,7 @@ class Center:
 
     def caller(
         self,
-        scenario: str = "trunk_ivr_call.xml",
+        scenario_name: str = "trunk_ivr_call.xml",
         extra: list[str] | None = None,
         ani: str = "0671234567",  # Ivan Petrenko, the demo customer
         dnis: str = "100",
@@ -91,7 +100,7 @@ class Center:
             [
                 "sipp",
                 "-sf",
-                str(SCENARIOS / scenario),
+                str(scenario(scenario_name)),
                 "-s",
                 dnis,
                 "-key",
@@ -125,7 +134,7 @@ def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     cwd = tmp_path_factory.mktemp("center")
     flows = cwd / "flows"
     flows.mkdir()
-    for f in (REPO / "flows").glob("*.yaml"):
+    for f in DEMO_FLOWS.glob("*.yaml"):
         shutil.copy(f, flows / f.name)
     (flows / "queues.toml").write_text(QUEUES)
     sip_port, trunk_port = free_udp_port(), free_udp_port()

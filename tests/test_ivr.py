@@ -20,10 +20,10 @@ from ccorch.ivr.flow import FlowError, load_flow, parse_flow
 from ccorch.ivr.interpreter import Authorize, Hangup, Play, Session, StopPrompts, Transfer
 from ccorch.ivr.store import FlowStore
 from tests.conftest import _with_dbname, start_node
-from tests.sipp import SCENARIOS, free_udp_port, metrics
+from tests.sipp import DEMO_FLOWS, free_udp_port, metrics, scenario
 
 REPO = Path(__file__).resolve().parent.parent
-FLOWS = REPO / "flows"
+FLOWS = DEMO_FLOWS
 
 GOOD = """\
 flow: t
@@ -226,7 +226,7 @@ def test_demo_flow_queues_vips_ahead_and_prefers_their_operators() -> None:
     from ccorch.ivr.interpreter import Enqueue
 
     for lang in ("ru", "en", "zh"):
-        flow = load_flow(REPO / "flows" / f"abc-internet-{lang}.yaml")
+        flow = load_flow(DEMO_FLOWS / f"abc-internet-{lang}.yaml")
         got = {}
         for segment in ("VIP", "standard", ""):
             s = Session(flow, {"segment": segment} if segment else {})
@@ -428,7 +428,7 @@ def test_balance_self_service_speaks_the_crm_balance(pg_admin_url: str, tmp_path
         [
             "sipp",
             "-sf",
-            str(SCENARIOS / "trunk_ivr_call.xml"),
+            str(scenario("trunk_ivr_call.xml")),
             "-s",
             "100",
             "-key",

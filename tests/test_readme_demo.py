@@ -1,0 +1,114 @@
+"""The README's demo, as a newcomer runs it: the node with its default configuration (HTTP
+8000, SIP 5060, the embedded PostgreSQL, the demo tenant), then `ccorch demo-call` and
+`ccorch demo-call --option 1` exactly as written. The package is the built wheel, unpacked
+and put first on the path, in an empty working folder: nothing comes from the checkout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.sipp import metrics, wait_for
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The wheel's contents on PYTHONPATH (ahead of the editable checkout)."""
+    out = tmp_path_factory.mktemp("wheel")
+    maturin = Path(sys.executable).parent / "maturin"
+    subprocess.run(
+        [str(maturin), "build", "--profile", "dev", "-q", "-o", str(out)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)},
+    )
+    (wheel,) = out.glob("ccorch-*.whl")
+    site = out / "site"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": str(site),
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    where = subprocess.run(
+        [sys.executable, "-c", "import ccorch; print(ccorch.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=out,
+    ).stdout
+    assert where.startswith(str(site)), where
+    yield env
+
+
+def test_the_readme_demo_runs_from_the_wheel_with_the_default_configuration(
+    installed: dict[str, str], tmp_path: Path
+) -> None:
+    with (tmp_path / "node.log").open("w") as log:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "ccorch", "serve"],
+            cwd=tmp_path,
+            env=installed,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert node.poll() is None, (tmp_path / "node.log").read_text()
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        # the demo's working files were put in place at the first start
+        assert (tmp_path / "flows" / "abc-internet-ru.yaml").is_file()
+        assert (tmp_path / "sip" / "trunks.toml").is_file()
+        time.sleep(1.5)  # the flows are scanned once a second
+        for args, outcome, agent in (
+            ([], "ivr-flow", None),
+            (["--option", "1"], "agent-hangup", "7001"),
+        ):
+            r = subprocess.run(
+                [sys.executable, "-m", "ccorch", "demo-call", *args],
+                cwd=tmp_path,
+                env=installed,
+                capture_output=True,
+                text=True,
+                timeout=150,
+            )
+            assert r.returncode == 0, r.stderr
+            assert "the call ended normally" in r.stderr
+            want = (outcome, agent)
+            assert wait_for(lambda w=want: _last_cdr(tmp_path) == w, 5), r.stderr
+        m = metrics("http://127.0.0.1:8000")
+        assert m.get('cc_calls_ended_total{reason="agent-hangup"}', 0) >= 1
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
+def _last_cdr(cwd: Path) -> tuple[object, ...] | None:
+    pgdata = (cwd / "var" / "pgdata").resolve()  # the embedded server's socket folder
+    with psycopg.connect(f"postgresql://postgres@/postgres?host={pgdata}") as conn:
+        return conn.execute("SELECT outcome, agent FROM cdrs ORDER BY id DESC LIMIT 1").fetchone()
