@@ -235,6 +235,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             app.ctx.pool = None
         log.info("database pool closed")
 
+    _install_body_limits(app)
     _install_metrics_middleware(app)
     _install_error_handler(app)
     app.add_route(healthz, "/healthz", methods=["GET"], name="healthz")
@@ -311,6 +312,20 @@ async def metrics(request: Request) -> HTTPResponse:
         # A few microseconds: each media thread answers between two ticks.
         m.observe_media(engine.stats(reset=True))
     return raw(m.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _install_body_limits(app: Sanic[Any, Any]) -> None:
+    """Each route's largest body (``Route.max_body``), enforced while the body is read:
+    a bigger one is refused with 413 before it is taken in (Sanic's own default is 100 MB
+    for every route, before any session is checked)."""
+    limits = crm_api.body_limits()
+    app.config.REQUEST_MAX_SIZE = max(limits.values())  # routes outside the table too
+    small = crm_api.ANONYMOUS_MAX_BODY
+
+    @app.signal("http.routing.after")
+    async def _limit_body(request: Request, route: Any, **_: Any) -> None:
+        if request.stream is not None:
+            request.stream.request_max_size = limits.get((request.method, route.path), small)
 
 
 def _install_metrics_middleware(app: Sanic[Any, Any]) -> None:

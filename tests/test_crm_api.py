@@ -850,3 +850,40 @@ def test_a_complaints_recording_is_checked_on_the_recording_not_on_what_points_a
         conn.execute("UPDATE recordings SET path = '/etc/passwd' WHERE id = %s", (rec_id,))
     assert call(node, "GET", f"/api/recordings/{rec_id}", token=admin)[0] == 404
     assert call(node, "GET", "/api/recordings/999999", token=admin)[0] == 404
+
+
+def test_bodies_are_bounded_per_route_and_must_be_json(crm: dict[str, Any]) -> None:
+    """Before a session is checked a client can make the node read a few KiB, not Sanic's
+    100 MB; a body that is not JSON is refused with 415, not parsed as JSON anyway."""
+    node, admin = crm["node"], crm["tokens"]["admin"]
+    login = json.dumps({"login": "admin", "password": ADMIN_PASSWORD}).encode()
+
+    def send(path: str, data: bytes, content_type: str | None, token: str | None = None) -> int:
+        req = urllib.request.Request(node.base + path, data=data, method="POST")
+        if content_type is not None:
+            req.add_header("content-type", content_type)
+        if token:
+            req.add_header("authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read())  # every refusal is JSON with a reason
+            assert body["error"] and (body.get("reason") or body.get("message"))
+            return int(e.code)
+        except (ConnectionError, urllib.error.URLError):
+            return -1  # the node may close the connection instead of reading on
+
+    assert send("/api/auth/login", login, "application/json") == 200
+    assert send("/api/auth/login", login, "application/json; charset=utf-8") == 200
+    assert send("/api/auth/login", login, "text/plain") == 415
+    assert send("/api/auth/login", login, "application/x-www-form-urlencoded") == 415
+    assert send("/api/auth/login", login, None) == 415
+    padded = json.dumps({"login": "admin", "password": "x" * 5000}).encode()
+    assert send("/api/auth/login", padded, "application/json") in (413, -1)
+    # a session's routes take more, but not megabytes; a flow upload takes the most
+    customer = json.dumps({"name": "Big", "phones": ["+380 93 000 00 09"], "x": "y" * 100_000})
+    assert send("/api/customers", customer.encode(), "application/json", admin) in (413, -1)
+    assert send("/api/customers", b"{}", "text/plain", admin) == 415
+    status, _ = call(node, "GET", "/healthz")
+    assert status == 200  # and the node serves on

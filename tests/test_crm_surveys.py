@@ -102,7 +102,7 @@ def test_the_demo_survey_branches_and_stores_answers_per_interaction(fresh_db: s
                 with pytest.raises(surveys.SurveyError) as e:
                     await surveys.answer(conn, rid, {"answer": "5"}, T0)
                 assert e.value.status == 409
-                stored = await surveys.get_response(conn, rid)
+                stored = await surveys.get_response(conn, rid, agent)
                 assert stored["interaction_id"] == iid and stored["completed_at"] is not None
                 assert [(a["question"], a["answer"]) for a in stored["answers"]] == [
                     ("satisfied", satisfied),

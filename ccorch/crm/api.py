@@ -70,6 +70,13 @@ class Route:
     params: tuple[Param, ...] = ()
     body: Shape | Callable[[Request], Shape] | None = None
     responses: dict[int, str] = field(default_factory=dict)
+    # The largest request body taken (bigger: 413 before it is read). Sanic reads a body
+    # before the handler checks the session, so anonymous callers can make us read this
+    # much at most: small by default, large only where a document is uploaded.
+    max_body: int = 64 * 1024
+
+
+ANONYMOUS_MAX_BODY = 4 * 1024  # a login is a few hundred bytes
 
 
 def _now(request: Request) -> dt.datetime:
@@ -530,6 +537,7 @@ ROUTES: tuple[Route, ...] = (
         login,
         body=LOGIN,
         responses={200: "token", 401: "wrong login or password"},
+        max_body=ANONYMOUS_MAX_BODY,
     ),
     Route("POST", "/api/auth/logout", "End this session", CRM_ROLES, logout),
     Route("GET", "/api/auth/me", "Who this session is", CRM_ROLES, me),
@@ -857,6 +865,12 @@ def _guard(route: Route) -> Handler:
                     403, "forbidden", "this needs one of the roles: " + ", ".join(route.roles)
                 )
             request.ctx.user, request.ctx.token = user, token
+        if request.body and not _is_json(request.headers.get("content-type", "")):
+            return _error(
+                415,
+                "unsupported_media_type",
+                "send the body as JSON (Content-Type: application/json)",
+            )
         try:
             return await route.handler(request, **kwargs)
         except ValidationFailed as e:
@@ -876,6 +890,18 @@ def all_routes() -> tuple[Route, ...]:
     from ccorch.ivr import api as ivr_api  # it builds on this module's Route
 
     return ROUTES + ivr_api.ROUTES
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def body_limits() -> dict[tuple[str, str], int]:
+    """(method, route pattern without the leading slash, as Sanic names it) -> max body."""
+    return {(r.method, r.path.lstrip("/")): r.max_body for r in all_routes()}
 
 
 def blueprint() -> Blueprint:

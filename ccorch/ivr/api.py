@@ -185,6 +185,7 @@ ROUTES: tuple[Route, ...] = (
         put_flow,
         body=UPLOAD,
         responses={200: "a new version of a flow", 201: "a new flow", 422: "refused, with lines"},
+        max_body=1024 * 1024,
     ),
     Route(
         "POST",
