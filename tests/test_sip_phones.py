@@ -204,3 +204,46 @@ reg_sendregister=1
         assert metrics(node.base)["cc_calls_answered_total"] == 1
     finally:
         node.kill()
+
+
+def test_a_phone_that_unregisters_while_the_database_is_down_stays_unregistered(
+    tmp_path: Path,
+) -> None:
+    """Operator 7003's phone unregisters during a database outage: the node takes the
+    removal (200; the agent logs out), stores it once the database is back, and a restart
+    does not bring the phone back as registered."""
+    import psycopg
+
+    from ccorch.db.embedded import EmbeddedPostgres
+    from ccorch.demo import register
+
+    server = EmbeddedPostgres(tmp_path / "pg")
+    url = server.start()
+    node, sip_port, _ = _node(tmp_path, url, algorithms="SHA-256,MD5")
+    target = ("127.0.0.1", sip_port)
+    contact = free_udp_port()
+
+    def stored() -> int:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM sip_registrations WHERE username = '7003'"
+            ).fetchone()
+        return int(row[0]) if row else -1
+
+    try:
+        assert register(target, "7003", "agent7003", contact, expires=300) == 200
+        assert stored() == 1
+        assert wait_for(lambda: metrics(node.base).get('cc_acd_agents{state="ready"}') == 1, 5)
+        server.stop()  # the outage
+        assert register(target, "7003", "agent7003", contact, expires=0) == 200
+        assert wait_for(lambda: metrics(node.base).get('cc_acd_agents{state="ready"}') == 0, 5)
+        server = EmbeddedPostgres(tmp_path / "pg")
+        assert server.start() == url  # the database is back
+        assert wait_for(lambda: stored() == 0, 10)
+        node.kill()
+        node = start_node(tmp_path, {"DATABASE_URL": url, "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12})
+        assert wait_for(lambda: 'cc_acd_agents{state="ready"}' in metrics(node.base), 5)
+        assert metrics(node.base)['cc_acd_agents{state="ready"}'] == 0
+    finally:
+        node.kill()
+        server.stop()

@@ -278,3 +278,15 @@ async def persist(
                     wall,
                 ),
             )
+
+
+async def store_user(
+    conn: AsyncConnection[Any], user: str, bindings: list[Binding], now: float, wall: dt.datetime
+) -> None:
+    """Make the stored registrations of ``user`` exactly ``bindings`` (one transaction)."""
+    async with conn.transaction():
+        await conn.execute(
+            "DELETE FROM sip_registrations WHERE username = %s AND NOT (contact = ANY(%s))",
+            (user, [b.contact for b in bindings]),
+        )
+        await persist(conn, user, RegisterOutcome(200, upserts=list(bindings)), now, wall)

@@ -110,6 +110,9 @@ class SipService:
         self.calls: CallHandler | None = None
         # told (user, reachable) when a phone's registrations appear or all go away
         self.on_registration: Callable[[str, bool], None] | None = None
+        # users whose stored registrations may differ from memory (a database outage)
+        self._unsynced: set[str] = set()
+        self._reconcile_task: asyncio.Task[Any] | None = None
         self.dialogs: dict[tuple[str, str], DialogUser] = {}
         self.stats: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -403,10 +406,39 @@ class SipService:
             log.error("registration not stored", extra={"user": user, "error": str(e)})
             for b in outcome.upserts:  # not acknowledged, so not kept
                 self.registrar.bindings.get(user, {}).pop(b.contact, None)
-            self.reply(txn, 500, "Registration Not Stored")
+            if outcome.deletes:
+                # The phone's removals stand (it is gone, whatever the database says); the
+                # stored rows are brought in line once the database answers again.
+                self._unsynced.add(user)
+                if self._reconcile_task is None or self._reconcile_task.done():
+                    self._reconcile_task = self.spawn(self._reconcile_registrations())
+            if outcome.upserts or not outcome.deletes:
+                self.reply(txn, 500, "Registration Not Stored")
+                self._announce_registration(user, bool(self.registrar.lookup(self.now(), user)))
+                return
+            self._answer_register(txn, outcome, now, user)
             return
         self.stats["registrations"] += 1
         self._answer_register(txn, outcome, now, user)
+
+    async def _reconcile_registrations(self, pause: float = 1.0) -> None:
+        """Store each unsynced user's bindings as memory has them (rows memory no longer
+        has go), until the database takes them all."""
+        assert self.pool is not None
+        while self._unsynced:
+            await asyncio.sleep(pause)
+            now, wall = self.now(), dt.datetime.now(dt.UTC)
+            try:
+                async with self.pool.connection() as conn:
+                    for user in sorted(self._unsynced):
+                        await reg.store_user(
+                            conn, user, self.registrar.lookup(now, user), now, wall
+                        )
+                        self._unsynced.discard(user)
+            except Exception as e:
+                log.info("registrations still not stored", extra={"error": str(e)})
+                continue
+            log.info("registrations stored again after the database was away")
 
     def _announce_registration(self, user: str, reachable: bool) -> None:
         if self.on_registration is not None:
