@@ -41,6 +41,7 @@ from ccorch.sip import registrar as sip_registrar
 from ccorch.sip.guard import Guard
 from ccorch.sip.service import SipService
 from ccorch.sip.transaction import Timers
+from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
 
@@ -129,6 +130,16 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             udp=sc.udp,
             tcp=sc.tcp,
             auth_algorithms=sc.auth_algorithms,
+            tcp_limits=TcpLimits(
+                per_source=sc.tcp_max_per_source,
+                # RTP sockets (two per leg over the port range), HTTP and the rest keep theirs
+                total=tcp_budget(
+                    sc.tcp_max_connections,
+                    reserved=config.media.port_max - config.media.port_min + 1 + 512,
+                ),
+                first_message_seconds=sc.tcp_first_message_seconds,
+                idle_seconds=sc.tcp_idle_seconds,
+            ),
         )
         # Records spooled while the database was away go in before new calls come.
         cdrs = CdrSink(app.ctx.pool, var_dir / "cdr-spool.jsonl")

@@ -274,6 +274,12 @@ class SipConfig:
     session_expires: int = _key(_int_rule(0, 86400), 1800)
     # RFC 4028 says at least 90; lower values exist so tests need not wait minutes.
     min_se: int = _key(_int_rule(1, 86400), 90)
+    # SIP over TCP: connections per source address and in all (capped further so the RTP
+    # range, HTTP and the database keep their descriptors), and how long one may stay idle.
+    tcp_max_per_source: int = _key(_int_rule(1, 100000), 32)
+    tcp_max_connections: int = _key(_int_rule(1, 1000000), 4096)
+    tcp_idle_seconds: float = _key(_float_rule(1, 86400), 120.0)
+    tcp_first_message_seconds: float = _key(_float_rule(0.1, 600), 5.0)
 
 
 @dataclass(frozen=True)

@@ -462,10 +462,24 @@ class Call:
             except sdp.SdpError as e:
                 self._fail_a(488, f"Not Acceptable Here ({e})"[:100], "bad-sdp")
                 return
-            a.allocate_media(agreed.law, agreed.dtmf_pt)
+        law, dtmf_pt = (agreed.law, agreed.dtmf_pt) if offer is not None else ("PCMU", 101)
+        try:
+            a.allocate_media(law, dtmf_pt)
+        except Exception as e:  # no RTP port or descriptor left: the caller must hear so
+            log.error("no media for a new call", extra={"call": self.id, "error": str(e)})
+            a.final_sent = True
+            svc.reply(
+                txn,
+                503,
+                "Service Unavailable (no media resources)",
+                to_tag=a.local_tag,
+                headers=[("retry-after", "5")],
+            )
+            a.state = "ended"
+            self._finish("no-resources", 503)
+            return
+        if offer is not None:
             a.apply_remote(agreed)
-        else:
-            a.allocate_media("PCMU", 101)
         a.offer = offer
         self.ctl.events.publish(
             CallArrived(
@@ -671,20 +685,26 @@ class Call:
         dest = registrar.target(b, svc.transports.connected)
         return self._invite_out(user, Uri.parse(b.contact), dest, f"<sip:{user}@{svc.host}>")
 
-    def ring_trunk(self, trunk: Trunk, number: str) -> Leg:
+    def ring_trunk(self, trunk: Trunk, number: str) -> Leg | None:
         """Call ``number`` through ``trunk`` (its credentials answer a 401/407)."""
         uri = Uri.parse(trunk.request_uri(number))
         leg = self._invite_out(number, uri, trunk.addr, f"<{uri}>", codecs=trunk.codecs)
-        leg.trunk = trunk
+        if leg is not None:
+            leg.trunk = trunk
         return leg
 
     def _invite_out(
         self, target: str, uri: Uri, dest: Addr, to: str, codecs: tuple[str, ...] = ("PCMU", "PCMA")
-    ) -> Leg:
+    ) -> Leg | None:
+        """INVITE ``target``; None when no media could be had for the leg (nothing sent)."""
         svc = self.ctl.service
         leg = Leg(self, "b")
         leg.target = target
-        leg.allocate_media(codecs[0], 101)
+        try:
+            leg.allocate_media(codecs[0], 101)
+        except Exception as e:
+            log.error("no media for an outgoing leg", extra={"call": self.id, "error": str(e)})
+            return None
         leg.dest = dest
         a_from = self.a.invite.from_ if self.a.invite is not None else None
         display = a_from.display if a_from and a_from.display else None

@@ -42,7 +42,7 @@ from ccorch.sip.transaction import (
     TransactionLayer,
     response_dest,
 )
-from ccorch.sip.transport import Transports
+from ccorch.sip.transport import TcpLimits, Transports
 from ccorch.sip.trunks import Trunk
 
 log = logging.getLogger(__name__)
@@ -94,15 +94,17 @@ class SipService:
         tcp: bool = True,
         auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
         max_loop_lag: float = 0.1,
+        tcp_limits: TcpLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.udp_on = udp
         self.tcp_on = tcp
         self.txn = TransactionLayer(timers)
-        self.transports = Transports(self.on_data)
+        self.transports = Transports(self.on_data, tcp_limits)
         self.digest = DigestServer(realm, algorithms=auth_algorithms)
         self.registrar = reg.Registrar()
+        self.transports.registered = self._registered_sources
         self.accounts: dict[str, reg.Account] = {}
         self.guard = guard
         self.trunks = trunks
@@ -440,6 +442,15 @@ class SipService:
                 continue
             log.info("registrations stored again after the database was away")
 
+    def _registered_sources(self) -> set[Addr]:
+        now = self.now()
+        return {
+            b.source
+            for bindings in self.registrar.bindings.values()
+            for b in bindings.values()
+            if b.expires_at > now
+        }
+
     def _announce_registration(self, user: str, reachable: bool) -> None:
         if self.on_registration is not None:
             try:
@@ -538,4 +549,7 @@ class SipService:
             "registered_contacts": sum(len(v) for v in self.registrar.bindings.values()),
             "bans": len(self.guard.bans(now)),
             "trunks_up": {t.name: t.up for t in self.trunks},
+            "tcp_connections": self.transports.open_total,
+            "tcp_refused": dict(self.transports.refused),
+            "tcp_closed": dict(self.transports.closed_idle),
         }

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from ccorch.sip.message import ParseError, StreamFramer
@@ -21,7 +24,35 @@ log = logging.getLogger(__name__)
 
 OnData = Callable[[bytes, Addr], None]
 
-TCP_IDLE_SECONDS = 600.0  # a connection with no traffic for this long is closed
+
+@dataclass(frozen=True)
+class TcpLimits:
+    """What one source and everyone together may hold open, and for how long.
+
+    A connection must bring its first whole message within ``first_message_seconds`` (a
+    half-open or silent connection costs a descriptor and nothing else); after that it is
+    closed when idle for ``idle_seconds``, unless a phone's registration rides on it (the
+    node calls the phone back over it), which keeps it for ``registered_idle_seconds``.
+    Over a limit, the new connection is accepted and closed at once (TCP cannot refuse
+    later than the kernel's accept) and counted.
+    """
+
+    per_source: int = 32
+    total: int = 4096
+    first_message_seconds: float = 5.0
+    idle_seconds: float = 120.0
+    registered_idle_seconds: float = 3900.0  # one registration's longest life and a margin
+
+
+def tcp_budget(wanted: int, reserved: int) -> int:
+    """Connections this process can afford: ``wanted``, capped so ``reserved`` descriptors
+    (RTP sockets, HTTP, files, the database) stay free whatever TCP clients do."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft - reserved))
+
+
 # Room for a burst (~2,000 INVITEs), not for a standing queue: past that, waiting costs the
 # callers retransmissions, and the overload control sheds instead. Capped by rmem_max.
 UDP_RCVBUF = 1024 * 1024
@@ -45,22 +76,30 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, owner: Transports) -> None:
+    def __init__(self, owner: Transports, *, inbound: bool = True) -> None:
         self.owner = owner
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Addr | None = None
         self.last = 0.0
+        self.inbound = inbound
+        self.messages = 0
+        self.counted = False  # in the per-source and total counts
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Addr("TCP", host, port)
-        self.owner.tcp[self.peer] = self
         self.last = asyncio.get_running_loop().time()
+        if self.inbound and not self.owner.admit(self):
+            self.transport.abort()
+            return
+        self.counted = True
+        self.owner.tcp[self.peer] = self
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.transport is not None
+        if self.peer is None or self.transport is None or not self.counted:
+            return
         self.last = asyncio.get_running_loop().time()
         try:
             messages = self.framer.feed(data)
@@ -72,17 +111,28 @@ class _Tcp(asyncio.Protocol):
             self.owner.malformed += 1
             self.transport.close()
             return
+        self.messages += len(messages)
         for m in messages:
             self.owner.on_data(m, self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.owner.tcp.get(self.peer) is self:
             del self.owner.tcp[self.peer]
+        if self.counted:
+            self.counted = False
+            self.owner.release(self)
 
 
 class Transports:
-    def __init__(self, on_data: OnData) -> None:
+    def __init__(self, on_data: OnData, limits: TcpLimits | None = None) -> None:
         self.on_data = on_data
+        self.limits = limits or TcpLimits()
+        self.per_source: Counter[str] = Counter()
+        self.open_total = 0
+        self.refused: Counter[str] = Counter()  # reason -> connections closed at accept
+        self.closed_idle: Counter[str] = Counter()  # silent (no first message), idle
+        # the sources of live registrations: their connections are kept longer
+        self.registered: Callable[[], set[Addr]] = set
         self.udp: _Udp | None = None
         self.tcp: dict[Addr, _Tcp] = {}
         self.tcp_server: asyncio.Server | None = None
@@ -110,6 +160,30 @@ class Transports:
                 lambda: _Tcp(self), host, port, reuse_address=True
             )
             self._reaper = asyncio.create_task(self._reap_idle(), name="sip_tcp_reaper")
+
+    def admit(self, conn: _Tcp) -> bool:
+        """Count an accepted connection in, or say it is over a limit."""
+        assert conn.peer is not None
+        host = conn.peer.host
+        if self.open_total >= self.limits.total:
+            self.refused["total"] += 1
+            return False
+        if self.per_source[host] >= self.limits.per_source:
+            self.refused["per_source"] += 1
+            if self.refused["per_source"] % 100 == 1:
+                log.warning("TCP connections over the per-source limit", extra={"peer": host})
+            return False
+        self.per_source[host] += 1
+        self.open_total += 1
+        return True
+
+    def release(self, conn: _Tcp) -> None:
+        assert conn.peer is not None
+        host = conn.peer.host
+        self.open_total -= 1
+        self.per_source[host] -= 1
+        if self.per_source[host] <= 0:
+            del self.per_source[host]
 
     def local_port(self) -> int | None:
         if self.udp is not None and self.udp.transport is not None:
@@ -143,7 +217,8 @@ class Transports:
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Tcp(self), dest.host, dest.port), timeout=5
+                loop.create_connection(lambda: _Tcp(self, inbound=False), dest.host, dest.port),
+                timeout=5,
             )
             # registered under the address we dialled too, so replies find it
             self.tcp[dest] = proto
@@ -158,11 +233,27 @@ class Transports:
 
     async def _reap_idle(self) -> None:
         loop = asyncio.get_running_loop()
+        lim = self.limits
         while True:
-            await asyncio.sleep(30)
+            await asyncio.sleep(min(1.0, lim.first_message_seconds / 2))
             now = loop.time()
+            registered: set[Addr] | None = None
             for conn in list(self.tcp.values()):
-                if now - conn.last > TCP_IDLE_SECONDS and conn.transport is not None:
+                if conn.transport is None or conn.peer is None:
+                    continue
+                quiet = now - conn.last
+                if conn.inbound and conn.messages == 0:
+                    if quiet > lim.first_message_seconds:
+                        self.closed_idle["silent"] += 1
+                        conn.transport.abort()
+                    continue
+                if quiet <= lim.idle_seconds:
+                    continue
+                if registered is None:
+                    registered = self.registered()
+                keep = lim.registered_idle_seconds if conn.peer in registered else lim.idle_seconds
+                if quiet > keep:
+                    self.closed_idle["idle"] += 1
                     conn.transport.close()
 
     async def close(self) -> None:

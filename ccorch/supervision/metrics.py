@@ -235,6 +235,27 @@ class SipCollector(Collector):
                 waited.add_metric([q, outcome], acd["waited_ms"].get((q, outcome), 0) / 1000)
             yield left
             yield waited
+        yield GaugeMetricFamily(
+            "cc_sip_tcp_connections",
+            "SIP TCP connections accepted and open",
+            value=s.get("tcp_connections", 0),
+        )
+        refused = CounterMetricFamily(
+            "cc_sip_tcp_refused",
+            "SIP TCP connections closed at accept, by the limit reached",
+            labels=["limit"],
+        )
+        for limit in ("per_source", "total"):
+            refused.add_metric([limit], s.get("tcp_refused", {}).get(limit, 0))
+        yield refused
+        closed = CounterMetricFamily(
+            "cc_sip_tcp_timed_out",
+            "SIP TCP connections closed for silence (no first message) or idleness",
+            labels=["reason"],
+        )
+        for reason in ("silent", "idle"):
+            closed.add_metric([reason], s.get("tcp_closed", {}).get(reason, 0))
+        yield closed
         up = GaugeMetricFamily(
             "cc_sip_trunk_up", "1 if the trunk answers OPTIONS", labels=["trunk"]
         )

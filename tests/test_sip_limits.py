@@ -1,0 +1,138 @@
+"""A node under descriptor pressure: a flood of silent TCP connections from one address, and
+no RTP port left for a new call. The node keeps serving HTTP, UDP and other sources, closes
+what is over its limits, and answers a call it cannot carry with 503, never silence."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import _with_dbname, start_node
+from tests.sipp import free_udp_port, register_phone, wait_for
+from tests.test_sip_calls import SipNode, _write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def limited_node(pg_admin_url: str, tmp_path: Path) -> Iterator[SipNode]:
+    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    sip_port, trunk_port, probe_port = free_udp_port(), free_udp_port(), free_udp_port()
+    _write_config(tmp_path, sip_port, trunk_port, probe_port)
+    node = start_node(
+        tmp_path,
+        {
+            "DATABASE_URL": _with_dbname(pg_admin_url, name),
+            "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12,
+            "CCORCH_SIP_TCP_FIRST_MESSAGE_SECONDS": "1",
+        },
+    )
+    try:
+        yield SipNode(node, sip_port, trunk_port, tmp_path, {}, probe_port)
+    finally:
+        node.kill()
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _closed_by_peer(s: socket.socket) -> bool:
+    try:
+        return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_a_flood_of_silent_tcp_connections_leaves_the_node_serving(
+    limited_node: SipNode,
+) -> None:
+    sn = limited_node
+    sn.register("7001")
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(1050):  # what once made /healthz hang and a trunk INVITE go silent
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect(("127.0.0.1", sn.sip_port))
+            except OSError as e:  # the accept queue may push back: that is the kernel's limit
+                assert e.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EAGAIN), e
+                s.close()
+                continue
+            flood.append(s)
+        with urllib.request.urlopen(sn.node.base + "/healthz", timeout=5) as r:
+            assert r.status == 200
+        # a trunk call over UDP meanwhile reaches the operator
+        phone = sn.phone("agent_answer.xml", extra=["-d", "100"])
+        r = sn.trunk("trunk_call.xml", extra=["-d", "200"])
+        assert r.ok, r  # type: ignore[attr-defined]
+        assert phone.wait().ok
+        # a phone on another address registers over TCP: the limit is per source
+        register_phone(sn.target, sn.cwd, "7002", source_ip="127.0.0.3", tcp=True)
+        assert wait_for(lambda: sum(map(_closed_by_peer, flood)) == len(flood), 10)
+        m = sn.m()
+        refused = m['cc_sip_tcp_refused_total{limit="per_source"}']
+        silent = m['cc_sip_tcp_timed_out_total{reason="silent"}']
+        # each was closed at accept (over 32 from the address) or after its silent second
+        assert refused + silent >= len(flood) and silent >= 32 and refused > 0, (refused, silent)
+        assert m["cc_sip_tcp_connections"] <= 1  # the TCP phone's, at most
+    finally:
+        for s in flood:
+            s.close()
+
+
+def test_an_invite_the_node_has_no_media_for_gets_503(limited_node: SipNode) -> None:
+    sn = limited_node
+    rtp = 20000 + (sn.sip_port % 200) * 100  # the node's RTP range (see _write_config)
+    held: list[socket.socket] = []
+    for port in range(rtp, rtp + 100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            held.append(s)
+        except OSError:
+            s.close()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk:
+            trunk.bind(("127.0.0.1", sn.trunk_port))
+            trunk.settimeout(0.5)
+            body = (
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            )
+            invite = (
+                f"INVITE sip:7001@127.0.0.1:{sn.sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{sn.trunk_port};branch=z9hG4bK-{uuid.uuid4().hex}\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:0441234567@carrier>;tag=t1\r\n"
+                f"To: <sip:7001@127.0.0.1>\r\nCall-ID: {uuid.uuid4().hex}@carrier\r\n"
+                "CSeq: 1 INVITE\r\nContact: <sip:carrier@127.0.0.1>\r\n"
+                f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+            )
+            deadline = time.monotonic() + 5
+            final, heard = "", False
+            while time.monotonic() < deadline and not final:
+                if not heard:  # a UAC retransmits its INVITE until it hears back (Timer A)
+                    trunk.sendto(invite.encode(), ("127.0.0.1", sn.sip_port))
+                try:
+                    data = trunk.recv(65535).decode()
+                except TimeoutError:
+                    continue
+                heard = True
+                if int(data.split(" ", 2)[1]) >= 200:
+                    final = data
+        assert final.startswith("SIP/2.0 503"), final
+        assert "retry-after: 5" in final.lower()
+    finally:
+        for s in held:
+            s.close()
