@@ -27,6 +27,8 @@ from ccorch.acd.service import AcdService, load_queues
 from ccorch.calls import CallEvents, screening
 from ccorch.calls.b2bua import CallController
 from ccorch.calls.cdr import CdrSink
+from ccorch.calls.journal import Journal
+from ccorch.calls.recovery import recover
 from ccorch.config import Config, SipConfig
 from ccorch.crm import api as crm_api
 from ccorch.crm import bootstrap as crm_bootstrap
@@ -144,6 +146,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         # Records spooled while the database was away go in before new calls come.
         cdrs = CdrSink(app.ctx.pool, var_dir / "cdr-spool.jsonl")
         await cdrs.replay()
+        journal = Journal(var_dir / "calls")
         queues, agents = load_queues(Path(config.ivr.flows_dir) / config.ivr.queues_file)
         acd = AcdService(queues, agents)
         acd.start()
@@ -165,6 +168,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             ),
             acd=acd,
             cdrs=cdrs,
+            journal=journal,
         )
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)
@@ -175,6 +179,16 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             flows.watch(config.ivr.reload_seconds), name="flows_watch"
         )
         await service.start()
+        acd.registered = lambda ext: bool(service.registrar.lookup(service.now(), ext))
+        # Calls the previous run left up are closed (CDR, recording, BYE) before any
+        # operator is logged in again: their phones may still be in those calls.
+        recovered, app.ctx.recovery = await recover(journal, service, cdrs, acd)
+        if recovered.calls or recovered.unreadable:
+            log.warning(
+                "closed the calls a previous run left up",
+                extra={"calls": recovered.calls, "unreadable": recovered.unreadable},
+            )
+        app.ctx.alive = asyncio.create_task(_keep_alive(journal), name="journal_alive")
         service.announce_registered()  # phones registered before a restart: agents log in
         app.ctx.sip, app.ctx.calls = service, controller
         app.ctx.media_watch = asyncio.create_task(
@@ -201,7 +215,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 
     @app.after_server_stop
     async def _stop_sip(app: Sanic[Any, Any]) -> None:
-        for name in ("media_watch", "flows_watch"):
+        for name in ("media_watch", "flows_watch", "alive", "recovery"):
             task = getattr(app.ctx, name, None)
             if task is not None:
                 task.cancel()
@@ -254,6 +268,16 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.add_route(openapi, "/openapi.json", methods=["GET"], name="openapi")
     app.blueprint(crm_api.blueprint())
     return app
+
+
+async def _keep_alive(journal: Journal) -> None:
+    """The node's last sign of life, for the end time of calls a crash leaves up."""
+    while True:
+        try:
+            await asyncio.to_thread(journal.touch_alive)
+        except OSError as e:
+            log.warning("journal heartbeat", extra={"error": str(e)})
+        await asyncio.sleep(1.0)
 
 
 def _load_trunks(sc: SipConfig) -> list[Trunk]:

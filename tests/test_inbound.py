@@ -4,6 +4,7 @@ RTP endpoint as the caller's ear and mouth, the media engine, PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -126,12 +127,12 @@ class Center:
         return phone, p
 
 
-@pytest.fixture(scope="module")
-def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
+@contextlib.contextmanager
+def _center(pg_admin_url: str, cwd: Path) -> Iterator[Center]:
+    """A node with the demo's flows, the test queues, a carrier trunk and its own database."""
     name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    cwd = tmp_path_factory.mktemp("center")
     flows = cwd / "flows"
     flows.mkdir()
     for f in DEMO_FLOWS.glob("*.yaml"):
@@ -152,13 +153,22 @@ def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{cwd / "tts"}"\n'
     )
     db = _with_dbname(pg_admin_url, name)
-    node = start_node(cwd, {"DATABASE_URL": db, "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12})
+    center = Center(start_node(cwd, NODE_ENV | {"DATABASE_URL": db}), sip_port, trunk_port, cwd, db)
     try:
-        yield Center(node, sip_port, trunk_port, cwd, db)
+        yield center
     finally:
-        node.kill()
+        center.node.kill()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+NODE_ENV = {"CCORCH_CRM_ADMIN_PASSWORD": "x" * 12}
+
+
+@pytest.fixture(scope="module")
+def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
+    with _center(pg_admin_url, tmp_path_factory.mktemp("center")) as c:
+        yield c
 
 
 def _mulaw_roundtrip(pcm: bytes) -> bytes:
@@ -687,3 +697,65 @@ nodes:
     assert wait_for(
         lambda: center.m().get('cc_calls_ended_total{reason="agent-hangup"}', 0) == before + 1, 5
     )
+
+
+def test_calls_up_when_the_node_dies_are_closed_at_the_next_start(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    """Ivan is talking to operator 7001 (recorded) when the node is killed with SIGKILL.
+    At the next start the call gets its CDR (node-failure, at the last sign of life), the
+    recording is finalized and linked, the caller's carrier and the operator's phone are
+    sent BYE, and 7001 is Ready again only once its phone is out of the call."""
+    with _center(pg_admin_url, tmp_path) as center:
+        time.sleep(1.5)  # the flows are scanned every second
+        agent = Uas(
+            "agent_answer.xml",  # answers, then waits for a BYE: only the node can end it
+            port=center.register("7001"),
+            cwd=center.cwd,
+            extra=["-rtp_echo"],
+            timeout=120,
+        )
+        phone, sipp = center.caller()
+        try:
+            phone.listen(1.5)
+            phone.press("1")
+            assert wait_for(lambda: center.m().get("cc_calls_answered_total", 0) >= 1, 20)
+            phone.talk(3.0)  # the caller speaks: a tone on the recording
+            center.node.proc.kill()  # SIGKILL: no goodbye, no CDR, nobody hangs up
+            center.node.proc.wait(10)
+            time.sleep(2)
+            assert sipp.poll() is None and agent.proc.poll() is None  # both still in the call
+            center.node = start_node(center.cwd, NODE_ENV | {"DATABASE_URL": center.db})
+            assert sipp.wait(30) == 0  # the carrier got BYE
+            assert agent.wait(30).ok  # and so did the operator's phone
+        finally:
+            phone.sock.close()
+            if sipp.poll() is None:
+                sipp.kill()
+            agent.kill()
+        assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) == 1, 10), (
+            center.m()
+        )
+        with psycopg.connect(center.db) as conn:
+            row = conn.execute(
+                """SELECT c.outcome, c.agent, c.answered_at IS NOT NULL, c.talk_seconds,
+                          c.ended_at >= c.answered_at, c.recording_path, r.kind, i.disposition
+                   FROM cdrs c JOIN recordings r ON r.path = c.recording_path
+                   JOIN interactions i ON i.recording_id = r.id"""
+            ).fetchone()
+        assert row is not None
+        outcome, agent_ext, answered, talk, ordered, path, kind, disposition = row
+        assert (outcome, agent_ext, answered, ordered, kind) == (
+            "node-failure",
+            "7001",
+            True,
+            True,
+            "call",
+        )
+        assert disposition == "node-failure"
+        assert 2.5 <= talk <= 15, talk  # the talk until the last sign of life
+        audio = Path(path)
+        with wave.open(str(audio)) as w:  # the header tells all the audio the file holds
+            assert w.getnframes() * 4 + 44 == audio.stat().st_size
+            assert w.getnframes() / 8000 >= 2.5
+        assert not list((center.cwd / "var" / "calls").glob("*.json"))  # nothing left over

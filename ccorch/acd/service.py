@@ -131,9 +131,13 @@ class AcdService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._t0 = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # operators whose phones may still be in a call of a node that died: not logged in
+        # until their phone has answered the BYE that ends it (see ccorch.calls.recovery)
+        self.held_back: set[str] = set()
         self.listeners: list[Callable[[Any], None]] = []  # typed ACD events, for metrics/desktop
         self.left: Counter[tuple[str, str]] = Counter()  # (queue, outcome) -> calls
         self.waited_ms: Counter[tuple[str, str]] = Counter()
+        self.registered: Callable[[str], bool] = lambda extension: False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -148,7 +152,7 @@ class AcdService:
     def phone_registered(self, extension: str) -> None:
         """An agent's phone is reachable: log the agent in (if it is one) and make it Ready."""
         a = self.agents.get(extension)
-        if a is None or extension in self.logged_in:
+        if a is None or extension in self.logged_in or extension in self.held_back:
             return
         now = self.now_ms()
         self.acd.login(
@@ -158,6 +162,16 @@ class AcdService:
         self.logged_in.add(extension)
         log.info("agent logged in", extra={"agent": extension})
         self._pump()
+
+    def hold_back(self, extensions: set[str]) -> None:
+        self.held_back |= extensions
+
+    def release(self, extension: str, *, reachable: bool) -> None:
+        """The operator's phone is out of the dead node's call: log in if it is reachable
+        and registered (``registered`` tells), else wait for its next registration."""
+        self.held_back.discard(extension)
+        if reachable and self.registered(extension):
+            self.phone_registered(extension)
 
     def phone_gone(self, extension: str) -> None:
         if extension not in self.logged_in:

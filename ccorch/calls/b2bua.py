@@ -32,6 +32,7 @@ from ccorch.calls import (
     cdr,
     screening,
 )
+from ccorch.calls.journal import Journal, SavedDialog
 from ccorch.crm import store as crm_store
 from ccorch.ivr.flow import Flow
 from ccorch.ivr.interpreter import Session
@@ -874,6 +875,7 @@ class Call:
         if self.answered_at is None:
             self.answered_at = svc.now()
         svc.stats["calls_answered"] += 1
+        self.journal()
         self.ctl.events.publish(CallAnswered(self.id, b.target, svc.now()))
 
     def _answer_a(self) -> None:
@@ -905,6 +907,7 @@ class Call:
         # the dialog has all it needs from here on: let the INVITE and its offer go
         # (an established call keeps a few KiB, not the messages that set it up)
         a.invite = a.invite_txn = a.offer = None
+        self.journal()
 
     def _a_provisional(self, status: int) -> None:
         a = self.a
@@ -992,6 +995,21 @@ class Call:
             # The record is committed (or spooled) before the call's media goes.
             svc.spawn(self._commit_then_release(sink, self._record(reason, status, ended)))
 
+    def journal(self) -> None:
+        """Keep what a restart needs to close this call if the node dies while it is up."""
+        journal = self.ctl.journal
+        if journal is None or self.state == "ended":
+            return
+        dialogs = [
+            SavedDialog.of(leg.dialog, leg.side, leg.target)
+            for leg in (self.a, self.b, self.transfer)
+            if leg is not None and leg.dialog is not None and leg.state == "confirmed"
+        ]
+        try:
+            journal.save(self._record("up", 200, dt.datetime.now(dt.UTC)), dialogs)
+        except OSError as e:  # a full disk must not take the call down with it
+            log.error("call not journaled", extra={"call": self.id, "error": str(e)})
+
     def _record(self, reason: str, status: int, ended: dt.datetime) -> cdr.Cdr:
         operator_talk = (
             (ended - self.agent_answered_at).total_seconds() if self.agent_answered_at else 0.0
@@ -1045,6 +1063,8 @@ class Call:
             except Exception as e:
                 log.debug("destroy_room", extra={"error": str(e)})
             self.room = None
+        if self.ctl.journal is not None:  # its CDR is in: nothing left to recover
+            self.ctl.journal.drop(self.id, self.arrived_at)
         self.ctl.calls.pop(self.key, None)
 
     # --- transfers (RFC 3515, RFC 3891) ---
@@ -1102,6 +1122,7 @@ class Call:
             self.a = leg
         leg.refer_from = None
         self.transfer = None
+        self.journal()
         self.ctl.events.publish(CallTransferred(self.id, leg.target, False, self.ctl.service.now()))
 
     def _transfer_failed(self, leg: Leg, status: int) -> None:
@@ -1206,9 +1227,11 @@ class CallController:
         ivr: IvrDeps | None = None,
         acd: AcdService | None = None,
         cdrs: cdr.CdrSink | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.service = service
         self.cdrs = cdrs
+        self.journal = journal
         self.media = media
         self.flows = flows
         self.ivr = ivr

@@ -101,7 +101,7 @@ async def write(
     return int(got[0])
 
 
-def _to_json(cdr: Cdr) -> str:
+def to_json(cdr: Cdr) -> str:
     return json.dumps(
         {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(cdr).items()},
         ensure_ascii=False,
@@ -111,7 +111,7 @@ def _to_json(cdr: Cdr) -> str:
 _TIMES = {f.name for f in fields(Cdr) if "datetime" in str(f.type)}
 
 
-def _from_json(line: str) -> Cdr:
+def from_json(line: str) -> Cdr:
     raw: dict[str, Any] = json.loads(line)
     values: dict[str, Any] = {
         k: dt.datetime.fromisoformat(v) if k in _TIMES and v is not None else v
@@ -168,7 +168,7 @@ class CdrSink:
     def _append(self, cdr: Cdr) -> None:
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         with self.spool.open("a", encoding="utf-8") as f:
-            f.write(_to_json(cdr) + "\n")
+            f.write(to_json(cdr) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -183,7 +183,7 @@ class CdrSink:
             if not line.strip():
                 continue
             try:
-                record = _from_json(line)
+                record = from_json(line)
             except (ValueError, TypeError) as e:
                 # A torn last line (a crash mid-append) cannot be read: keep it for a person.
                 log.error("CDR spool line unreadable", extra={"line": n, "error": str(e)})
