@@ -57,6 +57,19 @@ def _parser() -> argparse.ArgumentParser:
         help="the caller's number: 0671234567 the demo customer Ivan Petrenko, 0507654321 the"
         " VIP Olena Kovalenko (her manager 7001 is rung first), 0441112233 blacklisted",
     )
+    phone = sub.add_parser(
+        "register-phone",
+        help="register a demo operator's phone with the running node (its digest, SHA-256 or MD5)",
+    )
+    phone.add_argument("extension", help="the phone's extension, e.g. 7001")
+    phone.add_argument(
+        "--contact-port",
+        type=int,
+        required=True,
+        help="the UDP port on 127.0.0.1 where the phone (e.g. a SIPp) takes calls",
+    )
+    phone.add_argument("--password", help="its password (default: the demo's agent<extension>)")
+    phone.add_argument("--expires", type=int, default=300, help="seconds (0 unregisters)")
     return p
 
 
@@ -143,6 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ccorch.demo import demo_call
 
         return demo_call(config, args.option, args.dnis, args.ani)
+    if args.command == "register-phone":
+        from ccorch.demo import register
+
+        status = register(
+            (config.sip.host, config.sip.port),
+            args.extension,
+            args.password or f"agent{args.extension}",
+            args.contact_port,
+            expires=args.expires,
+        )
+        print(f"ccorch: REGISTER {args.extension}: {status}", file=sys.stderr)
+        return 0 if status == 200 else 1
     try:
         if args.command == "migrate":
             return cmd_migrate(config)

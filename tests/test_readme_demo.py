@@ -6,6 +6,7 @@ and put first on the path, in an empty working folder: nothing comes from the ch
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,3 +113,65 @@ def _last_cdr(cwd: Path) -> tuple[object, ...] | None:
     pgdata = (cwd / "var" / "pgdata").resolve()  # the embedded server's socket folder
     with psycopg.connect(f"postgresql://postgres@/postgres?host={pgdata}") as conn:
         return conn.execute("SELECT outcome, agent FROM cdrs ORDER BY id DESC LIMIT 1").fetchone()
+
+
+def _sh_blocks() -> list[str]:
+    """The README's ```sh blocks but the first (the set-up commands themselves)."""
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    assert blocks[0].startswith("scripts/run.sh")
+    return blocks[1:]
+
+
+def test_every_readme_command_works_as_written_with_the_default_configuration(
+    tmp_path: Path,
+) -> None:
+    """A node as `scripts/run.sh` starts it (the checkout's .venv, defaults: HTTP 8000, SIP
+    5060, the embedded PostgreSQL, the demo), then each shell block of the README, verbatim,
+    in bash with -e: every command exits 0, and no API answer is an error."""
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    (tmp_path / "sip").mkdir()
+    (tmp_path / "sip" / "sipp").symlink_to(REPO / "sip" / "sipp")
+    env = {
+        "PATH": f"{REPO / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    with (tmp_path / "node.log").open("w") as log:
+        node = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "ccorch"), "serve"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        assert wait_for(lambda: _healthy(node, tmp_path), 90), (tmp_path / "node.log").read_text()
+        time.sleep(1.5)  # the flows are scanned once a second
+        for block in _sh_blocks():
+            r = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
+            assert r.returncode == 0, (block, r.stdout[-2000:], r.stderr[-2000:])
+            for line in r.stdout.splitlines():
+                if line.startswith("{"):  # an API answer
+                    assert '"error"' not in line, (block, line)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
+def _healthy(node: subprocess.Popen[bytes], cwd: Path) -> bool:
+    assert node.poll() is None, (cwd / "node.log").read_text()
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
