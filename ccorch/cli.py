@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,10 +124,12 @@ def cmd_serve(config: Config) -> int:
         if config.database.migrate_on_start:
             _migrate(url)
         app = create_app(config, url)
+        tls = https_context(config)
+        scheme = "https" if tls is not None else "http"
         log.info(
             "ccorch starting",
             extra={
-                "http": f"http://{config.http.host}:{config.http.port}",
+                "http": f"{scheme}://{config.http.host}:{config.http.port}",
                 "version": ccorch.__version__,
             },
         )
@@ -137,9 +140,20 @@ def cmd_serve(config: Config) -> int:
             single_process=True,
             motd=False,
             access_log=config.log.level == "debug",
+            ssl=tls,
         )
         log.info("ccorch stopped")
     return 0
+
+
+def https_context(config: Config) -> ssl.SSLContext | None:
+    """HTTPS for the API and the web app when a certificate is configured (TLS 1.2 at least)."""
+    if not config.http.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.http.tls_cert, config.http.tls_key)
+    return ctx
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -108,6 +108,8 @@ HOST = _Rule("an IP address or host name", _is_host, str.strip, str)
 PORT = _int_rule(1, 65535)
 PATH = _Rule("a non-empty path", lambda v: isinstance(v, str) and bool(v.strip()), str, str)
 PG_URL = _Rule("a postgresql:// URL", _is_pg_url, str.strip, str)
+# A file, or "" for none (a feature that needs it is then off).
+OPT_PATH = _Rule("a path, or empty", lambda v: isinstance(v, str), str.strip, str, str.strip)
 LOG_LEVEL = _choice_rule("debug", "info", "warning", "error")
 LOG_FORMAT = _choice_rule("auto", "json", "text")
 
@@ -120,6 +122,9 @@ def _key(rule: _Rule, default: Any) -> Any:
 class HttpConfig:
     host: str = _key(HOST, "127.0.0.1")
     port: int = _key(PORT, 8000)
+    # HTTPS when both are set (PEM files); else plain HTTP (e.g. behind a TLS reverse proxy).
+    tls_cert: str = _key(OPT_PATH, "")
+    tls_key: str = _key(OPT_PATH, "")
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,18 @@ class SipConfig:
     tcp_max_connections: int = _key(_int_rule(1, 1000000), 4096)
     tcp_idle_seconds: float = _key(_float_rule(1, 86400), 120.0)
     tcp_first_message_seconds: float = _key(_float_rule(0.1, 600), 5.0)
+    # SIP over TLS (SIPS) on its own port, on when a certificate and key are set (PEM).
+    tls_port: int = _key(PORT, 5061)
+    tls_cert: str = _key(OPT_PATH, "")
+    tls_key: str = _key(OPT_PATH, "")
+    # CA bundle a trunk's certificate is verified against when we connect to it ("": the
+    # system's); a trunk with verify = false in the trunks file is not verified.
+    tls_ca: str = _key(OPT_PATH, "")
+    # OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's); TLS 1.2 is the least.
+    tls_ciphers: str = _key(
+        _Rule("an OpenSSL cipher list", lambda v: isinstance(v, str) and bool(v.strip()), str, str),
+        "ECDHE+AESGCM:ECDHE+CHACHA20",
+    )
 
 
 @dataclass(frozen=True)
@@ -407,6 +424,18 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             f"at most database.pool_max ({config.database.pool_max})",
             file_source,
         )
+    for section, sect in (("http", config.http), ("sip", config.sip)):
+        cert, key = sect.tls_cert, sect.tls_key
+        if bool(cert) != bool(key):
+            missing = "tls_key" if cert else "tls_cert"
+            raise ConfigError(
+                f"{section}.{missing}",
+                "",
+                f"set with {section}.tls_cert/tls_key together",
+                file_source,
+            )
+        if cert:
+            _check_tls_files(section, cert, key, file_source)
     if config.media.port_max - config.media.port_min < 3:
         raise ConfigError(
             "media.port_min",
@@ -415,6 +444,24 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             file_source,
         )
     return config
+
+
+def _check_tls_files(section: str, cert: str, key: str, source: str) -> None:
+    """The certificate and key load together (a wrong path or pair names the key)."""
+    import ssl
+
+    for name, path in (("tls_cert", cert), ("tls_key", key)):
+        if not Path(path).is_file():
+            raise ConfigError(f"{section}.{name}", path, "a readable PEM file", source)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise ConfigError(
+            f"{section}.tls_cert",
+            cert,
+            f"a PEM certificate matching {section}.tls_key ({e})",
+            source,
+        ) from None
 
 
 def with_overrides(config: Config, *, host: str | None = None, port: int | None = None) -> Config:

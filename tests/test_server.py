@@ -280,3 +280,52 @@ def _wait_log(node: Node, needle: str, timeout: float = 30) -> list[str]:
             return found
         time.sleep(0.1)
     raise AssertionError(f"{needle} not in the node's log")
+
+
+def test_https_with_a_configured_certificate_and_security_headers_on_every_answer(
+    tmp_path: Path, fresh_db: str, nodes: list[Node]
+) -> None:
+    import ssl
+
+    from tests.certs import make_ca, make_leaf
+
+    ca = make_ca(tmp_path / "pki")
+    leaf = make_leaf(tmp_path / "pki", "node")
+    plain = start_node(tmp_path, {"DATABASE_URL": fresh_db})
+    nodes.append(plain)
+    status, _, headers = get(plain.base + "/healthz")
+    assert status == 200
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "strict-transport-security" not in headers  # plain HTTP (e.g. behind a proxy)
+    stop(plain)
+
+    secure = start_node(
+        tmp_path,
+        {
+            "DATABASE_URL": fresh_db,
+            "CCORCH_HTTP_TLS_CERT": str(leaf.cert),
+            "CCORCH_HTTP_TLS_KEY": str(leaf.key),
+        },
+    )
+    nodes.append(secure)
+    trust = ssl.create_default_context(cafile=str(ca))
+    url = f"https://127.0.0.1:{secure.port}/healthz"
+    with urllib.request.urlopen(url, timeout=10, context=trust) as r:
+        assert r.status == 200
+        assert r.headers["strict-transport-security"].startswith("max-age=")
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+    import http.client
+
+    with pytest.raises((urllib.error.URLError, http.client.HTTPException, ConnectionError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{secure.port}/healthz", timeout=5)
+    stop(secure)
+
+    # half a pair, or a wrong file, is one line naming the key
+    proc = _serve_once(tmp_path, {"CCORCH_HTTP_TLS_CERT": str(leaf.cert)})
+    assert proc.returncode == 2 and "http.tls_key" in proc.stderr, proc.stderr
+    proc = _serve_once(
+        tmp_path, {"CCORCH_HTTP_TLS_CERT": str(leaf.key), "CCORCH_HTTP_TLS_KEY": str(leaf.key)}
+    )
+    assert proc.returncode == 2 and "http.tls_cert" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
