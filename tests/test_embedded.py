@@ -27,6 +27,7 @@ def test_embedded_database_starts_persists_and_stops_with_ccorch(
     assert (pgdata / "PG_VERSION").is_file()
     postmaster_pid = int((pgdata / "postmaster.pid").read_text().split()[0])
     assert psutil.pid_exists(postmaster_pid)
+    assert psutil.Process(postmaster_pid).username() != "root"  # never the database as root
 
     node.proc.send_signal(signal.SIGTERM)
     assert node.proc.wait(timeout=30) == 0
