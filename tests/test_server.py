@@ -52,7 +52,8 @@ def test_health_metrics_json_errors_and_json_logs(
 
         status, body, headers = get(node.base + "/metrics")
         assert status == 200 and headers["content-type"].startswith("text/plain")
-        assert 'cc_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in body
+        # this request and the test harness's readiness probe
+        assert 'cc_http_requests_total{method="GET",route="/healthz",status="200"} 2.0' in body
         assert 'route="unmatched",status="404"' in body  # raw paths never become labels
         assert "cc_database_up 1.0" in body
         assert "process_resident_memory_bytes" in body

@@ -713,7 +713,10 @@ class Call:
         call_id = new_call_id(svc.host)
         body = leg.our_sdp(codecs=codecs)
         headers = [
-            ("via", f"SIP/2.0/{dest.transport} {svc.via_host()};branch={new_branch()};rport"),
+            (
+                "via",
+                f"SIP/2.0/{dest.transport} {svc.via_host(dest.transport)};branch={new_branch()};rport",
+            ),
             ("max-forwards", "70"),
             ("from", f"{caller}<sip:{self.ani or 'anonymous'}@{svc.host}>;tag={leg.local_tag}"),
             ("to", to),
@@ -806,7 +809,7 @@ class Call:
             0,
             (
                 "via",
-                f"SIP/2.0/{txn.dest.transport} {self.ctl.service.via_host()};branch={new_branch()};rport",
+                f"SIP/2.0/{txn.dest.transport} {self.ctl.service.via_host(txn.dest.transport)};branch={new_branch()};rport",
             ),
         )
         headers.append(("cseq", f"{cseq} INVITE"))
@@ -901,7 +904,11 @@ class Call:
         a.final_sent = True
         svc.respond(a.invite_txn, resp)
         a.dialog = Dialog.as_uas(
-            a.invite, resp, a.dest or a.invite_txn.source, contact, svc.via_host()
+            a.invite,
+            resp,
+            a.dest or a.invite_txn.source,
+            contact,
+            svc.via_host(a.dest.transport if a.dest else "UDP"),
         )
         a.state = "confirmed"
         # the dialog has all it needs from here on: let the INVITE and its offer go

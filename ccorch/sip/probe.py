@@ -32,12 +32,17 @@ class OptionsProbe:
             return
         s, t = self.service, self.trunk
         self.cseq += 1
-        uri = f"sip:{t.host}:{t.port}" + (";transport=tcp" if t.transport == "TCP" else "")
+        uri = f"sip:{t.host}:{t.port}" + (
+            f";transport={t.transport.lower()}" if t.transport != "UDP" else ""
+        )
         req = Request(
             "OPTIONS",
             uri,
             [
-                ("via", f"SIP/2.0/{t.addr.transport} {s.via_host()};branch={new_branch()};rport"),
+                (
+                    "via",
+                    f"SIP/2.0/{t.addr.transport} {s.via_host(t.addr.transport)};branch={new_branch()};rport",
+                ),
                 ("max-forwards", "70"),
                 ("from", f"<sip:ccorch@{s.host}>;tag={new_tag()}"),
                 ("to", f"<{uri}>"),

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 
 from ccorch.sip.digest import ha1
 from ccorch.sip.message import Request, Uri
-from ccorch.sip.transaction import Addr
+from ccorch.sip.transaction import Addr, TransportName
 
 DEFAULT_EXPIRES = 3600
 MAX_EXPIRES = 3600
@@ -129,10 +129,11 @@ class Registrar:
 
 def target(b: Binding, connected: Callable[[Addr], bool] = lambda a: False) -> Addr:
     """Where to send requests for a binding: the Contact's address (RFC 3261), except
-    - the phone registered over TCP and that connection is still open: reuse it (RFC 5626);
+    - the phone registered over TCP or TLS and that connection is still open: reuse it
+      (RFC 5626);
     - the Contact is a private address other than the one the REGISTER came from: the phone
       is behind NAT, and only its public source address reaches it."""
-    if b.source.transport == "TCP" and connected(b.source):
+    if b.source.transport in ("TCP", "TLS") and connected(b.source):
         return b.source
     try:
         uri = Uri.parse(b.contact)
@@ -142,7 +143,8 @@ def target(b: Binding, connected: Callable[[Addr], bool] = lambda a: False) -> A
     transport = (uri.params.get("transport") or "udp").upper()
     if host != b.source.host and _private(host):
         return b.source
-    return Addr("TCP" if transport == "TCP" else "UDP", host, port)
+    kind: TransportName = "TCP" if transport == "TCP" else "TLS" if transport == "TLS" else "UDP"
+    return Addr(kind, host, port)
 
 
 def _private(host: str) -> bool:

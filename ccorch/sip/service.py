@@ -42,7 +42,7 @@ from ccorch.sip.transaction import (
     TransactionLayer,
     response_dest,
 )
-from ccorch.sip.transport import TcpLimits, Transports
+from ccorch.sip.transport import TcpLimits, Transports, tls_contexts
 from ccorch.sip.trunks import Trunk
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,17 @@ class Origin:
     agent: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """SIP over TLS: where we listen, our certificate, whom we trust, which ciphers."""
+
+    port: int
+    cert: str
+    key: str
+    ca: str = ""
+    ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
 class CallHandler(Protocol):
     def on_invite(self, req: Request, source: Addr, txn: ServerTxn, origin: Origin) -> None: ...
 
@@ -95,6 +106,7 @@ class SipService:
         auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
         max_loop_lag: float = 0.1,
         tcp_limits: TcpLimits | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -102,6 +114,16 @@ class SipService:
         self.tcp_on = tcp
         self.txn = TransactionLayer(timers)
         self.transports = Transports(self.on_data, tcp_limits)
+        self.tls_port: int | None = None
+        if tls is not None:
+            t = self.transports
+            t.tls_server_ctx, t.tls_client_ctx, t.tls_client_unverified = tls_contexts(
+                tls.cert, tls.key, tls.ca, tls.ciphers
+            )
+            t.tls_unverified = {
+                (tr.host, tr.port) for tr in trunks if tr.transport == "TLS" and not tr.verify
+            }
+            self.tls_port = tls.port
         self.digest = DigestServer(realm, algorithms=auth_algorithms)
         self.registrar = reg.Registrar()
         self.transports.registered = self._registered_sources
@@ -139,7 +161,9 @@ class SipService:
             log.info(
                 "sip registrations restored", extra={"bindings": n, "accounts": len(self.accounts)}
             )
-        await self.transports.start(self.host, self.port, udp=self.udp_on, tcp=self.tcp_on)
+        await self.transports.start(
+            self.host, self.port, udp=self.udp_on, tcp=self.tcp_on, tls_port=self.tls_port
+        )
         if self.port == 0:
             self.port = self.transports.local_port() or 0
         for t in self.trunks:
@@ -174,11 +198,13 @@ class SipService:
     # --- what the call layer uses ---
 
     def contact(self, transport: str = "UDP", user: str = "ccorch") -> str:
-        t = ";transport=tcp" if transport == "TCP" else ""
-        return f"<sip:{user}@{self.host}:{self.port}{t}>"
+        t = f";transport={transport.lower()}" if transport in ("TCP", "TLS") else ""
+        return f"<sip:{user}@{self.via_host(transport)}{t}>"
 
-    def via_host(self) -> str:
-        return f"{self.host}:{self.port}"
+    def via_host(self, transport: str = "UDP") -> str:
+        """Our sent-by: the TLS port for TLS (where a broken connection is re-opened)."""
+        port = self.tls_port if transport == "TLS" and self.tls_port else self.port
+        return f"{self.host}:{port}"
 
     def send_request(self, req: Request, dest: Addr, user: ClientUser) -> ClientTxn:
         txn = self.txn.send_request(self.now(), req, dest)

@@ -27,7 +27,8 @@ from typing import Literal
 
 from ccorch.sip.message import MAGIC_COOKIE, Request, Response, make_response
 
-TransportName = Literal["UDP", "TCP"]
+TransportName = Literal["UDP", "TCP", "TLS"]
+STREAMS = ("TCP", "TLS")  # connection-oriented: responses go back on the connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,7 @@ class ClientTxn:
 def response_dest(req: Request, source: Addr) -> Addr:
     """Where responses to ``req`` go: the connection for TCP; for UDP the source address
     with rport (RFC 3581) or the Via's sent-by port."""
-    if source.transport == "TCP":
+    if source.transport in STREAMS:
         return source
     via = req.top_via
     if "rport" in via.params:

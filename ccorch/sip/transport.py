@@ -1,4 +1,8 @@
-"""UDP and TCP transports on the asyncio loop: the only part of the SIP stack with sockets.
+"""UDP, TCP and TLS transports on the asyncio loop: the only part of the SIP stack with sockets.
+
+TLS (SIPS, RFC 3261 §26.2 and RFC 5630) is the stdlib ``ssl`` in memory-BIO mode, as
+asyncio's TLS transports run it: the handshake and records are worked out in memory over
+the same stream protocol as TCP, so the SIP layer above sees one more stream transport.
 
 Incoming bytes go to ``on_data(data, source)`` (one datagram, or one framed message from a
 TCP stream). ``send(data, dest)`` writes to UDP, or to the TCP connection with that peer,
@@ -12,6 +16,7 @@ import contextlib
 import logging
 import resource
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +47,22 @@ class TcpLimits:
     first_message_seconds: float = 5.0
     idle_seconds: float = 120.0
     registered_idle_seconds: float = 3900.0  # one registration's longest life and a margin
+
+
+def tls_contexts(
+    cert: str, key: str, ca: str, ciphers: str
+) -> tuple[ssl.SSLContext, ssl.SSLContext, ssl.SSLContext]:
+    """(server, client verifying peers against ``ca`` or the system's, client not verifying)."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca or None)
+    unverified = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    for ctx in (server, client, unverified):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(ciphers)
+        ctx.load_cert_chain(cert, key)  # ours, also offered when a peer asks for one
+    return server, client, unverified
 
 
 def tcp_budget(wanted: int, reserved: int) -> int:
@@ -76,8 +97,9 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, owner: Transports, *, inbound: bool = True) -> None:
+    def __init__(self, owner: Transports, *, inbound: bool = True, kind: str = "TCP") -> None:
         self.owner = owner
+        self.kind = kind  # TCP or TLS
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Addr | None = None
@@ -89,7 +111,7 @@ class _Tcp(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
-        self.peer = Addr("TCP", host, port)
+        self.peer = Addr(self.kind, host, port)  # type: ignore[arg-type]
         self.last = asyncio.get_running_loop().time()
         if self.inbound and not self.owner.admit(self):
             self.transport.abort()
@@ -136,13 +158,22 @@ class Transports:
         self.udp: _Udp | None = None
         self.tcp: dict[Addr, _Tcp] = {}
         self.tcp_server: asyncio.Server | None = None
+        self.tls_server: asyncio.Server | None = None
+        # TLS: how we accept (our certificate) and how we connect (whom we trust)
+        self.tls_server_ctx: ssl.SSLContext | None = None
+        self.tls_client_ctx: ssl.SSLContext | None = None
+        self.tls_client_unverified: ssl.SSLContext | None = None
+        self.tls_unverified: set[tuple[str, int]] = set()  # trunks with verify = false
+        self.tls_handshake_failures = 0
         self.send_errors = 0
         self.malformed = 0
         self._connecting: dict[Addr, asyncio.Task[None]] = {}
         self._pending: dict[Addr, list[bytes]] = {}
         self._reaper: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int, *, udp: bool, tcp: bool) -> None:
+    async def start(
+        self, host: str, port: int, *, udp: bool, tcp: bool, tls_port: int | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         if udp:
             _, proto = await loop.create_datagram_endpoint(
@@ -159,6 +190,16 @@ class Transports:
             self.tcp_server = await loop.create_server(
                 lambda: _Tcp(self), host, port, reuse_address=True
             )
+        if tls_port is not None and self.tls_server_ctx is not None:
+            self.tls_server = await loop.create_server(
+                lambda: _Tcp(self, kind="TLS"),
+                host,
+                tls_port,
+                reuse_address=True,
+                ssl=self.tls_server_ctx,
+                ssl_handshake_timeout=self.limits.first_message_seconds,
+            )
+        if tcp or self.tls_server is not None:
             self._reaper = asyncio.create_task(self._reap_idle(), name="sip_tcp_reaper")
 
     def admit(self, conn: _Tcp) -> bool:
@@ -209,6 +250,9 @@ class Transports:
         if conn is not None and conn.transport is not None and not conn.transport.is_closing():
             conn.transport.write(data)
             return
+        if dest.transport == "TLS" and self.tls_client_ctx is None:
+            self.send_errors += 1  # SIPS needs sip.tls_cert/tls_key configured
+            return
         self._pending.setdefault(dest, []).append(data)
         if dest not in self._connecting:
             self._connecting[dest] = asyncio.create_task(self._connect(dest))
@@ -216,8 +260,18 @@ class Transports:
     async def _connect(self, dest: Addr) -> None:
         loop = asyncio.get_running_loop()
         try:
+            tls: ssl.SSLContext | None = None
+            if dest.transport == "TLS":
+                unverified = (dest.host, dest.port) in self.tls_unverified
+                tls = self.tls_client_unverified if unverified else self.tls_client_ctx
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Tcp(self, inbound=False), dest.host, dest.port),
+                loop.create_connection(
+                    lambda: _Tcp(self, inbound=False, kind=dest.transport),
+                    dest.host,
+                    dest.port,
+                    ssl=tls,
+                    server_hostname=dest.host if tls is not None else None,
+                ),
                 timeout=5,
             )
             # registered under the address we dialled too, so replies find it
@@ -225,7 +279,9 @@ class Transports:
             for data in self._pending.pop(dest, []):
                 assert proto.transport is not None
                 proto.transport.write(data)
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ssl.SSLError) as e:
+            if isinstance(e, ssl.SSLError):
+                self.tls_handshake_failures += 1
             self.send_errors += len(self._pending.pop(dest, []))
             log.info("TCP connect failed", extra={"peer": str(dest), "error": str(e)})
         finally:
@@ -266,6 +322,7 @@ class Transports:
         for conn in list(self.tcp.values()):
             if conn.transport is not None:
                 conn.transport.close()
-        if self.tcp_server is not None:
-            self.tcp_server.close()
-            await self.tcp_server.wait_closed()
+        for server in (self.tcp_server, self.tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()

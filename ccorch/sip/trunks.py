@@ -6,7 +6,8 @@ Trunks are declared in a TOML file (``sip.trunks_file``), one ``[[trunk]]`` tabl
     name = "carrier-a"
     host = "127.0.0.1"          # calls from this address are this trunk's
     port = 5080                 # where we send (OPTIONS probes, outbound calls)
-    transport = "udp"           # udp | tcp
+    transport = "udp"           # udp | tcp | tls (SIPS: sip.tls_* must be set)
+    verify = true               # tls: check the trunk's certificate (sip.tls_ca or the system's)
     codecs = ["PCMA", "PCMU"]   # our preference when we offer
     country = "380"             # DNIS/ANI in national form are made E.164 with this code
     strip_prefix = ""           # removed from the DNIS before normalizing
@@ -32,6 +33,7 @@ from ccorch.errors import ConfigError
 from ccorch.sip.transaction import Addr
 
 _KEYS = {
+    "verify",
     "name",
     "host",
     "port",
@@ -61,13 +63,15 @@ class Trunk:
     options_interval: float = 30.0
     match_port: bool = False
     outbound: bool = False
+    # TLS: the trunk's certificate is checked (against sip.tls_ca, or the system's CAs)
+    verify: bool = True
     # run-time state
     up: bool | None = field(default=None, compare=False)
     failures: int = field(default=0, compare=False)
 
     @property
     def addr(self) -> Addr:
-        return Addr("TCP" if self.transport == "TCP" else "UDP", self.host, self.port)
+        return Addr(self.transport, self.host, self.port)  # type: ignore[arg-type]
 
     def matches(self, source: Addr) -> bool:
         return source.host == self.host and (not self.match_port or source.port == self.port)
@@ -76,7 +80,7 @@ class Trunk:
         """Where an outbound call to ``number`` goes: E.164 with '+' for long numbers."""
         n = self.normalize_number(number)
         user = f"+{n}" if len(n) > 6 and n.isdigit() else n
-        t = ";transport=tcp" if self.transport == "TCP" else ""
+        t = f";transport={self.transport.lower()}" if self.transport != "UDP" else ""
         return f"sip:{user}@{self.host}:{self.port}{t}"
 
     def normalize_number(self, number: str) -> str:
@@ -137,7 +141,9 @@ def _trunk(t: dict[str, Any], where: str, src: str) -> Trunk:
     name = need("name", str, lambda v: bool(v.strip()), "a non-empty name")
     host = need("host", str, _is_ip, "an IP address")
     port = need("port", int, lambda v: 0 < v < 65536, "a port 1-65535", 5060)
-    transport = need("transport", str, lambda v: v.lower() in ("udp", "tcp"), "udp or tcp", "udp")
+    transport = need(
+        "transport", str, lambda v: v.lower() in ("udp", "tcp", "tls"), "udp, tcp or tls", "udp"
+    )
     codecs = need(
         "codecs",
         list,
@@ -167,6 +173,7 @@ def _trunk(t: dict[str, Any], where: str, src: str) -> Trunk:
         )
         == "host+port",
         outbound=need("outbound", bool, lambda v: True, "true or false", False),
+        verify=need("verify", bool, lambda v: True, "true or false", True),
     )
 
 

@@ -1,0 +1,150 @@
+"""SIP over TLS against real peers: baresip (Debian) as the carrier calling in over TLS and
+as an operator's phone registered over TLS; the node's certificate is checked by both."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import struct
+import subprocess
+import wave
+from pathlib import Path
+
+import pytest
+
+from tests.certs import Leaf, make_ca, make_leaf
+from tests.conftest import Node, start_node
+from tests.sipp import free_udp_port, metrics, wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip not installed"),
+]
+
+
+def _tone(path: Path, seconds: int = 10) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 8000)))
+                for i in range(8000 * seconds)
+            )
+        )
+
+
+class Baresip:
+    """One baresip with its own config folder; SIP on ``ip:port`` (TLS on port + 1)."""
+
+    def __init__(self, folder: Path, ip: str, account: str, ca: Path, commands: list[str]) -> None:
+        folder.mkdir()
+        _tone(folder / "tone.wav")
+        self.port = free_udp_port(ip)
+        (folder / "config").write_text(
+            f"""poll_method epoll
+sip_listen {ip}:{self.port}
+sip_cafile {ca}
+audio_player aubridge,nil
+audio_source aufile,{folder / "tone.wav"}
+module_path /usr/lib/baresip/modules
+module g711.so
+module aufile.so
+module aubridge.so
+module srtp.so
+module account.so
+module menu.so
+"""
+        )
+        (folder / "accounts").write_text(account + "\n")
+        self.log_path = folder / "baresip.log"
+        self.log = self.log_path.open("w")
+        args = ["baresip", "-f", str(folder), "-t", "40"]
+        for c in commands:
+            args += ["-e", c]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def _tls_node(cwd: Path, db: str, ca: Path, leaf: Leaf, carrier_tls_port: int) -> tuple[Node, int]:
+    sip_port, tls_port = free_udp_port(), free_udp_port()
+    (cwd / "trunks.toml").write_text(
+        f'[[trunk]]\nname = "carrier-tls"\nhost = "127.0.0.1"\nport = {carrier_tls_port}\n'
+        'transport = "tls"\noptions_interval = 0\n'
+    )
+    rtp = 20000 + (sip_port % 200) * 100
+    (cwd / "ccorch.toml").write_text(
+        f'[sip]\nport = {sip_port}\nt1_ms = 50\ntrunks_file = "{cwd / "trunks.toml"}"\n'
+        'auth_algorithms = "MD5"\n'  # baresip 1.0 knows MD5 only
+        f'tls_port = {tls_port}\ntls_cert = "{leaf.cert}"\ntls_key = "{leaf.key}"\n'
+        f'tls_ca = "{ca}"\n'
+        f"[media]\nport_min = {rtp}\nport_max = {rtp + 99}\n"
+    )
+    node = start_node(cwd, {"DATABASE_URL": db, "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12})
+    return node, tls_port
+
+
+def test_a_carrier_calls_over_tls_to_an_operator_registered_over_tls(
+    fresh_db: str, tmp_path: Path
+) -> None:
+    pki = tmp_path / "pki"
+    ca = make_ca(pki)
+    node_leaf = make_leaf(pki, "node")
+    carrier_port = free_udp_port()
+    node, tls_port = _tls_node(tmp_path, fresh_db, ca, node_leaf, carrier_port + 1)
+    peers: list[Baresip] = []
+    try:
+        phone = Baresip(
+            tmp_path / "phone",
+            "127.0.0.2",
+            f"<sip:7003@127.0.0.1:{tls_port};transport=tls>;auth_pass=agent7003;"
+            "answermode=auto;regint=300",
+            ca,
+            [],
+        )
+        peers.append(phone)
+        assert wait_for(lambda: metrics(node.base).get("cc_sip_registered_contacts") == 1, 15), (
+            phone.text()
+        )
+        carrier = Baresip(
+            tmp_path / "carrier",
+            "127.0.0.1",
+            "<sip:carrier@127.0.0.1;transport=tls>;regint=0",
+            ca,
+            [f"/dial sip:7003@127.0.0.1:{tls_port};transport=tls"],
+        )
+        peers.append(carrier)
+        assert wait_for(lambda: metrics(node.base).get("cc_calls_answered_total") == 1, 20), (
+            carrier.text() + phone.text()
+        )
+        wait_for(lambda: False, 3)  # talk for a while
+        carrier.stop()  # hangs up
+        m: dict[str, float] = {}
+
+        def ended() -> bool:
+            nonlocal m
+            m = metrics(node.base)
+            return m.get("cc_calls_active", -1) == 0 and m.get("cc_media_legs", -1) == 0
+
+        assert wait_for(ended, 15), m
+    finally:
+        for p in peers:
+            p.stop()
+        node.kill()
+    # audio both ways: each side's RTP reached the node through the bridge
+    assert m['cc_media_packets_received_total{side="caller"}'] > 100, m
+    assert m['cc_media_packets_received_total{side="operator"}'] > 100, m
+    assert "Call established" in phone.text() and "Call established" in carrier.text()
