@@ -172,6 +172,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             acd=acd,
             cdrs=cdrs,
             journal=journal,
+            phones_srtp=sc.phones_srtp,
         )
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)

@@ -292,6 +292,9 @@ class SipConfig:
     # CA bundle a trunk's certificate is verified against when we connect to it ("": the
     # system's); a trunk with verify = false in the trunks file is not verified.
     tls_ca: str = _key(OPT_PATH, "")
+    # SRTP (SDES) with phones reached over TLS: off, optional (when the phone offers or
+    # accepts it), required. Phones over UDP or TCP never get keys (they would be in clear).
+    phones_srtp: str = _key(_choice_rule("off", "optional", "required"), "optional")
     # OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's); TLS 1.2 is the least.
     tls_ciphers: str = _key(
         _Rule("an OpenSSL cipher list", lambda v: isinstance(v, str) and bool(v.strip()), str, str),

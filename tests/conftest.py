@@ -153,3 +153,8 @@ def start_node(
 # `pytest --hypothesis-profile=no-shrink`: report the first failing example without
 # shrinking it (for checking quickly that a property test catches a planted bug).
 settings.register_profile("no-shrink", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+# The test run's fuzzing (parsers of SIP, SDP) and a long run on demand:
+# `pytest tests/test_sip.py -k "parser or sdp" --hypothesis-profile=fuzz`.
+settings.register_profile("ci", max_examples=300)
+settings.register_profile("fuzz", max_examples=50_000)
+settings.load_profile("ci")

@@ -16,6 +16,15 @@ DEMO_SCENARIOS = REPO / "ccorch" / "demo" / "sipp"
 DEMO_FLOWS = REPO / "ccorch" / "demo" / "flows"  # shipped in the wheel for demo-call
 
 
+def demo_flows_copy(where: Path) -> Path:
+    """The demo's flows copied to ``where`` (a FlowStore keeps versions beside its files:
+    never in the package)."""
+    import shutil
+
+    shutil.copytree(DEMO_FLOWS, where, ignore=shutil.ignore_patterns(".versions"))
+    return where
+
+
 def scenario(name: str) -> Path:
     """A SIPp scenario of the tests' own, or one of the demo's (the package's)."""
     own = SCENARIOS / name

@@ -20,10 +20,9 @@ from ccorch.ivr.flow import FlowError, load_flow, parse_flow
 from ccorch.ivr.interpreter import Authorize, Hangup, Play, Session, StopPrompts, Transfer
 from ccorch.ivr.store import FlowStore
 from tests.conftest import _with_dbname, start_node
-from tests.sipp import DEMO_FLOWS, free_udp_port, metrics, scenario
+from tests.sipp import DEMO_FLOWS, demo_flows_copy, free_udp_port, metrics, scenario
 
 REPO = Path(__file__).resolve().parent.parent
-FLOWS = DEMO_FLOWS
 
 GOOD = """\
 flow: t
@@ -70,8 +69,8 @@ nodes:
 """
 
 
-def test_demo_flows_load_in_three_languages() -> None:
-    store = FlowStore(FLOWS)
+def test_demo_flows_load_in_three_languages(tmp_path: Path) -> None:
+    store = FlowStore(demo_flows_copy(tmp_path / "flows"))
     assert sorted(store.scan()) == ["abc-internet-en", "abc-internet-ru", "abc-internet-zh"]
     assert store.errors == {}
     assert {d: store.for_dnis(d).language for d in ("100", "101", "102")} == {  # type: ignore[union-attr]
@@ -417,7 +416,8 @@ def test_balance_self_service_speaks_the_crm_balance(pg_admin_url: str, tmp_path
     (tmp_path / "ccorch.toml").write_text(
         f'[sip]\nport = {sip_port}\nt1_ms = 50\ntrunks_file = "{tmp_path / "trunks.toml"}"\n'
         f"[media]\nport_min = {rtp}\nport_max = {rtp + 99}\n"
-        f'[ivr]\nflows_dir = "{FLOWS}"\ntts_cache_dir = "{tmp_path / "tts"}"\n'
+        f'[ivr]\nflows_dir = "{demo_flows_copy(tmp_path / "flows")}"\n'
+        f'tts_cache_dir = "{tmp_path / "tts"}"\n'
     )
     node = start_node(
         tmp_path,

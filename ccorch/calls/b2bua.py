@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import itertools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote as url_unquote
@@ -146,6 +147,10 @@ class Leg:
         self.offer: sdp.Sdp | None = None  # the caller's offer, answered when B answers
         self.trunk: Trunk | None = None  # an outbound leg's trunk (its credentials)
         self.auth_tried = False
+        # SRTP (SDES): what this peer must, may or may not do, and the keys once agreed
+        self.srtp = "off"
+        self.srtp_local: bytes | None = None
+        self.srtp_remote: bytes | None = None
 
     @property
     def c(self) -> CallController:
@@ -161,8 +166,19 @@ class Leg:
         assert self.media is not None
         self.agreed = agreed
         self.c.media.set_codec(self.media, agreed.law, agreed.dtmf_pt)
+        if agreed.crypto is not None and agreed.crypto.key != self.srtp_remote:
+            # the peer's key (new, or changed by a re-offer): the leg is SRTP from now on
+            local = self.local_key()
+            self.c.media.set_srtp(self.media, local, agreed.crypto.key)
+            self.srtp_remote = agreed.crypto.key
         if agreed.port and agreed.host not in ("0.0.0.0", "::"):  # noqa: S104 - "no address" (hold)
             self.c.media.set_remote(self.media, agreed.host, agreed.port, agreed.rtcp_port)
+
+    def local_key(self) -> bytes:
+        """Our SDES key for this leg, made once."""
+        if self.srtp_local is None:
+            self.srtp_local = os.urandom(sdp.KEY_LEN)
+        return self.srtp_local
 
     def release_media(self) -> None:
         if self.media is not None:
@@ -205,11 +221,24 @@ class Leg:
     ) -> bytes:
         ip = self.c.service.host
         if offer is not None:
-            body, agreed = sdp.answer(ip, self.port, offer, session=self.sdp_session)
+            body, agreed = sdp.answer(
+                ip,
+                self.port,
+                offer,
+                session=self.sdp_session,
+                srtp=self.srtp,
+                srtp_key=self.local_key(),
+            )
             self.apply_remote(agreed)
             return body
         return sdp.offer(
-            ip, self.port, session=self.sdp_session, direction=direction, codecs=codecs
+            ip,
+            self.port,
+            session=self.sdp_session,
+            direction=direction,
+            codecs=codecs,
+            srtp_key=self.local_key() if self.srtp != "off" else None,
+            savp=self.srtp == "required",
         )
 
     # -- sending --
@@ -299,7 +328,7 @@ class Leg:
             self.pending_reinvite = None
         if req.body and self.media is not None:  # answer to the offer in our 2xx (delayed offer)
             try:
-                _, agreed = sdp.choose_audio(sdp.Sdp.parse(req.body))
+                _, agreed = sdp.choose_audio(sdp.Sdp.parse(req.body), srtp=self.srtp)
                 self.apply_remote(agreed)
             except sdp.SdpError as e:
                 log.warning("bad SDP in ACK", extra={"call": self.call.id, "error": str(e)})
@@ -346,7 +375,7 @@ class Leg:
         if req.body:
             try:
                 offer = sdp.Sdp.parse(req.body)
-                _, agreed = sdp.choose_audio(offer)
+                _, agreed = sdp.choose_audio(offer, srtp=self.srtp)
             except sdp.SdpError as e:
                 svc.reply(txn, 488, f"Not Acceptable Here ({e})"[:100])
                 return
@@ -359,7 +388,14 @@ class Leg:
                         self.call.id, "caller" if self.side == "a" else "agent", held, svc.now()
                     )
                 )
-            body, agreed = sdp.answer(svc.host, self.port, offer, session=self.sdp_session)
+            body, agreed = sdp.answer(
+                svc.host,
+                self.port,
+                offer,
+                session=self.sdp_session,
+                srtp=self.srtp,
+                srtp_key=self.local_key(),
+            )
             self.apply_remote(agreed)
         elif req.method == "INVITE":
             body = self.our_sdp()  # offerless re-INVITE: we offer, the ACK answers
@@ -456,10 +492,14 @@ class Call:
         a.invite_cseq, a.call_id = req.cseq[0], req.call_id
         txn.user = a
         offer: sdp.Sdp | None = None
+        a.srtp = self.ctl.srtp_policy(self.origin.trunk, source)
+        if a.srtp == "required" and not req.body:
+            self._fail_a(488, "Not Acceptable Here (SRTP required: offer it)", "bad-sdp")
+            return
         if req.body:
             try:
                 offer = sdp.Sdp.parse(req.body)
-                _, agreed = sdp.choose_audio(offer)
+                _, agreed = sdp.choose_audio(offer, srtp=a.srtp)
             except sdp.SdpError as e:
                 self._fail_a(488, f"Not Acceptable Here ({e})"[:100], "bad-sdp")
                 return
@@ -684,23 +724,38 @@ class Call:
             return None
         b = bindings[0]
         dest = registrar.target(b, svc.transports.connected)
-        return self._invite_out(user, Uri.parse(b.contact), dest, f"<sip:{user}@{svc.host}>")
+        return self._invite_out(
+            user,
+            Uri.parse(b.contact),
+            dest,
+            f"<sip:{user}@{svc.host}>",
+            srtp=self.ctl.srtp_policy(None, dest),
+        )
 
     def ring_trunk(self, trunk: Trunk, number: str) -> Leg | None:
         """Call ``number`` through ``trunk`` (its credentials answer a 401/407)."""
         uri = Uri.parse(trunk.request_uri(number))
-        leg = self._invite_out(number, uri, trunk.addr, f"<{uri}>", codecs=trunk.codecs)
+        leg = self._invite_out(
+            number, uri, trunk.addr, f"<{uri}>", codecs=trunk.codecs, srtp=trunk.srtp
+        )
         if leg is not None:
             leg.trunk = trunk
         return leg
 
     def _invite_out(
-        self, target: str, uri: Uri, dest: Addr, to: str, codecs: tuple[str, ...] = ("PCMU", "PCMA")
+        self,
+        target: str,
+        uri: Uri,
+        dest: Addr,
+        to: str,
+        codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+        srtp: str = "off",
     ) -> Leg | None:
         """INVITE ``target``; None when no media could be had for the leg (nothing sent)."""
         svc = self.ctl.service
         leg = Leg(self, "b")
         leg.target = target
+        leg.srtp = srtp
         try:
             leg.allocate_media(codecs[0], 101)
         except Exception as e:
@@ -761,7 +816,9 @@ class Call:
             leg.state = "confirmed"
             leg.invite = leg.invite_txn = None  # a 2xx resent later is ACKed from the dialog
             try:
-                _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body))
+                _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body), srtp=leg.srtp)
+                if leg.srtp != "off" and agreed.crypto is not None and agreed.crypto.tag != 1:
+                    raise sdp.SdpError("the answer's a=crypto tag is not our offer's")
                 leg.apply_remote(agreed)
             except sdp.SdpError as e:
                 log.warning("agent answered with bad SDP", extra={"call": self.id, "error": str(e)})
@@ -1235,10 +1292,12 @@ class CallController:
         acd: AcdService | None = None,
         cdrs: cdr.CdrSink | None = None,
         journal: Journal | None = None,
+        phones_srtp: str = "optional",
     ) -> None:
         self.service = service
         self.cdrs = cdrs
         self.journal = journal
+        self.phones_srtp = phones_srtp
         self.media = media
         self.flows = flows
         self.ivr = ivr
@@ -1252,6 +1311,13 @@ class CallController:
         self.media_legs: dict[int, Leg] = {}
         self._media_task: asyncio.Task[None] | None = None
         service.calls = self
+
+    def srtp_policy(self, trunk: Trunk | None, peer: Addr) -> str:
+        """SRTP for a leg: the trunk's setting; for a phone, ``sip.phones_srtp`` when it is
+        reached over TLS, else off (SDES keys travel in the SDP: never in clear text)."""
+        if trunk is not None:
+            return trunk.srtp
+        return self.phones_srtp if peer.transport == "TLS" else "off"
 
     def on_invite(self, req: Request, source: Addr, txn: ServerTxn, origin: Origin) -> None:
         key = (req.call_id, req.from_.tag or "")

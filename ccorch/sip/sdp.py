@@ -2,10 +2,17 @@
 
 We speak G.711 (PCMU 0, PCMA 8) with telephone-event (RFC 4733) on one audio stream.
 Other media lines in an offer are answered with port 0 (declined), as §6 requires.
+
+SRTP keyed by SDES (RFC 4568): ``a=crypto`` lines with AES_CM_128_HMAC_SHA1_80, on
+RTP/SAVP streams, or on RTP/AVP ones ("best effort", as many phones offer it). A leg's
+policy says what it takes: ``off`` (plain RTP; crypto lines of an AVP offer are ignored),
+``optional`` (SRTP when the peer offers or accepts it) or ``required`` (no SRTP, no call).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 from dataclasses import dataclass, field
 
@@ -19,6 +26,41 @@ _REVERSE = {
     "inactive": "inactive",
 }
 _session_ids = itertools.count(1)
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+KEY_LEN = 30  # master key (16) and salt (14)
+SRTP_POLICIES = ("off", "optional", "required")
+
+
+@dataclass(frozen=True, slots=True)
+class Crypto:
+    """One side's SDES key for the stream: the offer's tag and 30 bytes of key and salt."""
+
+    tag: int
+    key: bytes
+
+    def line(self) -> str:
+        return f"a=crypto:{self.tag} {SUITE} inline:{base64.b64encode(self.key).decode()}"
+
+    def __repr__(self) -> str:
+        return f"Crypto(tag={self.tag}, key=...)"  # keys stay out of logs
+
+
+def _crypto(value: str) -> Crypto | None:
+    """An ``a=crypto`` value we can use (our suite, a single inline key), else None."""
+    parts = value.split()
+    if len(parts) < 3 or not parts[0].isdigit() or parts[1] != SUITE:
+        return None
+    for param in parts[2].split(";"):
+        if not param.startswith("inline:"):
+            return None
+        key_text = param[7:].split("|")[0]  # lifetime and MKI after '|' are not used
+        try:
+            key = base64.b64decode(key_text + "=" * (-len(key_text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        if len(key) == KEY_LEN:
+            return Crypto(int(parts[0]), key)
+    return None
 
 
 class SdpError(ValueError):
@@ -36,6 +78,7 @@ class MediaLine:
     conn: str | None = None
     ptime: int | None = None
     rtcp_port: int | None = None
+    crypto: list[Crypto] = field(default_factory=list)  # usable a=crypto lines, in order
 
 
 @dataclass(slots=True)
@@ -98,6 +141,10 @@ class Sdp:
                         target.rtpmap[int(pt)] = enc.strip()
                 elif name == "ptime" and target is not None and value.strip().isdigit():
                     target.ptime = int(value.strip())
+                elif name == "crypto" and target is not None:
+                    c = _crypto(value)
+                    if c is not None:
+                        target.crypto.append(c)
                 elif name == "rtcp" and target is not None:
                     p = value.split()[0] if value.split() else ""
                     if p.isdigit():
@@ -119,15 +166,26 @@ class AudioAnswer:
     dtmf_pt: int | None
     direction: str  # the peer's direction (sendonly from the peer means we are put on hold)
     ptime: int | None
+    crypto: Crypto | None = None  # the peer's SRTP key: the stream is SRTP
+    savp: bool = False  # the stream's profile is RTP/SAVP
 
 
-def choose_audio(offer: Sdp, prefer: tuple[str, ...] = ("PCMU", "PCMA")) -> tuple[int, AudioAnswer]:
-    """Pick the first acceptable audio stream and the first offered codec we support.
+def choose_audio(
+    offer: Sdp, prefer: tuple[str, ...] = ("PCMU", "PCMA"), srtp: str = "optional"
+) -> tuple[int, AudioAnswer]:
+    """Pick the first acceptable audio stream and the first offered codec we support, under
+    the leg's SRTP policy (see the module's text).
 
     Returns the index of the media line and the agreement; raises SdpError (→ 488) if none.
     """
+    srtp_missing = False
     for idx, m in enumerate(offer.media):
-        if m.kind != "audio" or m.port == 0 or "RTP/AVP" not in m.proto:
+        if m.kind != "audio" or m.port == 0 or m.proto not in ("RTP/AVP", "RTP/SAVP"):
+            continue
+        savp = m.proto == "RTP/SAVP"
+        crypto = m.crypto[0] if m.crypto and (savp or srtp != "off") else None
+        if (savp or srtp == "required") and crypto is None:
+            srtp_missing = True
             continue
         law = None
         pt = None
@@ -149,8 +207,19 @@ def choose_audio(offer: Sdp, prefer: tuple[str, ...] = ("PCMU", "PCMA")) -> tupl
         if host is None:
             raise SdpError("no c= connection address for the audio stream")
         return idx, AudioAnswer(
-            host, m.port, m.rtcp_port, law, pt, dtmf, m.direction or offer.direction, m.ptime
+            host,
+            m.port,
+            m.rtcp_port,
+            law,
+            pt,
+            dtmf,
+            m.direction or offer.direction,
+            m.ptime,
+            crypto,
+            savp,
         )
+    if srtp_missing:
+        raise SdpError(f"SRTP required: no audio stream with a=crypto {SUITE}")
     raise SdpError("no audio stream with PCMU or PCMA at 8000 Hz")
 
 
@@ -164,6 +233,8 @@ def build(
     session: tuple[int, int] | None = None,
     declined: list[MediaLine] | None = None,
     audio_index: int = 0,
+    crypto: Crypto | None = None,
+    savp: bool = False,
 ) -> bytes:
     """An SDP body for one audio stream (plus ``declined`` lines with port 0, in order)."""
     sid, ver = session or (next(_session_ids), 1)
@@ -176,7 +247,7 @@ def build(
         "t=0 0",
     ]
     audio = [
-        f"m=audio {port} RTP/AVP "
+        f"m=audio {port} {'RTP/SAVP' if savp else 'RTP/AVP'} "
         + " ".join(str(pt) for pt, _ in codecs)
         + (f" {dtmf_pt}" if dtmf_pt is not None else ""),
     ]
@@ -187,6 +258,8 @@ def build(
         audio.append(f"a=fmtp:{dtmf_pt} 0-16")
     audio.append("a=ptime:20")
     audio.append(f"a={direction}")
+    if crypto is not None:
+        audio.append(crypto.line())
     blocks: list[list[str]] = [
         [f"m={d.kind} 0 {d.proto} {' '.join(d.formats)}"] for d in declined or []
     ]
@@ -210,8 +283,11 @@ def offer(
     session: tuple[int, int] | None = None,
     direction: str = "sendrecv",
     codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+    srtp_key: bytes | None = None,
+    savp: bool = False,
 ) -> bytes:
-    """Our offer to a phone or trunk: G.711 in ``codecs`` order, and telephone-event 101."""
+    """Our offer to a phone or trunk: G.711 in ``codecs`` order, and telephone-event 101;
+    with ``srtp_key``, our SDES key (tag 1), on RTP/SAVP when ``savp``."""
     return build(
         ip,
         port,
@@ -219,6 +295,8 @@ def offer(
         dtmf_pt=101,
         direction=direction,
         session=session,
+        crypto=Crypto(1, srtp_key) if srtp_key is not None else None,
+        savp=savp and srtp_key is not None,
     )
 
 
@@ -229,9 +307,14 @@ def answer(
     *,
     session: tuple[int, int] | None = None,
     hold: bool = False,
+    srtp: str = "optional",
+    srtp_key: bytes | None = None,
 ) -> tuple[bytes, AudioAnswer]:
-    """Our answer to ``offer_sdp``: the chosen codec, DTMF if offered, the reverse direction."""
-    idx, agreed = choose_audio(offer_sdp)
+    """Our answer to ``offer_sdp``: the chosen codec, DTMF if offered, the reverse direction;
+    for an SRTP stream our key ``srtp_key`` under the offer's tag, in its profile."""
+    idx, agreed = choose_audio(offer_sdp, srtp=srtp)
+    if agreed.crypto is not None and (srtp_key is None or len(srtp_key) != KEY_LEN):
+        raise SdpError("an SRTP stream needs our 30-byte key")
     declined = [m for i, m in enumerate(offer_sdp.media) if i != idx]
     body = build(
         ip,
@@ -242,5 +325,9 @@ def answer(
         session=session,
         declined=declined,
         audio_index=idx,
+        crypto=Crypto(agreed.crypto.tag, srtp_key)
+        if agreed.crypto is not None and srtp_key is not None
+        else None,
+        savp=agreed.savp,
     )
     return body, agreed

@@ -8,6 +8,7 @@ Trunks are declared in a TOML file (``sip.trunks_file``), one ``[[trunk]]`` tabl
     port = 5080                 # where we send (OPTIONS probes, outbound calls)
     transport = "udp"           # udp | tcp | tls (SIPS: sip.tls_* must be set)
     verify = true               # tls: check the trunk's certificate (sip.tls_ca or the system's)
+    srtp = "off"                # off | optional | required: SDES-keyed SRTP (transport = "tls" only)
     codecs = ["PCMA", "PCMU"]   # our preference when we offer
     country = "380"             # DNIS/ANI in national form are made E.164 with this code
     strip_prefix = ""           # removed from the DNIS before normalizing
@@ -34,6 +35,7 @@ from ccorch.sip.transaction import Addr
 
 _KEYS = {
     "verify",
+    "srtp",
     "name",
     "host",
     "port",
@@ -65,6 +67,7 @@ class Trunk:
     outbound: bool = False
     # TLS: the trunk's certificate is checked (against sip.tls_ca, or the system's CAs)
     verify: bool = True
+    srtp: str = "off"  # off, optional, required
     # run-time state
     up: bool | None = field(default=None, compare=False)
     failures: int = field(default=0, compare=False)
@@ -174,6 +177,15 @@ def _trunk(t: dict[str, Any], where: str, src: str) -> Trunk:
         == "host+port",
         outbound=need("outbound", bool, lambda v: True, "true or false", False),
         verify=need("verify", bool, lambda v: True, "true or false", True),
+        srtp=need(
+            "srtp",
+            str,
+            lambda v: v in ("off", "optional", "required")
+            and (v == "off" or transport.lower() == "tls"),
+            'off, optional or required (not "off" only with transport = "tls": SDES keys'
+            " travel in the SDP)",
+            "off",
+        ),
     )
 
 

@@ -45,6 +45,7 @@ class Metrics:
     media_recordings: Gauge
     media_tick_lateness_p99: Gauge
     media_send_errors: Gauge
+    media_srtp_rejected: Counter
     case_overdue_alarms: Counter
 
     @classmethod
@@ -99,6 +100,13 @@ class Metrics:
                 "RTP packets the engine failed to send since start",
                 registry=registry,
             ),
+            media_srtp_rejected=Counter(
+                "cc_media_srtp_rejected",
+                "Packets dropped on SRTP legs (failed authentication, replays, clear text),"
+                " by kind (rtp, rtcp)",
+                ["kind"],
+                registry=registry,
+            ),
             case_overdue_alarms=Counter(
                 "cc_case_overdue_alarms",
                 "Cases that passed their SLA deadline unresolved (each counted once), by kind",
@@ -114,6 +122,9 @@ class Metrics:
         self.media_recordings.set(stats["recordings"])
         self.media_tick_lateness_p99.set(stats["lateness_p99_ms"] / 1000)
         self.media_send_errors.set(stats["send_errors"])
+        # counted since the last call (the engine's stats are read with reset)
+        self.media_srtp_rejected.labels(kind="rtp").inc(stats.get("srtp_rejected", 0))
+        self.media_srtp_rejected.labels(kind="rtcp").inc(stats.get("srtcp_rejected", 0))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,6 +33,7 @@ use crate::g711::Law;
 use crate::leg::{Leg, LegConfig, LegEvent, LegStats, Received, FRAME};
 use crate::mixer::{mix_frame, Speak};
 use crate::player::{EndReason, Prompt};
+use crate::srtp;
 use crate::wav::{pcm16_header, read_prompt, WavError};
 
 pub type LegId = u64;
@@ -229,6 +230,10 @@ pub struct TickStats {
     pub send_errors: u64,
     /// Frames dropped because the shard fell more than 200 ms behind (overload).
     pub skipped_ticks: u64,
+    /// RTP packets dropped on SRTP legs: failed authentication, replays, plain RTP.
+    pub srtp_rejected: u64,
+    /// RTCP packets dropped on SRTP legs (some phones send a few in clear text).
+    pub srtcp_rejected: u64,
 }
 
 const BUCKET_US: u64 = 50;
@@ -276,6 +281,8 @@ impl TickStats {
         self.passthrough_rooms += o.passthrough_rooms;
         self.send_errors += o.send_errors;
         self.skipped_ticks += o.skipped_ticks;
+        self.srtp_rejected += o.srtp_rejected;
+        self.srtcp_rejected += o.srtcp_rejected;
     }
 }
 
@@ -331,6 +338,11 @@ enum Cmd {
     SetInband {
         leg: LegId,
         on: bool,
+    },
+    SetSrtp {
+        leg: LegId,
+        local: Box<[u8; srtp::KEY_LEN]>,
+        remote: Box<[u8; srtp::KEY_LEN]>,
     },
     SetTimeout {
         leg: LegId,
@@ -623,6 +635,26 @@ impl Engine {
 
     pub fn set_inband_dtmf(&self, leg: LegId, on: bool) -> Result<(), MediaError> {
         self.to_leg(leg, Cmd::SetInband { leg, on })
+    }
+
+    /// Protect the leg with SRTP (SDES keys: ours, the peer's); from now on a packet that
+    /// does not authenticate with the peer's key is dropped, and all we send is encrypted.
+    pub fn set_srtp(
+        &self,
+        leg: LegId,
+        local: [u8; srtp::KEY_LEN],
+        remote: [u8; srtp::KEY_LEN],
+    ) -> Result<(), MediaError> {
+        // the keys are checked here, where an error can still reach the caller
+        srtp::Srtp::new(&local, &remote).map_err(|e| MediaError::BadConfig(e.to_string()))?;
+        self.to_leg(
+            leg,
+            Cmd::SetSrtp {
+                leg,
+                local: Box::new(local),
+                remote: Box::new(remote),
+            },
+        )
     }
 
     pub fn set_media_timeout(&self, leg: LegId, ms: u32) -> Result<(), MediaError> {
@@ -999,6 +1031,25 @@ struct LegSlot {
     room: Option<RoomId>,
     mixed: Option<[i16; FRAME]>,
     recorded: u32,
+    /// SDES-keyed SRTP: every packet in is checked and decrypted, every packet out protected
+    srtp: Option<srtp::Srtp>,
+}
+
+impl LegSlot {
+    /// Send an RTP or RTCP packet of this leg, protected when the leg is SRTP.
+    fn send(&mut self, packet: &[u8], to: SocketAddr, rtcp: bool, stats: &mut TickStats) {
+        let sock = if rtcp { &self.rtcp } else { &self.rtp };
+        let sent = match self.srtp.as_mut() {
+            None => sock.try_send_to(packet, to).is_ok(),
+            Some(s) => match s.protect(packet) {
+                Ok(wire) => sock.try_send_to(&wire, to).is_ok(),
+                Err(_) => false,
+            },
+        };
+        if !sent && !rtcp {
+            stats.send_errors += 1;
+        }
+    }
 }
 
 impl Drop for LegSlot {
@@ -1262,10 +1313,29 @@ impl Shard {
         }
     }
 
-    fn on_datagram(&mut self, id: LegId, src: SocketAddr, data: &[u8]) {
+    fn on_datagram(&mut self, id: LegId, src: SocketAddr, wire: &[u8]) {
         let now = self.now_ms();
         let Some(slot) = self.legs.get_mut(&id) else {
             return;
+        };
+        let plain;
+        let data = match slot.srtp.as_mut() {
+            None => wire,
+            Some(s) => match s.unprotect(wire) {
+                Ok(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                Err(_) => {
+                    // forged, replayed, or plain RTP on an SRTP leg: never heard
+                    if srtp::is_rtcp(wire) {
+                        self.stats.srtcp_rejected += 1;
+                    } else {
+                        self.stats.srtp_rejected += 1;
+                    }
+                    return;
+                }
+            },
         };
         let kind = slot.leg.on_datagram(now, src, data, &mut self.leg_events);
         let room = slot.room;
@@ -1279,9 +1349,7 @@ impl Shard {
                     if let Some(p) = self.legs.get_mut(&peer) {
                         if p.leg.forward_from(data, &mut self.buf) {
                             if let Some(remote) = p.leg.remote {
-                                if p.rtp.try_send_to(&self.buf, remote).is_err() {
-                                    self.stats.send_errors += 1;
-                                }
+                                p.send(&self.buf, remote, false, &mut self.stats);
                             }
                         }
                     }
@@ -1322,6 +1390,7 @@ impl Shard {
                         room: None,
                         mixed: None,
                         recorded: 0,
+                        srtp: None,
                     },
                 );
             }
@@ -1343,6 +1412,12 @@ impl Shard {
             Cmd::SetRemote { leg, rtp, rtcp } => s.with_leg(leg, |l| l.set_remote(rtp, rtcp)),
             Cmd::SetCodec { leg, law, dtmf_pt } => s.with_leg(leg, |l| l.set_codec(law, dtmf_pt)),
             Cmd::SetInband { leg, on } => s.with_leg(leg, |l| l.set_inband_dtmf(on)),
+            Cmd::SetSrtp { leg, local, remote } => {
+                if let Some(slot) = s.legs.get_mut(&leg) {
+                    // proven valid by set_srtp before the command was sent
+                    slot.srtp = srtp::Srtp::new(&local, &remote).ok();
+                }
+            }
             Cmd::SetTimeout { leg, ms } => s.with_leg(leg, |l| l.set_media_timeout(ms, now)),
             Cmd::Play { leg, prompt } => s.with_leg(leg, |l| l.enqueue_prompt(prompt)),
             Cmd::StopPlay { leg } => {
@@ -1614,15 +1689,13 @@ impl Shard {
                         .build_packet(mixed.as_ref(), &mut self.buf, &mut evs)
                     {
                         if let Some(remote) = slot.leg.remote {
-                            if slot.rtp.try_send_to(&self.buf, remote).is_err() {
-                                self.stats.send_errors += 1;
-                            }
+                            slot.send(&self.buf, remote, false, &mut self.stats);
                         }
                     }
                 }
                 if slot.leg.rtcp_due(now_ms, &mut self.buf) {
                     if let Some(remote) = slot.leg.remote_rtcp {
-                        let _ = slot.rtcp.try_send_to(&self.buf, remote);
+                        slot.send(&self.buf, remote, true, &mut self.stats);
                     }
                 }
             }

@@ -18,4 +18,5 @@ pub mod mixer;
 pub mod player;
 pub mod rtcp;
 pub mod rtp;
+pub mod srtp;
 pub mod wav;

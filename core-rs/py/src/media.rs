@@ -15,6 +15,7 @@ use ccorch_media::engine::{Engine, EngineConfig, Event, MediaError, RoomMode};
 use ccorch_media::jitter::JitterConfig;
 use ccorch_media::leg::LegConfig;
 use ccorch_media::player::EndReason;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyDict, PyTuple};
@@ -132,6 +133,17 @@ impl PyMediaEngine {
 
     fn set_inband_dtmf(&self, leg: u64, on: bool) -> PyResult<()> {
         self.engine.set_inband_dtmf(leg, on).map_err(media_error)
+    }
+
+    /// SRTP on the leg (AES_CM_128_HMAC_SHA1_80): our and the peer's 30-byte SDES keys.
+    fn set_srtp(&self, leg: u64, local: &[u8], remote: &[u8]) -> PyResult<()> {
+        let key = |k: &[u8]| -> PyResult<[u8; 30]> {
+            k.try_into()
+                .map_err(|_| PyValueError::new_err("an SRTP key is 30 bytes (key and salt)"))
+        };
+        self.engine
+            .set_srtp(leg, key(local)?, key(remote)?)
+            .map_err(media_error)
     }
 
     fn set_media_timeout(&self, leg: u64, ms: u32) -> PyResult<()> {
@@ -339,6 +351,8 @@ impl PyMediaEngine {
         d.set_item("recordings", s.recordings)?;
         d.set_item("send_errors", s.send_errors)?;
         d.set_item("skipped_ticks", s.skipped_ticks)?;
+        d.set_item("srtp_rejected", s.srtp_rejected)?;
+        d.set_item("srtcp_rejected", s.srtcp_rejected)?;
         Ok(d)
     }
 
