@@ -116,7 +116,8 @@ def _last_cdr(cwd: Path) -> tuple[object, ...] | None:
 
 
 def _sh_blocks() -> list[str]:
-    """The README's ```sh blocks but the first (the set-up commands themselves)."""
+    """The README's ```sh blocks but the first (the set-up commands themselves); the long
+    fuzzing runs are ```console blocks, run on demand (the suite fuzzes briefly itself)."""
     text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     assert blocks[0].startswith("scripts/run.sh")
