@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the platform and its tests use. Installed only when missing.
 # python3-venv for .venv; sip-tester (SIPp) is the real SIP and RTP peer of the tests;
 # baresip-core and linphone-cli are the real softphones that register and answer in them;
-# espeak-ng speaks the IVR's text prompts; curl and jq run the README's API examples.
-apt_packages=(python3-venv sip-tester baresip-core linphone-cli espeak-ng curl jq)
+# espeak-ng speaks the IVR's text prompts; curl and jq run the README's API examples;
+# sipvicious is the scanner the abuse tests attack the node with.
+apt_packages=(python3-venv sip-tester baresip-core linphone-cli espeak-ng curl jq sipvicious)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
