@@ -2,11 +2,14 @@
 //! * mixing one 20 ms frame of a room, including G.711 decode of every input and encode of
 //!   every output (per participant, and a supervised 3-party call against a plain 2-party one);
 //! * one leg's work per 20 ms in the decoded path (RTP parse, decode, jitter buffer push and
-//!   pop, DTMF and timeout checks, encode, RTP build) and in pass-through (re-stamping).
+//!   pop, DTMF and timeout checks, encode, RTP build) and in pass-through (re-stamping);
+//! * SRTP: protecting our 20 ms packet and checking and decrypting the peer's (one leg's
+//!   added cost per 20 ms when the leg is SRTP).
 #![allow(clippy::unwrap_used)]
 use ccorch_media::leg::{Leg, LegConfig};
 use ccorch_media::mixer::{mix_frame, Speak, FRAME};
 use ccorch_media::rtp::build_rtp;
+use ccorch_media::srtp::Srtp;
 use ccorch_media::Law;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -121,5 +124,25 @@ fn leg_tick(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, mixing, leg_tick);
+fn srtp(c: &mut Criterion) {
+    let mut g = c.benchmark_group("srtp_per_20ms");
+    let (mut us, mut peer) = (
+        Srtp::new(&[7; 30], &[9; 30]).unwrap(),
+        Srtp::new(&[9; 30], &[7; 30]).unwrap(),
+    );
+    let p = payload(5);
+    let mut pkt = Vec::new();
+    let mut seq = 0u16;
+    g.bench_function("protect ours and unprotect theirs (PCMU, 172 bytes)", |b| {
+        b.iter(|| {
+            build_rtp(&mut pkt, false, 0, seq, u32::from(seq) * 160, 9, &p);
+            let wire = us.protect(black_box(&pkt)).unwrap();
+            black_box(peer.unprotect(&wire).unwrap());
+            seq = seq.wrapping_add(1);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, mixing, leg_tick, srtp);
 criterion_main!(benches);
