@@ -4,7 +4,7 @@ name each field, group access, the OpenAPI document, and generated input never g
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import dataclasses
 import json
 import urllib.error
 import urllib.request
@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
-from ccorch.calls.cdr import Cdr
 from ccorch.calls.cdr import write as write_cdr
 from ccorch.crm.api import all_routes
 from tests.conftest import Node, _with_dbname, start_node
+from tests.test_cdr import _cdr
 
 ADMIN_PASSWORD = "correct horse battery staple"
 
@@ -32,27 +32,9 @@ def node_recorded_call(
 ) -> tuple[int, int]:
     """A recorded call of the customer, written as the node writes it when a call ends (the
     CDR, the recording's record and the interaction): (interaction id, recording id)."""
-    t0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
-    record = Cdr(
-        call_ref=1,
-        sip_call_id=sip_call_id or uuid.uuid4().hex,
-        ani="+380671234567",
-        dnis="100",
-        origin="carrier",
-        flow="abc-internet-en",
-        queue="tech",
-        agent=None,
+    record = dataclasses.replace(
+        _cdr(sip_call_id or uuid.uuid4().hex),
         customer_id=customer_id,
-        outcome="agent-hangup",
-        status=200,
-        arrived_at=t0,
-        ivr_ended_at=None,
-        queued_at=None,
-        offered_at=None,
-        answered_at=t0 + dt.timedelta(seconds=5),
-        ended_at=t0 + dt.timedelta(seconds=60),
-        waited_ms=0,
-        talk_seconds=55.0,
         recording_path=str(recording),
     )
 
@@ -806,35 +788,18 @@ def test_a_complaints_recording_is_checked_on_the_recording_not_on_what_points_a
     mine = next(i for i in hist["items"] if i["id"] == interaction)
     assert mine["recording_id"] == rec_id and "recording_ref" not in mine
     assert str(recording) not in json.dumps(hist)  # no file path reaches a client
+    contact = {
+        "customer_id": 1,
+        "channel": "call",
+        "direction": "in",
+        "started_at": "2026-11-23T11:00:00+02:00",
+    }
     for ref in ({"recording_ref": str(recording)}, {"recording_id": rec_id}):
-        status, refused = call(
-            node,
-            "POST",
-            "/api/interactions",
-            {
-                "customer_id": 1,
-                "channel": "call",
-                "direction": "in",
-                "started_at": "2026-11-23T11:00:00+02:00",
-                **ref,
-            },
-            op,
-        )
+        status, refused = call(node, "POST", "/api/interactions", contact | ref, op)
         assert status == 422 and refused["fields"] == {next(iter(ref)): "unknown field"}
     # An interaction linked to the complaint case by an operator who may not read it.
-    status, refused = call(
-        node,
-        "POST",
-        "/api/interactions",
-        {
-            "customer_id": 1,
-            "channel": "call",
-            "direction": "in",
-            "started_at": "2026-11-23T11:00:00+02:00",
-            "case_id": complaint["id"],
-        },
-        op,
-    )
+    linked = contact | {"case_id": complaint["id"]}
+    status, refused = call(node, "POST", "/api/interactions", linked, op)
     assert status == 422 and refused["fields"] == {"case_id": "no such case"}
     assert call(node, "GET", f"/api/interactions/{interaction}/recording", token=op)[0] == 403
     assert call(node, "GET", f"/api/recordings/{rec_id}", token=op)[0] == 403

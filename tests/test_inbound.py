@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from ccorch._core import g711_decode, g711_encode
+from ccorch.demo import caller_command
 from ccorch.ivr import tts
 from ccorch.ivr.runner import default_music
 from tests.conftest import Node, _with_dbname, start_node
@@ -98,28 +99,17 @@ class Center:
     ) -> tuple[Phone, subprocess.Popen[bytes]]:
         phone = Phone()
         p = subprocess.Popen(
-            [
+            caller_command(
                 "sipp",
-                "-sf",
-                str(scenario(scenario_name)),
-                "-s",
-                dnis,
-                "-key",
-                "rtp_port",
-                str(phone.port),
-                "-key",
-                "ani",
-                ani,
-                "-p",
-                str(free_udp_port()),
-                "-m",
-                "1",
-                "-nostdin",
-                "-timeout",
-                "90s",
-                *(extra or []),
                 self.target,
-            ],
+                dnis,
+                ani,
+                phone.port,
+                port=free_udp_port(),
+                scenario=scenario(scenario_name),
+                timeout_seconds=90,
+                extra=tuple(extra or ()),
+            ),
             cwd=self.cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -5,6 +5,7 @@ and put first on the path, in an empty working folder: nothing comes from the ch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -58,27 +59,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     yield env
 
 
+@contextlib.contextmanager
+def _default_node(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[None]:
+    """`ccorch serve` with the default configuration in ``cwd``, serving, then stopped."""
+    with (cwd / "node.log").open("w") as log:
+        node = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        assert wait_for(lambda: _healthy(node, cwd), 90), (cwd / "node.log").read_text()
+        yield
+    finally:
+        node.send_signal(signal.SIGTERM)
+        try:
+            node.wait(30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
 def test_the_readme_demo_runs_from_the_wheel_with_the_default_configuration(
     installed: dict[str, str], tmp_path: Path
 ) -> None:
-    with (tmp_path / "node.log").open("w") as log:
-        node = subprocess.Popen(
-            [sys.executable, "-m", "ccorch", "serve"],
-            cwd=tmp_path,
-            env=installed,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert node.poll() is None, (tmp_path / "node.log").read_text()
-            try:
-                with urllib.request.urlopen("http://127.0.0.1:8000/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
+    with _default_node([sys.executable, "-m", "ccorch", "serve"], tmp_path, installed):
         # the demo's working files were put in place at the first start
         assert (tmp_path / "flows" / "abc-internet-ru.yaml").is_file()
         assert (tmp_path / "sip" / "trunks.toml").is_file()
@@ -101,12 +101,6 @@ def test_the_readme_demo_runs_from_the_wheel_with_the_default_configuration(
             assert wait_for(lambda w=want: _last_cdr(tmp_path) == w, 5), r.stderr
         m = metrics("http://127.0.0.1:8000")
         assert m.get('cc_calls_ended_total{reason="agent-hangup"}', 0) >= 1
-    finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
 
 
 def _last_cdr(cwd: Path) -> tuple[object, ...] | None:
@@ -137,16 +131,7 @@ def test_every_readme_command_works_as_written_with_the_default_configuration(
         "PATH": f"{REPO / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "HOME": os.environ.get("HOME", "/root"),
     }
-    with (tmp_path / "node.log").open("w") as log:
-        node = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "ccorch"), "serve"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        assert wait_for(lambda: _healthy(node, tmp_path), 90), (tmp_path / "node.log").read_text()
+    with _default_node([str(REPO / ".venv" / "bin" / "ccorch"), "serve"], tmp_path, env):
         time.sleep(1.5)  # the flows are scanned once a second
         for block in _sh_blocks():
             r = subprocess.run(
@@ -161,12 +146,6 @@ def test_every_readme_command_works_as_written_with_the_default_configuration(
             for line in r.stdout.splitlines():
                 if line.startswith("{"):  # an API answer
                     assert '"error"' not in line, (block, line)
-    finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
 
 
 def _healthy(node: subprocess.Popen[bytes], cwd: Path) -> bool:

@@ -3,12 +3,9 @@ as an operator's phone registered over TLS; the node's certificate is checked by
 
 from __future__ import annotations
 
-import math
 import shutil
 import signal
-import struct
 import subprocess
-import wave
 from pathlib import Path
 
 import pytest
@@ -16,24 +13,12 @@ import pytest
 from tests.certs import Leaf, make_ca, make_leaf
 from tests.conftest import Node, start_node
 from tests.sipp import free_udp_port, metrics, wait_for
+from tests.test_sip_phones import _tone
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip not installed"),
 ]
-
-
-def _tone(path: Path, seconds: int = 10) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(
-            b"".join(
-                struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 8000)))
-                for i in range(8000 * seconds)
-            )
-        )
 
 
 class Baresip:

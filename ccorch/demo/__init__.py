@@ -170,6 +170,47 @@ class DemoPhone:
         self.sock.sendto(head + payload, self.peer)
 
 
+def caller_command(
+    sipp: str,
+    target: str,
+    dnis: str,
+    ani: str,
+    rtp_port: int,
+    *,
+    port: int,
+    ip: str = "127.0.0.1",
+    scenario: Path = SCENARIOS / "trunk_ivr_call.xml",
+    timeout_seconds: int = 120,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """SIPp as the carrier placing one call from ``ip:port`` to ``dnis`` as ``ani``, its
+    audio to and from ``rtp_port`` (where the caller's RTP end listens)."""
+    return [
+        sipp,
+        "-sf",
+        str(scenario),
+        "-s",
+        dnis,
+        "-key",
+        "rtp_port",
+        str(rtp_port),
+        "-key",
+        "ani",
+        ani,
+        "-p",
+        str(port),
+        "-i",
+        ip,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        f"{timeout_seconds}s",
+        *extra,
+        target,
+    ]
+
+
 def _say(text: str) -> None:
     print(f"demo-call: {text}", file=sys.stderr, flush=True)
 
@@ -233,29 +274,7 @@ def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -
     _say(f"calling {dnis} at {target} as {ani} from trunk {trunk.name} ({trunk.host}:{trunk.port})")
     phone = DemoPhone()
     call = subprocess.Popen(
-        [
-            sipp,
-            "-sf",
-            str(SCENARIOS / "trunk_ivr_call.xml"),
-            "-s",
-            dnis,
-            "-key",
-            "rtp_port",
-            str(phone.port),
-            "-key",
-            "ani",
-            ani,
-            "-p",
-            str(trunk.port),
-            "-i",
-            trunk.host,
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "120s",
-            target,
-        ],
+        caller_command(sipp, target, dnis, ani, phone.port, port=trunk.port, ip=trunk.host),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -180,8 +180,9 @@ def _trunk(t: dict[str, Any], where: str, src: str) -> Trunk:
         srtp=need(
             "srtp",
             str,
-            lambda v: v in ("off", "optional", "required")
-            and (v == "off" or transport.lower() == "tls"),
+            lambda v: (
+                v in ("off", "optional", "required") and (v == "off" or transport.lower() == "tls")
+            ),
             'off, optional or required (not "off" only with transport = "tls": SDES keys'
             " travel in the SDP)",
             "off",
