@@ -60,6 +60,7 @@ class Acd:
         overflow_external: int | None = None,
         missed_offers_to_not_ready: int = 1,
         stats_window_ms: int = 900000,
+        expected_handle_ms: int = 180000,
     ) -> int: ...
     def login(
         self, now_ms: int, agent: int, skills: list[tuple[str, int]], queues: list[int]

@@ -70,19 +70,22 @@ def test_operator_day_from_the_seed() -> None:
 
 def test_all_busy_caller_hears_position_and_wait_then_abandons() -> None:
     acd = Acd()
-    tech = acd.add_queue("tech", "tech", wrap_up_ms=0)
+    tech = acd.add_queue("tech", "tech", wrap_up_ms=0, expected_handle_ms=120 * S)
+    assert acd.queue_estimated_wait(0, tech) is None  # nobody works the queue: unknown
     acd.login(0, 1, [("tech", 5)], [tech])
     acd.set_ready(0, 1)
     acd.enqueue(0, 1, tech)
     acd.answer(0, 1)
-    acd.end_call(120 * S, 1)  # history: one call of 120 s
+    acd.end_call(120 * S, 1)  # history: one call of 120 s, as expected
     acd.enqueue(120 * S, 2, tech)
     acd.answer(120 * S, 2)
     acd.enqueue(121 * S, 3, tech)
     acd.enqueue(122 * S, 4, tech)
     assert acd.position(4) == 2
+    # one operator, 120 s a call, nobody has abandoned yet: one call ahead, then its turn
     assert acd.estimated_wait(122 * S, 4) == pytest.approx(240.0)
     assert acd.queue_estimated_wait(122 * S, tech) == pytest.approx(360.0)
+    assert acd.estimated_wait(122 * S, 2) is None  # being served (or ringing): not waiting
     events(acd)
     acd.hangup(150 * S, 4)
     assert events(acd) == [CallLeft(4, tech, "abandoned", None, 28 * S)]

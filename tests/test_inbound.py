@@ -44,12 +44,14 @@ name = "tech"
 skills = "tech"
 wrap_up_seconds = 1
 ring_seconds = 5
+expected_handle_seconds = 15   # the tests' calls last seconds
 
 [[queue]]
 name = "general"
 skills = "general"
 wrap_up_seconds = 1
 ring_seconds = 5
+expected_handle_seconds = 15
 
 [[queue]]
 name = "sales"           # nobody serves it: callers wait and may leave a message instead
@@ -331,12 +333,12 @@ def test_busy_text_is_the_seeds(center: Center) -> None:
     from ccorch.ivr.interpreter import Session
 
     flow = load_flow(center.cwd / "flows" / "abc-internet-ru.yaml")
-    s = Session(flow, {"ewt_min": tts.number(0.5, "ru")})
-    text = s.fill(flow.nodes["tech"].spec["busy_text"])
-    assert (
-        text
-        == "Все операторы на линии заняты. Приблизительное время ожидания для соединения 0,5 мин."
-    )
+    for seconds, said in ((20, "меньше минуты"), (170, "около трёх минут")):
+        s = Session(flow, {"ewt": tts.wait(seconds, "ru")})
+        text = s.fill(flow.nodes["tech"].spec["busy_text"])
+        assert text == (
+            f"Все операторы на линии заняты. Приблизительное время ожидания для соединения {said}."
+        )
 
 
 def test_demo_call_helper_places_the_balance_call(center: Center, tmp_path: Path) -> None:
@@ -570,7 +572,8 @@ nodes:
   sales:
     type: queue
     queue: sales
-    busy_text: "All operators are busy."
+    busy_text: "All operators are busy. The wait is {ewt}."
+    busy_unknown_text: "All operators are busy."   # nobody works sales: the wait is unknown
     options_text: "To leave a message, press 1. To be called back, press 2."
     options: {"1": message, "2": call_me}
     announce_every: 60

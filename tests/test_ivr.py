@@ -543,3 +543,17 @@ nodes:
     with pytest.raises(FlowError) as e:
         parse_flow(holidays.replace('"01-07"', '"02-30"'), "h.yaml")
     assert e.value.problems[0][1] == 11 and "'02-30' is not a date" in e.value.problems[0][2]
+
+
+def test_the_estimated_wait_is_said_as_a_caller_should_hear_it() -> None:
+    said = {
+        sec: tuple(tts.wait(sec, lang) for lang in ("ru", "en", "zh"))
+        for sec in (0, 59, 61, 150, 200, 569, 1000, 3700)
+    }
+    assert said[0] == ("меньше минуты", "less than a minute", "不到一分钟")
+    assert said[59] == said[0]  # never "0 minutes"
+    assert said[61] == ("около одной минуты", "about 1 minute", "大约1分钟")
+    assert said[200] == ("около трёх минут", "about 3 minutes", "大约3分钟")
+    assert said[569] == ("около девяти минут", "about 9 minutes", "大约9分钟")
+    assert said[1000] == ("около пятнадцати минут", "about 15 minutes", "大约15分钟")  # by fives
+    assert said[3700] == ("больше часа", "more than an hour", "超过一个小时")

@@ -6,6 +6,8 @@
     wrap_up_seconds = 10         # after-call work ("Работаю") before Ready again
     ring_seconds = 15            # how long an agent's phone rings before the call goes back
     strategy = "longest_idle"
+    expected_handle_seconds = 180   # talk + wrap-up expected before calls were seen: where
+                                    # the estimated wait starts (it then learns from calls)
 
     [[agent]]
     extension = "7001"           # the agent's SIP account; logged in while registered
@@ -43,6 +45,7 @@ class QueueConfig:
     wrap_up_seconds: float = 10.0
     ring_seconds: float = 15.0
     strategy: str = "longest_idle"
+    expected_handle_seconds: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ def load_queues(path: Path) -> tuple[list[QueueConfig], list[AgentConfig]]:
                     wrap_up_seconds=float(q.get("wrap_up_seconds", 10)),
                     ring_seconds=float(q.get("ring_seconds", 15)),
                     strategy=str(q.get("strategy", "longest_idle")),
+                    expected_handle_seconds=float(q.get("expected_handle_seconds", 180)),
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -122,6 +126,7 @@ class AcdService:
                 strategy_name=q.strategy,
                 wrap_up_ms=int(q.wrap_up_seconds * 1000),
                 offer_timeout_ms=int(q.ring_seconds * 1000),
+                expected_handle_ms=int(q.expected_handle_seconds * 1000),
             )
             self.queue_ids[q.name] = qid
             self.queue_names[qid] = q.name
@@ -228,7 +233,12 @@ class AcdService:
         return True
 
     def estimated_wait(self, call: CallSide) -> float | None:
-        """Seconds the call can expect to wait, from the queue's recent service."""
+        """Seconds the call can expect to wait (the ACD's Erlang A estimate, see
+        ``core-rs/acd/src/ewt.rs``); 0.0 when it is not waiting any more (an operator's
+        phone is ringing for it: it is being connected); None when the wait is unknown
+        (nobody works its queue: every operator logged out or not ready)."""
+        if self.acd.position(call.id) is None:
+            return 0.0 if call.id in self.calls else None
         return self.acd.estimated_wait(self.now_ms(), call.id)
 
     def position(self, call: CallSide) -> int | None:

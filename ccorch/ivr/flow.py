@@ -44,8 +44,11 @@ must be reachable from ``start``):
   waits ahead; a number or a ``"{var}"`` holding one, e.g. set for VIPs), ``prefer_seconds``
   (the identified customer's manager, then the operator who last served them, get the call
   alone for so long each before anyone skilled; default 0, off), ``busy_text`` (said
-  when no operator is free, with ``{ewt_min}`` and ``{position}``; again every
-  ``announce_every`` seconds), ``music`` (a WAV looped while waiting; default a built-in
+  when no operator is free, with ``{ewt}``, the estimated wait as said in the flow's
+  language ("less than a minute", "about 3 minutes", "more than an hour"), ``{ewt_min}``
+  (minutes, to the half) and ``{position}``; again every ``announce_every`` seconds),
+  ``busy_unknown_text`` (said instead when the wait is unknown because nobody works the
+  queue; without it nothing is announced then, and the ``options`` are offered), ``music`` (a WAV looped while waiting; default a built-in
   tune), ``on_fail`` (the queue timed out or overflowed), ``options`` (keys a waiting caller
   may press to leave the queue for another node, e.g. a voicemail or a callback request;
   it leaves as "withdrawn", not an abandon), ``options_text`` (said after ``busy_text``),
@@ -110,6 +113,7 @@ _KEYS: dict[str, tuple[set[str], set[str]]] = {
             "priority",
             "prefer_seconds",
             "busy_text",
+            "busy_unknown_text",
             "announce_every",
             "music",
             "on_fail",
@@ -381,7 +385,7 @@ def _check_node(
         not isinstance(spec["prefer_seconds"], int) or not 0 <= spec["prefer_seconds"] <= 600
     ):
         bad(spec.lines["prefer_seconds"], f"node {name!r}: prefer_seconds is 0 to 600")
-    for k in ("busy_text",):
+    for k in ("busy_text", "busy_unknown_text"):
         if k in spec and not isinstance(spec[k], str):
             bad(spec.lines[k], f"node {name!r}: {k} is text")
     for k in ("file", "prompt_file", "music"):

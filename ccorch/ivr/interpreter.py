@@ -60,12 +60,15 @@ class Enqueue:
 
     queue: str
     priority: int
-    busy_text: str | None  # a template: {ewt_min}, {position}
+    busy_text: str | None  # a template: {ewt} ("about 3 minutes"), {ewt_min}, {position}
     announce_every: float
     music: str | None
     prefer_seconds: float = 0.0  # the customer's manager / last operator first, each so long
     options_text: str | None = None  # said after busy_text: the keys that leave the queue
     options_after: float = 0.0  # ... when the estimated wait is at least this (seconds)
+    # said instead of busy_text when the wait is unknown (nobody works the queue); without
+    # it, no announcement then
+    busy_unknown_text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +376,7 @@ class Session:
                     float(s.get("prefer_seconds", 0)),
                     s.get("options_text") if s.get("options") else None,
                     float(s.get("options_after", 0)),
+                    s.get("busy_unknown_text"),
                 ),
             ]
         if n.type == "hangup":

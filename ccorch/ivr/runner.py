@@ -215,25 +215,34 @@ class IvrRunner:
         a = self.queued
         if a is None or self.stopped or a.busy_text is None:
             return
-        ewt = self.call.estimated_wait()
-        # rounded up to the half minute, as the seed's "0.5 мин."
-        self.session.vars["ewt_min"] = tts.number(
-            max(0.5, -(-(ewt or 30.0) // 30) / 2), self.session.flow.language
-        )
+        ewt = self.call.estimated_wait()  # None: unknown (nobody works the queue)
+        language = self.session.flow.language
         self.session.vars["position"] = self.call.queue_position() or 1
-        text = self.session.fill(a.busy_text)
-        if a.options_text and (ewt or 0.0) >= a.options_after:
-            text += " " + self.session.fill(a.options_text)
+        parts: list[str] = []
+        if ewt is not None:
+            self.session.vars["ewt"] = tts.wait(ewt, language)
+            # rounded up to the half minute, as the seed's "0.5 мин."
+            self.session.vars["ewt_min"] = tts.number(max(0.5, -(-ewt // 30) / 2), language)
+            parts.append(self.session.fill(a.busy_text))
+        elif a.busy_unknown_text is not None:
+            parts.append(self.session.fill(a.busy_unknown_text))
+        if a.options_text and (ewt is None or ewt >= a.options_after):
+            parts.append(self.session.fill(a.options_text))  # a long or unknown wait
+        self._arm_announcement(a.announce_every)
+        if not parts:
+            return
+        text = " ".join(parts)
         pcm = await self._render((Prompt(text=text),))
         if self.stopped or self.queued is None:
             return
         self.deps.media.stop_playback(self.leg)
         self.announce_id = self.deps.media.play_pcm(self.leg, pcm)
-        loop = asyncio.get_running_loop()
+
+    def _arm_announcement(self, every: float) -> None:
         if self.announce_timer is not None:
             self.announce_timer.cancel()
-        self.announce_timer = loop.call_later(
-            a.announce_every, self.inputs.put_nowait, ("announce",)
+        self.announce_timer = asyncio.get_running_loop().call_later(
+            every, self.inputs.put_nowait, ("announce",)
         )
 
     def _music(self) -> None:

@@ -169,6 +169,30 @@ def number(value: object, language: str) -> str:
     return text
 
 
+_RU_GENITIVE = {
+    1: "одной", 2: "двух", 3: "трёх", 4: "четырёх", 5: "пяти", 6: "шести", 7: "семи",
+    8: "восьми", 9: "девяти", 10: "десяти", 15: "пятнадцати", 20: "двадцати",
+    25: "двадцати пяти", 30: "тридцати", 35: "тридцати пяти", 40: "сорока",
+    45: "сорока пяти", 50: "пятидесяти", 55: "пятидесяти пяти",
+}  # fmt: skip
+
+
+def wait(seconds: float, language: str) -> str:
+    """An estimated wait as a caller should hear it: "less than a minute" below one, the
+    nearest minute up to ten, the nearest five minutes up to an hour, then "more than an
+    hour" (an estimate is no promise). Russian says it after "около", in the genitive."""
+    if seconds < 60:
+        return {"ru": "меньше минуты", "en": "less than a minute", "zh": "不到一分钟"}[language]
+    minutes = max(1, round(seconds / 60)) if seconds < 570 else 5 * round(seconds / 300)
+    if minutes >= 60:
+        return {"ru": "больше часа", "en": "more than an hour", "zh": "超过一个小时"}[language]
+    if language == "ru":
+        return f"около {_RU_GENITIVE[minutes]} {'минуты' if minutes == 1 else 'минут'}"
+    if language == "en":
+        return f"about {minutes} minute{'' if minutes == 1 else 's'}"
+    return f"大约{minutes}分钟"
+
+
 def digits(value: object) -> str:
     """Each digit separately (contract numbers, PINs): "1 0 0 1"."""
     return " ".join(str(value))

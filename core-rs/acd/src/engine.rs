@@ -15,6 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
+use crate::ewt::WaitModel;
 use crate::skills::{SkillExpr, SkillId, MAX_LEVEL};
 
 pub type Millis = u64;
@@ -92,6 +93,9 @@ pub struct QueueConfig {
     pub missed_offers_to_not_ready: u32,
     /// Length of the sliding window of live statistics.
     pub stats_window: Millis,
+    /// Handle time (talk + wrap-up) expected before any call of this node was handled:
+    /// the estimated wait's starting point (see [`crate::ewt`]).
+    pub expected_handle: Millis,
 }
 
 impl QueueConfig {
@@ -110,6 +114,7 @@ impl QueueConfig {
             overflow: Overflow::None,
             missed_offers_to_not_ready: 1,
             stats_window: 15 * 60_000,
+            expected_handle: 180_000,
         }
     }
 }
@@ -533,8 +538,8 @@ struct Queue {
     /// Members (eligible agents logged in) by state.
     members_in: [u32; STATE_KINDS],
     buckets: [Bucket; BUCKETS],
-    /// The last answered calls' waits, for the delay-history estimate.
-    recent_waits: VecDeque<Millis>,
+    /// Handle time and patience, learned with a long memory, for the estimated wait.
+    model: WaitModel,
 }
 
 impl Queue {
@@ -643,6 +648,7 @@ impl Acd {
         validate_queue(&cfg, self.queues.len())?;
         let id = QueueId(self.queues.len() as u32);
         let tiers = cfg.expansions.len() + 1;
+        let cfg_handle = cfg.expected_handle;
         self.queues.push(Queue {
             id,
             ready: vec![ReadyIndex::new(cfg.strategy); tiers],
@@ -653,7 +659,7 @@ impl Acd {
             rr_counter: 0,
             members_in: [0; STATE_KINDS],
             buckets: [Bucket::default(); BUCKETS],
-            recent_waits: VecDeque::new(),
+            model: WaitModel::new(cfg_handle as f64 / 1000.0),
         });
         Ok(id)
     }
@@ -949,10 +955,7 @@ impl Acd {
         if in_queue <= sl {
             b.answered_in_sl += 1;
         }
-        if q.recent_waits.len() == 16 {
-            q.recent_waits.pop_front();
-        }
-        q.recent_waits.push_back(in_queue);
+        q.model.wait_ended(in_queue as f64 / 1000.0, false);
         if let Some(c) = self.calls.get_mut(&call) {
             c.state = CallState::InService { agent };
         }
@@ -1034,7 +1037,13 @@ impl Acd {
         self.calls.remove(&call);
         let wrap = self.queues[queue.0 as usize].cfg.wrap_up;
         let talk = self.agents.get(&agent).map(|a| now - a.since).unwrap_or(0);
-        let b = self.queues[queue.0 as usize].bucket(now);
+        let q = &mut self.queues[queue.0 as usize];
+        let working = q.members_in[StateKind::Ready as usize]
+            + q.members_in[StateKind::Offered as usize]
+            + q.members_in[StateKind::Busy as usize]
+            + q.members_in[StateKind::WrapUp as usize];
+        q.model.handled((talk + wrap) as f64 / 1000.0, working);
+        let b = q.bucket(now);
         b.handled += 1;
         b.handle_time += talk + wrap;
         if let Some(a) = self.agents.get_mut(&agent) {
@@ -1165,10 +1174,10 @@ impl Acd {
         Some(ahead + targeted_ahead + 1)
     }
 
-    /// Estimated wait, seconds, for a waiting call: its position over the rate at which the
-    /// queue's working members finish calls (members / AHT), with the calls ahead thinned by
-    /// the recent abandon rate; without handling history, the mean wait of the last answered
-    /// calls; None when there is neither.
+    /// Estimated wait, seconds, for a waiting call (see [`crate::ewt`] for the model): 0
+    /// when a Ready operator will take it now. None when the call is not waiting (it is
+    /// ringing an operator: being connected, or gone) or when nobody works its queue
+    /// (every member logged out or not ready: the wait is unknown, not short).
     pub fn estimated_wait(&self, now: Millis, call: CallId) -> Option<f64> {
         let pos = self.position(call)?;
         let c = self.calls.get(&call)?;
@@ -1181,33 +1190,22 @@ impl Acd {
         self.estimate(now, queue, q.by_age.len() + 1)
     }
 
-    fn estimate(&self, now: Millis, queue: QueueId, pos: usize) -> Option<f64> {
+    fn estimate(&self, _now: Millis, queue: QueueId, pos: usize) -> Option<f64> {
         let q = &self.queues[queue.0 as usize];
-        let free = q.members_in[StateKind::Ready as usize];
-        if free as usize >= pos {
-            return Some(0.0);
-        }
-        let w = q.window(now.max(self.now));
+        let free = q.members_in[StateKind::Ready as usize] as usize;
+        // operators in wrap-up or on a call will take this queue's calls again
         let working = q.members_in[StateKind::Ready as usize]
             + q.members_in[StateKind::Offered as usize]
             + q.members_in[StateKind::Busy as usize]
             + q.members_in[StateKind::WrapUp as usize];
-        let ended = w.answered + w.abandoned;
-        let abandon = if ended > 0 {
-            f64::from(w.abandoned) / f64::from(ended)
-        } else {
-            0.0
-        };
-        if w.handled > 0 && working > 0 {
-            let aht = w.handle_time as f64 / f64::from(w.handled) / 1000.0;
-            let ahead = (pos - 1) as f64 * (1.0 - abandon) + 1.0;
-            return Some(ahead * aht / f64::from(working));
+        if working == 0 {
+            return None;
         }
-        if !q.recent_waits.is_empty() {
-            let mean = q.recent_waits.iter().sum::<Millis>() as f64 / q.recent_waits.len() as f64;
-            return Some(mean / 1000.0);
+        if free >= pos {
+            return Some(0.0);
         }
-        None
+        // the free operators take the first calls; the rest wait for the line to move
+        q.model.estimate(pos - 1 - free, working)
     }
 
     /// The Ready agents of a queue in the order its strategy would pick them (for the
@@ -1694,6 +1692,18 @@ impl Acd {
             return;
         };
         let q = &mut self.queues[c.queue.0 as usize];
+        // every wait that ended was time at risk; only an abandon is impatience (a caller
+        // who took the voicemail or was moved on left for another reason)
+        let at_risk = if matches!(
+            c.state,
+            CallState::Waiting | CallState::Targeted | CallState::Offered { .. }
+        ) {
+            now - c.entered
+        } else {
+            0
+        };
+        q.model
+            .wait_ended(at_risk as f64 / 1000.0, outcome == Outcome::Abandoned);
         if outcome == Outcome::Abandoned {
             let b = q.bucket(now);
             b.abandoned += 1;

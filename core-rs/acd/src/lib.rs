@@ -4,4 +4,5 @@
 
 pub mod engine;
 pub mod erlang;
+pub mod ewt;
 pub mod skills;

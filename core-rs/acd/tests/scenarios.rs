@@ -148,7 +148,10 @@ fn no_answer_puts_the_call_back_in_its_place_and_the_agent_not_ready() {
 #[test]
 fn all_busy_then_the_first_agent_to_free_up_takes_the_waiting_call() {
     let mut w = World::new();
-    let q = w.queue("tech", "tech", |c| c.wrap_up = 10 * S);
+    let q = w.queue("tech", "tech", |c| {
+        c.wrap_up = 10 * S;
+        c.expected_handle = 70 * S; // what the first call confirms
+    });
     let a = w.agent(1, &[("tech", 5)], &[q]);
     let c1 = w.call(1, q, 0);
     w.acd.answer(w.now, c1).unwrap();

@@ -143,7 +143,7 @@ impl PyAcd {
         priority_weight = 0, sl_threshold_ms = 20_000, wrap_up_ms = 10_000,
         offer_timeout_ms = 15_000, max_wait_ms = None, max_length = None,
         overflow_queue = None, overflow_external = None, missed_offers_to_not_ready = 1,
-        stats_window_ms = 900_000,
+        stats_window_ms = 900_000, expected_handle_ms = 180_000,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn add_queue(
@@ -162,6 +162,7 @@ impl PyAcd {
         overflow_external: Option<u32>,
         missed_offers_to_not_ready: u32,
         stats_window_ms: Millis,
+        expected_handle_ms: Millis,
     ) -> PyResult<u32> {
         let expr = |text: &str, skills: &mut SkillTable| {
             parse(text, skills).map_err(|e| {
@@ -193,6 +194,7 @@ impl PyAcd {
         };
         cfg.missed_offers_to_not_ready = missed_offers_to_not_ready;
         cfg.stats_window = stats_window_ms;
+        cfg.expected_handle = expected_handle_ms;
         let id = self.acd.add_queue(cfg).map_err(acd_error)?;
         self.skills = scratch;
         Ok(id.0)
