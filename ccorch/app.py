@@ -24,6 +24,7 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 
 import ccorch
 from ccorch.acd.service import AcdService, load_queues
+from ccorch.api import events as api_events
 from ccorch.calls import CallEvents, screening
 from ccorch.calls.b2bua import CallController
 from ccorch.calls.cdr import CdrSink
@@ -36,6 +37,7 @@ from ccorch.crm.cases import BusinessHours, raise_overdue_alarms
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
+from ccorch.events import InProcessStream
 from ccorch.ivr.runner import IvrDeps
 from ccorch.ivr.store import FlowStore
 from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
@@ -45,6 +47,7 @@ from ccorch.sip.service import SipService, TlsSettings
 from ccorch.sip.transaction import Timers
 from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
+from ccorch.stream_sources import acd_listener, publish_calls
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.ctx.sip = None
     app.ctx.calls = None
     app.ctx.call_events = CallEvents()
+    app.ctx.events = InProcessStream()  # the live stream the WebSocket serves
     # Where calls are recorded (used by the call controller); made now, not on the loop.
     app.ctx.recordings_dir = Path(config.media.recordings_dir).resolve()
     app.ctx.recordings_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +178,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             journal=journal,
             phones_srtp=sc.phones_srtp,
         )
+        acd.listeners.append(acd_listener(app.ctx.events, acd.queue_names))
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)
         )
@@ -198,6 +203,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         app.ctx.media_watch = asyncio.create_task(
             controller.watch_media(app.ctx.media_events.subscribe()), name="media_watch"
         )
+        app.ctx.events_feed = asyncio.create_task(
+            publish_calls(app.ctx.events, app.ctx.call_events.subscribe()), name="events_feed"
+        )
         app.ctx.metrics.registry.register(
             SipCollector(
                 lambda: {
@@ -221,7 +229,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 
     @app.after_server_stop
     async def _stop_sip(app: Sanic[Any, Any]) -> None:
-        for name in ("media_watch", "flows_watch", "alive", "recovery"):
+        for name in ("media_watch", "flows_watch", "alive", "recovery", "events_feed"):
             task = getattr(app.ctx, name, None)
             if task is not None:
                 task.cancel()
@@ -273,6 +281,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.add_route(healthz, "/healthz", methods=["GET"], name="healthz")
     app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
     app.add_route(openapi, "/openapi.json", methods=["GET"], name="openapi")
+    app.add_websocket_route(api_events.events, "/api/events", name="events")
     app.blueprint(crm_api.blueprint())
     return app
 

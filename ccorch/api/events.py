@@ -1,0 +1,101 @@
+"""``GET /api/events`` (WebSocket): the node's live events for one signed-in user.
+
+Authenticate with ``Authorization: Bearer <token>`` or ``?token=<token>`` (a browser cannot
+set headers on a WebSocket). ``?since=<seq>`` resumes after the last event seen: the missed
+events come first, each once; if they are older than the node keeps, a ``resync`` frame
+says to take a fresh snapshot. Supervisors and admins see everything; an operator sees the
+events of its own extension (its calls and its state) and of the queues it works.
+Frames are JSON: ``{"seq", "type", "at", ...}``; ``{"type": "heartbeat", "seq": last}``
+every ``HEARTBEAT_SECONDS``. A client that falls ``queue_size`` events behind is closed
+(code 1013): it reconnects with ``since`` and loses nothing the buffer still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from sanic import Request
+from sanic.server.websockets.impl import WebsocketImplProtocol
+
+from ccorch.crm import store
+from ccorch.events import Event, InProcessStream
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 15.0
+SEE_ALL = frozenset({"supervisor", "admin"})
+
+
+async def _viewer(request: Request) -> tuple[store.User, str | None] | None:
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    token = token or request.args.get("token", "")
+    if not token:
+        return None
+    async with request.app.ctx.pool.connection() as conn:
+        user = await store.session_user(conn, token, dt.datetime.now(dt.UTC))
+        if user is None:
+            return None
+        cur = await conn.execute("SELECT extension FROM users WHERE id = %s", (user.id,))
+        row = await cur.fetchone()
+    return user, (row[0] if row else None)
+
+
+def visible(ev: Event, roles: frozenset[str], extension: str | None, queues: set[str]) -> bool:
+    if roles & SEE_ALL:
+        return True
+    return (extension is not None and extension in ev.agents) or bool(ev.queues & queues)
+
+
+async def events(request: Request, ws: WebsocketImplProtocol) -> None:
+    viewer = await _viewer(request)
+    if viewer is None:
+        await ws.close(code=4401, reason="log in first (a session token)")
+        return
+    user, extension = viewer
+    stream: InProcessStream = request.app.ctx.events
+    acd = getattr(request.app.ctx, "acd", None)
+    agent = acd.agents.get(extension) if acd is not None and extension else None
+    queues = set(agent.queues) if agent is not None else set()
+    try:
+        since = int(request.args["since"][0]) if "since" in request.args else None
+    except ValueError:
+        await ws.close(code=4400, reason="since is an event number")
+        return
+    sub = stream.subscribe(since)
+
+    async def send(frame: dict[str, Any]) -> None:
+        await ws.send(json.dumps(frame, ensure_ascii=False, default=str))
+
+    try:
+        if sub.resync:
+            await send({"type": "resync", "seq": stream.last_seq})
+        for ev in sub.backlog:
+            if visible(ev, user.roles, extension, queues):
+                await send(ev.wire())
+        last = sub.backlog[-1].seq if sub.backlog else (since or stream.last_seq)
+        while True:
+            try:
+                ev = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                if sub.cut:
+                    break
+                await send({"type": "heartbeat", "seq": last})
+                continue
+            if ev.seq <= last:
+                continue  # already sent from the backlog
+            last = ev.seq
+            if visible(ev, user.roles, extension, queues):
+                await send(ev.wire())
+            if sub.cut and sub.queue.empty():
+                break
+        await ws.close(code=1013, reason="too far behind: reconnect with since")
+    finally:
+        stream.unsubscribe(sub)
+        with contextlib.suppress(Exception):
+            await ws.close()

@@ -1,0 +1,92 @@
+"""What feeds the live event stream (``ccorch.events``): the call controller's events and
+the ACD's decisions, translated into stream events with the operators and queues each
+concerns (which decides who may see it)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from ccorch.acd import AgentChanged, CallLeft, Moved, Offer, RevokeOffer
+from ccorch.calls import (
+    CallAnswered,
+    CallArrived,
+    CallEnded,
+    CallEvent,
+    CallHeld,
+    CallRinging,
+    CallTransferred,
+)
+from ccorch.events import EventStream
+
+_CALL_TYPES: dict[type, str] = {
+    CallArrived: "call.arrived",
+    CallRinging: "call.ringing",
+    CallAnswered: "call.answered",
+    CallHeld: "call.held",
+    CallTransferred: "call.transferred",
+    CallEnded: "call.ended",
+}
+
+
+async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) -> None:
+    """Forever: each call event onto the stream. A call's operator (the extension rung or
+    answering) and queue are remembered so that its later events reach that operator."""
+    agents: dict[int, set[str]] = {}
+    while True:
+        ev = await queue.get()
+        data: dict[str, Any] = dataclasses.asdict(ev)
+        if isinstance(ev, CallRinging | CallAnswered | CallTransferred):
+            agents.setdefault(ev.call, set()).add(ev.target)
+        stream.publish(_CALL_TYPES[type(ev)], data, agents=agents.get(ev.call, ()))
+        if isinstance(ev, CallEnded):
+            agents.pop(ev.call, None)
+
+
+def acd_listener(stream: EventStream, queue_names: dict[int, str]) -> Callable[[Any], None]:
+    """An ``AcdService`` listener: offers, queue exits and agents' states onto the stream."""
+
+    def on_event(ev: Any) -> None:
+        if isinstance(ev, Offer):
+            q = queue_names.get(ev.queue, "")
+            stream.publish(
+                "acd.offered",
+                {"call": ev.call, "agent": str(ev.agent), "queue": q},
+                agents={str(ev.agent)},
+                queues={q},
+            )
+        elif isinstance(ev, RevokeOffer):
+            stream.publish(
+                "acd.offer_revoked",
+                {"call": ev.call, "agent": str(ev.agent)},
+                agents={str(ev.agent)},
+            )
+        elif isinstance(ev, CallLeft):
+            q = queue_names.get(ev.queue, "")
+            stream.publish(
+                "queue.left",
+                {"call": ev.call, "queue": q, "outcome": ev.outcome, "waited_ms": ev.waited_ms},
+                agents={str(ev.detail)} if ev.outcome == "answered" else (),
+                queues={q},
+            )
+        elif isinstance(ev, Moved):
+            names = {queue_names.get(ev.from_queue, ""), queue_names.get(ev.to_queue, "")}
+            stream.publish(
+                "queue.moved",
+                {
+                    "call": ev.call,
+                    "from": queue_names.get(ev.from_queue, ""),
+                    "to": queue_names.get(ev.to_queue, ""),
+                },
+                queues=names,
+            )
+        elif isinstance(ev, AgentChanged):
+            stream.publish(
+                "agent.state",
+                {"agent": str(ev.agent), "state": ev.state, "detail": ev.detail},
+                agents={str(ev.agent)},
+            )
+
+    return on_event
