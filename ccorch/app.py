@@ -23,6 +23,7 @@ from sanic.exceptions import SanicException
 from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 
 import ccorch
+from ccorch.acd import desk as agent_desk
 from ccorch.acd.service import AcdService, load_queues
 from ccorch.api import events as api_events
 from ccorch.calls import CallEvents, screening
@@ -156,6 +157,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         journal = Journal(var_dir / "calls")
         queues, agents = load_queues(Path(config.ivr.flows_dir) / config.ivr.queues_file)
         acd = AcdService(queues, agents)
+        acd.auto_login = config.acd.auto_login_on_register
         acd.start()
         flows = FlowStore(Path(config.ivr.flows_dir), queues={q.name for q in queues})
         await asyncio.to_thread(flows.scan)
@@ -198,6 +200,10 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
                 extra={"calls": recovered.calls, "unreadable": recovered.unreadable},
             )
         app.ctx.alive = asyncio.create_task(_keep_alive(journal), name="journal_alive")
+        async with app.ctx.pool.connection() as conn:  # operators logged in before a restart
+            restored = await agent_desk.restore(acd, conn)
+        if restored:
+            log.info("operators logged in again", extra={"agents": restored})
         service.announce_registered()  # phones registered before a restart: agents log in
         app.ctx.sip, app.ctx.calls = service, controller
         app.ctx.media_watch = asyncio.create_task(

@@ -303,6 +303,13 @@ class SipConfig:
 
 
 @dataclass(frozen=True)
+class AcdConfig:
+    # A registered phone logs its operator in to all its groups, Ready (the demo, without a
+    # desktop); off: operators log in themselves (POST /api/agent/login).
+    auto_login_on_register: bool = _key(_BOOL, True)
+
+
+@dataclass(frozen=True)
 class IvrConfig:
     """IVR flows: the folder of flow files (one per service, chosen by DNIS) and the TTS cache."""
 
@@ -324,6 +331,7 @@ class Config:
     crm: CrmConfig = field(default_factory=CrmConfig)
     sip: SipConfig = field(default_factory=SipConfig)
     ivr: IvrConfig = field(default_factory=IvrConfig)
+    acd: AcdConfig = field(default_factory=AcdConfig)
     source: str = "defaults"
 
 
@@ -336,6 +344,7 @@ _SECTIONS: dict[str, type] = {
     "crm": CrmConfig,
     "sip": SipConfig,
     "ivr": IvrConfig,
+    "acd": AcdConfig,
 }
 
 

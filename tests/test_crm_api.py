@@ -270,6 +270,7 @@ PATCH_EXAMPLES = {
     "/api/holidays/<key:str>": ("/api/holidays/{holidays}", {"name": "New Year's Day"}),
 }
 PUT_EXAMPLES = {
+    "/api/agents/<extension:str>/state": ("/api/agents/7004/state", {"state": "ready"}),
     "/api/kb/articles/<article_id:int>": (
         "/api/kb/articles/1",
         {"language": "en", "title": "Matrix v2", "body": "Text"},
@@ -298,6 +299,10 @@ EXAMPLES |= {
         None,
     ),
     "/api/recordings/<recording_id:int>": ("/api/recordings/{recording}", None),
+    "/api/agent/login": ("/api/agent/login", {}),
+    "/api/agent/state": ("/api/agent/state", {"state": "not_ready", "reason": "lunch"}),
+    "/api/agent/logout": ("/api/agent/logout", None),
+    "/api/agents": ("/api/agents", None),
     "/api/flows": ("/api/flows", None),
     "/api/flows/<name:str>": ("/api/flows/hello", None),
     "/api/flows/<name:str>/versions/<version:int>": ("/api/flows/hello/versions/1", None),
@@ -329,8 +334,9 @@ def test_every_route_answers_each_role_as_its_declaration_says(
             assert status == 403, where
         else:  # allowed: answered on its merits (a workflow or an answer may still be refused)
             # (a row deleted under an earlier role is gone for the next one)
+            # (this node has no operators in its queues file: forcing one is a 404)
             assert status in {200, 201, 409, 422} | (
-                {404} if route.method == "DELETE" else set()
+                {404} if route.method == "DELETE" or "<extension" in route.path else set()
             ), where
 
 

@@ -47,6 +47,7 @@ class Reason(IntEnum):
     LOGIN = 0
     MISSED_OFFER = 1
     SUPERVISOR = 2
+    DEVICE_LOST = 3  # the phone unregistered while the operator was logged in
     LUNCH = 10
     BREAK = 11
     NOT_READY = 12

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ccorch._core import Acd
-from ccorch.acd import AgentChanged, CallLeft, Moved, Offer, RevokeOffer, decode
+from ccorch.acd import AgentChanged, CallLeft, Moved, Offer, Reason, RevokeOffer, decode
 from ccorch.errors import ConfigError
 
 log = logging.getLogger(__name__)
+DEVICE_LOST = int(Reason.DEVICE_LOST)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ class AcdService:
         self.left: Counter[tuple[str, str]] = Counter()  # (queue, outcome) -> calls
         self.waited_ms: Counter[tuple[str, str]] = Counter()
         self.registered: Callable[[str], bool] = lambda extension: False
+        # registration logs the agent in (no desktop needed); off: operators log in themselves
+        self.auto_login = True
+        self.working: dict[str, tuple[str, ...]] = {}  # the groups chosen for this shift
+        self.desk: set[str] = set()  # logged in by the operator (desktop or API), not the phone
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -155,17 +160,48 @@ class AcdService:
     # --- agents ---
 
     def phone_registered(self, extension: str) -> None:
-        """An agent's phone is reachable: log the agent in (if it is one) and make it Ready."""
+        """An agent's phone is reachable: with ``auto_login`` (the demo's way, no desktop)
+        log the agent in to all its groups and make it Ready."""
         a = self.agents.get(extension)
         if a is None or extension in self.logged_in or extension in self.held_back:
             return
+        if self.auto_login:
+            self.login(extension, a.queues)
+
+    def login(self, extension: str, queues: Sequence[str], *, ready: bool = True) -> None:
+        """Log an operator in to ``queues`` (some of its configured groups) for this shift,
+        Ready or Not ready; again while logged in: the groups change (a fresh login)."""
+        a = self.agents[extension]
+        unknown = set(queues) - set(a.queues)
+        if unknown or not queues:
+            raise ValueError(f"groups of {extension}: {sorted(a.queues)} (not {sorted(unknown)})")
         now = self.now_ms()
+        if extension in self.logged_in:
+            self.acd.logout(now, int(extension))
         self.acd.login(
-            now, int(extension), list(a.skills.items()), [self.queue_ids[q] for q in a.queues]
+            now, int(extension), list(a.skills.items()), [self.queue_ids[q] for q in queues]
         )
-        self.acd.set_ready(now, int(extension))
+        self.working[extension] = tuple(queues)
+        if ready:
+            self.acd.set_ready(now, int(extension))
         self.logged_in.add(extension)
-        log.info("agent logged in", extra={"agent": extension})
+        log.info("agent logged in", extra={"agent": extension, "queues": list(queues)})
+        self._pump()
+
+    def set_ready(self, extension: str) -> None:
+        self.acd.set_ready(self.now_ms(), int(extension))
+        self._pump()
+
+    def set_not_ready(self, extension: str, reason: int) -> None:
+        """Not ready at once, or after the call in progress (the engine defers it)."""
+        self.acd.set_not_ready(self.now_ms(), int(extension), reason)
+        self._pump()
+
+    def logout(self, extension: str) -> None:
+        self.acd.logout(self.now_ms(), int(extension))
+        self.logged_in.discard(extension)
+        self.working.pop(extension, None)
+        self.desk.discard(extension)
         self._pump()
 
     def hold_back(self, extensions: set[str]) -> None:
@@ -180,6 +216,13 @@ class AcdService:
 
     def phone_gone(self, extension: str) -> None:
         if extension not in self.logged_in:
+            return
+        if extension in self.desk:
+            # logged in from the desktop: the person is still there, the device is not
+            try:
+                self.set_not_ready(extension, DEVICE_LOST)
+            except Exception as e:  # already not ready for that reason
+                log.info("agent device lost", extra={"agent": extension, "error": str(e)})
             return
         try:
             self.acd.logout(self.now_ms(), int(extension))
