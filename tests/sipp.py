@@ -106,10 +106,12 @@ def register_phone(
     source_ip: str = "127.0.0.1",
     expires: int = 300,
     tcp: bool = False,
+    contact_port: int | None = None,
 ) -> int:
     """Register the demo phone ``ext`` (password agent<ext>) with SIPp; returns the port its
-    Contact names, where a ``Uas`` then answers for it."""
-    phone_port = free_udp_port()
+    Contact names, where a ``Uas`` then answers for it. ``expires=0`` with the
+    ``contact_port`` of an earlier registration takes that one off."""
+    phone_port = contact_port or free_udp_port()
     r = run(
         "agent_register.xml",
         target,

@@ -8,7 +8,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,39 +15,27 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Node, _with_dbname, start_node
-from tests.sipp import free_udp_port, metrics, register_phone, run, wait_for
+from tests.conftest import Node, start_node
+from tests.sipp import metrics, register_phone, wait_for
 from tests.test_events import _read, _ws
-from tests.test_sip_calls import SipNode, _write_config
+from tests.test_sip_calls import SipNode, own_sip_node
 
 pytestmark = pytest.mark.slow
 ADMIN = "admin password for the agents test"
 
 
+# phones do not log operators in: operators do, through the API
+DESK_ENV = {"CCORCH_CRM_ADMIN_PASSWORD": ADMIN, "CCORCH_ACD_AUTO_LOGIN_ON_REGISTER": "false"}
+
+
 def _start(cwd: Path, db: str) -> Node:
-    env = {
-        "DATABASE_URL": db,
-        "CCORCH_CRM_ADMIN_PASSWORD": ADMIN,
-        "CCORCH_ACD_AUTO_LOGIN_ON_REGISTER": "false",
-    }
-    return start_node(cwd, env)
+    return start_node(cwd, {"DATABASE_URL": db, **DESK_ENV})
 
 
 @pytest.fixture
 def desk(pg_admin_url: str, tmp_path: Path) -> Iterator[tuple[SipNode, str]]:
-    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    sip_port, trunk_port, probe_port = free_udp_port(), free_udp_port(), free_udp_port()
-    _write_config(tmp_path, sip_port, trunk_port, probe_port)
-    db = _with_dbname(pg_admin_url, name)
-    sn = SipNode(_start(tmp_path, db), sip_port, trunk_port, tmp_path, {}, probe_port)
-    try:
-        yield sn, db
-    finally:
-        sn.node.kill()
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_sip_node(pg_admin_url, tmp_path, DESK_ENV) as made:
+        yield made
 
 
 def _call(
@@ -133,27 +120,7 @@ def test_an_operators_day_driven_by_the_operator_and_a_supervisor(
     row = next(a for a in listed["items"] if a["extension"] == "7001")
     assert (row["state"], row["queues"]) == ("ready", ["tech"]), row
     # the phone goes away while 7001 is logged in: Not ready (device lost), still logged in
-    gone = run(
-        "agent_register.xml",
-        sn.target,
-        port=free_udp_port(),
-        cwd=sn.cwd,
-        extra=[
-            "-s",
-            "7001",
-            "-au",
-            "7001",
-            "-ap",
-            "agent7001",
-            "-key",
-            "contact_port",
-            str(contact),
-            "-key",
-            "expires",
-            "0",
-        ],
-    )
-    assert gone.ok, gone
+    register_phone(sn.target, sn.cwd, "7001", expires=0, contact_port=contact)
     boss = _token(node, "admin", ADMIN)
 
     def state() -> tuple[str, str | None]:

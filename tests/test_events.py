@@ -6,19 +6,15 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import _with_dbname, start_node
-from tests.sipp import free_udp_port
-from tests.test_sip_calls import SipNode, _write_config
+from tests.test_sip_calls import SipNode, own_sip_node
 
 pytestmark = pytest.mark.slow
 ADMIN = "admin password for the events test"
@@ -26,21 +22,8 @@ ADMIN = "admin password for the events test"
 
 @pytest.fixture
 def node(pg_admin_url: str, tmp_path: Path) -> Iterator[SipNode]:
-    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    sip_port, trunk_port, probe_port = free_udp_port(), free_udp_port(), free_udp_port()
-    _write_config(tmp_path, sip_port, trunk_port, probe_port)
-    n = start_node(
-        tmp_path,
-        {"DATABASE_URL": _with_dbname(pg_admin_url, name), "CCORCH_CRM_ADMIN_PASSWORD": ADMIN},
-    )
-    try:
-        yield SipNode(n, sip_port, trunk_port, tmp_path, {}, probe_port)
-    finally:
-        n.kill()
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_sip_node(pg_admin_url, tmp_path, {"CCORCH_CRM_ADMIN_PASSWORD": ADMIN}) as (sn, _):
+        yield sn
 
 
 def _login(sn: SipNode, login: str, password: str) -> str:

@@ -3,6 +3,7 @@ a real ccorch node (its SIP stack, media engine and PostgreSQL), fast timers (T1
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 import uuid
@@ -108,6 +109,28 @@ port_min = {rtp}
 port_max = {rtp + 99}
 """
     )
+
+
+@contextlib.contextmanager
+def own_sip_node(
+    pg_admin_url: str, cwd: Path, env: dict[str, str]
+) -> Iterator[tuple[SipNode, str]]:
+    """A node of its own (database, ports, the test trunks) for one test: (node, its DB)."""
+    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    sip_port, trunk_port, probe_port = free_udp_port(), free_udp_port(), free_udp_port()
+    _write_config(cwd, sip_port, trunk_port, probe_port)
+    db = _with_dbname(pg_admin_url, name)
+    sn = SipNode(
+        start_node(cwd, {"DATABASE_URL": db, **env}), sip_port, trunk_port, cwd, {}, probe_port
+    )
+    try:
+        yield sn, db
+    finally:
+        sn.node.kill()
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

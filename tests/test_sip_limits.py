@@ -12,37 +12,19 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.conftest import _with_dbname, start_node
-from tests.sipp import free_udp_port, register_phone, wait_for
-from tests.test_sip_calls import SipNode, _write_config
+from tests.sipp import register_phone, wait_for
+from tests.test_sip_calls import SipNode, own_sip_node
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def limited_node(pg_admin_url: str, tmp_path: Path) -> Iterator[SipNode]:
-    name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    sip_port, trunk_port, probe_port = free_udp_port(), free_udp_port(), free_udp_port()
-    _write_config(tmp_path, sip_port, trunk_port, probe_port)
-    node = start_node(
-        tmp_path,
-        {
-            "DATABASE_URL": _with_dbname(pg_admin_url, name),
-            "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12,
-            "CCORCH_SIP_TCP_FIRST_MESSAGE_SECONDS": "1",
-        },
-    )
-    try:
-        yield SipNode(node, sip_port, trunk_port, tmp_path, {}, probe_port)
-    finally:
-        node.kill()
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    env = {"CCORCH_CRM_ADMIN_PASSWORD": "x" * 12, "CCORCH_SIP_TCP_FIRST_MESSAGE_SECONDS": "1"}
+    with own_sip_node(pg_admin_url, tmp_path, env) as (sn, _):
+        yield sn
 
 
 def _closed_by_peer(s: socket.socket) -> bool:
