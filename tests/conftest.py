@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -72,10 +71,10 @@ def fresh_db(pg_admin_url: str) -> Iterator[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free port never handed out before in this run (see ``tests.sipp.free_udp_port``)."""
+    from tests.sipp import free_udp_port
+
+    return free_udp_port()
 
 
 class Node:

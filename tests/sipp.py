@@ -31,17 +31,25 @@ def scenario(name: str) -> Path:
     return own if own.exists() else DEMO_SCENARIOS / name
 
 
+_handed_out: set[int] = set()
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP (SIPp binds UDP; the node may use both)."""
+    """A port free for both UDP and TCP (SIPp binds UDP; the node may use both), and never
+    one handed out before in this run: a port chosen for a trunk but not yet bound is free
+    to the kernel, and was once given to a phone as well (two SIPps, one port)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind((host, 0))
             port: int = u.getsockname()[1]
+            if port in _handed_out:
+                continue
             with socket.socket() as t:
                 try:
                     t.bind((host, port))
                 except OSError:
                     continue
+            _handed_out.add(port)
             return port
 
 
