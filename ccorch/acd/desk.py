@@ -74,12 +74,6 @@ def _acd(request: Request) -> AcdService:
     return acd
 
 
-async def _extension(conn: AsyncConnection[Any], user_id: int) -> str | None:
-    cur = await conn.execute("SELECT extension FROM users WHERE id = %s", (user_id,))
-    row = await cur.fetchone()
-    return None if row is None or row[0] is None else str(row[0])
-
-
 async def _record(
     conn: AsyncConnection[Any],
     extension: str,
@@ -135,7 +129,7 @@ async def login(request: Request) -> HTTPResponse:
     body = LOGIN.validate(_body(request) or {})
     acd = _acd(request)
     async with _pool(request).connection() as conn:
-        ext = await _extension(conn, request.ctx.user.id)
+        ext = await store.user_extension(conn, request.ctx.user.id)
         if ext is None or ext not in acd.agents:
             return _error(409, "conflict", "this user has no operator extension in the queues")
         queues = list(body.get("queues") or acd.agents[ext].queues)
@@ -153,7 +147,7 @@ async def set_state(request: Request) -> HTTPResponse:
     body = STATE.validate(_body(request))
     acd = _acd(request)
     async with _pool(request).connection() as conn:
-        ext = await _extension(conn, request.ctx.user.id)
+        ext = await store.user_extension(conn, request.ctx.user.id)
         if ext is None or ext not in acd.logged_in:
             return _error(409, "conflict", "log in first (POST /api/agent/login)")
         reason = body.get("reason", "not_ready") if body["state"] == "not_ready" else None
@@ -163,7 +157,7 @@ async def set_state(request: Request) -> HTTPResponse:
 async def logout(request: Request) -> HTTPResponse:
     acd = _acd(request)
     async with _pool(request).connection() as conn:
-        ext = await _extension(conn, request.ctx.user.id)
+        ext = await store.user_extension(conn, request.ctx.user.id)
         if ext is None or ext not in acd.logged_in:
             return _error(409, "conflict", "not logged in")
         return await _apply(request, conn, acd, ext, "logged_out", None, forced=False)

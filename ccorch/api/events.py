@@ -41,9 +41,7 @@ async def _viewer(request: Request) -> tuple[store.User, str | None] | None:
         user = await store.session_user(conn, token, dt.datetime.now(dt.UTC))
         if user is None:
             return None
-        cur = await conn.execute("SELECT extension FROM users WHERE id = %s", (user.id,))
-        row = await cur.fetchone()
-    return user, (row[0] if row else None)
+        return user, await store.user_extension(conn, user.id)
 
 
 def visible(ev: Event, roles: frozenset[str], extension: str | None, queues: set[str]) -> bool:

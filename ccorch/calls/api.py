@@ -18,6 +18,7 @@ from typing import Any
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
+from ccorch.crm import store
 from ccorch.crm.api import Route
 from ccorch.crm.http import error as _error
 from ccorch.crm.http import pool as _pool
@@ -54,11 +55,7 @@ def _describe(call: Any) -> dict[str, Any]:
 
 async def _extension(request: Request) -> str | None:
     async with _pool(request).connection() as conn:
-        cur = await conn.execute(
-            "SELECT extension FROM users WHERE id = %s", (request.ctx.user.id,)
-        )
-        row = await cur.fetchone()
-    return None if row is None or row[0] is None else str(row[0])
+        return await store.user_extension(conn, request.ctx.user.id)
 
 
 async def list_calls(request: Request) -> HTTPResponse:

@@ -702,6 +702,13 @@ async def logout(conn: AsyncConnection[Any], token: str) -> None:
     await conn.execute("DELETE FROM sessions WHERE token_sha256 = %s", (token_digest(token),))
 
 
+async def user_extension(conn: AsyncConnection[Any], user_id: int) -> str | None:
+    """The operator's phone extension of a CRM user, if it has one."""
+    cur = await conn.execute("SELECT extension FROM users WHERE id = %s", (user_id,))
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 async def can_see_customer(
     conn: AsyncConnection[Any], user: User, customer_id: int, *, edit: bool = False
 ) -> bool:
