@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ccorch.calls.b2bua import CallController
+from ccorch.calls.controller import CallController
 from ccorch.media import MediaEngine
 from ccorch.sip.guard import Guard
 from ccorch.sip.message import Request, Response, make_response, parse

@@ -27,8 +27,8 @@ from ccorch.acd import desk as agent_desk
 from ccorch.acd.service import AcdService, load_queues
 from ccorch.api import events as api_events
 from ccorch.calls import CallEvents, screening
-from ccorch.calls.b2bua import CallController
 from ccorch.calls.cdr import CdrSink
+from ccorch.calls.controller import CallController
 from ccorch.calls.journal import Journal
 from ccorch.calls.recovery import recover
 from ccorch.config import Config, SipConfig

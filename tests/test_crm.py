@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from ccorch.crm import bootstrap, store
-from ccorch.crm.phones import PhoneError, normalize
 from ccorch.crm.validation import ValidationFailed
 from ccorch.db.migrate import migrate
+from ccorch.phones import PhoneError, normalize
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ def load_queues(path: Path) -> tuple[list[QueueConfig], list[AgentConfig]]:
 
 
 class CallSide(Protocol):
-    """What the ACD needs from a call (``ccorch.calls.b2bua.Call`` provides it)."""
+    """What the ACD needs from a call (``ccorch.calls.call.Call`` provides it)."""
 
     id: int
 

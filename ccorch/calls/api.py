@@ -76,7 +76,7 @@ async def hangup(request: Request, call_id: int) -> HTTPResponse:
         ext = await _extension(request)
         if ext is None or _agent_of(call) != ext:
             return _error(403, "forbidden", "an operator may end only its own calls")
-    call.end_from(call.a, "api-hangup")
+    call.end("api-hangup")
     return json({"id": call_id, "ended": True})
 
 

@@ -18,9 +18,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ccorch.crm.phones import PhoneError, normalize, prefixes_of
 from ccorch.crm.secrets import hash_secret, new_token, token_digest, verify_secret
 from ccorch.crm.validation import Field, Shape, ValidationFailed
+from ccorch.phones import PhoneError, normalize, prefixes_of
 
 ROLES = ("operator", "supervisor", "complaints", "admin")
 

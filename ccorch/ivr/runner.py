@@ -14,7 +14,7 @@ import urllib.request
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -39,9 +39,6 @@ from ccorch.ivr.interpreter import (
 )
 from ccorch.media import DtmfDigit, MediaEngine, PlaybackFinished
 
-if TYPE_CHECKING:
-    from ccorch.calls.b2bua import Call
-
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +50,26 @@ class IvrDeps:
     recordings_dir: Path | None = None  # where operators' calls are recorded
 
 
+class IvrCall(Protocol):
+    """What a flow may do to the call it runs on (the call controller's ``Call`` is one)."""
+
+    id: int
+    ani: str
+    customer_id: int | None
+    queue: str | None
+    sip_call_id: str
+    state: str
+
+    def end(self, reason: str) -> None: ...
+    def enqueue(self, queue: str, priority: int, prefer_seconds: float = 0.0) -> bool: ...
+    def estimated_wait(self) -> float | None: ...
+    def queue_position(self) -> int | None: ...
+    def withdraw_from_queue(self) -> None: ...
+    def transfer_from_ivr(self, to: str) -> bool: ...
+
+
 class IvrRunner:
-    def __init__(self, call: Call, session: Session, deps: IvrDeps, leg: int) -> None:
+    def __init__(self, call: IvrCall, session: Session, deps: IvrDeps, leg: int) -> None:
         self.call = call
         self.session = session
         self.deps = deps
@@ -147,7 +162,7 @@ class IvrRunner:
             raise
         except Exception:
             log.exception("ivr failed", extra={"call": self.call.id})
-            self.call.end_from(self.call.a, "ivr-error")
+            self.call.end("ivr-error")
 
     def _arm(self) -> None:
         if self.timer is not None:
@@ -194,7 +209,7 @@ class IvrRunner:
                 await self._enqueue(a)
             elif isinstance(a, Hangup):
                 self.stopped = True
-                self.call.end_from(self.call.a, f"ivr-{a.reason}")
+                self.call.end(f"ivr-{a.reason}")
                 return
         self._arm()
 

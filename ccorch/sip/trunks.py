@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccorch.crm.phones import PhoneError, normalize
 from ccorch.errors import ConfigError
+from ccorch.phones import PhoneError, normalize
 from ccorch.sip.transaction import Addr
 
 _KEYS = {

@@ -1,12 +1,11 @@
-"""The back-to-back user agent: every call is two (or, during a transfer, three) SIP legs whose
-media meet in the media engine, never directly.
+"""A call: two (or, during a transfer or consultation, three) SIP legs whose media meet in
+the media engine, never directly.
 
 Leg A is the caller (a trunk, or an agent's phone calling out); leg B is the phone we ring.
-Each leg answers its own peer: CANCEL, BYE, re-INVITE (hold and resume), session-timer
-refreshes and OPTIONS are handled per leg, and what one side does reaches the other only
-as the call's logic says (a BYE ends both legs; a hold is answered locally, the other side
-keeps its media). REFER transfers the far party to a new leg (blind), or onto another call's
-leg (attended, Replaces: RFC 3891).
+This room holds the call's path (routing, IVR, queue, ringing, answer, end) and its CDR;
+the legs' SIP is in ``ccorch.calls.leg``, REFER transfers in ``ccorch.calls.transfer``, and
+the commands from outside the call (hold, transfer, conference, ...) in
+``ccorch.calls.commands``.
 """
 
 from __future__ import annotations
@@ -15,434 +14,31 @@ import asyncio
 import datetime as dt
 import itertools
 import logging
-import os
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import unquote as url_unquote
+from typing import TYPE_CHECKING, Any
 
-from ccorch.acd.service import AcdService
-from ccorch.calls import (
-    MOS_BUCKETS,
-    CallAnswered,
-    CallArrived,
-    CallEnded,
-    CallEvents,
-    CallHeld,
-    CallRinging,
-    CallTransferred,
-    cdr,
-    screening,
-)
-from ccorch.calls.journal import Journal, SavedDialog
+from ccorch.calls import CallAnswered, CallArrived, CallEnded, CallRinging, cdr, screening, transfer
+from ccorch.calls.journal import SavedDialog
+from ccorch.calls.leg import Leg, session_expires
+from ccorch.calls.routing import Reject, RingTrunk, RunFlow
 from ccorch.crm import store as crm_store
 from ccorch.ivr.flow import Flow
 from ccorch.ivr.interpreter import Session
-from ccorch.ivr.runner import IvrDeps, IvrRunner
-from ccorch.ivr.store import FlowStore
-from ccorch.media import DtmfDigit, MediaEngine, MediaTimeout, PlaybackFinished
+from ccorch.ivr.runner import IvrRunner
 from ccorch.sip import digest, registrar, sdp
-from ccorch.sip.dialog import Dialog, cancel_for, new_call_id, new_tag
-from ccorch.sip.message import NameAddr, Request, Response, Uri, make_response, parse_params, quote
-from ccorch.sip.service import ALLOW, SUPPORTED, Origin, SipService
+from ccorch.sip.dialog import Dialog, new_call_id
+from ccorch.sip.message import Request, Response, Uri, make_response, parse_params, quote
+from ccorch.sip.service import ALLOW, SUPPORTED, Origin
 from ccorch.sip.transaction import Addr, ClientTxn, ServerTxn, new_branch
 from ccorch.sip.trunks import Trunk
+
+if TYPE_CHECKING:
+    from ccorch.calls.controller import CallController
 
 log = logging.getLogger(__name__)
 
 _call_ids = itertools.count(1)
 
-
-# --- routing decisions ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RingUser:
-    """Ring the registered phones of this SIP account."""
-
-    user: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    status: int
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RingTrunk:
-    """Call ``number`` outside, through the trunk named ``trunk``."""
-
-    trunk: str
-    number: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunFlow:
-    """Answer and run this IVR flow."""
-
-    flow: Flow
-
-
-Decision = RingUser | RingTrunk | RunFlow | Reject
-
-
-class Router(Protocol):
-    async def route(self, call: Call) -> Decision: ...
-
-
-class DirectRouter:
-    """The DNIS (or dialled extension) is an agent's SIP account: ring it. Otherwise 404.
-    The IVR and the ACD take over routing in ``ccorch.ivr``; this is the plain PBX part."""
-
-    def __init__(self, service: SipService, flows: FlowStore | None = None) -> None:
-        self.service = service
-        self.flows = flows
-
-    async def route(self, call: Call) -> Decision:
-        if self.flows is not None and call.origin.trunk is not None:
-            flow = self.flows.for_dnis(call.dnis)
-            if flow is not None:
-                return RunFlow(flow)
-        if call.dnis in self.service.accounts:
-            return RingUser(call.dnis)
-        if call.origin.agent is not None and call.dnis.lstrip("+").isdigit():
-            for t in self.service.trunks:
-                if t.outbound and t.up is not False:
-                    return RingTrunk(t.name, call.dnis)
-            return Reject(503, "Service Unavailable (no trunk for outside calls)")
-        return Reject(404, "Not Found (no such number)")
-
-
-# --- the call ----------------------------------------------------------------------------
-
-
 _FAIL_STATUS = {486: 486, 600: 486, 603: 603, 404: 480, 480: 480, 408: 480}
-
-
-class Leg:
-    """One SIP dialog of a call and its media endpoint."""
-
-    def __init__(self, call: Call, side: str) -> None:
-        self.call = call
-        self.side = side  # "a" (caller) or "b" (the phone we ring)
-        self.dialog: Dialog | None = None
-        self.invite: Request | None = None
-        self.invite_txn: ServerTxn | ClientTxn | None = None
-        self.local_tag = new_tag()
-        self.dest: Addr | None = None
-        self.media: int | None = None
-        self.port = 0
-        self.agreed: sdp.AudioAnswer | None = None
-        self.sdp_session = (next(_call_ids) + 1000, 1)
-        self.held = False  # the peer put us on hold
-        self.state = "new"  # new, early, confirmed, ended
-        self.final_sent = False
-        self.invite_cseq = 0  # kept when the INVITE itself is let go after the answer
-        self.call_id = ""
-        self.pending_reinvite: ServerTxn | None = None
-        self.refer_from: Leg | None = None  # this leg is a transfer target started by REFER
-        self.target = ""
-        self.session_timer: asyncio.TimerHandle | None = None
-        self.session_interval = 0
-        self.offer: sdp.Sdp | None = None  # the caller's offer, answered when B answers
-        self.trunk: Trunk | None = None  # an outbound leg's trunk (its credentials)
-        self.auth_tried = False
-        # SRTP (SDES): what this peer must, may or may not do, and the keys once agreed
-        self.srtp = "off"
-        self.srtp_local: bytes | None = None
-        self.srtp_remote: bytes | None = None
-
-    @property
-    def c(self) -> CallController:
-        return self.call.ctl
-
-    # -- media --
-
-    def allocate_media(self, law: str, dtmf_pt: int | None) -> None:
-        self.media, self.port = self.c.media.allocate_leg(self.call.id, law=law, dtmf_pt=dtmf_pt)
-        self.c.media_legs[self.media] = self
-
-    def apply_remote(self, agreed: sdp.AudioAnswer) -> None:
-        assert self.media is not None
-        self.agreed = agreed
-        self.c.media.set_codec(self.media, agreed.law, agreed.dtmf_pt)
-        if agreed.crypto is not None and agreed.crypto.key != self.srtp_remote:
-            # the peer's key (new, or changed by a re-offer): the leg is SRTP from now on
-            local = self.local_key()
-            self.c.media.set_srtp(self.media, local, agreed.crypto.key)
-            self.srtp_remote = agreed.crypto.key
-        if agreed.port and agreed.host not in ("0.0.0.0", "::"):  # noqa: S104 - "no address" (hold)
-            self.c.media.set_remote(self.media, agreed.host, agreed.port, agreed.rtcp_port)
-
-    def local_key(self) -> bytes:
-        """Our SDES key for this leg, made once."""
-        if self.srtp_local is None:
-            self.srtp_local = os.urandom(sdp.KEY_LEN)
-        return self.srtp_local
-
-    def release_media(self) -> None:
-        if self.media is not None:
-            self.c.media_legs.pop(self.media, None)
-            self._count_quality()
-            try:
-                self.c.media.release_leg(self.media)
-            except Exception as e:  # already gone with the engine's shutdown
-                log.debug("release_leg", extra={"error": str(e)})
-            self.media = None
-
-    def _count_quality(self) -> None:
-        """The leg's received-audio figures (RTP loss, the E-model MOS estimate) into the
-        node's counters, for ``cc_media_*`` on /metrics."""
-        assert self.media is not None
-        try:
-            st = self.c.media.leg_stats(self.media)
-        except Exception:
-            return
-        received = int(st.get("packets_received", 0))
-        if received <= 0:
-            return
-        stats = self.c.service.stats
-        stats["media_legs_measured"] += 1
-        side = "caller" if self.side == "a" else "operator"
-        stats[f"media_packets_received_{side}"] += received
-        stats[f"media_packets_lost_{side}"] += max(0, int(st.get("packets_lost", 0)))
-        mos = float(st.get("mos") or 0.0)
-        stats["media_mos_milli_sum"] += int(mos * 1000)
-        for bound in MOS_BUCKETS:
-            if mos <= bound:
-                stats[f"media_mos_le_{bound}"] += 1
-
-    def our_sdp(
-        self,
-        offer: sdp.Sdp | None = None,
-        *,
-        direction: str = "sendrecv",
-        codecs: tuple[str, ...] = ("PCMU", "PCMA"),
-    ) -> bytes:
-        ip = self.c.service.host
-        if offer is not None:
-            body, agreed = sdp.answer(
-                ip,
-                self.port,
-                offer,
-                session=self.sdp_session,
-                srtp=self.srtp,
-                srtp_key=self.local_key(),
-            )
-            self.apply_remote(agreed)
-            return body
-        return sdp.offer(
-            ip,
-            self.port,
-            session=self.sdp_session,
-            direction=direction,
-            codecs=codecs,
-            srtp_key=self.local_key() if self.srtp != "off" else None,
-            savp=self.srtp == "required",
-        )
-
-    # -- sending --
-
-    def send_in_dialog(
-        self, method: str, body: bytes = b"", extra: list[tuple[str, str]] | None = None
-    ) -> None:
-        if self.dialog is None:
-            return
-        req = self.dialog.request(method, body, extra)
-        self.c.service.send_request(req, self.dialog.dest, self)
-
-    def hangup(self) -> None:
-        """End this leg whatever its state: BYE, CANCEL, or a final response."""
-        if self.state == "ended":
-            return
-        if self.dialog is not None and self.state == "confirmed":
-            self.send_in_dialog("BYE")
-        elif (
-            self.side == "b" and self.invite is not None and isinstance(self.invite_txn, ClientTxn)
-        ):
-            if self.invite_txn.state in ("calling", "proceeding"):
-                self.c.service.send_request(cancel_for(self.invite), self.invite_txn.dest, self)
-        elif self.side == "a" and isinstance(self.invite_txn, ServerTxn) and not self.final_sent:
-            self.final_sent = True
-            self.c.service.reply(self.invite_txn, 487, to_tag=self.local_tag)
-        self.state = "ended"
-        self._stop_session_timer()
-        if self.dialog is not None:
-            self.c.service.remove_dialog(self.dialog.call_id, self.dialog.local_tag)
-        self.release_media()
-
-    # -- session timers (RFC 4028) --
-
-    def start_session_timer(self, interval: int, we_refresh: bool) -> None:
-        self._stop_session_timer()
-        if interval <= 0:
-            return
-        self.session_interval = interval
-        loop = asyncio.get_running_loop()
-        if we_refresh:
-            self.session_timer = loop.call_later(interval / 2, self._refresh_session)
-        else:
-            # §10: without a refresh, BYE before the interval runs out (minus min(32, I/3))
-            self.session_timer = loop.call_later(
-                interval - min(32, interval / 3), self._session_expired
-            )
-
-    def _stop_session_timer(self) -> None:
-        if self.session_timer is not None:
-            self.session_timer.cancel()
-            self.session_timer = None
-
-    def _refresh_session(self) -> None:
-        if self.state != "confirmed" or self.dialog is None:
-            return
-        self.send_in_dialog(
-            "UPDATE",
-            extra=[
-                ("session-expires", f"{self.session_interval};refresher=uac"),
-                ("supported", "timer"),
-            ],
-        )
-        self.start_session_timer(self.session_interval, True)
-
-    def _session_expired(self) -> None:
-        log.info("session timer expired", extra={"call": self.call.id, "side": self.side})
-        self.call.end_from(self, "session-expired")
-
-    # -- from the peer --
-
-    def on_cancel(self, cancel: Request) -> None:
-        self.call.cancelled()
-
-    def on_ack_timeout(self, txn: ServerTxn) -> None:
-        if self.pending_reinvite is txn:
-            self.pending_reinvite = None
-            return
-        log.warning("2xx never acknowledged", extra={"call": self.call.id, "side": self.side})
-        self.call.end_from(self, "ack-timeout")
-
-    def on_ack(self, req: Request, source: Addr) -> None:
-        if (
-            self.pending_reinvite is not None
-            and req.cseq[0] == self.pending_reinvite.request.cseq[0]
-        ):
-            self.pending_reinvite = None
-        if req.body and self.media is not None:  # answer to the offer in our 2xx (delayed offer)
-            try:
-                _, agreed = sdp.choose_audio(sdp.Sdp.parse(req.body), srtp=self.srtp)
-                self.apply_remote(agreed)
-            except sdp.SdpError as e:
-                log.warning("bad SDP in ACK", extra={"call": self.call.id, "error": str(e)})
-                self.call.end_from(self, "bad-sdp")
-
-    def on_request(self, req: Request, source: Addr, txn: ServerTxn) -> None:
-        svc = self.c.service
-        d = self.dialog
-        if d is None or self.state == "ended":
-            svc.reply(txn, 481)
-            return
-        if not d.accepts(req):
-            svc.reply(txn, 500, "Server Internal Error (CSeq out of order)")
-            return
-        m = req.method
-        if self.side == "a" and m != "ACK":
-            svc.txn.implicit_ack(d.call_id, self.invite_cseq)
-        if m == "BYE":
-            svc.reply(txn, 200)
-            self.state = "ended"
-            self.call.end_from(self, "caller-hangup" if self.side == "a" else "agent-hangup")
-        elif m in ("INVITE", "UPDATE"):
-            self._reinvite(req, txn)
-        elif m == "OPTIONS":
-            svc.reply(txn, 200, headers=[("allow", ALLOW), ("supported", SUPPORTED)])
-        elif m == "INFO":
-            svc.reply(txn, 200)
-        elif m == "REFER":
-            self.call.refer(self, req, txn)
-        elif m == "NOTIFY":
-            svc.reply(txn, 200)
-        else:
-            svc.reply(txn, 405, headers=[("allow", ALLOW)])
-
-    def _reinvite(self, req: Request, txn: ServerTxn) -> None:
-        """Hold, resume, remote-target refresh, session refresh (§14, RFC 3264 §8.4, RFC 4028)."""
-        svc = self.c.service
-        assert self.dialog is not None
-        if self.pending_reinvite is not None and req.method == "INVITE":
-            svc.reply(txn, 491)  # §14.2: one INVITE at a time in a dialog
-            return
-        self.dialog.refresh_target(req)
-        body = b""
-        if req.body:
-            try:
-                offer = sdp.Sdp.parse(req.body)
-                _, agreed = sdp.choose_audio(offer, srtp=self.srtp)
-            except sdp.SdpError as e:
-                svc.reply(txn, 488, f"Not Acceptable Here ({e})"[:100])
-                return
-            held = agreed.direction in ("sendonly", "inactive")
-            if held != self.held:
-                self.held = held
-                self.sdp_session = (self.sdp_session[0], self.sdp_session[1] + 1)
-                self.c.events.publish(
-                    CallHeld(
-                        self.call.id, "caller" if self.side == "a" else "agent", held, svc.now()
-                    )
-                )
-            body, agreed = sdp.answer(
-                svc.host,
-                self.port,
-                offer,
-                session=self.sdp_session,
-                srtp=self.srtp,
-                srtp_key=self.local_key(),
-            )
-            self.apply_remote(agreed)
-        elif req.method == "INVITE":
-            body = self.our_sdp()  # offerless re-INVITE: we offer, the ACK answers
-        headers = [("contact", self.dialog.contact), ("supported", SUPPORTED)]
-        se = _session_expires(req)
-        if se is not None:
-            interval, refresher = se
-            headers.append(("session-expires", f"{interval};refresher={refresher}"))
-            headers.append(("require", "timer"))
-            self.start_session_timer(interval, refresher == "uas")
-        resp = make_response(req, 200, to_tag=self.dialog.local_tag)
-        resp.headers.extend(headers)
-        if body:
-            resp.headers.append(("content-type", "application/sdp"))
-            resp.body = body
-        if req.method == "INVITE":
-            self.pending_reinvite = txn
-        svc.respond(txn, resp)
-
-    # -- responses to what we sent --
-
-    def on_response(self, resp: Response, txn: ClientTxn) -> None:
-        method = txn.request.method
-        if txn is self.invite_txn:
-            self.call.b_response(self, resp, txn)
-        elif method == "INVITE" and 200 <= resp.status < 300 and self.dialog is not None:
-            # our own re-INVITE answered: ACK it
-            ack = self.dialog.ack(resp.cseq[0])
-            self.c.service.send_stateless(ack, self.dialog.dest)
-
-    def on_timeout(self, txn: ClientTxn) -> None:
-        if txn is self.invite_txn:
-            self.call.b_response(self, make_response(txn.request, 408), txn)
-        elif txn.request.method in ("INVITE", "UPDATE", "BYE") and self.state == "confirmed":
-            # §12.2.1.2: a request inside a dialog that times out ends the dialog
-            self.call.end_from(self, "timeout")
-
-
-def _session_expires(req: Request) -> tuple[int, str] | None:
-    value = req.get("session-expires")
-    if value is None:
-        return None
-    num, _, rest = value.partition(";")
-    if not num.strip().isdigit():
-        return None
-    refresher = parse_params(rest).get("refresher") or "uac"
-    return int(num.strip()), refresher
 
 
 class Call:
@@ -832,7 +428,7 @@ class Call:
                     refresher = parse_params(rest).get("refresher") or "uac"
                     leg.start_session_timer(int(num.strip()), refresher == "uac")
             if leg.refer_from is not None:
-                self._transfer_answered(leg)
+                transfer.transfer_answered(self, leg)
             elif leg is self.b:
                 self._answered(leg)
             return
@@ -885,7 +481,7 @@ class Call:
 
     def _b_failed(self, leg: Leg, status: int) -> None:
         if leg.refer_from is not None:
-            self._transfer_failed(leg, status)
+            transfer.transfer_failed(self, leg, status)
             return
         if leg is not self.b or self.state != "ringing":
             return
@@ -952,7 +548,7 @@ class Call:
             ("supported", SUPPORTED),
             ("content-type", "application/sdp"),
         ]
-        se = _session_expires(a.invite)
+        se = session_expires(a.invite)
         if se is not None and self.ctl.session_expires:
             interval = max(se[0], self.ctl.min_se)
             resp.headers += [("session-expires", f"{interval};refresher=uac"), ("require", "timer")]
@@ -1013,6 +609,10 @@ class Call:
         if self.b is not None:
             self.b.hangup()
         self._fail_a(487, None, "cancelled")
+
+    def end(self, reason: str) -> None:
+        """End the call for every party (a flow's hang-up, a command)."""
+        self.end_from(self.a, reason)
 
     def end_from(self, leg: Leg, reason: str) -> None:
         """``leg``'s side ended (BYE, timeout): hang up every other leg and finish."""
@@ -1131,227 +731,7 @@ class Call:
             self.ctl.journal.drop(self.id, self.arrived_at)
         self.ctl.calls.pop(self.key, None)
 
-    # --- transfers (RFC 3515, RFC 3891) ---
+    # --- REFER from a phone (``ccorch.calls.transfer``) ---
 
     def refer(self, referrer: Leg, req: Request, txn: ServerTxn) -> None:
-        svc = self.ctl.service
-        refer_to = req.get("refer-to")
-        if refer_to is None or self.state != "answered":
-            svc.reply(
-                txn,
-                400 if refer_to is None else 491,
-                "Bad Request (no Refer-To)" if refer_to is None else None,
-            )
-            return
-        try:
-            target = NameAddr.parse(refer_to).uri
-        except ValueError as e:
-            svc.reply(txn, 400, f"Bad Request (Refer-To: {e})"[:100])
-            return
-        other = self.b if referrer is self.a else self.a
-        if other is None or other.media is None:
-            svc.reply(txn, 481)
-            return
-        replaces = _header_param(target.headers, "replaces")
-        if replaces is not None:
-            self._attended(referrer, other, replaces, txn)
-            return
-        user = target.user or ""
-        if user not in svc.accounts:
-            svc.reply(txn, 404, "Not Found (no such transfer target)")
-            return
-        svc.reply(txn, 202, to_tag=None)
-        referrer_notify(referrer, 100, "Trying", active=True)
-        leg = self.ring(user)
-        if leg is None:
-            referrer_notify(referrer, 480, "Temporarily Unavailable", active=False)
-            return
-        leg.refer_from = referrer
-        self.transfer = leg
-
-    def _transfer_answered(self, leg: Leg) -> None:
-        """The blind-transfer target answered: the far party now talks to it."""
-        referrer = leg.refer_from
-        assert referrer is not None
-        other = self.a if referrer is self.b else self.b
-        assert other is not None and other.media is not None and leg.media is not None
-        if self.room is not None:
-            self.ctl.media.destroy_room(self.room)
-        self.room = self.ctl.media.bridge(other.media, leg.media)
-        referrer_notify(referrer, 200, "OK", active=False)
-        referrer.hangup()
-        if referrer is self.b:
-            self.b = leg
-        else:
-            self.a = leg
-        leg.refer_from = None
-        self.transfer = None
-        self.journal()
-        self.ctl.events.publish(CallTransferred(self.id, leg.target, False, self.ctl.service.now()))
-
-    def _transfer_failed(self, leg: Leg, status: int) -> None:
-        referrer = leg.refer_from
-        leg.refer_from = None
-        self.transfer = None
-        if referrer is not None and referrer.state == "confirmed":
-            referrer_notify(referrer, status, None, active=False)
-
-    def _attended(self, referrer: Leg, other: Leg, replaces: str, txn: ServerTxn) -> None:
-        """Refer-To carries Replaces: connect ``other`` to the far leg of the replaced dialog."""
-        svc = self.ctl.service
-        call_id, _, params = replaces.strip().partition(";")
-        call_id = call_id.strip()
-        p = parse_params(params)
-        tags = [p.get("to-tag") or "", p.get("from-tag") or ""]
-        replaced: Leg | None = None
-        for tag in tags:
-            d = svc.dialogs.get((call_id, tag))
-            if isinstance(d, Leg):
-                replaced = d
-                break
-        if replaced is None or replaced.call.state != "answered":
-            svc.reply(txn, 481, "Call/Transaction Does Not Exist (Replaces)")
-            return
-        call2 = replaced.call
-        far = call2.b if replaced is call2.a else call2.a
-        if far is None or far.media is None or other.media is None:
-            svc.reply(txn, 481)
-            return
-        svc.reply(txn, 202)
-        referrer_notify(referrer, 100, "Trying", active=True)
-        # move the far leg of the consultation call into this call
-        if call2.room is not None:
-            self.ctl.media.destroy_room(call2.room)
-            call2.room = None
-        if self.room is not None:
-            self.ctl.media.destroy_room(self.room)
-        self.room = self.ctl.media.bridge(other.media, far.media)
-        far.call = self
-        if far.media is not None:
-            self.ctl.media_legs[far.media] = far
-        if call2.a is far:
-            call2.a = Leg(call2, "a")
-            call2.a.state = "ended"
-        else:
-            call2.b = None
-        referrer_notify(referrer, 200, "OK", active=False)
-        referrer.hangup()
-        replaced.hangup()
-        call2._finish("transferred", 200)
-        if referrer is self.b:
-            self.b = far
-        else:
-            self.a = far
-        self.ctl.events.publish(CallTransferred(self.id, far.target, True, svc.now()))
-
-
-def referrer_notify(leg: Leg, status: int, reason: str | None, *, active: bool) -> None:
-    """The implicit REFER subscription's NOTIFY with a sipfrag of the transfer's progress."""
-    from ccorch.sip.message import REASONS
-
-    frag = f"SIP/2.0 {status} {reason or REASONS.get(status, '')}\r\n".encode()
-    state = "active;expires=60" if active else "terminated;reason=noresource"
-    leg.send_in_dialog(
-        "NOTIFY",
-        frag,
-        [
-            ("event", "refer"),
-            ("subscription-state", state),
-            ("content-type", "message/sipfrag;version=2.0"),
-        ],
-    )
-
-
-def _header_param(headers: str, name: str) -> str | None:
-    """A header carried in a URI's ?headers part (Refer-To: <...?Replaces=...>)."""
-    for part in headers.split("&"):
-        k, _, v = part.partition("=")
-        if k.strip().lower() == name:
-            return url_unquote(v)
-    return None
-
-
-# --- the controller ------------------------------------------------------------------------
-
-
-class CallController:
-    """Creates calls from INVITEs and keeps them until they end."""
-
-    def __init__(
-        self,
-        service: SipService,
-        media: MediaEngine,
-        *,
-        router: Router | None = None,
-        events: CallEvents | None = None,
-        ring_timeout: float = 30.0,
-        session_expires: int = 1800,
-        min_se: int = 90,
-        flows: FlowStore | None = None,
-        ivr: IvrDeps | None = None,
-        acd: AcdService | None = None,
-        cdrs: cdr.CdrSink | None = None,
-        journal: Journal | None = None,
-        phones_srtp: str = "optional",
-    ) -> None:
-        self.service = service
-        self.cdrs = cdrs
-        self.journal = journal
-        self.phones_srtp = phones_srtp
-        self.media = media
-        self.flows = flows
-        self.ivr = ivr
-        self.acd = acd
-        self.router: Router = router or DirectRouter(service, flows)
-        self.events = events or CallEvents()
-        self.ring_timeout = ring_timeout
-        self.session_expires = session_expires
-        self.min_se = min_se
-        self.calls: dict[tuple[str, str], Call] = {}
-        self.media_legs: dict[int, Leg] = {}
-        self._media_task: asyncio.Task[None] | None = None
-        service.calls = self
-
-    def srtp_policy(self, trunk: Trunk | None, peer: Addr) -> str:
-        """SRTP for a leg: the trunk's setting; for a phone, ``sip.phones_srtp`` when it is
-        reached over TLS, else off (SDES keys travel in the SDP: never in clear text)."""
-        if trunk is not None:
-            return trunk.srtp
-        return self.phones_srtp if peer.transport == "TLS" else "off"
-
-    def on_invite(self, req: Request, source: Addr, txn: ServerTxn, origin: Origin) -> None:
-        key = (req.call_id, req.from_.tag or "")
-        if key in self.calls:
-            # §8.2.2.2: the same request arriving by another path (new branch): merged
-            self.service.reply(txn, 482)
-            return
-        se = _session_expires(req)
-        if se is not None and se[0] < self.min_se:
-            self.service.reply(txn, 422, headers=[("min-se", str(self.min_se))])
-            return
-        user = req.uri.user or ""
-        trunk = origin.trunk
-        dnis = trunk.normalize_number(user) if trunk else user
-        ani_user = req.from_.uri.user or ""
-        ani = trunk.normalize_number(ani_user) if trunk and ani_user else ani_user
-        call = Call(self, req, origin, ani, dnis)
-        self.calls[key] = call
-        self.service.add_dialog(req.call_id, call.a.local_tag, call.a)
-        self.service.spawn(call.start(req, source, txn))
-
-    async def watch_media(self, queue: asyncio.Queue[Any]) -> None:
-        """Media timeouts (no RTP for the leg's limit) end the call, as a dead line would."""
-        while True:
-            ev = await queue.get()
-            if isinstance(ev, MediaTimeout):
-                leg = self.media_legs.get(ev.leg)
-                if leg is not None and leg.call.state != "ended":
-                    log.info("media timeout", extra={"call": leg.call.id, "side": leg.side})
-                    leg.call.end_from(leg, "media-timeout")
-            elif isinstance(ev, DtmfDigit | PlaybackFinished):
-                leg = self.media_legs.get(ev.leg)
-                if leg is not None and leg.call.ivr is not None and leg is leg.call.a:
-                    leg.call.ivr.on_media(ev)
-
-    def active_calls(self) -> int:
-        return len(self.calls)
+        transfer.refer(self, referrer, req, txn)
