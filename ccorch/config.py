@@ -309,6 +309,34 @@ class AcdConfig:
     auto_login_on_register: bool = _key(_BOOL, True)
 
 
+_CODE = re.compile(r"^[a-z0-9_-]{1,40}$")
+
+
+@dataclass(frozen=True)
+class CallsConfig:
+    # The wrap-up codes an operator may set on a call (POST /api/calls/{id}/disposition).
+    dispositions: tuple[str, ...] = _key(
+        _Rule(
+            "a comma-separated list of codes (a-z, 0-9, _ and -; up to 40 characters each)",
+            lambda v: isinstance(v, tuple) and bool(v) and all(_CODE.match(x) for x in v),
+            str,
+            str,
+            lambda v: (
+                tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else v
+            ),
+        ),
+        (
+            "resolved",
+            "callback_requested",
+            "escalated",
+            "sale",
+            "no_sale",
+            "complaint",
+            "wrong_number",
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class IvrConfig:
     """IVR flows: the folder of flow files (one per service, chosen by DNIS) and the TTS cache."""
@@ -332,6 +360,7 @@ class Config:
     sip: SipConfig = field(default_factory=SipConfig)
     ivr: IvrConfig = field(default_factory=IvrConfig)
     acd: AcdConfig = field(default_factory=AcdConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
     source: str = "defaults"
 
 
@@ -345,6 +374,7 @@ _SECTIONS: dict[str, type] = {
     "sip": SipConfig,
     "ivr": IvrConfig,
     "acd": AcdConfig,
+    "calls": CallsConfig,
 }
 
 

@@ -13,6 +13,7 @@ from ccorch.acd import AgentChanged, CallLeft, Moved, Offer, RevokeOffer
 from ccorch.calls import (
     CallAnswered,
     CallArrived,
+    CallControlled,
     CallEnded,
     CallEvent,
     CallHeld,
@@ -31,6 +32,9 @@ _CALL_TYPES: dict[type, str] = {
 }
 
 
+_NEW_PARTY = {"consult_answered", "conference", "transfer_completed"}
+
+
 async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) -> None:
     """Forever: each call event onto the stream. A call's operator (the extension rung or
     answering) and queue are remembered so that its later events reach that operator."""
@@ -40,7 +44,13 @@ async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) ->
         data: dict[str, Any] = dataclasses.asdict(ev)
         if isinstance(ev, CallRinging | CallAnswered | CallTransferred):
             agents.setdefault(ev.call, set()).add(ev.target)
-        stream.publish(_CALL_TYPES[type(ev)], data, agents=agents.get(ev.call, ()))
+        if isinstance(ev, CallControlled):
+            if ev.action in _NEW_PARTY:  # a colleague joins the call: it sees it from now
+                agents.setdefault(ev.call, set()).add(ev.target)
+            kind = f"call.{ev.action}"
+        else:
+            kind = _CALL_TYPES[type(ev)]
+        stream.publish(kind, data, agents=agents.get(ev.call, ()))
         if isinstance(ev, CallEnded):
             agents.pop(ev.call, None)
 

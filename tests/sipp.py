@@ -163,7 +163,7 @@ class Uas:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+        self.proc.communicate()  # reaped, its output pipe closed
 
 
 def _errors(cwd: Path, scenario: str, port: int) -> str:

@@ -21,7 +21,7 @@ import pytest
 from ccorch._core import g711_decode, g711_encode
 from ccorch.demo import caller_command
 from ccorch.ivr import tts
-from ccorch.ivr.runner import default_music
+from ccorch.media.music import default_music
 from tests.conftest import Node, _with_dbname, start_node
 from tests.sipp import (
     DEMO_FLOWS,

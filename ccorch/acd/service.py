@@ -255,10 +255,14 @@ class AcdService:
         queue: str,
         priority: int = 0,
         preferred: Sequence[tuple[str, float]] = (),
+        *,
+        waited_ms: int = 0,
     ) -> bool:
         """Queue the call; ``preferred`` (extension, seconds): for so long from now, the
         call is offered only to these operators (the first of them Ready, in the order
-        given; if logged in and serving this queue), then to anyone skilled."""
+        given; if logged in and serving this queue), then to anyone skilled.
+        ``waited_ms``: what the caller waited already (a call an operator transfers back
+        into a queue keeps its place and its wait). False if the queue is unknown or full."""
         qid = self.queue_ids.get(queue)
         if qid is None:
             return False
@@ -271,7 +275,12 @@ class AcdService:
             for ext, seconds in preferred
             if ext in self.logged_in and queue in self.agents[ext].queues and seconds > 0
         ]
-        self.acd.enqueue(now, call.id, qid, priority, known)
+        try:
+            self.acd.enqueue(now, call.id, qid, priority, known, waited_ms)
+        except Exception as e:  # a full queue without overflow, the call queued already
+            log.info("call not queued", extra={"call": call.id, "queue": queue, "error": str(e)})
+            self.calls.pop(call.id, None)
+            return False
         self._pump()
         return True
 

@@ -17,11 +17,13 @@ import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sanic import Request
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
+from ccorch.calls import api as calls_api
 from ccorch.crm import store
 from ccorch.events import Event, InProcessStream
 
@@ -66,10 +68,14 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
         await ws.close(code=4400, reason="since is an event number")
         return
     sub = stream.subscribe(since)
+    sending = asyncio.Lock()  # events and command replies go out from two tasks
 
     async def send(frame: dict[str, Any]) -> None:
-        await ws.send(json.dumps(frame, ensure_ascii=False, default=str))
+        async with sending:
+            await ws.send(json.dumps(frame, ensure_ascii=False, default=str))
 
+    actor = calls_api.Actor(user.login, frozenset(user.roles), extension)
+    commands = asyncio.create_task(_commands(request, ws, actor, send), name="ws_commands")
     try:
         if sub.resync:
             await send({"type": "resync", "seq": stream.last_seq})
@@ -94,6 +100,35 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
                 break
         await ws.close(code=1013, reason="too far behind: reconnect with since")
     finally:
+        commands.cancel()
         stream.unsubscribe(sub)
         with contextlib.suppress(Exception):
             await ws.close()
+
+
+async def _commands(
+    request: Request,
+    ws: WebsocketImplProtocol,
+    actor: calls_api.Actor,
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """Command frames from the client (``ccorch.calls.api.ws_command``), each answered by a
+    reply frame with the same ``id``. A frame that is not a JSON object is answered 400."""
+    while True:
+        raw = await ws.recv()
+        if raw is None:
+            return
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict):
+            await send({"type": "reply", "id": None, "status": 400, "error": "bad_request",
+                        "message": "a command is a JSON object"})  # fmt: skip
+            continue
+        try:
+            reply = await calls_api.ws_command(request.app, actor, frame)
+        except Exception:  # a bug must not take the stream down with it
+            log.exception("websocket command failed")
+            reply = {"type": "reply", "id": frame.get("id"), "status": 500, "error": "internal"}
+        await send(reply)

@@ -58,7 +58,29 @@ class CallEnded:
     talk_seconds: float
 
 
-CallEvent = CallArrived | CallRinging | CallAnswered | CallHeld | CallTransferred | CallEnded
+@dataclass(frozen=True, slots=True)
+class CallControlled:
+    """A command acted on the call (``ccorch.calls.commands``): hold, resume, mute, unmute,
+    dtmf, transfer, consult, consult_answered, consult_failed, consult_cancelled,
+    conference, recording_paused, recording_resumed, disposition, transfer_failed,
+    party_left."""
+
+    call: int
+    action: str
+    target: str  # the extension, queue, flow or number it concerns ("" if none)
+    by: str  # who asked: a user's login, or "" (the node)
+    at: float
+
+
+CallEvent = (
+    CallArrived
+    | CallRinging
+    | CallAnswered
+    | CallHeld
+    | CallTransferred
+    | CallEnded
+    | CallControlled
+)
 
 
 class CallEvents:

@@ -1,34 +1,55 @@
-"""Call control over REST: the calls up now, and commands on one of them.
+"""Call control over REST and the WebSocket: the calls up now, and commands on one of them.
 
 - ``GET /api/calls``: the calls in progress (a supervisor or admin sees all, an operator
   the calls ringing or connected to its extension);
-- ``POST /api/calls/{id}/hangup``: end the call for every party (the caller gets BYE, or
-  487 if not yet answered; the operator's phone BYE or CANCEL); its CDR says
-  ``api-hangup``. An operator may end only its own calls (403 otherwise); a call that has
-  ended already is 404.
+- ``POST /api/calls/{id}/<command>``: ``hangup``, ``hold``, ``resume``, ``mute``
+  (``{"on": true|false}``), ``dtmf`` (``{"digits": "12#"}``), ``transfer``
+  (``{"kind": "extension"|"queue"|"flow"|"number", "to": "..."}``), ``consult``
+  (``{"kind": "extension"|"number", "to": "..."}``), ``consult/complete``,
+  ``consult/conference``, ``consult/cancel``, ``recording`` (``{"paused": true|false}``),
+  ``disposition`` (``{"code": "...", "note": "..."}``, also after the call, in wrap-up).
+- ``POST /api/calls/{id}/answer``: 409; our SIP phones are answered on the phone (they
+  ring; auto-answer is the browser phone's).
+
+Every command is also a WebSocket frame on ``/api/events``:
+``{"id": 1, "command": "hold", "call": 12, ...the body's fields}``, answered by
+``{"type": "reply", "id": 1, "status": 200, ...}``.
 
 Commands act on the call itself (found by the node's number for it), never on a SIP or
-media reference a client could name.
+media reference a client could name. An operator may act only on its own calls (403);
+a call that has ended is 404; a call not in a state that allows the command, 409.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
+from ccorch.calls import cdr, commands
+from ccorch.calls.commands import Refused
 from ccorch.crm import store
 from ccorch.crm.api import Route
 from ccorch.crm.http import error as _error
+from ccorch.crm.http import json_body
 from ccorch.crm.http import pool as _pool
+from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 OPERATORS = ("operator", "supervisor", "admin")
-SEE_ALL = {"supervisor", "admin"}
+SEE_ALL = frozenset({"supervisor", "admin"})
 
 
-def _controller(request: Request) -> Any:
-    return request.app.ctx.calls
+@dataclass(frozen=True)
+class Actor:
+    """Who sends a command: the user, its roles and its operator extension (if any)."""
+
+    login: str
+    roles: frozenset[str]
+    extension: str | None
 
 
 def _agent_of(call: Any) -> str | None:
@@ -39,55 +60,299 @@ def _agent_of(call: Any) -> str | None:
     return str(b.target) if b is not None and b.target else None
 
 
-def _describe(call: Any) -> dict[str, Any]:
+def _parties(call: Any) -> set[str]:
+    """The operators in a call: its operator, a consulted or conferenced colleague."""
+    out = {p for p in (_agent_of(call),) if p}
+    for leg in (call.consult, call.third):
+        if leg is not None and leg.target:
+            out.add(str(leg.target))
+    return out
+
+
+def describe(call: Any) -> dict[str, Any]:
     return {
         "id": call.id,
         "ani": call.ani,
         "dnis": call.dnis,
         "state": call.state,
+        "direction": call.direction,
         "agent": _agent_of(call),
         "queue": call.queue,
         "flow": call.flow,
         "customer_id": call.customer_id,
         "arrived_at": call.arrived_at.isoformat(),
+        "on_hold": call.on_hold,
+        "muted": call.muted,
+        "recording": call.recording is not None,
+        "recording_paused": bool(call.recording_gaps) and call.recording_gaps[-1][1] < 0,
+        "consult": call.consult.target if call.consult is not None else None,
+        "consult_answered": call.consult_room is not None,
+        "conference": call.third.target if call.third is not None else None,
+        "disposition": call.disposition,
     }
 
 
-async def _extension(request: Request) -> str | None:
+def _find(ctl: Any, call_id: int) -> Any:
+    return next((c for c in list(ctl.calls.values()) if c.id == call_id), None)
+
+
+def _check(call: Any, actor: Actor) -> None:
+    if not actor.roles & SEE_ALL and (
+        actor.extension is None or actor.extension not in _parties(call)
+    ):
+        raise Refused(403, "forbidden", "an operator may act only on its own calls")
+
+
+# --- the commands (shared by REST and the WebSocket) -----------------------------------
+
+MUTE = Shape("Mute", {"on": Field("boolean", required=True)})
+DTMF = Shape("Dtmf", {"digits": Field("string", required=True, min_len=1, max_len=32)})
+TRANSFER = Shape(
+    "Transfer",
+    {
+        "kind": Field("string", required=True, choices=commands.TRANSFER_KINDS),
+        "to": Field("string", required=True, min_len=1, max_len=100),
+    },
+)
+CONSULT = Shape(
+    "Consult",
+    {
+        "kind": Field("string", required=True, choices=("extension", "number")),
+        "to": Field("string", required=True, min_len=1, max_len=100),
+    },
+)
+RECORDING = Shape("RecordingPause", {"paused": Field("boolean", required=True)})
+DISPOSITION = Shape(
+    "Disposition",
+    {
+        "code": Field("string", required=True, min_len=1, max_len=40),
+        "note": Field("string", max_len=4000),
+    },
+)
+
+Act = Callable[[Any, dict[str, Any], Actor], None]
+
+
+def _disposition(app: Any) -> Act:
+    def act(call: Any, body: dict[str, Any], actor: Actor) -> None:
+        commands.disposition(
+            call, body["code"], body.get("note"), app.ctx.config.calls.dispositions
+        )
+
+    return act
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # the path after /api/calls/{id}/ and the WebSocket's "command"
+    summary: str
+    act: Callable[[Any], Act]  # the app -> what to do to the call
+    body: Shape | None = None
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "hangup", "End the call for every party", lambda app: lambda c, b, a: c.end("api-hangup")
+    ),
+    Command(
+        "hold",
+        "Put the customer on hold: music on hold (re-INVITE sendonly towards the customer)",
+        lambda app: lambda c, b, a: commands.hold(c, a.login),
+    ),
+    Command(
+        "resume",
+        "Take the customer off hold",
+        lambda app: lambda c, b, a: commands.resume(c, a.login),
+    ),
+    Command(
+        "mute",
+        "Mute (or unmute) the operator's voice towards the customer",
+        lambda app: lambda c, b, a: commands.mute(c, b["on"], a.login),
+        MUTE,
+    ),
+    Command(
+        "dtmf",
+        "Send DTMF tones towards the customer",
+        lambda app: lambda c, b, a: commands.send_dtmf(c, b["digits"], a.login),
+        DTMF,
+    ),
+    Command(
+        "transfer",
+        "Blind transfer to an extension, a queue (keeping priority and wait), an IVR flow "
+        "or an outside number; the operator is freed at once",
+        lambda app: lambda c, b, a: commands.transfer(c, b["kind"], b["to"], a.login),
+        TRANSFER,
+    ),
+    Command(
+        "consult",
+        "Hold the customer and call a colleague or an outside number",
+        lambda app: lambda c, b, a: commands.consult(c, b["kind"], b["to"], a.login),
+        CONSULT,
+    ),
+    Command(
+        "consult/complete",
+        "Hand the customer to the consulted party (attended transfer)",
+        lambda app: lambda c, b, a: commands.complete_transfer(c, a.login),
+    ),
+    Command(
+        "consult/conference",
+        "Customer, operator and the consulted party in a three-way conference",
+        lambda app: lambda c, b, a: commands.conference(c, a.login),
+    ),
+    Command(
+        "consult/cancel",
+        "Hang up the consulted party and return to the customer",
+        lambda app: lambda c, b, a: commands.cancel_consult(c, a.login),
+    ),
+    Command(
+        "recording",
+        "Pause or resume the recording (the gap is kept in the recording's index)",
+        lambda app: lambda c, b, a: commands.pause_recording(c, b["paused"], a.login),
+        RECORDING,
+    ),
+    Command(
+        "disposition",
+        "The wrap-up code (calls.dispositions) and a note: on the CDR and the interaction",
+        _disposition,
+        DISPOSITION,
+    ),
+)
+BY_NAME = {c.name: c for c in COMMANDS}
+
+
+async def run(app: Any, actor: Actor, name: str, call_id: int, body: Any) -> dict[str, Any]:
+    """Carry out command ``name`` on call ``call_id``: the call as it is afterwards. Raises
+    ``Refused`` (403, 404, 409) or ``ValidationFailed`` (422)."""
+    command = BY_NAME.get(name)
+    if command is None:
+        raise Refused(404, "not_found", f"no command {name!r}")
+    fields = command.body.validate(body if body is not None else {}) if command.body else {}
+    ctl = app.ctx.calls
+    call = _find(ctl, call_id)
+    if name == "disposition" and (call is None or call.state == "ended"):
+        return await _late_disposition(app, actor, call_id, fields)
+    if call is None or call.state == "ended":
+        raise Refused(404, "not_found", f"no call {call_id} in progress")
+    _check(call, actor)
+    command.act(app)(call, fields, actor)
+    return describe(call) if name != "hangup" else {"id": call_id, "ended": True}
+
+
+async def _late_disposition(
+    app: Any, actor: Actor, call_id: int, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """A disposition in wrap-up, after the call ended: onto its CDR and interaction."""
+    ended = app.ctx.calls.ended.get(call_id)
+    if ended is None:
+        raise Refused(404, "not_found", f"no call {call_id} in progress or recently ended")
+    if not actor.roles & SEE_ALL and (actor.extension is None or actor.extension != ended.agent):
+        raise Refused(403, "forbidden", "an operator may act only on its own calls")
+    allowed = app.ctx.config.calls.dispositions
+    if fields["code"] not in allowed:
+        raise Refused(400, "bad_request", f"disposition: one of {', '.join(allowed)}")
+    note = fields.get("note")
+    for _ in range(30):  # the CDR is committed within moments of the end (3 s at most)
+        if await cdr.set_disposition(
+            app.ctx.pool, ended.sip_call_id, ended.arrived_at, fields["code"], note
+        ):
+            return {"id": call_id, "state": "ended", "disposition": fields["code"]}
+        await asyncio.sleep(0.1)
+    raise Refused(409, "conflict", "the call's record is not written yet: try again")
+
+
+async def actor_of(request: Request) -> Actor:
+    user = request.ctx.user
     async with _pool(request).connection() as conn:
-        return await store.user_extension(conn, request.ctx.user.id)
+        ext = await store.user_extension(conn, user.id)
+    return Actor(user.login, frozenset(user.roles), ext)
+
+
+# --- REST --------------------------------------------------------------------------------
 
 
 async def list_calls(request: Request) -> HTTPResponse:
-    ctl = _controller(request)
+    ctl = request.app.ctx.calls
     calls = [c for c in list(ctl.calls.values()) if c.state != "ended"]
-    if not request.ctx.user.roles & SEE_ALL:
-        ext = await _extension(request)
-        calls = [c for c in calls if ext is not None and _agent_of(c) == ext]
-    return json({"items": [_describe(c) for c in sorted(calls, key=lambda c: c.id)]})
+    actor = await actor_of(request)
+    if not actor.roles & SEE_ALL:
+        calls = [c for c in calls if actor.extension is not None and actor.extension in _parties(c)]
+    return json({"items": [describe(c) for c in sorted(calls, key=lambda c: c.id)]})
 
 
-async def hangup(request: Request, call_id: int) -> HTTPResponse:
-    ctl = _controller(request)
-    call = next((c for c in list(ctl.calls.values()) if c.id == call_id), None)
+def _rest(name: str) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
+    async def handler(request: Request, call_id: int) -> HTTPResponse:
+        body = json_body(request) if request.body else None
+        try:
+            return json(await run(request.app, await actor_of(request), name, call_id, body))
+        except Refused as e:
+            return _error(e.status, e.code, e.message)
+
+    handler.__name__ = f"call_{name.replace('/', '_')}"
+    return handler
+
+
+async def answer(request: Request, call_id: int) -> HTTPResponse:
+    call = _find(request.app.ctx.calls, call_id)
     if call is None or call.state == "ended":
         return _error(404, "not_found", f"no call {call_id} in progress")
-    if not request.ctx.user.roles & SEE_ALL:
-        ext = await _extension(request)
-        if ext is None or _agent_of(call) != ext:
-            return _error(403, "forbidden", "an operator may end only its own calls")
-    call.end("api-hangup")
-    return json({"id": call_id, "ended": True})
+    try:
+        _check(call, await actor_of(request))
+    except Refused as e:
+        return _error(e.status, e.code, e.message)
+    return _error(
+        409, "conflict", "a SIP phone is answered on the phone (auto-answer: the browser phone)"
+    )
 
+
+_RESPONSES = {
+    403: "another operator's call",
+    404: "no such call in progress",
+    409: "not allowed in the call's state",
+}
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/calls", "Calls in progress (an operator: its own)", OPERATORS, list_calls),
     Route(
         "POST",
-        "/api/calls/<call_id:int>/hangup",
-        "End the call for every party (an operator: its own calls)",
+        "/api/calls/<call_id:int>/answer",
+        "Answer a ringing call from the desktop (409 for SIP phones)",
         OPERATORS,
-        hangup,
-        responses={403: "another operator's call", 404: "no such call in progress"},
+        answer,
+        responses=_RESPONSES,
+    ),
+    *(
+        Route(
+            "POST",
+            f"/api/calls/<call_id:int>/{c.name}",
+            c.summary,
+            OPERATORS,
+            _rest(c.name),
+            body=c.body,
+            responses=_RESPONSES,
+        )
+        for c in COMMANDS
     ),
 )
+
+
+# --- the WebSocket's command frames -----------------------------------------------------
+
+
+async def ws_command(app: Any, actor: Actor, frame: dict[str, Any]) -> dict[str, Any]:
+    """One ``{"id", "command", "call", ...}`` frame: its reply frame."""
+    ref = frame.get("id")
+    name = frame.get("command")
+    call_id = frame.get("call")
+    if not isinstance(name, str) or not isinstance(call_id, int):
+        return {"type": "reply", "id": ref, "status": 400, "error": "bad_request",
+                "message": "a command frame has command (string) and call (integer)"}  # fmt: skip
+    body = {k: v for k, v in frame.items() if k not in ("id", "command", "call")}
+    try:
+        result = await run(app, actor, name, call_id, body)
+    except Refused as e:
+        return {"type": "reply", "id": ref, "status": e.status, "error": e.code,
+                "message": e.message}  # fmt: skip
+    except ValidationFailed as e:
+        return {"type": "reply", "id": ref, "status": 422, "error": "validation",
+                "fields": e.fields}  # fmt: skip
+    return {"type": "reply", "id": ref, "status": 200, "call": result}

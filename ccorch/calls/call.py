@@ -16,7 +16,16 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ccorch.calls import CallAnswered, CallArrived, CallEnded, CallRinging, cdr, screening, transfer
+from ccorch.calls import (
+    CallAnswered,
+    CallArrived,
+    CallEnded,
+    CallRinging,
+    cdr,
+    commands,
+    screening,
+    transfer,
+)
 from ccorch.calls.journal import SavedDialog
 from ccorch.calls.leg import Leg, session_expires
 from ccorch.calls.routing import Reject, RingTrunk, RunFlow
@@ -37,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _call_ids = itertools.count(1)
+
+# An operator who sent a caller into a flow (say, to enter a PIN) gets the caller back first
+# for so long when the flow queues it again.
+RETURN_TO_OPERATOR_SECONDS = 30.0
 
 _FAIL_STATUS = {486: 486, 600: 486, 603: 603, 404: 480, 480: 480, 408: 480}
 
@@ -78,6 +91,20 @@ class Call:
         self.waited_ms: int | None = None
         self.recording: int | None = None
         self.recording_path: str | None = None
+        self.recording_started = 0.0  # the service clock when recording began
+        self.recording_gaps: list[list[int]] = []  # paused stretches, ms from its start
+        # call control (ccorch.calls.commands)
+        self.priority = 0  # in the queue (kept when an operator transfers it back)
+        self.moh: int | None = None  # the music-on-hold playback on leg A
+        self.on_hold = False  # the operator put the customer on hold
+        self.muted = False  # the operator's voice does not reach the customer
+        self.consult: Leg | None = None  # the party the operator consults
+        self.consult_room: int | None = None  # the operator and the consulted party
+        self.third: Leg | None = None  # the third party of a three-way conference
+        self.return_to: str | None = None  # the operator who sent the caller into a flow
+        self.disposition: str | None = None
+        self.note: str | None = None
+        self.direction = "in"
 
     # --- arrival ---
 
@@ -144,7 +171,7 @@ class Call:
             self._fail_a(decision.status, decision.reason, "rejected")
             return
         if isinstance(decision, RunFlow):
-            self._start_ivr(decision.flow)
+            self.start_ivr(decision.flow)
             return
         if isinstance(decision, RingTrunk):
             trunk = next((t for t in svc.trunks if t.name == decision.trunk), None)
@@ -178,6 +205,7 @@ class Call:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.recording = self.ctl.media.start_recording(path, caller, operator)
             self.recording_path = str(path)
+            self.recording_started = self.ctl.service.now()
         except Exception as e:  # the call goes on unrecorded; the CDR says so (no path)
             log.error("recording not started", extra={"call": self.id, "error": str(e)})
 
@@ -218,12 +246,15 @@ class Call:
             except Exception as e:
                 log.warning("preferred operators unknown", extra={"call": self.id, "error": str(e)})
 
-    def _start_ivr(self, flow: Flow) -> None:
-        """Answer the caller and hand the call to the flow (the IVR speaks on leg A)."""
+    def start_ivr(self, flow: Flow) -> None:
+        """Answer the caller (if not yet) and hand the call to the flow (the IVR speaks on
+        leg A): a new call's service, or an operator's transfer into a flow."""
         svc = self.ctl.service
-        self._answer_a()
+        if self.a.state != "confirmed":
+            self._answer_a()
         self.state = "ivr"
-        self.answered_at = svc.now()
+        if self.answered_at is None:
+            self.answered_at = svc.now()
         svc.stats["calls_ivr"] += 1
         assert self.a.media is not None and self.ctl.ivr is not None
         self.flow = flow.name
@@ -241,9 +272,13 @@ class Call:
             return False
         self.queue = queue
         self.state = "queued"
+        self.priority = priority
+        self.served = False
         self.ivr_ended_at = self.queued_at = dt.datetime.now(dt.UTC)
+        if self.return_to is not None:  # the operator who sent the caller into this flow
+            prefer_seconds = max(prefer_seconds, RETURN_TO_OPERATOR_SECONDS)
         preferred = [(ext, prefer_seconds) for ext in self.preferred] if prefer_seconds else []
-        return acd.enqueue(self, queue, priority, preferred)
+        return acd.enqueue(self, queue, priority, preferred, waited_ms=self.waited_ms or 0)
 
     def estimated_wait(self) -> float | None:
         return self.ctl.acd.estimated_wait(self) if self.ctl.acd is not None else None
@@ -290,6 +325,8 @@ class Call:
                 self.b = None
             self.state = "ivr"
             self.ivr.queue_left(outcome)
+        elif self.state in ("queued", "ringing"):  # transferred into the queue: no flow
+            self.end(f"queue-{outcome}")
 
     def transfer_from_ivr(self, to: str) -> bool:
         """The flow sends the caller to an extension (a registered phone) or an outside
@@ -429,6 +466,8 @@ class Call:
                     leg.start_session_timer(int(num.strip()), refresher == "uac")
             if leg.refer_from is not None:
                 transfer.transfer_answered(self, leg)
+            elif leg is self.transfer or leg is self.consult:
+                commands.target_answered(self, leg)
             elif leg is self.b:
                 self._answered(leg)
             return
@@ -483,6 +522,9 @@ class Call:
         if leg.refer_from is not None:
             transfer.transfer_failed(self, leg, status)
             return
+        if leg is self.transfer or leg is self.consult:
+            commands.target_failed(self, leg, status)
+            return
         if leg is not self.b or self.state != "ringing":
             return
         self._cancel_ring_timer()
@@ -517,13 +559,19 @@ class Call:
             if self.ivr_ended_at is None:
                 self.ivr_ended_at = dt.datetime.now(dt.UTC)
             self.ctl.media.stop_playback(a.media)
+        if self.moh is not None:  # transferred into a queue: the music stops
+            self.moh = None
+            self.ctl.media.stop_playback(a.media)
+        self.return_to = None
         self.room = self.ctl.media.bridge(a.media, b.media)
         if self.queue is not None and self.ctl.acd is not None and not self.served:
             self.served = True
             self.ctl.acd.answered(self)
         self.agent = b.target
         self.agent_answered_at = dt.datetime.now(dt.UTC)
-        if self.flow is not None and self.recording is None:
+        if self.recording is not None:  # back from a queue or flow: the same file goes on
+            self.ctl.media.set_recording_sources(self.recording, a.media, b.media)
+        elif self.flow is not None:
             self._start_recording(a.media, b.media)
         if a.state != "confirmed":
             self._answer_a()
@@ -610,6 +658,16 @@ class Call:
             self.b.hangup()
         self._fail_a(487, None, "cancelled")
 
+    def legs(self) -> list[Leg]:
+        """Every leg the call has now: the customer, the operator, a transfer or
+        consultation target, a conference's third party."""
+        legs = [self.a, self.b, self.transfer, self.consult, self.third]
+        return [leg for leg in legs if leg is not None]
+
+    def recording_ms(self) -> int:
+        """Milliseconds since the call's recording began."""
+        return int((self.ctl.service.now() - self.recording_started) * 1000)
+
     def end(self, reason: str) -> None:
         """End the call for every party (a flow's hang-up, a command)."""
         self.end_from(self.a, reason)
@@ -618,7 +676,14 @@ class Call:
         """``leg``'s side ended (BYE, timeout): hang up every other leg and finish."""
         if self.state == "ended":
             return
-        for other in (self.a, self.b, self.transfer):
+        if leg is self.consult:
+            leg.hangup() if leg.state != "ended" else leg.release_media()
+            commands.consult_party_left(self, leg)
+            return
+        if self.third is not None and commands.party_left(self, leg):
+            leg.hangup() if leg.state != "ended" else leg.release_media()
+            return
+        for other in self.legs():
             if other is not None and other is not leg:
                 other.hangup()
         leg.hangup() if leg.state != "ended" else leg.release_media()
@@ -651,6 +716,7 @@ class Call:
         if self.ivr is not None and self.ivr_ended_at is None:
             self.ivr_ended_at = ended
         svc.stats[f"calls_ended_{reason}"] += 1
+        self.ctl.remember_ended(self)
         self.ctl.events.publish(CallEnded(self.id, reason, status, now, talk))
         sink = self.ctl.cdrs
         if sink is None:
@@ -666,7 +732,7 @@ class Call:
             return
         dialogs = [
             SavedDialog.of(leg.dialog, leg.side, leg.target)
-            for leg in (self.a, self.b, self.transfer)
+            for leg in self.legs()
             if leg is not None and leg.dialog is not None and leg.state == "confirmed"
         ]
         try:
@@ -699,6 +765,12 @@ class Call:
             waited_ms=self.waited_ms,
             talk_seconds=operator_talk,
             recording_path=self.recording_path,
+            disposition=self.disposition,
+            note=self.note,
+            direction=self.direction,
+            recording_gaps=[
+                [f, t if t >= 0 else self.recording_ms()] for f, t in self.recording_gaps
+            ],
         )
 
     async def _commit_then_release(self, sink: cdr.CdrSink, record: cdr.Cdr) -> None:
@@ -710,23 +782,25 @@ class Call:
     def _release(self) -> None:
         """Frees what the ended call held: its RTP legs, room and dialogs."""
         svc = self.ctl.service
-        for leg in (self.a, self.b, self.transfer):
-            if leg is not None:
-                leg._stop_session_timer()
-                if leg.state != "confirmed":
-                    leg.release_media()
-                    if leg.dialog is not None:
-                        svc.remove_dialog(leg.dialog.call_id, leg.dialog.local_tag)
-                    elif leg.call_id and leg.side == "b":
-                        svc.remove_dialog(leg.call_id, leg.local_tag)
+        for leg in self.legs():
+            leg._stop_session_timer()
+            if leg.ring_timer is not None:
+                leg.ring_timer.cancel()
+            if leg.state != "confirmed":
+                leg.release_media()
+                if leg.dialog is not None:
+                    svc.remove_dialog(leg.dialog.call_id, leg.dialog.local_tag)
+                elif leg.call_id and leg.side == "b":
+                    svc.remove_dialog(leg.call_id, leg.local_tag)
         if self.a.call_id:
             svc.remove_dialog(self.a.call_id, self.a.local_tag)
-        if self.room is not None:
-            try:
-                self.ctl.media.destroy_room(self.room)
-            except Exception as e:
-                log.debug("destroy_room", extra={"error": str(e)})
-            self.room = None
+        for room in (self.room, self.consult_room):
+            if room is not None:
+                try:
+                    self.ctl.media.destroy_room(room)
+                except Exception as e:
+                    log.debug("destroy_room", extra={"error": str(e)})
+        self.room = self.consult_room = None
         if self.ctl.journal is not None:  # its CDR is in: nothing left to recover
             self.ctl.journal.drop(self.id, self.arrived_at)
         self.ctl.calls.pop(self.key, None)

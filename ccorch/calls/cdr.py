@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,14 @@ class Cdr:
     waited_ms: int | None
     talk_seconds: float
     recording_path: str | None = None
+    disposition: str | None = None  # the operator's wrap-up code
+    note: str | None = None
+    direction: str = "in"  # "out": an operator's click-to-dial
+    # stretches of the recording paused by the operator, [from_ms, to_ms] from its start
+    recording_gaps: list[list[int]] = field(default_factory=list)
 
 
-_COLUMNS = list(Cdr.__dataclass_fields__)
+_COLUMNS = [c for c in Cdr.__dataclass_fields__ if c != "recording_gaps"]
 
 
 async def write(
@@ -76,6 +81,7 @@ async def write(
                 sip_call_id=cdr.sip_call_id,
                 customer_id=cdr.customer_id,
                 created_at=cdr.answered_at or cdr.arrived_at,
+                gaps=cdr.recording_gaps,
             )
             if cdr.recording_path
             else None
@@ -84,18 +90,22 @@ async def write(
             # agent_id: the CRM user whose phone is the extension that answered
             await conn.execute(
                 """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
-                                             queue, agent_id, disposition, notes, recording_id)
-                   VALUES (%s, 'call', 'in', %s, %s, %s,
-                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s)""",
+                                             queue, agent_id, disposition, notes, recording_id,
+                                             cdr_id)
+                   VALUES (%s, 'call', %s, %s, %s, %s,
+                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s, %s)""",
                 (
                     cdr.customer_id,
+                    cdr.direction,
                     cdr.arrived_at,
                     cdr.ended_at,
                     cdr.queue,
                     cdr.agent,
-                    cdr.outcome,
-                    f"DNIS {cdr.dnis}" + (f", operator {cdr.agent}" if cdr.agent else ""),
+                    cdr.disposition or cdr.outcome,
+                    cdr.note
+                    or f"DNIS {cdr.dnis}" + (f", operator {cdr.agent}" if cdr.agent else ""),
                     recording_id,
+                    got[0],
                 ),
             )
     return int(got[0])
@@ -202,3 +212,29 @@ class CdrSink:
             await asyncio.to_thread(self.spool.unlink)
         log.info("CDR spool replayed", extra={"written": done, "kept": len(kept)})
         return done
+
+
+async def set_disposition(
+    pool: AsyncConnectionPool,
+    sip_call_id: str,
+    arrived_at: dt.datetime,
+    disposition: str,
+    note: str | None,
+) -> bool:
+    """The operator's wrap-up on a call whose CDR is written already: on the CDR and on its
+    interaction. False when the CDR is not (yet) there."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "UPDATE cdrs SET disposition = %s, note = coalesce(%s, note)"
+            " WHERE sip_call_id = %s AND arrived_at = %s RETURNING id",
+            (disposition, note, sip_call_id, arrived_at),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return False
+        await conn.execute(
+            "UPDATE interactions SET disposition = %s, notes = coalesce(%s, notes)"
+            " WHERE cdr_id = %s",
+            (disposition, note, row[0]),
+        )
+    return True

@@ -4,7 +4,10 @@ media engine's events reach the call they concern from here."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from ccorch.acd.service import AcdService
@@ -22,6 +25,18 @@ from ccorch.sip.transaction import Addr, ServerTxn
 from ccorch.sip.trunks import Trunk
 
 log = logging.getLogger(__name__)
+
+# Calls remembered after they end, for a disposition given in wrap-up.
+ENDED_KEPT = 10_000
+
+
+@dataclass(frozen=True)
+class EndedCall:
+    """What a disposition after the call needs to find its CDR."""
+
+    sip_call_id: str
+    arrived_at: dt.datetime
+    agent: str | None
 
 
 class CallController:
@@ -59,6 +74,7 @@ class CallController:
         self.min_se = min_se
         self.calls: dict[tuple[str, str], Call] = {}
         self.media_legs: dict[int, Leg] = {}
+        self.ended: OrderedDict[int, EndedCall] = OrderedDict()
         self._media_task: asyncio.Task[None] | None = None
         service.calls = self
 
@@ -102,6 +118,11 @@ class CallController:
                 leg = self.media_legs.get(ev.leg)
                 if leg is not None and leg.call.ivr is not None and leg is leg.call.a:
                     leg.call.ivr.on_media(ev)
+
+    def remember_ended(self, call: Call) -> None:
+        self.ended[call.id] = EndedCall(call.sip_call_id, call.arrived_at, call.agent)
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
 
     def active_calls(self) -> int:
         return len(self.calls)

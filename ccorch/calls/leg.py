@@ -62,6 +62,9 @@ class Leg:
         self.srtp = "off"
         self.srtp_local: bytes | None = None
         self.srtp_remote: bytes | None = None
+        # a target rung by a command: "transfer" or "consult" (ccorch.calls.commands)
+        self.purpose = ""
+        self.ring_timer: asyncio.TimerHandle | None = None
 
     @property
     def c(self) -> CallController:
@@ -333,9 +336,15 @@ class Leg:
         if txn is self.invite_txn:
             self.call.b_response(self, resp, txn)
         elif method == "INVITE" and 200 <= resp.status < 300 and self.dialog is not None:
-            # our own re-INVITE answered: ACK it
+            # our own re-INVITE (hold, resume) answered: ACK it, take its answer
             ack = self.dialog.ack(resp.cseq[0])
             self.c.service.send_stateless(ack, self.dialog.dest)
+            if resp.body and self.media is not None:
+                try:
+                    _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body), srtp=self.srtp)
+                    self.apply_remote(agreed)
+                except sdp.SdpError as e:  # the old media goes on
+                    log.warning("bad SDP answer", extra={"call": self.call.id, "error": str(e)})
 
     def on_timeout(self, txn: ClientTxn) -> None:
         if txn is self.invite_txn:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from ccorch.crm.store import User, audit, can_see_customer
 
@@ -32,14 +33,17 @@ async def link(
     customer_id: int | None = None,
     case_id: int | None = None,
     created_at: dt.datetime | None = None,
+    gaps: list[list[int]] | None = None,
 ) -> int:
     """Record a file the node wrote (in the caller's transaction); its id. Linking the same
-    file again (a CDR replayed after a crash) returns the existing id."""
+    file again (a CDR replayed after a crash) returns the existing id. ``gaps``: the
+    stretches the operator paused, [from_ms, to_ms] from the recording's start."""
     cur = await conn.execute(
-        """INSERT INTO recordings (path, kind, sip_call_id, customer_id, case_id, created_at)
-           VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))
+        """INSERT INTO recordings (path, kind, sip_call_id, customer_id, case_id, created_at,
+                                   gaps)
+           VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()), %s)
            ON CONFLICT (path) DO UPDATE SET path = EXCLUDED.path RETURNING id""",
-        (str(path), kind, sip_call_id, customer_id, case_id, created_at),
+        (str(path), kind, sip_call_id, customer_id, case_id, created_at, Jsonb(gaps or [])),
     )
     row = await cur.fetchone()
     assert row is not None  # INSERT ... RETURNING always returns the row

@@ -255,7 +255,7 @@ impl std::error::Error for AcdError {}
 /// Order of waiting calls within a queue: higher priority first, then arrival order. The
 /// time the call entered its queue rides along (it never changes while the call is in a
 /// set) so that routing reads a queue head's service-level deadline without a lookup.
-type CallKey = (Reverse<i32>, u64, Millis);
+type CallKey = (Reverse<i32>, Millis, u64);
 
 /// Ids are assigned by ccorch itself, not chosen by callers, so a multiplicative hash is
 /// enough, and it is far cheaper than SipHash on every routing decision.
@@ -503,8 +503,10 @@ struct Call {
 }
 
 impl Call {
+    /// Order within a tier: priority, then first arrival (a caller transferred back into
+    /// a queue keeps the place its earlier wait earned), then the order of enqueueing.
     fn key(&self) -> CallKey {
-        (Reverse(self.priority), self.seq, self.entered)
+        (Reverse(self.priority), self.first_enqueued, self.seq)
     }
 }
 
@@ -861,6 +863,21 @@ impl Acd {
         priority: i32,
         preferred: &[(AgentId, Millis)],
     ) -> Result<(), AcdError> {
+        self.enqueue_waited(now, call, queue, priority, preferred, 0)
+    }
+
+    /// [`Acd::enqueue`] for a caller who has waited `waited` ms already (an operator
+    /// transferred the call back into a queue): its wait counts from then, for its place
+    /// among equal priorities, the waited time reported and the service level.
+    pub fn enqueue_waited(
+        &mut self,
+        now: Millis,
+        call: CallId,
+        queue: QueueId,
+        priority: i32,
+        preferred: &[(AgentId, Millis)],
+        waited: Millis,
+    ) -> Result<(), AcdError> {
         let now = self.tick(now);
         if self.calls.contains_key(&call) {
             return Err(AcdError::DuplicateCall(call));
@@ -922,7 +939,7 @@ impl Acd {
                 queue,
                 priority: priority.saturating_add(weight),
                 seq,
-                first_enqueued: now,
+                first_enqueued: now.saturating_sub(waited),
                 entered: now,
                 tier: 0,
                 state: CallState::Waiting,

@@ -573,3 +573,36 @@ fn a_full_queue_sends_new_callers_to_its_overflow_target() {
     );
     assert_eq!(w.acd.waiting_calls(), 2);
 }
+
+#[test]
+fn a_call_transferred_back_into_a_queue_keeps_its_wait_and_place() {
+    let mut w = World::new();
+    let q = w.queue("general", "general", |_| {});
+    w.wait(100 * S);
+    let early = w.call(1, q, 0);
+    w.wait(20 * S);
+    let late = w.call(2, q, 0);
+    w.wait(5 * S);
+    // an operator sends back a caller who first queued 60 s ago (same priority)
+    w.acd
+        .enqueue_waited(w.now, CallId(3), q, 0, &[], 60 * S)
+        .unwrap();
+    w.acd.check_invariants().unwrap();
+    let moved = CallId(3);
+    assert_eq!(w.acd.position(moved), Some(1));
+    assert_eq!(w.acd.position(early), Some(2));
+    assert_eq!(w.acd.position(late), Some(3));
+    let a = w.agent(1, &[("general", 1)], &[q]);
+    assert_eq!(w.offers(), vec![(moved, a)]);
+    w.wait(2 * S);
+    w.acd.answer(w.now, moved).unwrap();
+    assert!(w.actions().contains(&Action::CallLeft {
+        call: moved,
+        queue: q,
+        outcome: Outcome::Answered { agent: a },
+        waited: 62 * S
+    }));
+    // a higher priority still goes first, however long the other waited
+    let vip = w.call(4, q, 10);
+    assert_eq!(w.acd.position(vip), Some(1));
+}

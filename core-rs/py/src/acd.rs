@@ -241,8 +241,9 @@ impl PyAcd {
     }
 
     /// Queue a call; `preferred` is a list of (agent, until_ms) served first, each alone
-    /// until its time.
-    #[pyo3(signature = (now_ms, call, queue, priority = 0, preferred = Vec::new()))]
+    /// until its time; `waited_ms`: how long the caller has waited already (a transfer
+    /// back into a queue keeps its place and its wait).
+    #[pyo3(signature = (now_ms, call, queue, priority = 0, preferred = Vec::new(), waited_ms = 0))]
     fn enqueue(
         &mut self,
         now_ms: Millis,
@@ -250,13 +251,21 @@ impl PyAcd {
         queue: u32,
         priority: i32,
         preferred: Vec<(u64, Millis)>,
+        waited_ms: Millis,
     ) -> PyResult<()> {
         let preferred: Vec<(AgentId, Millis)> = preferred
             .into_iter()
             .map(|(a, t)| (AgentId(a), t))
             .collect();
         self.acd
-            .enqueue(now_ms, CallId(call), QueueId(queue), priority, &preferred)
+            .enqueue_waited(
+                now_ms,
+                CallId(call),
+                QueueId(queue),
+                priority,
+                &preferred,
+                waited_ms,
+            )
             .map_err(acd_error)
     }
 

@@ -1,0 +1,289 @@
+"""Call control end to end (issue 15): an operator steers a real call from outside it, over
+REST and the WebSocket, and every party's ears are checked in the RTP it received.
+
+Real parts: SIPp as the carrier (answering the node's re-INVITEs) and as the operators'
+phones, whose SDP points their audio at the test's own RTP endpoints, so each party can
+speak a tone of its own and we can tell, in what each one heard, who reached whom:
+customer 440 Hz, operator 7001 1000 Hz, colleague 7002 1500 Hz; the music on hold is
+compared sample for sample."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from websockets.sync.client import connect
+
+from ccorch._core import g711_decode, g711_encode
+from ccorch.media.music import default_music
+from tests.sipp import Uas, register_phone, wait_for
+from tests.test_agents import _call, _token
+from tests.test_inbound import Center, _center, _mulaw_roundtrip
+from tests.test_ivr import Phone
+
+pytestmark = pytest.mark.slow
+
+CUSTOMER_HZ, OPERATOR_HZ, COLLEAGUE_HZ = 440, 1000, 1500
+
+
+@pytest.fixture(scope="module")
+def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
+    with _center(pg_admin_url, tmp_path_factory.mktemp("control")) as c:
+        yield c
+
+
+def speak(phone: Phone, hz: int, seconds: float) -> None:
+    """Send a tone (PCMU, paced at 20 ms) while listening."""
+    start = time.monotonic()
+    for f in range(int(seconds * 50)):
+        pcm = b"".join(
+            struct.pack("<h", int(6000 * math.sin(2 * math.pi * hz * (f * 160 + i) / 8000)))
+            for i in range(160)
+        )
+        phone.seq += 1
+        phone.ts += 160
+        if phone.peer is not None:
+            phone.send(0, g711_encode(pcm, "PCMU"))
+        phone.listen(max(0.0, start + (f + 1) * 0.02 - time.monotonic()))
+
+
+def level(pcmu: bytes, hz: int) -> float:
+    """The tone's amplitude in the audio (Goertzel over the last 1.5 s), 0 if silent."""
+    pcm = g711_decode(pcmu[-12000:], "PCMU")
+    samples = struct.unpack(f"<{len(pcm) // 2}h", pcm)
+    if not samples:
+        return 0.0
+    k = 2 * math.cos(2 * math.pi * hz / 8000)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + k * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - k * s1 * s2
+    return math.sqrt(max(power, 0.0)) / len(samples) * 2
+
+
+def talk_together(parties: list[tuple[Phone, int]], seconds: float = 2.0) -> list[bytes]:
+    """Everyone speaks their tone at once; what each heard meanwhile."""
+    for p, _ in parties:
+        p.heard.clear()
+    threads = [threading.Thread(target=speak, args=(p, hz, seconds)) for p, hz in parties]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 5)
+    return [bytes(p.heard) for p, _ in parties]
+
+
+HEARD = 300.0  # a 6000-amplitude tone through the mixer measures ~3000; noise < 50
+
+
+def hears(audio: bytes, *tones: int) -> bool:
+    return all(level(audio, hz) > HEARD for hz in tones)
+
+
+def deaf_to(audio: bytes, *tones: int) -> bool:
+    return all(level(audio, hz) < HEARD / 3 for hz in tones)
+
+
+def heard_music(pcmu: bytes) -> bool:
+    """Some quarter second of the music on hold, sample for sample (the loop's notes begin
+    every half second, on a packet's boundary)."""
+    tune, heard = _mulaw_roundtrip(default_music()), g711_decode(pcmu, "PCMU")
+    return any(tune[at : at + 4000] in heard for at in range(0, len(tune) - 4000, 8000))
+
+
+class Desk:
+    """An operator's screen, as far as the API goes: REST calls and its event stream."""
+
+    def __init__(self, center: Center, login: str, password: str) -> None:
+        self.node = center.node
+        self.token = _token(center.node, login, password)
+        self.ws = connect(
+            f"ws://127.0.0.1:{self.node.port}/api/events?token={self.token}", legacy=True
+        )
+        self.frames: list[dict[str, Any]] = []
+
+    def __enter__(self) -> Desk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ws.close()
+
+    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        return _call(self.node, "POST", path, body, token=self.token)
+
+    def calls(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = _call(self.node, "GET", "/api/calls", token=self.token)[1][
+            "items"
+        ]
+        return items
+
+    def command(self, ref: int, **frame: Any) -> dict[str, Any]:
+        """A WebSocket command; its reply (events that came first are kept in frames)."""
+        self.ws.send(json.dumps({"id": ref, **frame}))
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            f = json.loads(self.ws.recv(timeout=10))
+            if f.get("type") == "reply" and f.get("id") == ref:
+                return dict(f)
+            self.frames.append(f)
+        raise AssertionError("no reply")
+
+    def events(self, seconds: float = 0.5) -> list[str]:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                self.frames.append(json.loads(self.ws.recv(timeout=0.1)))
+            except TimeoutError:
+                continue
+        return [str(f["type"]) for f in self.frames]
+
+
+@contextlib.contextmanager
+def answered_call(center: Center, operator: Phone) -> Iterator[tuple[Phone, Any, Uas]]:
+    """A customer (Ivan Petrenko) presses 1 and reaches 7001, whose audio is ``operator``."""
+    port = register_phone(center.target, center.cwd, "7001")
+    phone = Uas(
+        "agent_answer_media.xml",
+        port=port,
+        cwd=center.cwd,
+        extra=["-key", "rtp_port", str(operator.port), "-d", "300"],
+        timeout=120,
+    )
+    customer, carrier = center.caller("trunk_ivr_call_reinvites.xml")
+    try:
+        customer.listen(1.5)
+        customer.press("1")
+        assert wait_for(lambda: operator.peer is not None or operator.listen(0.1), 20)
+        yield customer, carrier, phone
+    finally:
+        customer.sock.close()
+        if carrier.poll() is None:
+            carrier.kill()
+        phone.kill()
+
+
+@pytest.fixture
+def ends() -> Iterator[tuple[Phone, Phone]]:
+    """The operator's and the colleague's RTP ends."""
+    operator, colleague = Phone(), Phone()
+    yield operator, colleague
+    operator.sock.close()
+    colleague.sock.close()
+
+
+def test_hold_mute_consult_conference_recording_pause_and_disposition(
+    center: Center, ends: tuple[Phone, Phone]
+) -> None:
+    operator, colleague = ends
+    desk = Desk(center, "op7001", "agent7001")
+    other = Desk(center, "op7003", "agent7003")
+    with answered_call(center, operator) as (customer, carrier, _), desk, other:
+        (call,) = desk.calls()
+        cid = call["id"]
+        assert call["state"] == "answered" and call["agent"] == "7001" and call["recording"]
+        assert other.calls() == []
+        assert other.post(f"/api/calls/{cid}/hold")[0] == 403
+
+        heard = talk_together([(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ)])
+        assert hears(heard[0], OPERATOR_HZ) and hears(heard[1], CUSTOMER_HZ)
+
+        # hold: the customer hears the music and nothing of the operator
+        status, held = desk.post(f"/api/calls/{cid}/hold")
+        assert status == 200 and held["on_hold"], held
+        assert desk.post(f"/api/calls/{cid}/hold")[0] == 409  # twice: a conflict
+        heard = talk_together([(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ)], 3.0)
+        assert heard_music(heard[0]), "the customer on hold did not hear the music"
+        assert deaf_to(heard[0], OPERATOR_HZ) and deaf_to(heard[1], CUSTOMER_HZ)
+        # resume over the WebSocket
+        reply = desk.command(1, command="resume", call=cid)
+        assert reply["status"] == 200 and not reply["call"]["on_hold"], reply
+        assert desk.command(2, command="resume", call=cid)["status"] == 409
+        assert desk.command(3, command="mute", call=cid, on="yes")["status"] == 422
+        heard = talk_together([(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ)])
+        assert hears(heard[0], OPERATOR_HZ) and hears(heard[1], CUSTOMER_HZ)
+
+        # mute: the operator still hears the customer, the customer no longer the operator
+        assert desk.post(f"/api/calls/{cid}/mute", {"on": True})[0] == 200
+        heard = talk_together([(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ)])
+        assert deaf_to(heard[0], OPERATOR_HZ) and hears(heard[1], CUSTOMER_HZ)
+        assert desk.post(f"/api/calls/{cid}/mute", {"on": False})[0] == 200
+
+        # the card number is not recorded: a paused stretch, marked in the index
+        assert desk.post(f"/api/calls/{cid}/recording", {"paused": True})[0] == 200
+        talk_together([(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ)], 1.0)
+        assert desk.post(f"/api/calls/{cid}/recording", {"paused": False})[0] == 200
+
+        # consult 7002: the customer waits with music, operator and colleague talk
+        port2 = register_phone(center.target, center.cwd, "7002")
+        phone2 = Uas(
+            "agent_answer_media.xml",
+            port=port2,
+            cwd=center.cwd,
+            extra=["-key", "rtp_port", str(colleague.port), "-d", "300"],
+            timeout=90,
+        )
+        try:
+            status, consulting = desk.post(
+                f"/api/calls/{cid}/consult", {"kind": "extension", "to": "7002"}
+            )
+            assert status == 200 and consulting["consult"] == "7002", consulting
+            assert desk.post(f"/api/calls/{cid}/consult/complete")[0] == 409  # not answered
+            assert wait_for(lambda: desk.calls()[0]["consult_answered"], 10)
+            speak(operator, OPERATOR_HZ, 0.5)  # the colleague's end learns where to send
+            colleague.listen(0.5)
+            heard = talk_together(
+                [(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ), (colleague, COLLEAGUE_HZ)]
+            )
+            assert deaf_to(heard[0], OPERATOR_HZ, COLLEAGUE_HZ), "the customer overheard"
+            assert hears(heard[1], COLLEAGUE_HZ) and hears(heard[2], OPERATOR_HZ)
+
+            # conference: each party hears the other two
+            status, conf = desk.post(f"/api/calls/{cid}/consult/conference")
+            assert status == 200 and conf["conference"] == "7002", conf
+            heard = talk_together(
+                [(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ), (colleague, COLLEAGUE_HZ)]
+            )
+            assert hears(heard[0], OPERATOR_HZ, COLLEAGUE_HZ), "customer"
+            assert hears(heard[1], CUSTOMER_HZ, COLLEAGUE_HZ), "operator"
+            assert hears(heard[2], CUSTOMER_HZ, OPERATOR_HZ), "colleague"
+
+            status, disp = desk.post(
+                f"/api/calls/{cid}/disposition", {"code": "resolved", "note": "router replaced"}
+            )
+            assert status == 200 and disp["disposition"] == "resolved"
+            assert desk.post(f"/api/calls/{cid}/disposition", {"code": "nonsense"})[0] == 400
+            assert desk.post(f"/api/calls/{cid}/hangup")[0] == 200
+            assert phone2.wait(20).ok
+        finally:
+            phone2.kill()
+        assert carrier.wait(20) == 0
+        types = desk.events(0.5)
+        for kind in ("call.hold", "call.resume", "call.mute", "call.recording_paused",
+                     "call.consult", "call.consult_answered", "call.conference",
+                     "call.disposition", "call.ended"):  # fmt: skip
+            assert kind in types, (kind, types)
+        assert "call.hold" not in other.events(0.2)  # another operator's call
+
+    # after the call, in wrap-up: the disposition changes on the CDR and the interaction
+    assert desk.post(f"/api/calls/{cid}/disposition", {"code": "escalated"})[0] == 200
+    assert other.post(f"/api/calls/{cid}/disposition", {"code": "sale"})[0] == 403
+    with psycopg.connect(center.db) as conn:
+        row = conn.execute(
+            "SELECT c.disposition, c.note, c.outcome, r.gaps, i.disposition, i.notes"
+            " FROM cdrs c JOIN recordings r ON r.path = c.recording_path"
+            " JOIN interactions i ON i.cdr_id = c.id ORDER BY c.id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    disposition, note, outcome, gaps, i_disposition, i_notes = row
+    assert (disposition, note, outcome) == ("escalated", "router replaced", "api-hangup")
+    assert (i_disposition, i_notes) == ("escalated", "router replaced")
+    ((start, end),) = gaps
+    assert 0 < start < end and 800 <= end - start <= 5000, gaps
