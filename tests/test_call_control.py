@@ -146,17 +146,31 @@ class Desk:
         return [str(f["type"]) for f in self.frames]
 
 
-@contextlib.contextmanager
-def answered_call(center: Center, operator: Phone) -> Iterator[tuple[Phone, Any, Uas]]:
-    """A customer (Ivan Petrenko) presses 1 and reaches 7001, whose audio is ``operator``."""
-    port = register_phone(center.target, center.cwd, "7001")
-    phone = Uas(
+_registered: dict[tuple[str, str], int] = {}
+
+
+def phone_of(center: Center, ext: str, ear: Phone, calls: int = 1) -> Uas:
+    """``ext``'s SIPp phone (registered once per node), answering ``calls`` calls after
+    300 ms of ringing, its audio at ``ear``."""
+    key = (str(center.cwd), ext)
+    if key not in _registered:
+        _registered[key] = register_phone(center.target, center.cwd, ext)
+    return Uas(
         "agent_answer_media.xml",
-        port=port,
+        port=_registered[key],
         cwd=center.cwd,
-        extra=["-key", "rtp_port", str(operator.port), "-d", "300"],
+        extra=["-key", "rtp_port", str(ear.port), "-d", "300"],
+        m=calls,
         timeout=120,
     )
+
+
+@contextlib.contextmanager
+def answered_call(
+    center: Center, operator: Phone, calls: int = 1
+) -> Iterator[tuple[Phone, Any, Uas]]:
+    """A customer (Ivan Petrenko) presses 1 and reaches 7001, whose audio is ``operator``."""
+    phone = phone_of(center, "7001", operator, calls)
     customer, carrier = center.caller("trunk_ivr_call_reinvites.xml")
     try:
         customer.listen(1.5)
@@ -222,14 +236,7 @@ def test_hold_mute_consult_conference_recording_pause_and_disposition(
         assert desk.post(f"/api/calls/{cid}/recording", {"paused": False})[0] == 200
 
         # consult 7002: the customer waits with music, operator and colleague talk
-        port2 = register_phone(center.target, center.cwd, "7002")
-        phone2 = Uas(
-            "agent_answer_media.xml",
-            port=port2,
-            cwd=center.cwd,
-            extra=["-key", "rtp_port", str(colleague.port), "-d", "300"],
-            timeout=90,
-        )
+        phone2 = phone_of(center, "7002", colleague)
         try:
             status, consulting = desk.post(
                 f"/api/calls/{cid}/consult", {"kind": "extension", "to": "7002"}
@@ -287,3 +294,142 @@ def test_hold_mute_consult_conference_recording_pause_and_disposition(
     assert (i_disposition, i_notes) == ("escalated", "router replaced")
     ((start, end),) = gaps
     assert 0 < start < end and 800 <= end - start <= 5000, gaps
+
+
+def _connected(customer: Phone, party: Phone, hz: int) -> bool:
+    """The customer and ``party`` hear each other."""
+    speak(party, hz, 0.3)
+    heard = talk_together([(customer, CUSTOMER_HZ), (party, hz)])
+    return hears(heard[0], hz) and hears(heard[1], CUSTOMER_HZ)
+
+
+def test_consult_then_complete_hands_the_customer_to_the_colleague(
+    center: Center, ends: tuple[Phone, Phone]
+) -> None:
+    operator, colleague = ends
+    desk = Desk(center, "op7001", "agent7001")
+    with answered_call(center, operator) as (customer, carrier, phone), desk:
+        (call,) = desk.calls()
+        cid = call["id"]
+        phone2 = phone_of(center, "7002", colleague)
+        try:
+            assert (
+                desk.post(f"/api/calls/{cid}/consult", {"kind": "extension", "to": "7002"})[0]
+                == 200
+            )
+            assert wait_for(lambda: desk.calls()[0]["consult_answered"], 10)
+            status, done = desk.post(f"/api/calls/{cid}/consult/complete")
+            assert status == 200 and done["agent"] == "7002" and not done["on_hold"], done
+            assert phone.wait(20).ok  # the operator's phone got BYE
+            assert _connected(customer, colleague, COLLEAGUE_HZ)
+            assert desk.calls() == []  # no longer the operator's call
+            assert desk.post(f"/api/calls/{cid}/hold")[0] == 403
+            admin = _token(center.node, "admin", "x" * 12)
+            assert _call(center.node, "POST", f"/api/calls/{cid}/hangup", token=admin)[0] == 200
+            assert phone2.wait(20).ok
+        finally:
+            phone2.kill()
+        assert carrier.wait(20) == 0
+    with psycopg.connect(center.db) as conn:
+        row = conn.execute("SELECT agent, outcome FROM cdrs ORDER BY id DESC LIMIT 1").fetchone()
+    assert row == ("7002", "api-hangup")
+
+
+def test_blind_transfer_to_a_queue_keeps_the_callers_wait(
+    center: Center, ends: tuple[Phone, Phone]
+) -> None:
+    operator, colleague = ends
+    desk = Desk(center, "op7001", "agent7001")
+    with answered_call(center, operator) as (customer, carrier, phone), desk:
+        (call,) = desk.calls()
+        cid = call["id"]
+        phone3 = phone_of(center, "7003", colleague)  # serves "general"
+        try:
+            assert (
+                desk.post(f"/api/calls/{cid}/transfer", {"kind": "queue", "to": "nope"})[0] == 404
+            )
+            status, moved = desk.post(
+                f"/api/calls/{cid}/transfer", {"kind": "queue", "to": "general"}
+            )
+            assert status == 200 and moved["queue"] == "general", moved
+            assert phone.wait(20).ok  # 7001 is free at once
+            assert wait_for(lambda: colleague.peer is not None or colleague.listen(0.1), 15)
+            assert _connected(customer, colleague, COLLEAGUE_HZ)
+            admin = _token(center.node, "admin", "x" * 12)
+            assert _call(center.node, "POST", f"/api/calls/{cid}/hangup", token=admin)[0] == 200
+            assert phone3.wait(20).ok
+        finally:
+            phone3.kill()
+        assert carrier.wait(20) == 0
+    with psycopg.connect(center.db) as conn:
+        row = conn.execute(
+            "SELECT agent, queue, waited_ms FROM cdrs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    # the wait counts the first queueing's and the second's, 7003's ringing (300 ms) included
+    assert row is not None and row[:2] == ("7003", "general") and row[2] >= 300, row
+
+
+PIN_FLOW = """
+flow: verify-pin
+dnis: ["199"]
+language: en
+start: ask_contract
+nodes:
+  ask_contract:
+    type: collect
+    prompt: "Contract."
+    var: contract
+    min: 1
+    max: 12
+    next: ask_pin
+    on_fail: back
+  ask_pin:
+    type: collect
+    prompt: "PIN."
+    var: pin
+    min: 4
+    max: 8
+    next: check
+    on_fail: back
+  check:
+    type: authorize
+    contract: contract
+    pin: pin
+    ok: back
+    fail: back
+    locked: back
+  back:
+    type: queue
+    queue: tech
+"""
+
+
+def test_transfer_to_the_pin_flow_and_back_to_the_same_operator(
+    center: Center, ends: tuple[Phone, Phone]
+) -> None:
+    operator, _ = ends
+    (center.cwd / "flows" / "verify-pin.yaml").write_text(PIN_FLOW)
+    desk = Desk(center, "op7001", "agent7001")
+    with answered_call(center, operator, calls=2) as (customer, carrier, phone), desk:
+        (call,) = desk.calls()
+        cid = call["id"]
+        assert wait_for(
+            lambda: (
+                desk.post(f"/api/calls/{cid}/transfer", {"kind": "flow", "to": "verify-pin"})[0]
+                == 200
+            ),
+            5,
+        )
+        assert wait_for(lambda: desk.calls() == [], 5)  # the flow has the caller
+        customer.listen(1.5)
+        customer.press("1001#")
+        customer.listen(1.0)
+        customer.press("1234#")
+        # back in the queue, offered to 7001 first (after its one second of wrap-up)
+        assert wait_for(lambda: [c["agent"] for c in desk.calls()] == ["7001"], 20)
+        assert wait_for(lambda: desk.calls()[0]["state"] == "answered", 10)
+        operator.heard.clear()
+        assert _connected(customer, operator, OPERATOR_HZ)
+        assert desk.post(f"/api/calls/{cid}/hangup")[0] == 200
+        assert phone.wait(20).ok  # both calls reached 7001's phone
+        assert carrier.wait(20) == 0

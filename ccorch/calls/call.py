@@ -105,6 +105,7 @@ class Call:
         self.disposition: str | None = None
         self.note: str | None = None
         self.direction = "in"
+        self.previous_agents: list[str] = []  # operators who handed the call on
 
     # --- arrival ---
 
@@ -752,7 +753,7 @@ class Call:
             origin=self.origin.trunk.name if self.origin.trunk else f"agent:{self.origin.agent}",
             flow=self.flow,
             queue=self.queue,
-            agent=self.agent,
+            agent=self.agent or (self.previous_agents[-1] if self.previous_agents else None),
             customer_id=self.customer_id,
             outcome=reason,
             status=status,

@@ -246,6 +246,10 @@ def _release_operator(call: Call) -> str | None:
     if call.queue is not None and call.ctl.acd is not None and call.served:
         call.ctl.acd.call_ended(call)
     call.agent_answered_at = None
+    call.served = False
+    if operator:  # off the call, but its wrap-up (disposition) may still come
+        call.previous_agents.append(operator)
+    call.agent = None
     return operator
 
 

@@ -36,7 +36,7 @@ class EndedCall:
 
     sip_call_id: str
     arrived_at: dt.datetime
-    agent: str | None
+    agents: tuple[str, ...]  # the operators it reached
 
 
 class CallController:
@@ -120,7 +120,8 @@ class CallController:
                     leg.call.ivr.on_media(ev)
 
     def remember_ended(self, call: Call) -> None:
-        self.ended[call.id] = EndedCall(call.sip_call_id, call.arrived_at, call.agent)
+        agents = (*call.previous_agents, *([call.agent] if call.agent else []))
+        self.ended[call.id] = EndedCall(call.sip_call_id, call.arrived_at, agents)
         while len(self.ended) > ENDED_KEPT:
             self.ended.popitem(last=False)
 
