@@ -180,7 +180,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             journal=journal,
             phones_srtp=sc.phones_srtp,
         )
-        acd.listeners.append(acd_listener(app.ctx.events, acd.queue_names))
+        acd.listeners.append(acd_listener(app.ctx.events, acd.queue_names, acd.calls))
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)
         )

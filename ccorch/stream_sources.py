@@ -55,15 +55,20 @@ async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) ->
             agents.pop(ev.call, None)
 
 
-def acd_listener(stream: EventStream, queue_names: dict[int, str]) -> Callable[[Any], None]:
-    """An ``AcdService`` listener: offers, queue exits and agents' states onto the stream."""
+def acd_listener(
+    stream: EventStream, queue_names: dict[int, str], calls: dict[int, Any]
+) -> Callable[[Any], None]:
+    """An ``AcdService`` listener: offers (with the screen pop), queue exits and agents'
+    states onto the stream. ``calls``: the ACD's calls by number (their ``screen_pop``)."""
 
     def on_event(ev: Any) -> None:
         if isinstance(ev, Offer):
             q = queue_names.get(ev.queue, "")
+            call = calls.get(ev.call)
+            pop = call.screen_pop(q) if call is not None else {"call": ev.call, "queue": q}
             stream.publish(
-                "acd.offered",
-                {"call": ev.call, "agent": str(ev.agent), "queue": q},
+                "call.offered",
+                {**pop, "agent": str(ev.agent)},
                 agents={str(ev.agent)},
                 queues={q},
             )

@@ -10,6 +10,7 @@ compared sample for sample."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import math
 import struct
@@ -307,10 +308,31 @@ def test_consult_then_complete_hands_the_customer_to_the_colleague(
     center: Center, ends: tuple[Phone, Phone]
 ) -> None:
     operator, colleague = ends
+    admin = _token(center.node, "admin", "x" * 12)
+    with psycopg.connect(center.db) as conn:
+        row = conn.execute("SELECT id FROM customers WHERE name = 'Ivan Petrenko'").fetchone()
+    assert row is not None
+    today = dt.date.today().isoformat()
+    renewal = {"kind": "renewal", "due_on": today, "text": "Contract renewal: offer 1 Gbit/s"}
+    assert _call(center.node, "POST", f"/api/customers/{row[0]}/reminders", renewal, admin)[0] in (
+        200,
+        201,
+    )
     desk = Desk(center, "op7001", "agent7001")
     with answered_call(center, operator) as (customer, carrier, phone), desk:
         (call,) = desk.calls()
         cid = call["id"]
+        # the screen pop came with the offer, before the operator said a word
+        desk.events(0.3)
+        (pop,) = [f for f in desk.frames if f["type"] == "call.offered"]
+        assert pop["call"] == cid and pop["agent"] == "7001" and pop["queue"] == "tech"
+        assert pop["customer"]["name"] == "Ivan Petrenko" and pop["candidates"] == []
+        assert pop["ani"] == "380671234567" and pop["dnis"] == "100", pop
+        assert pop["region"] and "mobile" in pop["region"], pop
+        assert [r["text"] for r in pop["reminders_due"]] == [renewal["text"]]
+        assert pop["service"] == "abc-internet-ru" and "tech" in pop["ivr_path"], pop
+        assert pop["authorized"] is None and pop["waited_ms"] >= 0
+        assert isinstance(pop["last_contacts"], list)
         phone2 = phone_of(center, "7002", colleague)
         try:
             assert (
@@ -324,7 +346,6 @@ def test_consult_then_complete_hands_the_customer_to_the_colleague(
             assert _connected(customer, colleague, COLLEAGUE_HZ)
             assert desk.calls() == []  # no longer the operator's call
             assert desk.post(f"/api/calls/{cid}/hold")[0] == 403
-            admin = _token(center.node, "admin", "x" * 12)
             assert _call(center.node, "POST", f"/api/calls/{cid}/hangup", token=admin)[0] == 200
             assert phone2.wait(20).ok
         finally:

@@ -29,6 +29,7 @@ from ccorch.calls import (
 from ccorch.calls.journal import SavedDialog
 from ccorch.calls.leg import Leg, session_expires
 from ccorch.calls.routing import Reject, RingTrunk, RunFlow
+from ccorch.crm import screen
 from ccorch.crm import store as crm_store
 from ccorch.ivr.flow import Flow
 from ccorch.ivr.interpreter import Session
@@ -106,6 +107,10 @@ class Call:
         self.note: str | None = None
         self.direction = "in"
         self.previous_agents: list[str] = []  # operators who handed the call on
+        # for the operator's screen (ccorch.crm.screen): gathered at arrival
+        self.ivr_path: list[str] = []
+        self.authorized: bool | None = None
+        self.screen: dict[str, Any] = {}
 
     # --- arrival ---
 
@@ -233,6 +238,7 @@ class Call:
         except Exception as e:
             log.warning("caller not identified", extra={"call": self.id, "error": str(e)})
             return
+        await self._gather_screen(None)
         if len(matches) == 1:
             m = matches[0]
             self.customer_id = m.customer_id
@@ -246,6 +252,45 @@ class Call:
                     self.preferred = await crm_store.preferred_extensions(conn, m.customer_id)
             except Exception as e:
                 log.warning("preferred operators unknown", extra={"call": self.id, "error": str(e)})
+
+    async def _gather_screen(self, customer_id: int | None) -> None:
+        """What the operator's screen shows about the caller (``ccorch.crm.screen``)."""
+        deps, trunk = self.ctl.ivr, self.origin.trunk
+        if deps is None or deps.pool is None or trunk is None:
+            return
+        try:
+            async with deps.pool.connection() as conn:
+                self.screen = await screen.about_caller(
+                    conn, self.ani, trunk.country, dt.date.today(), customer_id
+                )
+        except Exception as e:  # the screen is poorer, the call goes on
+            log.warning("screen pop not gathered", extra={"call": self.id, "error": str(e)})
+
+    def identified(self, customer_id: int) -> None:
+        """The flow authorized the caller as this customer: the screen shows them."""
+        if self.customer_id is None or self.customer_id != customer_id:
+            self.customer_id = customer_id
+            self.ctl.service.spawn(self._gather_screen(customer_id))
+
+    def screen_pop(self, queue: str) -> dict[str, Any]:
+        """The offer's screen pop: who calls, from where, about what, and their history."""
+        waited = (
+            int((dt.datetime.now(dt.UTC) - self.queued_at).total_seconds() * 1000)
+            + (self.waited_ms or 0)
+            if self.queued_at is not None
+            else None
+        )
+        return {
+            "call": self.id,
+            "ani": self.ani,
+            "dnis": self.dnis,
+            "service": self.flow,
+            "queue": queue,
+            "waited_ms": waited,
+            "ivr_path": list(self.ivr_path),
+            "authorized": self.authorized,
+            **self.screen,
+        }
 
     def start_ivr(self, flow: Flow) -> None:
         """Answer the caller (if not yet) and hand the call to the flow (the IVR speaks on

@@ -379,7 +379,7 @@ async def update_customer(
     return True
 
 
-def _reminder_due(due: dt.date, yearly: bool, today: dt.date, window_days: int = 7) -> bool:
+def reminder_due(due: dt.date, yearly: bool, today: dt.date, window_days: int = 7) -> bool:
     if yearly:
         try:
             this_year = due.replace(year=today.year)
@@ -420,7 +420,7 @@ async def customer_card(
         "SELECT kind, due_on, yearly, text FROM customer_reminders WHERE customer_id = %s ORDER BY due_on",
         (customer_id,),
     )
-    reminders = [r for r in await cur.fetchall() if _reminder_due(r["due_on"], r["yearly"], today)]
+    reminders = [r for r in await cur.fetchall() if reminder_due(r["due_on"], r["yearly"], today)]
     card: dict[str, Any] = json.loads(
         json.dumps(
             c

@@ -60,8 +60,11 @@ class IvrCall(Protocol):
     queue: str | None
     sip_call_id: str
     state: str
+    ivr_path: list[str]  # the nodes the caller went through, for the operator's screen
+    authorized: bool | None  # None: the flow did not ask
 
     def end(self, reason: str) -> None: ...
+    def identified(self, customer_id: int) -> None: ...
     def enqueue(self, queue: str, priority: int, prefer_seconds: float = 0.0) -> bool: ...
     def estimated_wait(self) -> float | None: ...
     def queue_position(self) -> int | None: ...
@@ -180,6 +183,7 @@ class IvrRunner:
                 return
             if isinstance(a, Visited):
                 log.debug("ivr node", extra={"call": self.call.id, "node": a.node})
+                self.call.ivr_path.append(a.node)
             elif isinstance(a, Play):
                 pcm = await self._render(a.prompts)
                 self.play_id = self.deps.media.play_pcm(self.leg, pcm, barge_in=a.barge_in)
@@ -295,6 +299,9 @@ class IvrRunner:
             return "fail", {}
         async with self.deps.pool.connection() as conn:
             r = await store.authorize_pin(conn, a.contract, a.pin, dt.datetime.now(dt.UTC))
+        self.call.authorized = r.outcome == "ok"
+        if r.outcome == "ok" and r.customer_id is not None:
+            self.call.identified(r.customer_id)
         if r.outcome == "ok":
             return "ok", {
                 "balance": r.balance,
