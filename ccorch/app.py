@@ -48,7 +48,7 @@ from ccorch.sip.service import SipService, TlsSettings
 from ccorch.sip.transaction import Timers
 from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
-from ccorch.stream_sources import acd_listener, publish_calls
+from ccorch.stream_sources import acd_listener, publish_calls, publish_queues
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         app.ctx.events_feed = asyncio.create_task(
             publish_calls(app.ctx.events, app.ctx.call_events.subscribe()), name="events_feed"
         )
+        app.ctx.queues_feed = asyncio.create_task(
+            publish_queues(app.ctx.events, acd, time.monotonic), name="queues_feed"
+        )
         app.ctx.metrics.registry.register(
             SipCollector(
                 lambda: {
@@ -235,7 +238,14 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 
     @app.after_server_stop
     async def _stop_sip(app: Sanic[Any, Any]) -> None:
-        for name in ("media_watch", "flows_watch", "alive", "recovery", "events_feed"):
+        for name in (
+            "media_watch",
+            "flows_watch",
+            "alive",
+            "recovery",
+            "events_feed",
+            "queues_feed",
+        ):
             task = getattr(app.ctx, name, None)
             if task is not None:
                 task.cancel()

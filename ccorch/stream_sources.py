@@ -105,3 +105,27 @@ def acd_listener(
             )
 
     return on_event
+
+
+# Fields that change by themselves with time: a snapshot differing only in these is not
+# news (it goes out anyway every QUEUE_EVERY_SECONDS).
+_TIME_FIELDS = {"oldest_wait_ms", "estimated_wait_seconds", "service_level", "asa_seconds",
+                "abandon_rate", "aht_seconds"}  # fmt: skip
+QUEUE_CHECK_SECONDS = 1.0
+QUEUE_EVERY_SECONDS = 5.0
+
+
+async def publish_queues(stream: EventStream, acd: Any, clock: Callable[[], float]) -> None:
+    """Forever: each queue's ``queue.snapshot`` when its calls or agents change (checked every
+    second), and every five seconds regardless (the oldest wait grows)."""
+    last: dict[str, tuple[dict[str, Any], float]] = {}
+    while True:
+        now = clock()
+        for name in list(acd.queue_ids):
+            snap = acd.queue_snapshot(name)
+            key = {k: v for k, v in snap.items() if k not in _TIME_FIELDS}
+            seen = last.get(name)
+            if seen is None or seen[0] != key or now - seen[1] >= QUEUE_EVERY_SECONDS:
+                stream.publish("queue.snapshot", snap, queues={name})
+                last[name] = (key, now)
+        await asyncio.sleep(QUEUE_CHECK_SECONDS)

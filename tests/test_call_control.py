@@ -279,6 +279,13 @@ def test_hold_mute_consult_conference_recording_pause_and_disposition(
                      "call.disposition", "call.ended"):  # fmt: skip
             assert kind in types, (kind, types)
         assert "call.hold" not in other.events(0.2)  # another operator's call
+        # the queues each works in, every few seconds or on change
+        snaps = [f for f in desk.frames if f["type"] == "queue.snapshot"]
+        assert snaps and {f["queue"] for f in snaps} == {"tech"}, snaps
+        assert {"waiting", "oldest_wait_ms", "agents", "estimated_wait_seconds"} <= set(snaps[0])
+        assert {f["queue"] for f in other.frames if f["type"] == "queue.snapshot"} <= {"general"}
+        status, listed = _call(center.node, "GET", "/api/queues", token=desk.token)
+        assert status == 200 and [q["queue"] for q in listed["items"]] == ["tech"]
 
     # after the call, in wrap-up: the disposition changes on the CDR and the interaction
     assert desk.post(f"/api/calls/{cid}/disposition", {"code": "escalated"})[0] == 200

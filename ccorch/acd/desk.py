@@ -197,6 +197,17 @@ async def agents(request: Request) -> HTTPResponse:
     return json({"items": [describe(acd, ext) for ext in sorted(acd.agents)]})
 
 
+async def queues(request: Request) -> HTTPResponse:
+    """Every queue now (a supervisor); an operator: the queues it works in this shift."""
+    acd = _acd(request)
+    names = sorted(acd.queue_ids)
+    if not request.ctx.user.roles & set(SUPERVISORS):
+        async with _pool(request).connection() as conn:
+            ext = await store.user_extension(conn, request.ctx.user.id)
+        names = [q for q in names if ext is not None and q in acd.working.get(ext, ())]
+    return json({"items": [acd.queue_snapshot(q) for q in names]})
+
+
 async def force(request: Request, extension: str) -> HTTPResponse:
     body = FORCE.validate(_body(request))
     acd = _acd(request)
@@ -252,6 +263,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("POST", "/api/agent/logout", "Log out", OPERATORS, logout),
     Route("GET", "/api/agents", "Every operator's state, reason and groups", SUPERVISORS, agents),
+    Route(
+        "GET",
+        "/api/queues",
+        "Queues now: waiting, ringing, oldest wait, agents by state, expected wait, service "
+        "level (an operator: the queues it works in)",
+        OPERATORS,
+        queues,
+    ),
     Route(
         "PUT",
         "/api/agents/<extension:str>/state",

@@ -244,6 +244,16 @@ class AcdService:
             "waited_ms": dict(self.waited_ms),
         }
 
+    def queue_snapshot(self, queue: str) -> dict[str, Any]:
+        """A queue now: calls waiting and ringing, the oldest wait, its agents by state,
+        the wait a new caller can expect, and the last window's service figures."""
+        qid = self.queue_ids[queue]
+        now = self.now_ms()
+        stats = dict(self.acd.queue_stats(now, qid))
+        stats["queue"] = queue
+        stats["estimated_wait_seconds"] = self.acd.queue_estimated_wait(now, qid)
+        return stats
+
     def agent_state(self, extension: str) -> tuple[str, int | None] | None:
         return self.acd.agent_state(int(extension)) if extension.isdigit() else None
 
