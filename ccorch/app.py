@@ -50,6 +50,7 @@ from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
 from ccorch.stream_sources import acd_listener, publish_calls, publish_queues
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
+from ccorch.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,24 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     @app.after_server_start
     async def _start_overdue_watch(app: Sanic[Any, Any]) -> None:
         app.ctx.overdue_task = asyncio.create_task(_watch_overdue_cases(app), name="overdue_cases")
+
+    @app.after_server_start
+    async def _start_webhooks(app: Sanic[Any, Any]) -> None:
+        wh = app.ctx.config.webhooks
+        app.ctx.webhooks = Webhooks(
+            app.ctx.pool,
+            app.ctx.events,
+            max_attempts=wh.max_attempts,
+            max_backoff=wh.max_backoff_seconds,
+            timeout=wh.timeout_seconds,
+        )
+        await app.ctx.webhooks.start()
+
+    @app.before_server_stop
+    async def _stop_webhooks(app: Sanic[Any, Any]) -> None:
+        hooks: Webhooks | None = getattr(app.ctx, "webhooks", None)
+        if hooks is not None:
+            await hooks.stop()
 
     @app.before_server_stop
     async def _stop_overdue_watch(app: Sanic[Any, Any]) -> None:

@@ -338,6 +338,16 @@ class CallsConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    # Attempts before a delivery is marked failed; the wait between them doubles from 1 s
+    # up to max_backoff_seconds (20 attempts at the defaults: about 1.5 hours).
+    max_attempts: int = _key(_int_rule(1, 1000), 20)
+    max_backoff_seconds: float = _key(_float_rule(0.1, 86400), 600.0)
+    # The longest a receiver may take to answer one request.
+    timeout_seconds: float = _key(_float_rule(0.1, 120), 10.0)
+
+
+@dataclass(frozen=True)
 class IvrConfig:
     """IVR flows: the folder of flow files (one per service, chosen by DNIS) and the TTS cache."""
 
@@ -361,6 +371,7 @@ class Config:
     ivr: IvrConfig = field(default_factory=IvrConfig)
     acd: AcdConfig = field(default_factory=AcdConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     source: str = "defaults"
 
 
@@ -375,6 +386,7 @@ _SECTIONS: dict[str, type] = {
     "ivr": IvrConfig,
     "acd": AcdConfig,
     "calls": CallsConfig,
+    "webhooks": WebhooksConfig,
 }
 
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
+from ccorch.calls.api import COMMANDS
 from ccorch.calls.cdr import write as write_cdr
 from ccorch.crm.api import all_routes
 from tests.conftest import Node, _with_dbname, start_node
@@ -304,7 +305,28 @@ EXAMPLES |= {
     "/api/agent/logout": ("/api/agent/logout", None),
     "/api/agents": ("/api/agents", None),
     "/api/calls": ("/api/calls", None),
-    "/api/calls/<call_id:int>/hangup": ("/api/calls/999999/hangup", None),
+    "/api/calls/<call_id:int>/answer": ("/api/calls/999999/answer", None),
+    **{
+        f"/api/calls/<call_id:int>/{c.name}": (
+            f"/api/calls/999999/{c.name}",
+            {
+                "on": True,
+                "digits": "1",
+                "kind": "extension",
+                "to": "7002",
+                "paused": True,
+                "code": "resolved",
+            }
+            if c.body is not None
+            else None,
+        )
+        for c in COMMANDS
+    },
+    "/api/queues": ("/api/queues", None),
+    "/api/webhooks": ("/api/webhooks", {"url": "http://127.0.0.1:9/hook", "events": ["call.*"]}),
+    "/api/webhooks/<hook_id:int>/deliveries": ("/api/webhooks/999999/deliveries", None),
+    "/api/webhooks/<hook_id:int>/retry": ("/api/webhooks/999999/retry", None),
+    "/api/webhooks/<hook_id:int>": ("/api/webhooks/999999", None),
     "/api/flows": ("/api/flows", None),
     "/api/flows/<name:str>": ("/api/flows/hello", None),
     "/api/flows/<name:str>/versions/<version:int>": ("/api/flows/hello/versions/1", None),
@@ -342,6 +364,7 @@ def test_every_route_answers_each_role_as_its_declaration_says(
                 if route.method == "DELETE"
                 or "<extension" in route.path
                 or "<call_id" in route.path
+                or "<hook_id" in route.path
                 else set()
             ), where
 

@@ -887,11 +887,12 @@ def _guard(route: Route) -> Handler:
 
 def all_routes() -> tuple[Route, ...]:
     """The CRM's routes and the other rooms' that share its guard and OpenAPI document."""
+    from ccorch import webhooks
     from ccorch.acd import desk  # they build on this module's Route
     from ccorch.calls import api as calls_api
     from ccorch.ivr import api as ivr_api
 
-    return ROUTES + ivr_api.ROUTES + desk.ROUTES + calls_api.ROUTES
+    return ROUTES + ivr_api.ROUTES + desk.ROUTES + calls_api.ROUTES + webhooks.ROUTES
 
 
 def _is_json(content_type: str) -> bool:
