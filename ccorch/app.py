@@ -26,6 +26,7 @@ import ccorch
 from ccorch.acd import desk as agent_desk
 from ccorch.acd.service import AcdService, load_queues
 from ccorch.api import events as api_events
+from ccorch.api.sessions import LoginThrottle
 from ccorch.calls import CallEvents, screening
 from ccorch.calls.cdr import CdrSink
 from ccorch.calls.controller import CallController
@@ -80,6 +81,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.ctx.calls = None
     app.ctx.call_events = CallEvents()
     app.ctx.events = InProcessStream()  # the live stream the WebSocket serves
+    app.ctx.login_throttle = LoginThrottle()
     # Where calls are recorded (used by the call controller); made now, not on the loop.
     app.ctx.recordings_dir = Path(config.media.recordings_dir).resolve()
     app.ctx.recordings_dir.mkdir(parents=True, exist_ok=True)

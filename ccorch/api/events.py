@@ -1,7 +1,7 @@
 """``GET /api/events`` (WebSocket): the node's live events for one signed-in user.
 
-Authenticate with ``Authorization: Bearer <token>`` or ``?token=<token>`` (a browser cannot
-set headers on a WebSocket). ``?since=<seq>`` resumes after the last event seen: the missed
+Authenticate with ``Authorization: Bearer <token>``, ``?token=<token>``, or the browser
+app's session cookie from a page of this node (its Origin is checked). ``?since=<seq>`` resumes after the last event seen: the missed
 events come first, each once; if they are older than the node keeps, a ``resync`` frame
 says to take a fresh snapshot. Supervisors and admins see everything; an operator sees the
 events of its own extension (its calls and its state) and of the queues it works.
@@ -19,10 +19,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from sanic import Request
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
+from ccorch.api import sessions
 from ccorch.calls import api as calls_api
 from ccorch.crm import store
 from ccorch.events import Event, InProcessStream
@@ -37,6 +39,13 @@ async def _viewer(request: Request) -> tuple[store.User, str | None] | None:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     token = token or request.args.get("token", "")
+    if not token:
+        # the browser app's cookie, from a page of this node only (another site's page
+        # could open the socket with the cookie: cross-site WebSocket hijacking)
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            return None
+        token = request.cookies.get(sessions.SESSION_COOKIE, "")
     if not token:
         return None
     async with request.app.ctx.pool.connection() as conn:

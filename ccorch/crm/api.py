@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, file, json
 
 import ccorch
+from ccorch.api import sessions
 from ccorch.crm import cases, kb, recordings, reference, store, surveys
 from ccorch.crm.http import error as _error
 from ccorch.crm.http import json_body as _body
@@ -102,21 +104,47 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 async def login(request: Request) -> HTTPResponse:
     data = LOGIN.validate(_body(request))
-    ttl = dt.timedelta(hours=request.app.ctx.config.crm.session_hours)
+    throttle: sessions.LoginThrottle = request.app.ctx.login_throttle
+    address, now = request.client_ip or "?", time.monotonic()
+    wait = throttle.retry_after(data["login"], address, now)
+    if wait is not None:
+        response = _error(429, "too_many_requests", "too many failed logins: try again later")
+        response.headers["retry-after"] = str(max(1, int(wait + 0.999)))
+        return response
+    hours = request.app.ctx.config.crm.session_hours
     async with _pool(request).connection() as conn:
-        result = await store.login(conn, data["login"], data["password"], _now(request), ttl)
+        result = await store.login(
+            conn, data["login"], data["password"], _now(request), dt.timedelta(hours=hours)
+        )
     if result is None:
+        throttle.failed(data["login"], address, now)
         return _error(401, "unauthorized", "wrong login or password")
+    throttle.succeeded(data["login"])
     token, user = result
-    return json(
-        {"token": token, "user": {"id": user.id, "login": user.login, "roles": sorted(user.roles)}}
+    csrf = sessions.csrf_for(token)
+    response = json(
+        {
+            "token": token,
+            "csrf": csrf,
+            "user": {"id": user.id, "login": user.login, "roles": sorted(user.roles)},
+        }
     )
+    # the browser app's session: the token where no script can read it, and the CSRF value
+    # its script sends back with every change
+    secure, age = request.scheme == "https", int(hours * 3600)
+    response.add_cookie(sessions.SESSION_COOKIE, token, httponly=True, samesite="Strict",
+                        secure=secure, max_age=age)  # fmt: skip
+    response.add_cookie(sessions.CSRF_COOKIE, csrf, samesite="Strict", secure=secure, max_age=age)
+    return response
 
 
 async def logout(request: Request) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         await store.logout(conn, request.ctx.token)
-    return json({"status": "logged out"})
+    response = json({"status": "logged out"})
+    response.delete_cookie(sessions.SESSION_COOKIE)
+    response.delete_cookie(sessions.CSRF_COOKIE)
+    return response
 
 
 async def me(request: Request) -> HTTPResponse:
@@ -536,7 +564,7 @@ ROUTES: tuple[Route, ...] = (
         None,
         login,
         body=LOGIN,
-        responses={200: "token", 401: "wrong login or password"},
+        responses={200: "token", 401: "wrong login or password", 429: "too many failures"},
         max_body=ANONYMOUS_MAX_BODY,
     ),
     Route("POST", "/api/auth/logout", "End this session", CRM_ROLES, logout),
@@ -854,6 +882,14 @@ def _guard(route: Route) -> Handler:
         if route.roles is not None:
             header = request.headers.get("authorization", "")
             token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            if not token:  # a browser's session cookie: a change needs the CSRF header too
+                token = request.cookies.get(sessions.SESSION_COOKIE, "")
+                if (
+                    token
+                    and request.method not in sessions.SAFE_METHODS
+                    and not sessions.csrf_ok(token, request.headers.get(sessions.CSRF_HEADER))
+                ):
+                    return _error(403, "csrf", f"send the CSRF value in {sessions.CSRF_HEADER}")
             if not token:
                 return _error(401, "unauthorized", "log in first (Authorization: Bearer <token>)")
             async with _pool(request).connection() as conn:
