@@ -461,3 +461,51 @@ def test_transfer_to_the_pin_flow_and_back_to_the_same_operator(
         assert desk.post(f"/api/calls/{cid}/hangup")[0] == 200
         assert phone.wait(20).ok  # both calls reached 7001's phone
         assert carrier.wait(20) == 0
+
+
+def test_click_to_dial_rings_the_operator_then_the_customer_and_is_outgoing(
+    center: Center, ends: tuple[Phone, Phone]
+) -> None:
+    operator, customer = ends
+    desk = Desk(center, "op7001", "agent7001")
+    other = Desk(center, "op7003", "agent7003")
+    phone = phone_of(center, "7001", operator)
+    # the carrier's side of the outbound trunk answers for the customer, its audio at ours
+    carrier = Uas(
+        "agent_answer_media.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-key", "rtp_port", str(customer.port), "-d", "500"],
+        timeout=60,
+    )
+    try:
+        with desk, other:
+            dial = {"number": "067 123 45 67", "extension": "7001"}
+            assert other.post("/api/calls", dial)[0] == 403  # not its own extension
+            assert desk.post("/api/calls", {"number": "call me"})[0] == 422
+            status, placed = desk.post("/api/calls", {"number": "0671234567"})
+            assert status == 201 and placed["direction"] == "out", placed
+            cid = placed["id"]
+            assert wait_for(lambda: [c["state"] for c in desk.calls()] == ["answered"], 15)
+            # nobody has spoken yet: DTMF from the desk shows the customer's end where we are
+            assert desk.post(f"/api/calls/{cid}/dtmf", {"digits": "12x"})[0] == 400
+            assert desk.post(f"/api/calls/{cid}/dtmf", {"digits": "1"})[0] == 200
+            customer.listen(0.5)
+            assert customer.peer is not None
+            speak(customer, CUSTOMER_HZ, 0.5)
+            operator.listen(0.3)
+            assert operator.peer is not None
+            heard = talk_together([(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ)])
+            assert hears(heard[0], OPERATOR_HZ) and hears(heard[1], CUSTOMER_HZ)
+            assert desk.post(f"/api/calls/{cid}/hangup")[0] == 200
+            assert phone.wait(20).ok and carrier.wait(20).ok
+    finally:
+        phone.kill()
+        carrier.kill()
+    with psycopg.connect(center.db) as conn:
+        row = conn.execute(
+            "SELECT c.direction, c.ani, c.dnis, c.agent, c.recording_path IS NOT NULL,"
+            " i.direction, cu.name FROM cdrs c JOIN interactions i ON i.cdr_id = c.id"
+            " JOIN customers cu ON cu.id = c.customer_id ORDER BY c.id DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("out", "7001", "0671234567", "7001", True, "out", "Ivan Petrenko"), row

@@ -294,6 +294,42 @@ def _rest(name: str) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
     return handler
 
 
+ORIGINATE = Shape(
+    "Originate",
+    {
+        "number": Field("string", required=True, min_len=3, max_len=21),
+        "extension": Field(
+            "string", max_len=20, description="the operator to connect (a supervisor's choice)"
+        ),
+    },
+)
+
+
+async def originate(request: Request) -> HTTPResponse:
+    """Click-to-dial: ring the operator's phone, then call the number (outgoing)."""
+    body = ORIGINATE.validate(json_body(request))
+    actor = await actor_of(request)
+    number = body["number"].replace(" ", "")
+    if not number.lstrip("+").isdigit():
+        raise ValidationFailed({"number": "digits, + allowed in front"})
+    extension = body.get("extension") or actor.extension
+    if extension is None:
+        return _error(409, "conflict", "this user has no operator extension")
+    if extension != actor.extension and not actor.roles & SEE_ALL:
+        return _error(403, "forbidden", "an operator dials from its own extension")
+    ctl = request.app.ctx.calls
+    svc = ctl.service
+    if extension not in svc.accounts:
+        return _error(404, "not_found", f"no extension {extension}")
+    if not svc.registrar.lookup(svc.now(), extension):
+        return _error(409, "conflict", f"extension {extension}'s phone is not registered")
+    trunk = next((t for t in svc.trunks if t.outbound and t.up is not False), None)
+    if trunk is None:
+        return _error(409, "conflict", "no outbound trunk is up")
+    call = ctl.originate(extension, number, trunk)
+    return json(describe(call), status=201)
+
+
 async def answer(request: Request, call_id: int) -> HTTPResponse:
     call = _find(request.app.ctx.calls, call_id)
     if call is None or call.state == "ended":
@@ -315,6 +351,15 @@ _RESPONSES = {
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/calls", "Calls in progress (an operator: its own)", OPERATORS, list_calls),
+    Route(
+        "POST",
+        "/api/calls",
+        "Click-to-dial: ring the operator's phone, then call the number through the trunk",
+        OPERATORS,
+        originate,
+        body=ORIGINATE,
+        responses={403: "another operator's extension", 409: "phone or trunk unavailable"},
+    ),
     Route(
         "POST",
         "/api/calls/<call_id:int>/answer",

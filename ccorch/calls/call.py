@@ -23,6 +23,7 @@ from ccorch.calls import (
     CallRinging,
     cdr,
     commands,
+    originate,
     screening,
     transfer,
 )
@@ -57,8 +58,15 @@ _FAIL_STATUS = {486: 486, 600: 486, 603: 603, 404: 480, 480: 480, 408: 480}
 
 class Call:
     def __init__(
-        self, ctl: CallController, req: Request, origin: Origin, ani: str, dnis: str
+        self,
+        ctl: CallController,
+        req: Request | None,
+        origin: Origin,
+        ani: str,
+        dnis: str,
     ) -> None:
+        """``req``: the INVITE that brought the call; None for a call the node places
+        (an operator's click-to-dial, ``ccorch.calls.originate``)."""
         self.ctl = ctl
         self.id = next(_call_ids)
         self.origin = origin
@@ -71,13 +79,14 @@ class Call:
         self.started = ctl.service.now()
         self.answered_at: float | None = None
         self.ring_timer: asyncio.TimerHandle | None = None
-        self.key = (req.call_id, req.from_.tag or "")
+        sip_call_id = req.call_id if req is not None else new_call_id(ctl.service.host)
+        self.key = (sip_call_id, req.from_.tag or "" if req is not None else "originate")
         self.transfer: Leg | None = None  # a blind-transfer target being rung
         self.ivr: IvrRunner | None = None
         self.queue: str | None = None  # the ACD queue the caller waits in (or was served from)
         self.served = False  # an operator from the queue answered
         # for the CDR: wall-clock moments of the call's path, and who it was
-        self.sip_call_id = req.call_id
+        self.sip_call_id = sip_call_id
         self.arrived_at = dt.datetime.now(dt.UTC)
         self.ivr_ended_at: dt.datetime | None = None
         self.queued_at: dt.datetime | None = None
@@ -106,6 +115,7 @@ class Call:
         self.disposition: str | None = None
         self.note: str | None = None
         self.direction = "in"
+        self.outbound_trunk: Trunk | None = None  # a click-to-dial's way out
         self.previous_agents: list[str] = []  # operators who handed the call on
         # for the operator's screen (ccorch.crm.screen): gathered at arrival
         self.ivr_path: list[str] = []
@@ -395,7 +405,9 @@ class Call:
         )
         return True
 
-    def ring(self, user: str) -> Leg | None:
+    def ring(
+        self, user: str, extra: tuple[tuple[str, str], ...] = (), from_user: str | None = None
+    ) -> Leg | None:
         """Ring ``user``'s best registered contact (forking to all is left for later)."""
         svc = self.ctl.service
         bindings = svc.registrar.lookup(svc.now(), user)
@@ -409,13 +421,21 @@ class Call:
             dest,
             f"<sip:{user}@{svc.host}>",
             srtp=self.ctl.srtp_policy(None, dest),
+            extra=extra,
+            from_user=from_user,
         )
 
-    def ring_trunk(self, trunk: Trunk, number: str) -> Leg | None:
+    def ring_trunk(self, trunk: Trunk, number: str, from_user: str | None = None) -> Leg | None:
         """Call ``number`` through ``trunk`` (its credentials answer a 401/407)."""
         uri = Uri.parse(trunk.request_uri(number))
         leg = self._invite_out(
-            number, uri, trunk.addr, f"<{uri}>", codecs=trunk.codecs, srtp=trunk.srtp
+            number,
+            uri,
+            trunk.addr,
+            f"<{uri}>",
+            codecs=trunk.codecs,
+            srtp=trunk.srtp,
+            from_user=from_user,
         )
         if leg is not None:
             leg.trunk = trunk
@@ -429,8 +449,12 @@ class Call:
         to: str,
         codecs: tuple[str, ...] = ("PCMU", "PCMA"),
         srtp: str = "off",
+        *,
+        from_user: str | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> Leg | None:
-        """INVITE ``target``; None when no media could be had for the leg (nothing sent)."""
+        """INVITE ``target``; None when no media could be had for the leg (nothing sent).
+        ``from_user``: who the far end sees calling (default: the caller's number)."""
         svc = self.ctl.service
         leg = Leg(self, "b")
         leg.target = target
@@ -452,7 +476,11 @@ class Call:
                 f"SIP/2.0/{dest.transport} {svc.via_host(dest.transport)};branch={new_branch()};rport",
             ),
             ("max-forwards", "70"),
-            ("from", f"{caller}<sip:{self.ani or 'anonymous'}@{svc.host}>;tag={leg.local_tag}"),
+            (
+                "from",
+                f"{caller}<sip:{from_user or self.ani or 'anonymous'}@{svc.host}>"
+                f";tag={leg.local_tag}",
+            ),
             ("to", to),
             ("call-id", call_id),
             ("cseq", "1 INVITE"),
@@ -463,6 +491,7 @@ class Call:
         ]
         if self.ctl.session_expires:
             headers.append(("session-expires", str(self.ctl.session_expires)))
+        headers.extend(extra)
         req = Request("INVITE", uri, headers, body)
         leg.invite = req
         leg.call_id = call_id
@@ -514,6 +543,8 @@ class Call:
                 transfer.transfer_answered(self, leg)
             elif leg is self.transfer or leg is self.consult:
                 commands.target_answered(self, leg)
+            elif self.direction == "out":
+                originate.answered(self, leg)
             elif leg is self.b:
                 self._answered(leg)
             return
@@ -571,6 +602,9 @@ class Call:
         if leg is self.transfer or leg is self.consult:
             commands.target_failed(self, leg, status)
             return
+        if self.direction == "out":
+            originate.failed(self, leg, status)
+            return
         if leg is not self.b or self.state != "ringing":
             return
         self._cancel_ring_timer()
@@ -593,6 +627,9 @@ class Call:
             487: "no-answer",
         }.get(status, "failed")
         self._fail_a(_FAIL_STATUS.get(status, 480), None, reason)
+
+    def answered(self, b: Leg) -> None:
+        self._answered(b)
 
     def _answered(self, b: Leg) -> None:
         svc = self.ctl.service
@@ -617,7 +654,7 @@ class Call:
         self.agent_answered_at = dt.datetime.now(dt.UTC)
         if self.recording is not None:  # back from a queue or flow: the same file goes on
             self.ctl.media.set_recording_sources(self.recording, a.media, b.media)
-        elif self.flow is not None:
+        elif self.flow is not None or self.direction == "out":
             self._start_recording(a.media, b.media)
         if a.state != "confirmed":
             self._answer_a()
@@ -713,6 +750,10 @@ class Call:
     def recording_ms(self) -> int:
         """Milliseconds since the call's recording began."""
         return int((self.ctl.service.now() - self.recording_started) * 1000)
+
+    def end_placed(self, reason: str, status: int) -> None:
+        """A call the node placed ended before both sides talked."""
+        self._finish(reason, status)
 
     def end(self, reason: str) -> None:
         """End the call for every party (a flow's hang-up, a command)."""

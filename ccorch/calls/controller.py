@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ccorch.acd.service import AcdService
-from ccorch.calls import CallEvents, cdr
+from ccorch.calls import CallEvents, cdr, originate
 from ccorch.calls.call import Call
 from ccorch.calls.journal import Journal
 from ccorch.calls.leg import Leg, session_expires
@@ -118,6 +118,14 @@ class CallController:
                 leg = self.media_legs.get(ev.leg)
                 if leg is not None and leg.call.ivr is not None and leg is leg.call.a:
                     leg.call.ivr.on_media(ev)
+
+    def originate(self, extension: str, number: str, trunk: Trunk) -> Call:
+        """Click-to-dial: ring ``extension``, then call ``number`` through ``trunk``."""
+        call = Call(self, None, Origin(agent=extension), extension, number)
+        call.direction, call.outbound_trunk = "out", trunk
+        self.calls[call.key] = call
+        self.service.spawn(originate.start(call, extension, number, trunk))
+        return call
 
     def remember_ended(self, call: Call) -> None:
         agents = (*call.previous_agents, *([call.agent] if call.agent else []))

@@ -171,9 +171,7 @@ class Leg:
             return
         if self.dialog is not None and self.state == "confirmed":
             self.send_in_dialog("BYE")
-        elif (
-            self.side == "b" and self.invite is not None and isinstance(self.invite_txn, ClientTxn)
-        ):
+        elif self.invite is not None and isinstance(self.invite_txn, ClientTxn):
             if self.invite_txn.state in ("calling", "proceeding"):
                 self.c.service.send_request(cancel_for(self.invite), self.invite_txn.dest, self)
         elif self.side == "a" and isinstance(self.invite_txn, ServerTxn) and not self.final_sent:
