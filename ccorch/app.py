@@ -26,6 +26,7 @@ import ccorch
 from ccorch.acd import desk as agent_desk
 from ccorch.acd.service import AcdService, load_queues
 from ccorch.api import events as api_events
+from ccorch.api import routes as api_routes
 from ccorch.api.sessions import LoginThrottle
 from ccorch.calls import CallEvents, screening
 from ccorch.calls.cdr import CdrSink
@@ -33,7 +34,6 @@ from ccorch.calls.controller import CallController
 from ccorch.calls.journal import Journal
 from ccorch.calls.recovery import recover
 from ccorch.config import Config, SipConfig
-from ccorch.crm import api as crm_api
 from ccorch.crm import bootstrap as crm_bootstrap
 from ccorch.crm.cases import BusinessHours, raise_overdue_alarms
 from ccorch.db.migrate import VERSION_TABLE
@@ -319,7 +319,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
     app.add_route(openapi, "/openapi.json", methods=["GET"], name="openapi")
     app.add_websocket_route(api_events.events, "/api/events", name="events")
-    app.blueprint(crm_api.blueprint())
+    app.blueprint(api_routes.blueprint())
     return app
 
 
@@ -346,7 +346,7 @@ def _load_trunks(sc: SipConfig) -> list[Trunk]:
 
 async def openapi(request: Request) -> HTTPResponse:
     """The OpenAPI 3 document of every API route, built from the routes' own declarations."""
-    return json(crm_api.openapi(request.app))
+    return json(api_routes.openapi(request.app))
 
 
 async def _watch_overdue_cases(app: Sanic[Any, Any]) -> None:
@@ -432,9 +432,9 @@ def _install_body_limits(app: Sanic[Any, Any]) -> None:
     """Each route's largest body (``Route.max_body``), enforced while the body is read:
     a bigger one is refused with 413 before it is taken in (Sanic's own default is 100 MB
     for every route, before any session is checked)."""
-    limits = crm_api.body_limits()
+    limits = api_routes.body_limits()
     app.config.REQUEST_MAX_SIZE = max(limits.values())  # routes outside the table too
-    small = crm_api.ANONYMOUS_MAX_BODY
+    small = api_routes.ANONYMOUS_MAX_BODY
 
     @app.signal("http.routing.after")
     async def _limit_body(request: Request, route: Any, **_: Any) -> None:

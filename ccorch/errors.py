@@ -69,3 +69,16 @@ class DialerParamError(CcorchError, ValueError):
 
 class MediaError(CcorchError):
     """The media engine refused a request (unknown leg or room, no free port, bad prompt)."""
+
+
+_ERROR_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}
+
+
+class RequestRefused(CcorchError):
+    """A request the state of things or the user's roles do not allow: answered with
+    ``status`` and a JSON ``{"error": code, "message": ...}`` by the HTTP room."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        self.status, self.message = status, message
+        self.code = code or _ERROR_CODES.get(status, "invalid")
+        super().__init__(message)

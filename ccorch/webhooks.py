@@ -42,12 +42,12 @@ from sanic import Request
 from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 
+from ccorch.api.http import error as _error
+from ccorch.api.http import json_body
+from ccorch.api.http import pool as _pool
+from ccorch.api.routes import Route
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm import store
-from ccorch.crm.api import Route
-from ccorch.crm.http import error as _error
-from ccorch.crm.http import json_body
-from ccorch.crm.http import pool as _pool
-from ccorch.crm.validation import Field, Shape, ValidationFailed
 from ccorch.events import Event, EventStream
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from ccorch.api.validation import ValidationFailed
 from ccorch.crm import bootstrap, store
-from ccorch.crm.validation import ValidationFailed
 from ccorch.db.migrate import migrate
 from ccorch.phones import PhoneError, normalize
 

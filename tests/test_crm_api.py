@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
+from ccorch.api.routes import all_routes
 from ccorch.calls.api import COMMANDS
 from ccorch.calls.cdr import write as write_cdr
-from ccorch.crm.api import all_routes
 from tests.conftest import Node, _with_dbname, start_node
 from tests.test_cdr import _cdr
 

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from ccorch.api.validation import ValidationFailed
 from ccorch.crm import kb, store
-from ccorch.crm.validation import ValidationFailed
 from ccorch.db.migrate import migrate
 
 T0 = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)

@@ -26,12 +26,12 @@ from sanic.response import HTTPResponse, json
 
 from ccorch.acd import Reason
 from ccorch.acd.service import AcdService
+from ccorch.api.http import error as _error
+from ccorch.api.http import json_body as _body
+from ccorch.api.http import pool as _pool
+from ccorch.api.routes import Route
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm import store
-from ccorch.crm.api import Route
-from ccorch.crm.http import error as _error
-from ccorch.crm.http import json_body as _body
-from ccorch.crm.http import pool as _pool
-from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 log = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ from typing import Any
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
+from ccorch.api.http import error as _error
+from ccorch.api.http import json_body
+from ccorch.api.http import pool as _pool
+from ccorch.api.routes import Route
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.calls import cdr, commands
 from ccorch.calls.commands import Refused
 from ccorch.crm import store
-from ccorch.crm.api import Route
-from ccorch.crm.http import error as _error
-from ccorch.crm.http import json_body
-from ccorch.crm.http import pool as _pool
-from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 OPERATORS = ("operator", "supervisor", "admin")
 SEE_ALL = frozenset({"supervisor", "admin"})

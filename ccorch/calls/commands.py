@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ccorch.calls import CallControlled, CallTransferred
+from ccorch.errors import RequestRefused
 from ccorch.media.music import default_music
 
 if TYPE_CHECKING:
@@ -31,12 +32,11 @@ DTMF = re.compile(r"^[0-9*#A-Da-d]{1,32}$")
 TRANSFER_KINDS = ("extension", "queue", "flow", "number")
 
 
-class Refused(Exception):
+class Refused(RequestRefused):
     """The call is not in a state that allows the command (or the target does not exist)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        super().__init__(status, message, code)
 
 
 def _conflict(message: str) -> Refused:

@@ -1,34 +1,29 @@
-"""The CRM's REST API (Sanic blueprint) and its OpenAPI 3 document.
+"""The CRM's REST routes: sessions, users, customers and their cards, identification and
+PIN checks, cases, the knowledge base, surveys, reference data, reminders, recordings.
 
-Every route is declared once in :data:`ROUTES` with the roles it needs, its parameters and
-its body shape; the same table registers the handler, enforces access and builds
-``/openapi.json``, so documentation and behaviour cannot drift. Errors are JSON:
-401 without a valid session, 403 without the role, 404, 422 naming each bad field.
+Declared as :class:`ccorch.api.routes.Route` rows like every room's routes (the HTTP room,
+``ccorch.api``, guards them and builds the OpenAPI document from the same rows).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
-from sanic import Blueprint, Request, Sanic
+from sanic import Request
 from sanic.response import HTTPResponse, file, json
 
-import ccorch
 from ccorch.api import sessions
+from ccorch.api.http import error as _error
+from ccorch.api.http import json_body as _body
+from ccorch.api.http import pool as _pool
+from ccorch.api.routes import ANONYMOUS_MAX_BODY, Param, Route
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm import cases, kb, recordings, reference, store, surveys
-from ccorch.crm.http import error as _error
-from ccorch.crm.http import json_body as _body
-from ccorch.crm.http import pool as _pool
-from ccorch.crm.validation import Field, Shape, ValidationFailed
-
-Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
 
 LOGIN = Shape(
     "Login",
@@ -52,33 +47,6 @@ NEW_USER = Shape(
         ),
     },
 )
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: str  # "query" or "path"
-    schema: Field
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    summary: str
-    roles: tuple[str, ...] | None  # None: no session needed
-    handler: Handler
-    params: tuple[Param, ...] = ()
-    body: Shape | Callable[[Request], Shape] | None = None
-    responses: dict[int, str] = field(default_factory=dict)
-    # The largest request body taken (bigger: 413 before it is read). Sanic reads a body
-    # before the handler checks the session, so anonymous callers can make us read this
-    # much at most: small by default, large only where a document is uploaded.
-    max_body: int = 64 * 1024
-
-
-ANONYMOUS_MAX_BODY = 4 * 1024  # a login is a few hundred bytes
 
 
 def _now(request: Request) -> dt.datetime:
@@ -598,7 +566,7 @@ ROUTES: tuple[Route, ...] = (
         ("operator", "supervisor", "admin"),
         create_customer,
         params=(Param("service", "query", Field("string", max_len=40)),),
-        body=_customer_shape,
+        body=store.customer_shape,
         responses={201: "created", 422: "invalid fields"},
     ),
     Route("GET", "/api/customers/<customer_id:int>", "The customer card", CRM_ROLES, get_customer),
@@ -608,7 +576,7 @@ ROUTES: tuple[Route, ...] = (
         "Change a customer's fields (phones and addresses replace the lists)",
         ("operator", "supervisor", "admin"),
         update_customer,
-        body=_customer_update_shape,
+        body=store.customer_update_shape,
     ),
     Route(
         "POST",
@@ -874,160 +842,3 @@ def _reference_routes() -> tuple[Route, ...]:
 
 
 ROUTES = ROUTES + _reference_routes()
-
-
-def _guard(route: Route) -> Handler:
-    @functools.wraps(route.handler)
-    async def guarded(request: Request, **kwargs: Any) -> HTTPResponse:
-        if route.roles is not None:
-            header = request.headers.get("authorization", "")
-            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-            if not token:  # a browser's session cookie: a change needs the CSRF header too
-                token = request.cookies.get(sessions.SESSION_COOKIE, "")
-                if (
-                    token
-                    and request.method not in sessions.SAFE_METHODS
-                    and not sessions.csrf_ok(token, request.headers.get(sessions.CSRF_HEADER))
-                ):
-                    return _error(403, "csrf", f"send the CSRF value in {sessions.CSRF_HEADER}")
-            if not token:
-                return _error(401, "unauthorized", "log in first (Authorization: Bearer <token>)")
-            async with _pool(request).connection() as conn:
-                user = await store.session_user(conn, token, _now(request))
-            if user is None:
-                return _error(401, "unauthorized", "session unknown or expired")
-            if not user.roles & set(route.roles):
-                return _error(
-                    403, "forbidden", "this needs one of the roles: " + ", ".join(route.roles)
-                )
-            request.ctx.user, request.ctx.token = user, token
-        if request.body and not _is_json(request.headers.get("content-type", "")):
-            return _error(
-                415,
-                "unsupported_media_type",
-                "send the body as JSON (Content-Type: application/json)",
-            )
-        try:
-            return await route.handler(request, **kwargs)
-        except ValidationFailed as e:
-            return _error(422, "validation", "some fields are missing or invalid", fields=e.fields)
-        except (cases.CaseError, surveys.SurveyError) as e:
-            return _error(
-                e.status,
-                {403: "forbidden", 404: "not_found", 409: "conflict"}.get(e.status, "invalid"),
-                str(e),
-            )
-
-    return guarded
-
-
-def all_routes() -> tuple[Route, ...]:
-    """The CRM's routes and the other rooms' that share its guard and OpenAPI document."""
-    from ccorch import webhooks
-    from ccorch.acd import desk  # they build on this module's Route
-    from ccorch.calls import api as calls_api
-    from ccorch.ivr import api as ivr_api
-
-    return ROUTES + ivr_api.ROUTES + desk.ROUTES + calls_api.ROUTES + webhooks.ROUTES
-
-
-def _is_json(content_type: str) -> bool:
-    kind = content_type.split(";", 1)[0].strip().lower()
-    return kind == "application/json" or (
-        kind.startswith("application/") and kind.endswith("+json")
-    )
-
-
-def body_limits() -> dict[tuple[str, str], int]:
-    """(method, route pattern without the leading slash, as Sanic names it) -> max body."""
-    return {(r.method, r.path.lstrip("/")): r.max_body for r in all_routes()}
-
-
-def blueprint() -> Blueprint:
-    bp = Blueprint("crm")
-    for i, r in enumerate(all_routes()):
-        bp.add_route(_guard(r), r.path, methods=[r.method], name=f"crm_{i}")
-    return bp
-
-
-def _openapi_path(path: str) -> str:
-    out = []
-    for part in path.split("/"):
-        if part.startswith("<") and part.endswith(">"):
-            part = "{" + part[1:-1].split(":")[0] + "}"
-        out.append(part)
-    return "/".join(out)
-
-
-def openapi(app: Sanic[Any, Any]) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {}
-    for r in all_routes():
-        op: dict[str, Any] = {"summary": r.summary, "responses": {}}
-        params = [
-            {"name": p.name, "in": p.where, "required": p.required, "schema": p.schema.schema()}
-            for p in r.params
-        ]
-        for part in r.path.split("/"):
-            if part.startswith("<"):
-                name, kind = part[1:-1].split(":")
-                params.append(
-                    {
-                        "name": name,
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer" if kind == "int" else "string"},
-                    }
-                )
-        if params:
-            op["parameters"] = params
-        if r.body is not None:
-            country = app.ctx.config.crm.default_country
-            shape = (
-                r.body
-                if isinstance(r.body, Shape)
-                else store.customer_update_shape(country)
-                if r.method == "PATCH"
-                else store.customer_shape(country)
-            )
-            schemas[shape.name] = shape.schema()
-            op["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{shape.name}"}}
-                },
-            }
-        ok = 201 if r.method == "POST" and 201 in r.responses else 200
-        op["responses"][str(ok)] = {
-            "description": r.responses.get(ok, "OK"),
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-        errors = {400: "bad request", 422: "invalid fields"}
-        if r.roles is not None:
-            op["security"] = [{"session": []}]
-            errors |= {401: "no valid session", 403: "role missing"}
-            op["description"] = "Roles: " + ", ".join(r.roles)
-        for code, text in errors.items():
-            op["responses"][str(code)] = {
-                "description": text,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
-        paths.setdefault(_openapi_path(r.path), {})[r.method.lower()] = op
-    schemas["Error"] = {
-        "type": "object",
-        "properties": {
-            "error": {"type": "string"},
-            "message": {"type": "string"},
-            "fields": {"type": "object"},
-        },
-        "required": ["error"],
-    }
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "ccorch CRM", "version": ccorch.__version__},
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"session": {"type": "http", "scheme": "bearer"}},
-        },
-    }

@@ -21,10 +21,10 @@ from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm import recordings
 from ccorch.crm.store import User, audit, can_see_customer
-from ccorch.crm.validation import Field, Shape, ValidationFailed
-from ccorch.errors import CcorchError
+from ccorch.errors import RequestRefused
 
 WORKFLOWS: dict[str, dict[str, tuple[str, ...]]] = {
     "instant": {"open": ("resolved",), "resolved": ("closed", "open"), "closed": ()},
@@ -50,12 +50,11 @@ APPROVALS = {("pending_approval", "approved"), ("pending_approval", "rejected")}
 RESOLVED = {"resolved", "closed", "rejected"}
 
 
-class CaseError(CcorchError):
+class CaseError(RequestRefused):
     """A case operation that the workflow or the user's roles do not allow."""
 
     def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
+        super().__init__(status, message)
 
 
 KYIV = ZoneInfo("Europe/Kyiv")

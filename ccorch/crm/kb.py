@@ -11,8 +11,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm.store import User, audit
-from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 LANGUAGES = ("ru", "en", "uk", "zh")
 STEMMED = {"ru": "russian", "en": "english"}

@@ -21,9 +21,9 @@ from psycopg.sql import SQL, Identifier
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.crm.http import error, json_body, pool
+from ccorch.api.http import error, json_body, pool
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm.store import ROLES, audit
-from ccorch.crm.validation import Field, Shape, ValidationFailed
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
 

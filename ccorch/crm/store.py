@@ -18,8 +18,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm.secrets import hash_secret, new_token, token_digest, verify_secret
-from ccorch.crm.validation import Field, Shape, ValidationFailed
 from ccorch.phones import PhoneError, normalize, prefixes_of
 
 ROLES = ("operator", "supervisor", "complaints", "admin")

@@ -16,9 +16,9 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm.store import User, audit, can_see_customer
-from ccorch.crm.validation import Field, Shape, ValidationFailed
-from ccorch.errors import CcorchError
+from ccorch.errors import RequestRefused
 
 NEW_SURVEY = Shape(
     "NewSurvey",
@@ -39,10 +39,9 @@ START = Shape(
 ANSWER = Shape("Answer", {"answer": Field("string", required=True, min_len=1, max_len=2000)})
 
 
-class SurveyError(CcorchError):
+class SurveyError(RequestRefused):
     def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
+        super().__init__(status, message)
 
 
 def check_graph(start: str, questions: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The flows' REST routes: list, read, upload a new version, roll back.
 
-Declared as :class:`ccorch.crm.api.Route` rows, so the same guard (session, roles), JSON
+Declared as :class:`ccorch.api.routes.Route` rows, so the same guard (session, roles), JSON
 errors and ``/openapi.json`` cover them. Reading needs supervisor or admin; changing a flow
 needs admin. A refused upload is a 422 listing each problem with file, line and reason; the
 running version stays. Every upload and rollback goes to the audit log.
@@ -15,12 +15,12 @@ from typing import Any
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
+from ccorch.api.http import error as _error
+from ccorch.api.http import json_body as _body
+from ccorch.api.http import pool as _pool
+from ccorch.api.routes import Route
+from ccorch.api.validation import Field, Shape
 from ccorch.crm import store as crm_store
-from ccorch.crm.api import Route
-from ccorch.crm.http import error as _error
-from ccorch.crm.http import json_body as _body
-from ccorch.crm.http import pool as _pool
-from ccorch.crm.validation import Field, Shape
 from ccorch.ivr.flow import Flow, FlowError
 from ccorch.ivr.store import FlowStore
 

@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.crm.validation import ValidationFailed
+from ccorch.api.validation import ValidationFailed
 
 
 def pool(request: Request) -> AsyncConnectionPool:
