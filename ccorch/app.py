@@ -224,6 +224,8 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
                     **service.snapshot(),
                     "calls_active": controller.active_calls(),
                     "acd": acd.snapshot(),
+                    "event_clients": app.ctx.events.subscribers,
+                    "event_clients_cut_off": app.ctx.events.cut_off,
                 }
             )
         )

@@ -13,7 +13,9 @@ implementation (a broker between nodes can implement the same later).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     seq: int
     type: str  # "call.arrived", "call.answered", "agent.state", ...
@@ -31,8 +33,14 @@ class Event:
     agents: frozenset[str] = frozenset()
     queues: frozenset[str] = frozenset()
 
+    @functools.cached_property
+    def text(self) -> str:
+        """The frame as JSON, encoded once however many clients it goes to."""
+        return json.dumps(self.wire(), ensure_ascii=False, default=str)
+
     def wire(self) -> dict[str, Any]:
-        return {"seq": self.seq, "type": self.type, "at": self.at, **self.data}
+        # the stream's own fields win: a source's "at" (a monotonic clock) is not wall time
+        return {**self.data, "seq": self.seq, "type": self.type, "at": self.at}
 
 
 class Subscription:
@@ -79,6 +87,10 @@ class InProcessStream:
 
     def __post_init__(self) -> None:
         self._kept = deque(maxlen=self.buffer)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
 
     @property
     def last_seq(self) -> int:

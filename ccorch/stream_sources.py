@@ -66,12 +66,9 @@ def acd_listener(
             q = queue_names.get(ev.queue, "")
             call = calls.get(ev.call)
             pop = call.screen_pop(q) if call is not None else {"call": ev.call, "queue": q}
-            stream.publish(
-                "call.offered",
-                {**pop, "agent": str(ev.agent)},
-                agents={str(ev.agent)},
-                queues={q},
-            )
+            # the caller's details go to the operator offered and supervisors only, not to
+            # every operator of the queue (they see the queue's counts in queue.snapshot)
+            stream.publish("call.offered", {**pop, "agent": str(ev.agent)}, agents={str(ev.agent)})
         elif isinstance(ev, RevokeOffer):
             stream.publish(
                 "acd.offer_revoked",

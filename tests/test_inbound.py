@@ -746,7 +746,9 @@ def test_calls_up_when_the_node_dies_are_closed_at_the_next_start(
             "call",
         )
         assert disposition == "node-failure"
-        assert 2.5 <= talk <= 15, talk  # the talk until the last sign of life
+        # the talk until the last sign of life: the node died 3 s or more after the answer and
+        # leaves a sign of life every second (plus the journal thread's delay on a busy box)
+        assert 1.5 <= talk <= 15, talk
         audio = Path(path)
         with wave.open(str(audio)) as w:  # the header tells all the audio the file holds
             assert w.getnframes() * 4 + 44 == audio.stat().st_size

@@ -79,9 +79,12 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
     sub = stream.subscribe(since)
     sending = asyncio.Lock()  # events and command replies go out from two tasks
 
-    async def send(frame: dict[str, Any]) -> None:
+    async def send(frame: dict[str, Any] | str) -> None:
+        text = (
+            frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False, default=str)
+        )
         async with sending:
-            await ws.send(json.dumps(frame, ensure_ascii=False, default=str))
+            await ws.send(text)
 
     actor = calls_api.Actor(user.login, frozenset(user.roles), extension)
     commands = asyncio.create_task(_commands(request, ws, actor, send), name="ws_commands")
@@ -90,7 +93,7 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
             await send({"type": "resync", "seq": stream.last_seq})
         for ev in sub.backlog:
             if visible(ev, user.roles, extension, queues):
-                await send(ev.wire())
+                await send(ev.text)
         last = sub.backlog[-1].seq if sub.backlog else (since or stream.last_seq)
         while True:
             try:
@@ -104,7 +107,7 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
                 continue  # already sent from the backlog
             last = ev.seq
             if visible(ev, user.roles, extension, queues):
-                await send(ev.wire())
+                await send(ev.text)
             if sub.cut and sub.queue.empty():
                 break
         await ws.close(code=1013, reason="too far behind: reconnect with since")
@@ -119,7 +122,7 @@ async def _commands(
     request: Request,
     ws: WebsocketImplProtocol,
     actor: calls_api.Actor,
-    send: Callable[[dict[str, Any]], Awaitable[None]],
+    send: Callable[[dict[str, Any] | str], Awaitable[None]],
 ) -> None:
     """Command frames from the client (``ccorch.calls.api.ws_command``), each answered by a
     reply frame with the same ``id``. A frame that is not a JSON object is answered 400."""

@@ -220,8 +220,14 @@ class SipCollector(Collector):
             ("cc_sip_registered_contacts", "registered_contacts", "Registered phone contacts"),
             ("cc_sip_banned_sources", "bans", "Sources banned now"),
             ("cc_calls_active", "calls_active", "Calls in progress"),
+            ("cc_events_subscribers", "event_clients", "Readers of the live event stream"),
         ):
             yield GaugeMetricFamily(name, text, value=s.get(key, 0))
+        yield CounterMetricFamily(
+            "cc_events_readers_cut_off",
+            "Event stream readers dropped for falling too far behind",
+            value=s.get("event_clients_cut_off", 0),
+        )
         acd = s.get("acd")
         if acd is not None:
             agents = GaugeMetricFamily("cc_acd_agents", "Agents by state", labels=["state"])
