@@ -25,6 +25,7 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 import ccorch
 from ccorch.acd import desk as agent_desk
 from ccorch.acd.service import AcdService, load_queues
+from ccorch.acd.state_time import AgentStateTime
 from ccorch.api import events as api_events
 from ccorch.api import routes as api_routes
 from ccorch.api.sessions import LoginThrottle
@@ -161,7 +162,11 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         queues, agents = load_queues(Path(config.ivr.flows_dir) / config.ivr.queues_file)
         acd = AcdService(queues, agents)
         acd.auto_login = config.acd.auto_login_on_register
+        acd.set_reasons(config.acd.not_ready_reasons)
+        acd.wrap_up_extension_ms = int(config.acd.wrap_up_extension_seconds * 1000)
         acd.start()
+        app.ctx.state_time = AgentStateTime(app.ctx.pool, acd.reason_name)
+        acd.listeners.append(app.ctx.state_time.on_event)
         flows = FlowStore(Path(config.ivr.flows_dir), queues={q.name for q in queues})
         await asyncio.to_thread(flows.scan)
         controller = CallController(
@@ -183,7 +188,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             journal=journal,
             phones_srtp=sc.phones_srtp,
         )
-        acd.listeners.append(acd_listener(app.ctx.events, acd.queue_names, acd.calls))
+        acd.listeners.append(
+            acd_listener(app.ctx.events, acd.queue_names, acd.calls, acd.reason_name, acd.now_ms)
+        )
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)
         )
@@ -218,6 +225,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         app.ctx.queues_feed = asyncio.create_task(
             publish_queues(app.ctx.events, acd, time.monotonic), name="queues_feed"
         )
+        app.ctx.state_time_writer = asyncio.create_task(
+            app.ctx.state_time.run(), name="state_time_writer"
+        )
         app.ctx.metrics.registry.register(
             SipCollector(
                 lambda: {
@@ -250,6 +260,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             "recovery",
             "events_feed",
             "queues_feed",
+            "state_time_writer",
         ):
             task = getattr(app.ctx, name, None)
             if task is not None:
@@ -288,6 +299,13 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         hooks: Webhooks | None = getattr(app.ctx, "webhooks", None)
         if hooks is not None:
             await hooks.stop()
+
+    @app.before_server_stop
+    async def _close_state_time(app: Sanic[Any, Any]) -> None:
+        # the open stretches of operators' time end now (written while the pool is open)
+        state_time: AgentStateTime | None = getattr(app.ctx, "state_time", None)
+        if state_time is not None:
+            await state_time.close()
 
     @app.before_server_stop
     async def _stop_overdue_watch(app: Sanic[Any, Any]) -> None:

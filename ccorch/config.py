@@ -302,29 +302,44 @@ class SipConfig:
     )
 
 
+_CODE = re.compile(r"^[a-z0-9_-]{1,40}$")
+
+
+def _codes_rule() -> _Rule:
+    """A comma-separated list of short codes (dispositions, not-ready reasons)."""
+    return _Rule(
+        "a comma-separated list of codes (a-z, 0-9, _ and -; up to 40 characters each)",
+        lambda v: (
+            isinstance(v, tuple)
+            and bool(v)
+            and len(set(v)) == len(v)
+            and all(_CODE.match(x) for x in v)
+        ),
+        str,
+        str,
+        lambda v: tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else v,
+    )
+
+
 @dataclass(frozen=True)
 class AcdConfig:
     # A registered phone logs its operator in to all its groups, Ready (the demo, without a
     # desktop); off: operators log in themselves (POST /api/agent/login).
     auto_login_on_register: bool = _key(_BOOL, True)
-
-
-_CODE = re.compile(r"^[a-z0-9_-]{1,40}$")
+    # The reasons an operator may give for Not ready (POST /api/agent/state). Add new ones at
+    # the end: the order numbers them (reports and a restart go by name).
+    not_ready_reasons: tuple[str, ...] = _key(
+        _codes_rule(), ("lunch", "break", "not_ready", "training", "meeting")
+    )
+    # "More time" after a call (POST /api/agent/wrap_up {"action": "extend"}), once per call.
+    wrap_up_extension_seconds: float = _key(_float_rule(1, 3600), 60.0)
 
 
 @dataclass(frozen=True)
 class CallsConfig:
     # The wrap-up codes an operator may set on a call (POST /api/calls/{id}/disposition).
     dispositions: tuple[str, ...] = _key(
-        _Rule(
-            "a comma-separated list of codes (a-z, 0-9, _ and -; up to 40 characters each)",
-            lambda v: isinstance(v, tuple) and bool(v) and all(_CODE.match(x) for x in v),
-            str,
-            str,
-            lambda v: (
-                tuple(x.strip() for x in v.split(",") if x.strip()) if isinstance(v, str) else v
-            ),
-        ),
+        _codes_rule(),
         (
             "resolved",
             "callback_requested",

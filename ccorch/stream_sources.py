@@ -17,6 +17,10 @@ from ccorch.calls import (
     CallEnded,
     CallEvent,
     CallHeld,
+    CallIdentified,
+    CallInIvr,
+    CallQueued,
+    CallRecorded,
     CallRinging,
     CallTransferred,
 )
@@ -24,6 +28,10 @@ from ccorch.events import EventStream
 
 _CALL_TYPES: dict[type, str] = {
     CallArrived: "call.arrived",
+    CallIdentified: "call.identified",
+    CallInIvr: "call.ivr",
+    CallQueued: "call.queued",
+    CallRecorded: "call.recorded",
     CallRinging: "call.ringing",
     CallAnswered: "call.answered",
     CallHeld: "call.held",
@@ -51,12 +59,16 @@ async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) ->
         else:
             kind = _CALL_TYPES[type(ev)]
         stream.publish(kind, data, agents=agents.get(ev.call, ()))
-        if isinstance(ev, CallEnded):
+        if isinstance(ev, CallRecorded):  # the last event of a call (after call.ended)
             agents.pop(ev.call, None)
 
 
 def acd_listener(
-    stream: EventStream, queue_names: dict[int, str], calls: dict[int, Any]
+    stream: EventStream,
+    queue_names: dict[int, str],
+    calls: dict[int, Any],
+    reason_name: Callable[[int | None], str | None] = lambda code: None,
+    now_ms: Callable[[], int] | None = None,
 ) -> Callable[[Any], None]:
     """An ``AcdService`` listener: offers (with the screen pop), queue exits and agents'
     states onto the stream. ``calls``: the ACD's calls by number (their ``screen_pop``)."""
@@ -97,7 +109,18 @@ def acd_listener(
         elif isinstance(ev, AgentChanged):
             stream.publish(
                 "agent.state",
-                {"agent": str(ev.agent), "state": ev.state, "detail": ev.detail},
+                {
+                    "agent": str(ev.agent),
+                    "state": ev.state,
+                    "detail": ev.detail,
+                    "reason": reason_name(ev.detail) if ev.state == "not_ready" else None,
+                    # wrap-up: the seconds until Ready (detail is the ACD clock's end)
+                    **(
+                        {"ends_in_seconds": max(0, (ev.detail or 0) - now_ms()) / 1000}
+                        if ev.state == "wrap_up" and now_ms is not None
+                        else {}
+                    ),
+                },
                 agents={str(ev.agent)},
             )
 

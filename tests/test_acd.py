@@ -10,7 +10,6 @@ from ccorch.acd import (
     AgentChanged,
     CallLeft,
     Offer,
-    Reason,
     decode,
     erlang_a,
     erlang_c,
@@ -27,6 +26,7 @@ from ccorch.errors import (
 )
 
 S = 1000
+LUNCH = 10  # the center's first reason (ccorch.acd.FIRST_CENTER_REASON)
 
 
 def events(acd: Acd) -> list[object]:
@@ -50,13 +50,13 @@ def test_operator_day_from_the_seed() -> None:
     assert events(acd) == [AgentChanged(7001, "offered", 1), Offer(1, 7001, tech, 25 * S)]
     acd.answer(13 * S, 1)
     assert CallLeft(1, tech, "answered", 7001, 3 * S) in events(acd)
-    acd.set_not_ready(60 * S, 7001, Reason.LUNCH)  # asked during the call: waits for its end
+    acd.set_not_ready(60 * S, 7001, LUNCH)  # asked during the call: waits for its end
     assert acd.agent_state(7001) == ("busy", 1)
     acd.end_call(193 * S, 1)
     assert acd.agent_state(7001) == ("wrap_up", 223 * S)
     assert acd.next_timeout() == 223 * S
     acd.handle_timeout(223 * S)
-    assert acd.agent_state(7001) == ("not_ready", Reason.LUNCH)
+    assert acd.agent_state(7001) == ("not_ready", LUNCH)
 
     stats = acd.agent_stats(223 * S, 7001)
     assert stats["handled"] == 1

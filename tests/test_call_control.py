@@ -326,7 +326,8 @@ def test_consult_then_complete_hands_the_customer_to_the_colleague(
         201,
     )
     desk = Desk(center, "op7001", "agent7001")
-    with answered_call(center, operator) as (customer, carrier, phone), desk:
+    boss = Desk(center, "admin", "x" * 12)  # a supervisor sees the call from its arrival
+    with answered_call(center, operator) as (customer, carrier, phone), desk, boss:
         (call,) = desk.calls()
         cid = call["id"]
         # the screen pop came with the offer, before the operator said a word
@@ -358,9 +359,22 @@ def test_consult_then_complete_hands_the_customer_to_the_colleague(
         finally:
             phone2.kill()
         assert carrier.wait(20) == 0
+        boss.events(1.0)
     with psycopg.connect(center.db) as conn:
-        row = conn.execute("SELECT agent, outcome FROM cdrs ORDER BY id DESC LIMIT 1").fetchone()
-    assert row == ("7002", "api-hangup")
+        row = conn.execute(
+            "SELECT agent, outcome, id, customer_id FROM cdrs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None and row[:2] == ("7002", "api-hangup")
+    mine = [f for f in boss.frames if f.get("call") == cid]
+    kinds = [f["type"] for f in mine]
+    assert kinds[0] == "call.arrived" and kinds.index("call.offered") > kinds.index("call.ivr")
+    (who,) = [f for f in mine if f["type"] == "call.identified"]
+    assert (who["by"], who["customer_id"], who["authorized"]) == ("ani", row[3], False), who
+    menu = [f for f in mine if f["type"] == "call.ivr"]
+    assert menu[0]["path"] == [menu[0]["node"]] and menu[-1]["keys"] == ["1"], menu
+    assert menu[-1]["flow"] == "abc-internet-ru"
+    (recorded,) = [f for f in mine if f["type"] == "call.recorded"]
+    assert recorded["cdr_id"] == row[2] and kinds[-1] == "call.recorded", kinds
 
 
 def test_blind_transfer_to_a_queue_keeps_the_callers_wait(
@@ -438,7 +452,8 @@ def test_transfer_to_the_pin_flow_and_back_to_the_same_operator(
     operator, _ = ends
     (center.cwd / "flows" / "verify-pin.yaml").write_text(PIN_FLOW)
     desk = Desk(center, "op7001", "agent7001")
-    with answered_call(center, operator, calls=2) as (customer, carrier, phone), desk:
+    boss = Desk(center, "admin", "x" * 12)
+    with answered_call(center, operator, calls=2) as (customer, carrier, phone), desk, boss:
         (call,) = desk.calls()
         cid = call["id"]
         assert wait_for(
@@ -461,6 +476,14 @@ def test_transfer_to_the_pin_flow_and_back_to_the_same_operator(
         assert desk.post(f"/api/calls/{cid}/hangup")[0] == 200
         assert phone.wait(20).ok  # both calls reached 7001's phone
         assert carrier.wait(20) == 0
+        boss.events(0.5)
+    mine = [f for f in boss.frames if f.get("call") == cid]
+    # the PIN made the caller known, authorized; the digits typed never went on the stream
+    (who,) = [f for f in mine if f["type"] == "call.identified" and f["by"] == "pin"]
+    assert who["authorized"] is True and who["customer_id"] > 0, who
+    flow = [f for f in mine if f["type"] == "call.ivr" and f["flow"] == "verify-pin"]
+    assert [f["node"] for f in flow] == ["ask_contract", "ask_pin", "check", "back"], flow
+    assert all(f["keys"] == ["1"] for f in flow), flow  # only the first menu's key
 
 
 def test_click_to_dial_rings_the_operator_then_the_customer_and_is_outgoing(

@@ -67,11 +67,13 @@ def test_each_user_sees_its_events_and_a_reconnect_misses_nothing(node: SipNode)
     calls = [f for f in seen if f["type"].startswith("call.")]
     assert [f["type"] for f in calls] == [
         "call.arrived",
+        "call.identified",  # the number is Ivan Petrenko's
         "call.ringing",
         "call.answered",
         "call.ended",
+        "call.recorded",
     ], seen
-    assert len({f["call"] for f in calls}) == 1 and calls[1]["target"] == "7001"
+    assert len({f["call"] for f in calls}) == 1 and calls[2]["target"] == "7001"
     seqs = [f["seq"] for f in seen if "seq" in f and f["type"] != "heartbeat"]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     ready = {"type": "agent.state", "agent": "7001", "state": "ready"}
@@ -81,6 +83,7 @@ def test_each_user_sees_its_events_and_a_reconnect_misses_nothing(node: SipNode)
         "call.ringing",
         "call.answered",
         "call.ended",
+        "call.recorded",
     ], op_seen
     assert any(f.items() >= ready.items() for f in op_seen), op_seen
     assert all(f.get("agent", "7001") == "7001" for f in op_seen)

@@ -5,18 +5,22 @@ RTP endpoint as the caller's ear and mouth, the media engine, PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
 from ccorch._core import g711_decode, g711_encode
 from ccorch.demo import caller_command
@@ -120,7 +124,9 @@ class Center:
 
 
 @contextlib.contextmanager
-def _center(pg_admin_url: str, cwd: Path) -> Iterator[Center]:
+def _center(
+    pg_admin_url: str, cwd: Path, env: dict[str, str] | None = None, queues: str = QUEUES
+) -> Iterator[Center]:
     """A node with the demo's flows, the test queues, a carrier trunk and its own database."""
     name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
@@ -129,7 +135,7 @@ def _center(pg_admin_url: str, cwd: Path) -> Iterator[Center]:
     flows.mkdir()
     for f in DEMO_FLOWS.glob("*.yaml"):
         shutil.copy(f, flows / f.name)
-    (flows / "queues.toml").write_text(QUEUES)
+    (flows / "queues.toml").write_text(queues)
     sip_port, trunk_port = free_udp_port(), free_udp_port()
     (cwd / "trunks.toml").write_text(
         '[[trunk]]\nname = "carrier"\nhost = "127.0.0.1"\noptions_interval = 0\n'
@@ -145,7 +151,8 @@ def _center(pg_admin_url: str, cwd: Path) -> Iterator[Center]:
         f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{cwd / "tts"}"\n'
     )
     db = _with_dbname(pg_admin_url, name)
-    center = Center(start_node(cwd, NODE_ENV | {"DATABASE_URL": db}), sip_port, trunk_port, cwd, db)
+    node = start_node(cwd, NODE_ENV | (env or {}) | {"DATABASE_URL": db})
+    center = Center(node, sip_port, trunk_port, cwd, db)
     try:
         yield center
     finally:
@@ -272,6 +279,7 @@ def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
     # one operator for the general queue, two calls of 12 s each in a row (the "all busy"
     # announcement alone takes 7 s: the waiting caller must hear it and then the music)
     agent = Uas("agent_hangup.xml", port=phone_port, cwd=center.cwd, m=2, extra=["-d", "12000"])
+    sup = _supervisor_stream(center)  # the live stream shows who waits, where, for how long
     first, first_sipp = center.caller()
     second, second_sipp = center.caller()
     third, third_sipp = center.caller("trunk_ivr_hangup.xml", ["-d", "5000"])
@@ -305,6 +313,13 @@ def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
         for s in (first_sipp, second_sipp, third_sipp):
             if s.poll() is None:
                 s.kill()
+    frames = _read_frames(sup, 1.0)
+    sup.close()
+    queued = [f for f in frames if f["type"] == "call.queued"]
+    assert sorted(f["position"] for f in queued) == [1, 2], queued
+    assert {f["queue"] for f in queued} == {"general"}
+    assert all(f["estimated_wait_seconds"] is None or f["estimated_wait_seconds"] > 0
+               for f in queued)  # fmt: skip
     heard = g711_decode(bytes(second.heard), "PCMU")
     # the music on hold, as the caller got it
     tune = _mulaw_roundtrip(default_music()[: 8000 * 2])
@@ -319,6 +334,29 @@ def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
     assert (
         m['cc_acd_wait_seconds_total{outcome="answered",queue="general"}'] > 2
     )  # the second waited
+
+
+def _supervisor_stream(center: Center) -> ClientConnection:
+    req = urllib.request.Request(
+        center.node.base + "/api/auth/login",
+        data=json.dumps(
+            {"login": "admin", "password": NODE_ENV["CCORCH_CRM_ADMIN_PASSWORD"]}
+        ).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        token = json.loads(r.read())["token"]
+    return connect(f"ws://127.0.0.1:{center.node.port}/api/events?token={token}", open_timeout=10)
+
+
+def _read_frames(ws: ClientConnection, quiet: float) -> list[dict[str, Any]]:
+    """Every frame received so far, until none came for ``quiet`` seconds."""
+    frames: list[dict[str, Any]] = []
+    while True:
+        try:
+            frames.append(json.loads(ws.recv(timeout=quiet)))
+        except TimeoutError:
+            return frames
 
 
 def _pcm_in(path: Path, heard: bytes) -> bool:

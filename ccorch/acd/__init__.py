@@ -23,6 +23,8 @@ from ccorch._core import (
 )
 
 __all__ = [
+    "DEFAULT_REASONS",
+    "FIRST_CENTER_REASON",
     "Acd",
     "AcdEvent",
     "AgentChanged",
@@ -42,16 +44,19 @@ __all__ = [
 
 
 class Reason(IntEnum):
-    """Not-ready reason codes. 0–2 are set by the ACD itself; the rest are chosen by agents."""
+    """Not-ready reason codes set by the ACD and the node itself. The reasons operators
+    choose (lunch, break, …) are the center's (``[acd] not_ready_reasons``), numbered from
+    ``FIRST_CENTER_REASON`` in the order configured."""
 
     LOGIN = 0
     MISSED_OFFER = 1
     SUPERVISOR = 2
     DEVICE_LOST = 3  # the phone unregistered while the operator was logged in
-    LUNCH = 10
-    BREAK = 11
-    NOT_READY = 12
-    TRAINING = 13
+
+
+FIRST_CENTER_REASON = 10
+# The seed's «На обед», «Перерыв», «Не готов», and two more every center has.
+DEFAULT_REASONS = ("lunch", "break", "not_ready", "training", "meeting")
 
 
 AgentStateName = Literal["logged_out", "ready", "not_ready", "offered", "busy", "wrap_up"]

@@ -1,48 +1,51 @@
 """Operators as people, not only phones: log in to this shift's groups, Ready, Not ready with
-a reason, log out; supervisors force a state (seed 004: 强制签出、示忙、示闲). Over REST:
+a reason, wrap-up ended early or extended, log out; supervisors force a state (seed 004:
+强制签出、示忙、示闲). Over REST:
 
+- ``GET /api/agent``: the signed-in operator's state, groups and the Not ready reasons it
+  may give (``[acd] not_ready_reasons``);
 - ``POST /api/agent/login`` ``{"queues": [...]}`` (default: all the operator's groups),
   ``POST /api/agent/state`` ``{"state": "ready" | "not_ready", "reason": "lunch"}``,
+  ``POST /api/agent/wrap_up`` ``{"action": "end" | "extend"}``,
   ``POST /api/agent/logout``: the signed-in operator, through its CRM user's extension;
 - ``GET /api/agents`` [supervisor, admin]: every operator's state, reason, groups, phone;
 - ``PUT /api/agents/{extension}/state`` [supervisor, admin]: force ready, not ready (reason
   "supervisor") or logged out; audited with who did it. Not ready during a call applies
   after it (the ACD defers it).
 
-Each change is stored (``agent_state_log``: state, reason, when, by whom) before it is
-answered, and the current login in ``agent_sessions``, so a restart logs operators in
-again (:func:`restore`). Each also goes on the live event stream.
+The same operations are WebSocket commands on ``/api/events``: ``{"id": 1, "command":
+"agent.login" | "agent.state" | "agent.wrap_up" | "agent.logout" | "agent.me", ...the body's
+fields}`` and ``{"id": 2, "command": "agent.force", "agent": "7001", "state": ...}``,
+answered by ``{"type": "reply", "id": 1, "status": 200, "agent": {...}}``.
+
+Each change is stored (``agent_state_log``: state, reason, when, by whom), and the current
+login in ``agent_sessions``, so a restart logs operators in again (:func:`restore`). Each
+also goes on the live event stream. The time spent in each state is in ``agent_state_time``
+(:mod:`ccorch.acd.state_time`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
 from ccorch.acd import Reason
 from ccorch.acd.service import AcdService
-from ccorch.api.http import error as _error
-from ccorch.api.http import json_body as _body
-from ccorch.api.http import pool as _pool
+from ccorch.api.http import Actor, actor_of, json_body
 from ccorch.api.routes import Route
 from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm import store
+from ccorch.errors import RequestRefused
 
 log = logging.getLogger(__name__)
 
-# The reasons an operator may give (the seed's «На обед», «Перерыв», «Не готов»).
-REASONS: dict[str, Reason] = {
-    "lunch": Reason.LUNCH,
-    "break": Reason.BREAK,
-    "not_ready": Reason.NOT_READY,
-    "training": Reason.TRAINING,
-}
-REASON_NAMES = {int(r): r.name.lower() for r in Reason}
 OPERATORS = ("operator", "supervisor", "admin")
 SUPERVISORS = ("supervisor", "admin")
 
@@ -60,7 +63,22 @@ STATE = Shape(
     "AgentState",
     {
         "state": Field("string", required=True, choices=("ready", "not_ready")),
-        "reason": Field("string", choices=tuple(REASONS)),
+        "reason": Field(
+            "string",
+            max_len=40,
+            description="Not ready's reason: one of the center's (GET /api/agent lists them)",
+        ),
+    },
+)
+WRAP_UP = Shape(
+    "AgentWrapUp",
+    {
+        "action": Field(
+            "string",
+            required=True,
+            choices=("end", "extend"),
+            description="end: Ready now; extend: more time, once per call",
+        )
     },
 )
 FORCE = Shape(
@@ -69,9 +87,14 @@ FORCE = Shape(
 )
 
 
-def _acd(request: Request) -> AcdService:
-    acd: AcdService = request.app.ctx.acd
+def _acd(app: Any) -> AcdService:
+    acd: AcdService = app.ctx.acd
     return acd
+
+
+def _pool(app: Any) -> AsyncConnectionPool:
+    p: AsyncConnectionPool = app.ctx.pool
+    return p
 
 
 async def _record(
@@ -107,8 +130,8 @@ async def _record(
             )
 
 
-def _publish(request: Request, kind: str, extension: str, **data: Any) -> None:
-    request.app.ctx.events.publish(kind, {"agent": extension, **data}, agents={extension})
+def _publish(app: Any, kind: str, extension: str, **data: Any) -> None:
+    app.ctx.events.publish(kind, {"agent": extension, **data}, agents={extension})
 
 
 def describe(acd: AcdService, extension: str) -> dict[str, Any]:
@@ -117,7 +140,7 @@ def describe(acd: AcdService, extension: str) -> dict[str, Any]:
     return {
         "extension": extension,
         "state": state,
-        "reason": REASON_NAMES.get(detail) if state == "not_ready" and detail is not None else None,
+        "reason": acd.reason_name(detail) if state == "not_ready" else None,
         "queues": list(acd.working.get(extension, ())),
         "groups": list(acd.agents[extension].queues),
         "phone_registered": acd.registered(extension),
@@ -125,98 +148,190 @@ def describe(acd: AcdService, extension: str) -> dict[str, Any]:
     }
 
 
-async def login(request: Request) -> HTTPResponse:
-    body = LOGIN.validate(_body(request) or {})
-    acd = _acd(request)
-    async with _pool(request).connection() as conn:
-        ext = await store.user_extension(conn, request.ctx.user.id)
-        if ext is None or ext not in acd.agents:
-            return _error(409, "conflict", "this user has no operator extension in the queues")
-        queues = list(body.get("queues") or acd.agents[ext].queues)
-        try:
-            acd.login(ext, queues)
-        except ValueError as e:
-            raise ValidationFailed({"queues": str(e)}) from None
-        acd.desk.add(ext)
-        await _record(conn, ext, "logged_in", None, request.ctx.user.id, queues)
-    _publish(request, "agent.login", ext, queues=queues, by=request.ctx.user.login)
-    return json(describe(acd, ext))
+def _operator(acd: AcdService, actor: Actor, *, logged_in: bool = True) -> str:
+    """The acting user's extension, refused when it is no operator (or not logged in)."""
+    ext = actor.extension
+    if ext is None or ext not in acd.agents:
+        raise RequestRefused(409, "this user has no operator extension in the queues")
+    if logged_in and ext not in acd.logged_in:
+        raise RequestRefused(409, "log in first (POST /api/agent/login)")
+    return ext
 
 
-async def set_state(request: Request) -> HTTPResponse:
-    body = STATE.validate(_body(request))
-    acd = _acd(request)
-    async with _pool(request).connection() as conn:
-        ext = await store.user_extension(conn, request.ctx.user.id)
-        if ext is None or ext not in acd.logged_in:
-            return _error(409, "conflict", "log in first (POST /api/agent/login)")
-        reason = body.get("reason", "not_ready") if body["state"] == "not_ready" else None
-        return await _apply(request, conn, acd, ext, body["state"], reason, forced=False)
+# --- the operations, shared by REST and the WebSocket -----------------------------------
 
 
-async def logout(request: Request) -> HTTPResponse:
-    acd = _acd(request)
-    async with _pool(request).connection() as conn:
-        ext = await store.user_extension(conn, request.ctx.user.id)
-        if ext is None or ext not in acd.logged_in:
-            return _error(409, "conflict", "not logged in")
-        return await _apply(request, conn, acd, ext, "logged_out", None, forced=False)
+async def me(app: Any, actor: Actor, body: Any = None) -> dict[str, Any]:
+    """The operator's own state, and the reasons it may give for Not ready."""
+    acd = _acd(app)
+    ext = _operator(acd, actor, logged_in=False)
+    return {**describe(acd, ext), "reasons": list(acd.reasons)}
+
+
+async def login(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
+    fields = LOGIN.validate(body or {})
+    acd = _acd(app)
+    ext = _operator(acd, actor, logged_in=False)
+    queues = list(fields.get("queues") or acd.agents[ext].queues)
+    try:
+        acd.login(ext, queues)
+    except ValueError as e:
+        raise ValidationFailed({"queues": str(e)}) from None
+    acd.desk.add(ext)
+    async with _pool(app).connection() as conn:
+        await _record(conn, ext, "logged_in", None, actor.user_id, queues)
+    _publish(app, "agent.login", ext, queues=queues, by=actor.login)
+    return describe(acd, ext)
+
+
+async def set_state(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
+    fields = STATE.validate(body)
+    acd = _acd(app)
+    ext = _operator(acd, actor)
+    reason = None
+    if fields["state"] == "not_ready":
+        reason = fields.get("reason", "not_ready" if "not_ready" in acd.reasons else None)
+        if reason not in acd.reasons:
+            raise ValidationFailed({"reason": "one of " + ", ".join(acd.reasons)})
+    return await _apply(app, actor, ext, fields["state"], reason, forced=False)
+
+
+async def wrap_up(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
+    """After a call: end the wrap-up now (Ready), or extend it once."""
+    fields = WRAP_UP.validate(body)
+    acd = _acd(app)
+    ext = _operator(acd, actor)
+    st = acd.agent_state(ext)
+    if st is None or st[0] != "wrap_up":
+        raise RequestRefused(409, f"{ext} is not in wrap-up")
+    if fields["action"] == "end":
+        acd.end_wrap_up(ext)  # a Not ready asked for during the call applies now
+        after = acd.agent_state(ext)
+        # Ready (perhaps already offered the next call), or the pending Not ready
+        state = "not_ready" if after is not None and after[0] == "not_ready" else "ready"
+        reason = acd.reason_name(after[1]) if after is not None and state == "not_ready" else None
+        async with _pool(app).connection() as conn:
+            await _record(conn, ext, state, reason, actor.user_id)
+        _publish(app, "agent.wrap_up_ended", ext, state=state, by=actor.login)
+        return describe(acd, ext)
+    try:
+        left = acd.extend_wrap_up(ext)
+    except Exception as e:  # the ACD refuses a second extension
+        raise RequestRefused(409, f"{ext}: {e}") from None
+    _publish(app, "agent.wrap_up_extended", ext, seconds_left=left, by=actor.login)
+    return {**describe(acd, ext), "wrap_up_seconds_left": left}
+
+
+async def logout(app: Any, actor: Actor, body: Any = None) -> dict[str, Any]:
+    ext = _operator(_acd(app), actor)
+    return await _apply(app, actor, ext, "logged_out", None, forced=False)
+
+
+async def force(app: Any, actor: Actor, extension: str, body: Any) -> dict[str, Any]:
+    fields = FORCE.validate(body)
+    if not actor.roles & set(SUPERVISORS):
+        raise RequestRefused(403, "a supervisor's command")
+    acd = _acd(app)
+    if extension not in acd.agents:
+        raise RequestRefused(404, f"no operator {extension}")
+    if extension not in acd.logged_in:
+        raise RequestRefused(409, f"{extension} is not logged in")
+    return await _apply(app, actor, extension, fields["state"], None, forced=True)
 
 
 async def _apply(
-    request: Request,
-    conn: AsyncConnection[Any],
-    acd: AcdService,
-    ext: str,
-    state: str,
-    reason: str | None,
-    *,
-    forced: bool,
-) -> HTTPResponse:
+    app: Any, actor: Actor, ext: str, state: str, reason: str | None, *, forced: bool
+) -> dict[str, Any]:
+    acd = _acd(app)
     try:
         if state == "ready":
             acd.set_ready(ext)
         elif state == "not_ready":
-            code = Reason.SUPERVISOR if forced else REASONS[reason or "not_ready"]
-            acd.set_not_ready(ext, int(code))
+            acd.set_not_ready(ext, int(Reason.SUPERVISOR) if forced else acd.reasons[reason or ""])
         else:
             acd.logout(ext)
-    except Exception as e:  # the ACD refuses (e.g. ready while on a call): a conflict
-        return _error(409, "conflict", f"{ext} cannot go {state} now: {e}")
-    user = request.ctx.user
-    await _record(conn, ext, state, "supervisor" if forced else reason, user.id)
-    if forced:
-        async with conn.transaction():
-            await store.audit(conn, user.id, "force", "agent", ext, None, {"state": state})
-    _publish(request, "agent.forced" if forced else "agent.set", ext, state=state, by=user.login)
-    return json(describe(acd, ext))
+    except Exception as e:  # the ACD refuses (e.g. log out while on a call): a conflict
+        raise RequestRefused(409, f"{ext} cannot go {state} now: {e}") from None
+    async with _pool(app).connection() as conn:
+        await _record(conn, ext, state, "supervisor" if forced else reason, actor.user_id)
+        if forced:
+            async with conn.transaction():
+                await store.audit(
+                    conn, actor.user_id, "force", "agent", ext, None, {"state": state}
+                )
+    _publish(app, "agent.forced" if forced else "agent.set", ext, state=state, by=actor.login)
+    return describe(acd, ext)
+
+
+# --- REST --------------------------------------------------------------------------------
+
+
+def _rest(
+    op: Callable[[Any, Actor, Any], Awaitable[dict[str, Any]]],
+) -> Callable[[Request], Coroutine[Any, Any, HTTPResponse]]:
+    async def handler(request: Request) -> HTTPResponse:
+        body = json_body(request) if request.body else None
+        return json(await op(request.app, await actor_of(request), body))
+
+    handler.__name__ = f"agent_{op.__name__}"
+    return handler
+
+
+async def force_rest(request: Request, extension: str) -> HTTPResponse:
+    body = json_body(request) if request.body else None
+    return json(await force(request.app, await actor_of(request), extension, body))
 
 
 async def agents(request: Request) -> HTTPResponse:
-    acd = _acd(request)
+    acd = _acd(request.app)
     return json({"items": [describe(acd, ext) for ext in sorted(acd.agents)]})
 
 
 async def queues(request: Request) -> HTTPResponse:
     """Every queue now (a supervisor); an operator: the queues it works in this shift."""
-    acd = _acd(request)
+    acd = _acd(request.app)
     names = sorted(acd.queue_ids)
     if not request.ctx.user.roles & set(SUPERVISORS):
-        async with _pool(request).connection() as conn:
-            ext = await store.user_extension(conn, request.ctx.user.id)
+        ext = (await actor_of(request)).extension
         names = [q for q in names if ext is not None and q in acd.working.get(ext, ())]
     return json({"items": [acd.queue_snapshot(q) for q in names]})
 
 
-async def force(request: Request, extension: str) -> HTTPResponse:
-    body = FORCE.validate(_body(request))
-    acd = _acd(request)
-    if extension not in acd.agents:
-        return _error(404, "not_found", f"no operator {extension}")
-    if extension not in acd.logged_in:
-        return _error(409, "conflict", f"{extension} is not logged in")
-    async with _pool(request).connection() as conn:
-        return await _apply(request, conn, acd, extension, body["state"], None, forced=True)
+# --- the WebSocket -----------------------------------------------------------------------
+
+WS_COMMANDS: dict[str, Callable[[Any, Actor, Any], Awaitable[dict[str, Any]]]] = {
+    "agent.me": me,
+    "agent.login": login,
+    "agent.state": set_state,
+    "agent.wrap_up": wrap_up,
+    "agent.logout": logout,
+}
+
+
+async def ws_command(app: Any, actor: Actor, frame: dict[str, Any]) -> dict[str, Any]:
+    """One ``{"id", "command": "agent.…", ...}`` frame: its reply frame. ``agent.force``
+    names the operator in ``agent``."""
+    ref, name = frame.get("id"), frame.get("command")
+    body = {k: v for k, v in frame.items() if k not in ("id", "command", "agent")}
+    try:
+        if name == "agent.force":
+            target = frame.get("agent")
+            if not isinstance(target, str):
+                raise RequestRefused(400, "agent.force names the operator: agent (a string)")
+            result = await force(app, actor, target, body)
+        elif isinstance(name, str) and name in WS_COMMANDS:
+            if name != "agent.me" and not actor.roles & set(OPERATORS):
+                raise RequestRefused(403, "an operator's command")
+            result = await WS_COMMANDS[name](app, actor, body or None)
+        else:
+            raise RequestRefused(400, f"no command {name!r}")
+    except RequestRefused as e:
+        return {"type": "reply", "id": ref, "status": e.status, "error": e.code,
+                "message": e.message}  # fmt: skip
+    except ValidationFailed as e:
+        return {"type": "reply", "id": ref, "status": 422, "error": "validation",
+                "fields": e.fields}  # fmt: skip
+    return {"type": "reply", "id": ref, "status": 200, "agent": result}
 
 
 async def restore(acd: AcdService, conn: AsyncConnection[Any]) -> int:
@@ -236,19 +351,29 @@ async def restore(acd: AcdService, conn: AsyncConnection[Any]) -> int:
         if state == "ready":
             acd.set_ready(ext)
         else:
-            code = REASONS.get(reason or "", Reason.SUPERVISOR if reason else Reason.NOT_READY)
-            acd.set_not_ready(ext, int(code))
+            code = acd.reasons.get(reason or "")
+            if code is None:  # "supervisor", or a reason the configuration no longer has
+                code = int(Reason.SUPERVISOR) if reason == "supervisor" else int(Reason.LOGIN)
+            acd.set_not_ready(ext, code)
         n += 1
     return n
 
 
 ROUTES: tuple[Route, ...] = (
     Route(
+        "GET",
+        "/api/agent",
+        "The signed-in operator's state, groups and the Not ready reasons it may give",
+        OPERATORS,
+        _rest(me),
+        responses={409: "no operator extension"},
+    ),
+    Route(
         "POST",
         "/api/agent/login",
         "Log in to this shift's groups (queues), Ready",
         OPERATORS,
-        login,
+        _rest(login),
         body=LOGIN,
         responses={409: "no operator extension"},
     ),
@@ -257,11 +382,27 @@ ROUTES: tuple[Route, ...] = (
         "/api/agent/state",
         "Ready, or Not ready with a reason (after the call in progress, if any)",
         OPERATORS,
-        set_state,
+        _rest(set_state),
         body=STATE,
         responses={409: "not logged in, or not allowed now"},
     ),
-    Route("POST", "/api/agent/logout", "Log out", OPERATORS, logout),
+    Route(
+        "POST",
+        "/api/agent/wrap_up",
+        "After a call: end the wrap-up now (Ready) or extend it (once per call)",
+        OPERATORS,
+        _rest(wrap_up),
+        body=WRAP_UP,
+        responses={409: "not in wrap-up, or extended already"},
+    ),
+    Route(
+        "POST",
+        "/api/agent/logout",
+        "Log out",
+        OPERATORS,
+        _rest(logout),
+        responses={409: "not logged in, or on a call"},
+    ),
     Route("GET", "/api/agents", "Every operator's state, reason and groups", SUPERVISORS, agents),
     Route(
         "GET",
@@ -276,7 +417,7 @@ ROUTES: tuple[Route, ...] = (
         "/api/agents/<extension:str>/state",
         "Force an operator ready, not ready (reason supervisor) or logged out; audited",
         SUPERVISORS,
-        force,
+        force_rest,
         body=FORCE,
         responses={404: "no such operator", 409: "not logged in"},
     ),

@@ -32,7 +32,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ccorch._core import Acd
-from ccorch.acd import AgentChanged, CallLeft, Moved, Offer, Reason, RevokeOffer, decode
+from ccorch.acd import (
+    DEFAULT_REASONS,
+    FIRST_CENTER_REASON,
+    AgentChanged,
+    CallLeft,
+    Moved,
+    Offer,
+    Reason,
+    RevokeOffer,
+    decode,
+)
 from ccorch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -148,6 +158,25 @@ class AcdService:
         self.auto_login = True
         self.working: dict[str, tuple[str, ...]] = {}  # the groups chosen for this shift
         self.desk: set[str] = set()  # logged in by the operator (desktop or API), not the phone
+        self.reasons: dict[str, int] = {}  # the not-ready reasons operators choose: code
+        self.set_reasons(DEFAULT_REASONS)
+        self.wrap_up_extension_ms = 60_000  # how much longer "more time" makes a wrap-up
+
+    def set_reasons(self, names: Sequence[str]) -> None:
+        """The center's not-ready reasons, numbered in the order given (keep the order when
+        adding one: a restart restores operators' reasons by name, reports keep names)."""
+        self.reasons = {n: FIRST_CENTER_REASON + i for i, n in enumerate(names)}
+
+    def reason_name(self, code: int | None) -> str | None:
+        if code is None:
+            return None
+        for name, c in self.reasons.items():
+            if c == code:
+                return name
+        try:
+            return Reason(code).name.lower()
+        except ValueError:
+            return str(code)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -196,6 +225,18 @@ class AcdService:
         """Not ready at once, or after the call in progress (the engine defers it)."""
         self.acd.set_not_ready(self.now_ms(), int(extension), reason)
         self._pump()
+
+    def end_wrap_up(self, extension: str) -> None:
+        """The after-call work is done: Ready, or the Not ready asked for during the call."""
+        self.acd.end_wrap_up(self.now_ms(), int(extension))
+        self._pump()
+
+    def extend_wrap_up(self, extension: str) -> float:
+        """More after-call work (once per wrap-up): the seconds left until Ready."""
+        now = self.now_ms()
+        until = self.acd.extend_wrap_up(now, int(extension), self.wrap_up_extension_ms)
+        self._pump()
+        return (until - now) / 1000
 
     def logout(self, extension: str) -> None:
         self.acd.logout(self.now_ms(), int(extension))

@@ -24,7 +24,9 @@ from urllib.parse import urlsplit
 from sanic import Request
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
+from ccorch.acd import desk as agent_desk
 from ccorch.api import sessions
+from ccorch.api.http import Actor
 from ccorch.calls import api as calls_api
 from ccorch.crm import store
 from ccorch.events import Event, InProcessStream
@@ -86,7 +88,7 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
         async with sending:
             await ws.send(text)
 
-    actor = calls_api.Actor(user.login, frozenset(user.roles), extension)
+    actor = Actor(user.id, user.login, frozenset(user.roles), extension)
     commands = asyncio.create_task(_commands(request, ws, actor, send), name="ws_commands")
     try:
         if sub.resync:
@@ -121,11 +123,12 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
 async def _commands(
     request: Request,
     ws: WebsocketImplProtocol,
-    actor: calls_api.Actor,
+    actor: Actor,
     send: Callable[[dict[str, Any] | str], Awaitable[None]],
 ) -> None:
-    """Command frames from the client (``ccorch.calls.api.ws_command``), each answered by a
-    reply frame with the same ``id``. A frame that is not a JSON object is answered 400."""
+    """Command frames from the client (``agent.…``: ``ccorch.acd.desk.ws_command``; the
+    others act on a call: ``ccorch.calls.api.ws_command``), each answered by a reply frame
+    with the same ``id``. A frame that is not a JSON object is answered 400."""
     while True:
         raw = await ws.recv()
         if raw is None:
@@ -139,7 +142,11 @@ async def _commands(
                         "message": "a command is a JSON object"})  # fmt: skip
             continue
         try:
-            reply = await calls_api.ws_command(request.app, actor, frame)
+            name = frame.get("command")
+            if isinstance(name, str) and name.startswith("agent."):
+                reply = await agent_desk.ws_command(request.app, actor, frame)
+            else:
+                reply = await calls_api.ws_command(request.app, actor, frame)
         except Exception:  # a bug must not take the stream down with it
             log.exception("websocket command failed")
             reply = {"type": "reply", "id": frame.get("id"), "status": 500, "error": "internal"}

@@ -1,8 +1,9 @@
-"""What every CRM route handler shares: the request's database pool, its JSON body (a
-malformed one is a 422 naming the body), and the JSON error answer."""
+"""What every route handler shares: the request's database pool, its JSON body (a
+malformed one is a 422 naming the body), the JSON error answer, and who is acting."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -26,3 +27,23 @@ def json_body(request: Request) -> Any:
         return request.json
     except Exception:  # Sanic raises its own error type for malformed JSON
         raise ValidationFailed({"(body)": "malformed JSON"}) from None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who sends a command (over REST or the WebSocket): the user, its roles and its
+    operator extension (if any)."""
+
+    user_id: int
+    login: str
+    roles: frozenset[str]
+    extension: str | None
+
+
+async def actor_of(request: Request) -> Actor:
+    from ccorch.crm import store  # the users live in the CRM's tables
+
+    user = request.ctx.user
+    async with pool(request).connection() as conn:
+        ext = await store.user_extension(conn, user.id)
+    return Actor(user.id, user.login, frozenset(user.roles), ext)

@@ -72,13 +72,65 @@ class CallControlled:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class CallIdentified:
+    """The caller is known as a CRM customer: by the number (one match) or by a PIN."""
+
+    call: int
+    customer_id: int
+    by: str  # "ani" or "pin"
+    authorized: bool  # a PIN (or questions) checked, not only the number
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallInIvr:
+    """The caller entered a node of the flow. ``keys``: the keys pressed at menus so far
+    (what is typed at a PIN or number entry is never here)."""
+
+    call: int
+    flow: str
+    node: str
+    type: str
+    path: list[str]
+    keys: list[str]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallQueued:
+    """The caller waits in a queue: its place (1 = next) and the wait it can expect."""
+
+    call: int
+    queue: str
+    priority: int
+    position: int | None
+    estimated_wait_seconds: float | None
+    waited_ms: int  # waited already (a transfer back into a queue keeps its wait)
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecorded:
+    """The ended call's record is durable: ``cdr_id`` in the database, or None when it was
+    spooled to disk (the database was away) and goes in at the next start."""
+
+    call: int
+    cdr_id: int | None
+    at: float
+
+
 CallEvent = (
     CallArrived
+    | CallIdentified
+    | CallInIvr
+    | CallQueued
     | CallRinging
     | CallAnswered
     | CallHeld
     | CallTransferred
     | CallEnded
+    | CallRecorded
     | CallControlled
 )
 

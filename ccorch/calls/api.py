@@ -30,26 +30,15 @@ from typing import Any
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
+from ccorch.api.http import Actor, actor_of, json_body
 from ccorch.api.http import error as _error
-from ccorch.api.http import json_body
-from ccorch.api.http import pool as _pool
 from ccorch.api.routes import Route
 from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.calls import cdr, commands
 from ccorch.calls.commands import Refused
-from ccorch.crm import store
 
 OPERATORS = ("operator", "supervisor", "admin")
 SEE_ALL = frozenset({"supervisor", "admin"})
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who sends a command: the user, its roles and its operator extension (if any)."""
-
-    login: str
-    roles: frozenset[str]
-    extension: str | None
 
 
 def _agent_of(call: Any) -> str | None:
@@ -261,13 +250,6 @@ async def _late_disposition(
             return {"id": call_id, "state": "ended", "disposition": fields["code"]}
         await asyncio.sleep(0.1)
     raise Refused(409, "conflict", "the call's record is not written yet: try again")
-
-
-async def actor_of(request: Request) -> Actor:
-    user = request.ctx.user
-    async with _pool(request).connection() as conn:
-        ext = await store.user_extension(conn, user.id)
-    return Actor(user.login, frozenset(user.roles), ext)
 
 
 # --- REST --------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ from ccorch.calls import (
     CallAnswered,
     CallArrived,
     CallEnded,
+    CallIdentified,
+    CallInIvr,
+    CallQueued,
+    CallRecorded,
     CallRinging,
     cdr,
     commands,
@@ -119,6 +123,7 @@ class Call:
         self.previous_agents: list[str] = []  # operators who handed the call on
         # for the operator's screen (ccorch.crm.screen): gathered at arrival
         self.ivr_path: list[str] = []
+        self.menu_keys: list[str] = []
         self.authorized: bool | None = None
         self.screen: dict[str, Any] = {}
 
@@ -252,6 +257,7 @@ class Call:
         if len(matches) == 1:
             m = matches[0]
             self.customer_id = m.customer_id
+            self._publish_identified("ani")
             self.customer = {
                 "customer_id": m.customer_id,
                 "customer_name": m.name,
@@ -281,6 +287,33 @@ class Call:
         if self.customer_id is None or self.customer_id != customer_id:
             self.customer_id = customer_id
             self.ctl.service.spawn(self._gather_screen(customer_id))
+        self._publish_identified("pin")
+
+    def _publish_identified(self, by: str) -> None:
+        assert self.customer_id is not None
+        svc = self.ctl.service
+        self.ctl.events.publish(
+            CallIdentified(self.id, self.customer_id, by, bool(self.authorized), svc.now())
+        )
+
+    def ivr_step(self, node: str, kind: str) -> None:
+        """The flow entered a node: the path for the screen, and the live stream."""
+        self.ivr_path.append(node)
+        self.ctl.events.publish(
+            CallInIvr(
+                self.id,
+                self.flow or "",
+                node,
+                kind,
+                list(self.ivr_path),
+                list(self.menu_keys),
+                self.ctl.service.now(),
+            )
+        )
+
+    def menu_key(self, digit: str) -> None:
+        """A key pressed at a menu (never a PIN's or an entry's digits)."""
+        self.menu_keys.append(digit)
 
     def screen_pop(self, queue: str) -> dict[str, Any]:
         """The offer's screen pop: who calls, from where, about what, and their history."""
@@ -334,7 +367,20 @@ class Call:
         if self.return_to is not None:  # the operator who sent the caller into this flow
             prefer_seconds = max(prefer_seconds, RETURN_TO_OPERATOR_SECONDS)
         preferred = [(ext, prefer_seconds) for ext in self.preferred] if prefer_seconds else []
-        return acd.enqueue(self, queue, priority, preferred, waited_ms=self.waited_ms or 0)
+        taken = acd.enqueue(self, queue, priority, preferred, waited_ms=self.waited_ms or 0)
+        if taken and self.state == "queued":  # (not offered at once)
+            self.ctl.events.publish(
+                CallQueued(
+                    self.id,
+                    queue,
+                    priority,
+                    acd.position(self),
+                    acd.estimated_wait(self),
+                    self.waited_ms or 0,
+                    self.ctl.service.now(),
+                )
+            )
+        return taken
 
     def estimated_wait(self) -> float | None:
         return self.ctl.acd.estimated_wait(self) if self.ctl.acd is not None else None
@@ -806,7 +852,8 @@ class Call:
         self.ctl.remember_ended(self)
         self.ctl.events.publish(CallEnded(self.id, reason, status, now, talk))
         sink = self.ctl.cdrs
-        if sink is None:
+        if sink is None:  # no records kept (a node without a database): none written
+            self.ctl.events.publish(CallRecorded(self.id, None, svc.now()))
             self._release()
         else:
             # The record is committed (or spooled) before the call's media goes.
@@ -862,7 +909,8 @@ class Call:
 
     async def _commit_then_release(self, sink: cdr.CdrSink, record: cdr.Cdr) -> None:
         try:
-            await sink.commit(record)
+            cdr_id = await sink.commit(record)
+            self.ctl.events.publish(CallRecorded(self.id, cdr_id, self.ctl.service.now()))
         finally:
             self._release()
 

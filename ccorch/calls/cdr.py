@@ -145,9 +145,9 @@ class CdrSink:
         self.written = 0
         self.spooled = 0
 
-    async def commit(self, cdr: Cdr) -> None:
-        """Returns once the record is durable: committed, or fsynced to the spool (after at
-        most ``BUDGET_SECONDS`` of trying the database)."""
+    async def commit(self, cdr: Cdr) -> int | None:
+        """Returns once the record is durable: committed (its id), or fsynced to the spool
+        (None; after at most ``BUDGET_SECONDS`` of trying the database)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.BUDGET_SECONDS
         error: BaseException | None = None
@@ -157,9 +157,9 @@ class CdrSink:
                 break
             try:
                 # A lost answer after a commit is harmless: the replay writes nothing twice.
-                await asyncio.wait_for(write(self.pool, cdr, acquire_timeout=left), left)
+                cdr_id = await asyncio.wait_for(write(self.pool, cdr, acquire_timeout=left), left)
                 self.written += 1
-                return
+                return cdr_id
             except Exception as e:  # down, slow beyond the budget, or refused the row
                 error = e
             if pause is not None:
@@ -174,6 +174,7 @@ class CdrSink:
                 "spool": str(self.spool),
             },
         )
+        return None
 
     def _append(self, cdr: Cdr) -> None:
         self.spool.parent.mkdir(parents=True, exist_ok=True)

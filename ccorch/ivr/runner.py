@@ -60,11 +60,12 @@ class IvrCall(Protocol):
     queue: str | None
     sip_call_id: str
     state: str
-    ivr_path: list[str]  # the nodes the caller went through, for the operator's screen
     authorized: bool | None  # None: the flow did not ask
 
     def end(self, reason: str) -> None: ...
     def identified(self, customer_id: int) -> None: ...
+    def ivr_step(self, node: str, kind: str) -> None: ...
+    def menu_key(self, digit: str) -> None: ...
     def enqueue(self, queue: str, priority: int, prefer_seconds: float = 0.0) -> bool: ...
     def estimated_wait(self) -> float | None: ...
     def queue_position(self) -> int | None: ...
@@ -135,6 +136,9 @@ class IvrRunner:
                 now = loop.time()
                 kind = item[0]
                 if kind == "digit":
+                    at = self.session.node
+                    if at is not None and at.type == "menu":
+                        self.call.menu_key(item[1])
                     actions = self.session.on_digit(now, item[1])
                 elif kind == "done" and self.queued is not None and item[1] == self.announce_id:
                     self._music()
@@ -183,7 +187,7 @@ class IvrRunner:
                 return
             if isinstance(a, Visited):
                 log.debug("ivr node", extra={"call": self.call.id, "node": a.node})
-                self.call.ivr_path.append(a.node)
+                self.call.ivr_step(a.node, a.type)
             elif isinstance(a, Play):
                 pcm = await self._render(a.prompts)
                 self.play_id = self.deps.media.play_pcm(self.leg, pcm, barge_in=a.barge_in)

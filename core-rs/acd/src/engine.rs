@@ -450,6 +450,8 @@ struct Agent {
     /// NotReady asked for while ringing or on a call: applied when that ends.
     pending: Option<Reason>,
     missed_in_row: u32,
+    /// This wrap-up was extended already (once per wrap-up).
+    wrap_extended: bool,
     handled: u64,
     time_in: [Millis; STATE_KINDS],
     /// Calls reserved for this agent (preferred agent) while their window lasts.
@@ -732,6 +734,7 @@ impl Acd {
                 logged_in_at: now,
                 pending: None,
                 missed_in_row: 0,
+                wrap_extended: false,
                 handled: 0,
                 time_in: [0; STATE_KINDS],
                 targeted: BTreeSet::new(),
@@ -753,6 +756,8 @@ impl Acd {
         match a.state {
             AgentState::NotReady(_) => {}
             AgentState::WrapUp { until } => {
+                // Ready said now wins over a Not ready asked during the call
+                a.pending = None;
                 self.timers.remove(&(until, Timer::WrapUpEnd(agent)));
             }
             AgentState::Offered { .. } | AgentState::Busy { .. } if a.pending.is_some() => {
@@ -1069,11 +1074,75 @@ impl Acd {
         if wrap == 0 {
             self.after_work(now, agent);
         } else {
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.wrap_extended = false;
+            }
             let until = now + wrap;
             self.timers.insert((until, Timer::WrapUpEnd(agent)));
             self.set_state(now, agent, AgentState::WrapUp { until });
         }
         Ok(())
+    }
+
+    /// The agent's after-call work is done early: what its end would do happens now (a Not
+    /// ready asked for during the call applies, else Ready).
+    pub fn end_wrap_up(&mut self, now: Millis, agent: AgentId) -> Result<(), AcdError> {
+        let now = self.tick(now);
+        let a = self
+            .agents
+            .get(&agent)
+            .ok_or(AcdError::UnknownAgent(agent))?;
+        let AgentState::WrapUp { until } = a.state else {
+            return Err(AcdError::IllegalTransition {
+                agent,
+                from: a.state.kind(),
+                action: "end the wrap-up",
+            });
+        };
+        self.timers.remove(&(until, Timer::WrapUpEnd(agent)));
+        self.after_work(now, agent);
+        Ok(())
+    }
+
+    /// The agent needs more after-call work: its wrap-up lasts `extra` longer. Once per
+    /// wrap-up (the next one may be extended again); only while in wrap-up. Returns the new
+    /// end. (Ending a wrap-up early is [`Acd::set_ready`] or [`Acd::set_not_ready`].)
+    pub fn extend_wrap_up(
+        &mut self,
+        now: Millis,
+        agent: AgentId,
+        extra: Millis,
+    ) -> Result<Millis, AcdError> {
+        let now = self.tick(now);
+        let a = self
+            .agents
+            .get_mut(&agent)
+            .ok_or(AcdError::UnknownAgent(agent))?;
+        let AgentState::WrapUp { until } = a.state else {
+            return Err(AcdError::IllegalTransition {
+                agent,
+                from: a.state.kind(),
+                action: "extend the wrap-up",
+            });
+        };
+        if a.wrap_extended {
+            return Err(AcdError::IllegalTransition {
+                agent,
+                from: StateKind::WrapUp,
+                action: "extend the wrap-up a second time",
+            });
+        }
+        a.wrap_extended = true;
+        let later = until.max(now) + extra;
+        a.state = AgentState::WrapUp { until: later };
+        self.timers.remove(&(until, Timer::WrapUpEnd(agent)));
+        self.timers.insert((later, Timer::WrapUpEnd(agent)));
+        // the same state with a new end: listeners see it (time in state is unchanged)
+        self.actions.push_back(Action::AgentChanged {
+            agent,
+            state: AgentState::WrapUp { until: later },
+        });
+        Ok(later)
     }
 
     // ---- time ----

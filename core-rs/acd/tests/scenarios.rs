@@ -606,3 +606,91 @@ fn a_call_transferred_back_into_a_queue_keeps_its_wait_and_place() {
     let vip = w.call(4, q, 10);
     assert_eq!(w.acd.position(vip), Some(1));
 }
+
+#[test]
+fn an_operator_extends_the_wrap_up_once_and_may_end_it_early() {
+    let mut w = World::new();
+    let tech = w.queue("tech", "tech", |c| c.wrap_up = 30 * S);
+    let a1 = w.agent(7001, &[("tech", 5)], &[tech]);
+    // extending needs a wrap-up
+    assert!(w.acd.extend_wrap_up(w.now, a1, 30 * S).is_err());
+    let call = w.call(1, tech, 0);
+    w.acd.answer(w.now, call).unwrap();
+    w.wait(60 * S);
+    w.acd.end_call(w.now, call).unwrap();
+    w.actions();
+    w.wait(20 * S);
+    let until = w.acd.extend_wrap_up(w.now, a1, 30 * S).unwrap();
+    assert_eq!(
+        until,
+        w.now + 10 * S + 30 * S,
+        "30 s more after the 10 s left"
+    );
+    assert_eq!(
+        w.actions(),
+        vec![Action::AgentChanged {
+            agent: a1,
+            state: AgentState::WrapUp { until }
+        }]
+    );
+    assert!(
+        w.acd.extend_wrap_up(w.now, a1, 30 * S).is_err(),
+        "once per wrap-up"
+    );
+    w.wait(39 * S);
+    assert!(matches!(
+        w.acd.agent_state(a1),
+        Some(AgentState::WrapUp { .. })
+    ));
+    w.wait(S);
+    assert_eq!(w.acd.agent_state(a1), Some(AgentState::Ready));
+    // the next call's wrap-up may be extended again, and ended early with Ready
+    let call = w.call(2, tech, 0);
+    w.acd.answer(w.now, call).unwrap();
+    w.wait(10 * S);
+    w.acd.end_call(w.now, call).unwrap();
+    w.acd.extend_wrap_up(w.now, a1, 30 * S).unwrap();
+    w.wait(5 * S);
+    w.acd.set_ready(w.now, a1).unwrap();
+    assert_eq!(w.acd.agent_state(a1), Some(AgentState::Ready));
+    w.wait(120 * S); // the extended end's timer is gone: nothing happens
+    assert_eq!(w.acd.agent_state(a1), Some(AgentState::Ready));
+    let st = w.acd.agent_stats(w.now, a1).unwrap();
+    assert_eq!(st.time_in[StateKind::WrapUp as usize], 60 * S + 5 * S);
+}
+
+#[test]
+fn ending_the_wrap_up_early_applies_a_not_ready_asked_during_the_call() {
+    let mut w = World::new();
+    let tech = w.queue("tech", "tech", |c| c.wrap_up = 30 * S);
+    let a1 = w.agent(7001, &[("tech", 5)], &[tech]);
+    assert!(w.acd.end_wrap_up(w.now, a1).is_err(), "not in wrap-up");
+    let call = w.call(1, tech, 0);
+    w.acd.answer(w.now, call).unwrap();
+    w.acd.set_not_ready(w.now, a1, Reason::SUPERVISOR).unwrap();
+    w.wait(10 * S);
+    w.acd.end_call(w.now, call).unwrap();
+    w.wait(5 * S);
+    w.acd.end_wrap_up(w.now, a1).unwrap();
+    assert_eq!(
+        w.acd.agent_state(a1),
+        Some(AgentState::NotReady(Reason::SUPERVISOR))
+    );
+    w.wait(60 * S); // the wrap-up's timer is gone
+    assert_eq!(
+        w.acd.agent_state(a1),
+        Some(AgentState::NotReady(Reason::SUPERVISOR))
+    );
+    // Ready said in wrap-up wins over the pending Not ready, and clears it
+    w.acd.set_ready(w.now, a1).unwrap();
+    let call = w.call(2, tech, 0);
+    w.acd.answer(w.now, call).unwrap();
+    w.acd.set_not_ready(w.now, a1, Reason(10)).unwrap();
+    w.acd.end_call(w.now, call).unwrap();
+    w.acd.set_ready(w.now, a1).unwrap();
+    let call = w.call(3, tech, 0);
+    w.acd.answer(w.now, call).unwrap();
+    w.acd.end_call(w.now, call).unwrap();
+    w.wait(30 * S);
+    assert_eq!(w.acd.agent_state(a1), Some(AgentState::Ready));
+}

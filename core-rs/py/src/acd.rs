@@ -236,6 +236,21 @@ impl PyAcd {
             .map_err(acd_error)
     }
 
+    /// The after-call work is done: a pending Not ready applies, else Ready.
+    fn end_wrap_up(&mut self, now_ms: Millis, agent: u64) -> PyResult<()> {
+        self.acd
+            .end_wrap_up(now_ms, AgentId(agent))
+            .map_err(acd_error)
+    }
+
+    /// More after-call work: the wrap-up lasts `extra_ms` longer (once per wrap-up); the
+    /// new end.
+    fn extend_wrap_up(&mut self, now_ms: Millis, agent: u64, extra_ms: Millis) -> PyResult<Millis> {
+        self.acd
+            .extend_wrap_up(now_ms, AgentId(agent), extra_ms)
+            .map_err(acd_error)
+    }
+
     fn logout(&mut self, now_ms: Millis, agent: u64) -> PyResult<()> {
         self.acd.logout(now_ms, AgentId(agent)).map_err(acd_error)
     }
