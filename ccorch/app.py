@@ -379,6 +379,16 @@ async def _watch_overdue_cases(app: Sanic[Any, Any]) -> None:
                 alarms = await raise_overdue_alarms(conn, app.ctx.clock())
             for a in alarms:
                 metrics.case_overdue_alarms.labels(kind=a["kind"]).inc()
+                # on the live stream, for supervisors (and the webhooks of "alarm")
+                app.ctx.events.publish(
+                    "alarm",
+                    {
+                        "alarm": "case_overdue",
+                        "case_id": a["case_id"],
+                        "kind": a["kind"],
+                        "due_at": str(a["due_at"]),
+                    },
+                )
                 log.warning(
                     "case overdue",
                     extra={"case_id": a["case_id"], "due_at": a["due_at"], "kind": a["kind"]},

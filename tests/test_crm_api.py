@@ -588,12 +588,19 @@ def test_node_log_never_contains_a_pin_or_password(crm: dict[str, Any]) -> None:
 
 
 def test_running_node_raises_overdue_alarms(crm: dict[str, Any]) -> None:
+    from websockets.sync.client import connect
+
     node = crm["node"]
+    supervisor = connect(
+        f"ws://127.0.0.1:{node.port}/api/events?token={crm['tokens']['admin']}", open_timeout=10
+    )
     with psycopg.connect(crm["url"], autocommit=True) as conn:
-        conn.execute(
+        row = conn.execute(
             """INSERT INTO cases (kind, status, subject, created_at, due_at)
-               VALUES ('dispatch', 'open', 'Technician never came', now() - interval '3 days', now() - interval '1 hour')"""
-        )
+               VALUES ('dispatch', 'open', 'Technician never came', now() - interval '3 days', now() - interval '1 hour')
+               RETURNING id"""
+        ).fetchone()
+    assert row is not None
     import time
 
     deadline = time.monotonic() + 10
@@ -606,6 +613,12 @@ def test_running_node_raises_overdue_alarms(crm: dict[str, Any]) -> None:
     else:
         raise AssertionError("no overdue alarm in /metrics")
     assert any('"case overdue"' in line for line in node.log_lines())
+    # and on the live stream, for supervisors
+    with supervisor:
+        frame: dict[str, Any] = {}
+        while (frame.get("type"), frame.get("case_id")) != ("alarm", row[0]):
+            frame = json.loads(supervisor.recv(timeout=10))  # TimeoutError: no alarm
+    assert (frame["alarm"], frame["kind"]) == ("case_overdue", "dispatch"), frame
 
 
 def test_customer_edit_changes_fields_replaces_phones_and_is_audited(crm: dict[str, Any]) -> None:
