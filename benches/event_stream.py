@@ -36,8 +36,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from benches.inbound_load import metrics, voice_file  # noqa: E402
-from benches.sip_load import tree_cpu_seconds, wait_port  # noqa: E402
+from benches.inbound_load import metrics, serve, voice_file  # noqa: E402
+from benches.sip_load import tree_cpu_seconds  # noqa: E402
 from tests.sipp import free_udp_port  # noqa: E402
 
 SCEN = REPO / "sip" / "sipp"
@@ -183,24 +183,9 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         tokens = asyncio.run(prepare_db(db_url, args.clients, args.agents, args.role, phone_port))
-        http = free_udp_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCORCH_")}
-        env |= {"DATABASE_URL": db_url, "CCORCH_CRM_ADMIN_PASSWORD": "bench-admin-pass"}
-        node = subprocess.Popen(
-            [sys.executable, "-m", "ccorch", "serve", "--port", str(http)],
-            cwd=work,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=(work / "ccorch.log").open("wb"),
-        )
+        node, base = serve(work, db_url, args.agents)
         procs.append(node)
-        wait_port(http)
-        base = f"http://127.0.0.1:{http}"
-        deadline = time.monotonic() + 60
-        while metrics(base).get('cc_acd_agents{state="ready"}', 0) < args.agents:
-            if time.monotonic() > deadline:
-                raise SystemExit("operators not ready")
-            time.sleep(0.5)
+        http = int(base.rsplit(":", 1)[1])
         seconds = args.calls / args.cps + args.talk + 8
         urls = [f"ws://127.0.0.1:{http}/api/events?token={t}" for t in tokens]
         client = subprocess.Popen(

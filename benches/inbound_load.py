@@ -67,6 +67,30 @@ def udp_receive_errors() -> int:
     return int(values[heads.index("RcvbufErrors")])
 
 
+def serve(work: Path, db_url: str, ready: int) -> tuple[subprocess.Popen[bytes], str]:
+    """``ccorch serve`` in ``work`` (its ccorch.toml) on a free HTTP port, returned once
+    ``ready`` operators are Ready: the process and its base URL."""
+    http = free_udp_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCORCH_")}
+    env |= {"DATABASE_URL": db_url, "CCORCH_CRM_ADMIN_PASSWORD": "bench-admin-password"}
+    node = subprocess.Popen(
+        [sys.executable, "-m", "ccorch", "serve", "--port", str(http)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "ccorch.log").open("wb"),
+    )
+    wait_port(http)
+    base = f"http://127.0.0.1:{http}"
+    deadline = time.monotonic() + 60
+    while metrics(base).get('cc_acd_agents{state="ready"}', 0) < ready:
+        if time.monotonic() > deadline:
+            node.kill()
+            raise SystemExit(f"operators not ready: {metrics(base)}")
+        time.sleep(0.5)
+    return node, base
+
+
 def voice_file(path: Path) -> Path:
     """Ten seconds of a voice-like signal as raw PCMU (what ``rtp_stream`` plays)."""
     from ccorch._core import g711_encode
@@ -159,24 +183,8 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         asyncio.run(prepare_db(db_url, n, phone_port, "ccorch"))
-        http = free_udp_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCORCH_")}
-        env |= {"DATABASE_URL": db_url, "CCORCH_CRM_ADMIN_PASSWORD": "load-test-admin"}
-        node = subprocess.Popen(
-            [sys.executable, "-m", "ccorch", "serve", "--port", str(http)],
-            cwd=work,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=(work / "ccorch.log").open("wb"),
-        )
+        node, base = serve(work, db_url, n)
         procs.append(node)
-        wait_port(http)
-        base = f"http://127.0.0.1:{http}"
-        deadline = time.monotonic() + 60
-        while metrics(base).get('cc_acd_agents{state="ready"}', 0) < n:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"operators not ready: {metrics(base)}")
-            time.sleep(0.5)
         phones = subprocess.Popen(
             [
                 "sipp",

@@ -80,6 +80,7 @@ class Agent:
     since: int = 0
     logged_in_at: int = 0
     pending: int | None = None
+    wrap_extended: bool = False
     missed_in_row: int = 0
     handled: int = 0
     working_ms: int = 0  # offered + busy + wrap-up time, closed intervals
@@ -150,6 +151,7 @@ class OracleAcd:
         a = self._agent(agent)
         kind = a.state[0]
         if kind == "wrap_up":
+            a.pending = None  # Ready said now wins over a Not ready asked during the call
             self.timers.discard((a.state[1] or 0, WRAP_UP_END, agent))
         elif kind in ("offered", "busy") and a.pending is not None:
             a.pending = None
@@ -169,6 +171,7 @@ class OracleAcd:
         if a.state == ("not_ready", reason):
             raise Refused("same reason")
         if kind == "wrap_up":
+            a.pending = None  # said now, it replaces a Not ready asked during the call
             self.timers.discard((a.state[1] or 0, WRAP_UP_END, agent))
         self._set_state(now, agent, ("not_ready", reason))
 
@@ -276,8 +279,30 @@ class OracleAcd:
         if wrap == 0:
             self._after_work(now, agent)
         else:
+            self.agents[agent].wrap_extended = False
             self.timers.add((now + wrap, WRAP_UP_END, agent))
             self._set_state(now, agent, ("wrap_up", now + wrap))
+
+    def end_wrap_up(self, now: int, agent: int) -> None:
+        now = self._tick(now)
+        a = self._agent(agent)
+        if a.state[0] != "wrap_up":
+            raise Refused("not in wrap-up")
+        self.timers.discard((a.state[1] or 0, WRAP_UP_END, agent))
+        self._after_work(now, agent)
+
+    def extend_wrap_up(self, now: int, agent: int, extra: int) -> int:
+        now = self._tick(now)
+        a = self._agent(agent)
+        if a.state[0] != "wrap_up" or a.wrap_extended:
+            raise Refused("not in wrap-up, or extended already")
+        until = a.state[1] or 0
+        later = max(until, now) + extra
+        a.wrap_extended = True
+        a.state = ("wrap_up", later)  # the same stretch of wrap-up, a later end
+        self.timers.discard((until, WRAP_UP_END, agent))
+        self.timers.add((later, WRAP_UP_END, agent))
+        return later
 
     def handle_timeout(self, now: int) -> None:
         now = self._tick(now)

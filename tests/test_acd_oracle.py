@@ -75,6 +75,8 @@ BY_KIND: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "reject": st.tuples(st.just("reject"), st.integers(0, 5)),
     "hangup": st.tuples(st.just("hangup"), st.integers(0, 9)),
     "end": st.tuples(st.just("end"), st.integers(0, 5)),
+    "end_wrap_up": st.tuples(st.just("end_wrap_up"), agent),
+    "extend_wrap_up": st.tuples(st.just("extend_wrap_up"), agent, st.integers(1, 30_000)),
 }
 PROFILES = {
     # Agents come and go; calls mostly find someone free.
@@ -89,6 +91,8 @@ PROFILES = {
         "reject": 1,
         "hangup": 2,
         "end": 3,
+        "end_wrap_up": 1,
+        "extend_wrap_up": 1,
     },
     # Two agents in every queue, calls arriving faster than they are served: calls wait in
     # several queues at once, so a freed agent's choice across queues (priority, then the
@@ -172,6 +176,10 @@ def apply(
             target.hangup(now, live[ev[1] % len(live)] if live else 999_999)
         elif kind == "end":
             target.end_call(now, in_service[ev[1] % len(in_service)] if in_service else 999_999)
+        elif kind == "end_wrap_up":
+            target.end_wrap_up(now, ev[1])
+        elif kind == "extend_wrap_up":
+            target.extend_wrap_up(now, ev[1], ev[2])
     except (AcdError, Refused):
         return False
     return True

@@ -38,7 +38,7 @@ from sanic.response import HTTPResponse, json
 
 from ccorch.acd import Reason
 from ccorch.acd.service import AcdService
-from ccorch.api.http import Actor, actor_of, json_body
+from ccorch.api.http import Actor, actor_of, command_reply, json_body
 from ccorch.api.routes import Route
 from ccorch.api.validation import Field, Shape, ValidationFailed
 from ccorch.crm import store
@@ -311,27 +311,24 @@ WS_COMMANDS: dict[str, Callable[[Any, Actor, Any], Awaitable[dict[str, Any]]]] =
 async def ws_command(app: Any, actor: Actor, frame: dict[str, Any]) -> dict[str, Any]:
     """One ``{"id", "command": "agent.…", ...}`` frame: its reply frame. ``agent.force``
     names the operator in ``agent``."""
-    ref, name = frame.get("id"), frame.get("command")
     body = {k: v for k, v in frame.items() if k not in ("id", "command", "agent")}
-    try:
-        if name == "agent.force":
-            target = frame.get("agent")
-            if not isinstance(target, str):
-                raise RequestRefused(400, "agent.force names the operator: agent (a string)")
-            result = await force(app, actor, target, body)
-        elif isinstance(name, str) and name in WS_COMMANDS:
-            if name != "agent.me" and not actor.roles & set(OPERATORS):
-                raise RequestRefused(403, "an operator's command")
-            result = await WS_COMMANDS[name](app, actor, body or None)
-        else:
-            raise RequestRefused(400, f"no command {name!r}")
-    except RequestRefused as e:
-        return {"type": "reply", "id": ref, "status": e.status, "error": e.code,
-                "message": e.message}  # fmt: skip
-    except ValidationFailed as e:
-        return {"type": "reply", "id": ref, "status": 422, "error": "validation",
-                "fields": e.fields}  # fmt: skip
-    return {"type": "reply", "id": ref, "status": 200, "agent": result}
+    return await command_reply(frame.get("id"), "agent", _ws_run(app, actor, frame, body))
+
+
+async def _ws_run(
+    app: Any, actor: Actor, frame: dict[str, Any], body: dict[str, Any]
+) -> dict[str, Any]:
+    name = frame.get("command")
+    if name == "agent.force":
+        target = frame.get("agent")
+        if not isinstance(target, str):
+            raise RequestRefused(400, "agent.force names the operator: agent (a string)")
+        return await force(app, actor, target, body)
+    if not isinstance(name, str) or name not in WS_COMMANDS:
+        raise RequestRefused(400, f"no command {name!r}")
+    if name != "agent.me" and not actor.roles & set(OPERATORS):
+        raise RequestRefused(403, "an operator's command")
+    return await WS_COMMANDS[name](app, actor, body or None)
 
 
 async def restore(acd: AcdService, conn: AsyncConnection[Any]) -> int:

@@ -3,6 +3,7 @@ malformed one is a 422 naming the body), the JSON error answer, and who is actin
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sanic import Request
 from sanic.response import HTTPResponse, json
 
 from ccorch.api.validation import ValidationFailed
+from ccorch.errors import RequestRefused
 
 
 def pool(request: Request) -> AsyncConnectionPool:
@@ -47,3 +49,17 @@ async def actor_of(request: Request) -> Actor:
     async with pool(request).connection() as conn:
         ext = await store.user_extension(conn, user.id)
     return Actor(user.id, user.login, frozenset(user.roles), ext)
+
+
+async def command_reply(ref: Any, key: str, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A WebSocket command's reply frame: ``{"type": "reply", "id", "status": 200, key:
+    result}``, or the refusal with the status and error the REST route would answer."""
+    try:
+        result = await work
+    except RequestRefused as e:
+        return {"type": "reply", "id": ref, "status": e.status, "error": e.code,
+                "message": e.message}  # fmt: skip
+    except ValidationFailed as e:
+        return {"type": "reply", "id": ref, "status": 422, "error": "validation",
+                "fields": e.fields}  # fmt: skip
+    return {"type": "reply", "id": ref, "status": 200, key: result}

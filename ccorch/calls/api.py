@@ -30,7 +30,7 @@ from typing import Any
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.api.http import Actor, actor_of, json_body
+from ccorch.api.http import Actor, actor_of, command_reply, json_body
 from ccorch.api.http import error as _error
 from ccorch.api.routes import Route
 from ccorch.api.validation import Field, Shape, ValidationFailed
@@ -377,12 +377,4 @@ async def ws_command(app: Any, actor: Actor, frame: dict[str, Any]) -> dict[str,
         return {"type": "reply", "id": ref, "status": 400, "error": "bad_request",
                 "message": "a command frame has command (string) and call (integer)"}  # fmt: skip
     body = {k: v for k, v in frame.items() if k not in ("id", "command", "call")}
-    try:
-        result = await run(app, actor, name, call_id, body)
-    except Refused as e:
-        return {"type": "reply", "id": ref, "status": e.status, "error": e.code,
-                "message": e.message}  # fmt: skip
-    except ValidationFailed as e:
-        return {"type": "reply", "id": ref, "status": 422, "error": "validation",
-                "fields": e.fields}  # fmt: skip
-    return {"type": "reply", "id": ref, "status": 200, "call": result}
+    return await command_reply(ref, "call", run(app, actor, name, call_id, body))

@@ -805,6 +805,8 @@ impl Acd {
             }),
             AgentState::Ready | AgentState::NotReady(_) | AgentState::WrapUp { .. } => {
                 if let AgentState::WrapUp { until } = a.state {
+                    // said now, it replaces a Not ready asked for during the call
+                    a.pending = None;
                     self.timers.remove(&(until, Timer::WrapUpEnd(agent)));
                 }
                 self.set_state(now, agent, AgentState::NotReady(reason));
@@ -1088,17 +1090,7 @@ impl Acd {
     /// ready asked for during the call applies, else Ready).
     pub fn end_wrap_up(&mut self, now: Millis, agent: AgentId) -> Result<(), AcdError> {
         let now = self.tick(now);
-        let a = self
-            .agents
-            .get(&agent)
-            .ok_or(AcdError::UnknownAgent(agent))?;
-        let AgentState::WrapUp { until } = a.state else {
-            return Err(AcdError::IllegalTransition {
-                agent,
-                from: a.state.kind(),
-                action: "end the wrap-up",
-            });
-        };
+        let until = self.wrap_up_end(agent, "end the wrap-up")?;
         self.timers.remove(&(until, Timer::WrapUpEnd(agent)));
         self.after_work(now, agent);
         Ok(())
@@ -1106,7 +1098,7 @@ impl Acd {
 
     /// The agent needs more after-call work: its wrap-up lasts `extra` longer. Once per
     /// wrap-up (the next one may be extended again); only while in wrap-up. Returns the new
-    /// end. (Ending a wrap-up early is [`Acd::set_ready`] or [`Acd::set_not_ready`].)
+    /// end. (Ending a wrap-up early is [`Acd::end_wrap_up`].)
     pub fn extend_wrap_up(
         &mut self,
         now: Millis,
@@ -1114,17 +1106,11 @@ impl Acd {
         extra: Millis,
     ) -> Result<Millis, AcdError> {
         let now = self.tick(now);
+        let until = self.wrap_up_end(agent, "extend the wrap-up")?;
         let a = self
             .agents
             .get_mut(&agent)
             .ok_or(AcdError::UnknownAgent(agent))?;
-        let AgentState::WrapUp { until } = a.state else {
-            return Err(AcdError::IllegalTransition {
-                agent,
-                from: a.state.kind(),
-                action: "extend the wrap-up",
-            });
-        };
         if a.wrap_extended {
             return Err(AcdError::IllegalTransition {
                 agent,
@@ -1143,6 +1129,22 @@ impl Acd {
             state: AgentState::WrapUp { until: later },
         });
         Ok(later)
+    }
+
+    /// When the agent's wrap-up ends; refused when it is not in wrap-up.
+    fn wrap_up_end(&self, agent: AgentId, action: &'static str) -> Result<Millis, AcdError> {
+        let a = self
+            .agents
+            .get(&agent)
+            .ok_or(AcdError::UnknownAgent(agent))?;
+        match a.state {
+            AgentState::WrapUp { until } => Ok(until),
+            s => Err(AcdError::IllegalTransition {
+                agent,
+                from: s.kind(),
+                action,
+            }),
+        }
     }
 
     // ---- time ----
