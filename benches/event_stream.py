@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from benches.inbound_load import metrics, serve, voice_file  # noqa: E402
+from benches.inbound_load import (  # noqa: E402
+    database,
+    load_trunk,
+    metrics,
+    serve,
+    voice_file,
+)
 from benches.sip_load import tree_cpu_seconds  # noqa: E402
 from tests.sipp import free_udp_port  # noqa: E402
 
@@ -161,11 +166,7 @@ def main() -> None:
         for i in range(args.agents)
     ]
     (flows / "queues.toml").write_text("\n".join(queues))
-    sip_port, trunk_port, phone_port = free_udp_port(), free_udp_port(), free_udp_port()
-    (work / "trunks.toml").write_text(
-        f'[[trunk]]\nname = "load"\nhost = "127.0.0.1"\nport = {trunk_port}\n'
-        'match = "host+port"\noptions_interval = 0\n'
-    )
+    sip_port, trunk_port, phone_port = load_trunk(work)
     (work / "ccorch.toml").write_text(
         f'[sip]\nport = {sip_port}\ntrunks_file = "{work / "trunks.toml"}"\n'
         "rate_limit = 100000\nrate_burst = 100000\n"
@@ -173,13 +174,7 @@ def main() -> None:
         f'[media]\nport_min = 30000\nport_max = 39999\nrecordings_dir = "{work / "rec"}"\n'
         f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{work / "tts"}"\n'
     )
-    db_url = os.environ.get("DATABASE_URL")
-    server = None
-    if not db_url:
-        from ccorch.db.embedded import EmbeddedPostgres
-
-        server = EmbeddedPostgres(work / "pgdata")
-        db_url = server.start()
+    db_url, server = database(work)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         tokens = asyncio.run(prepare_db(db_url, args.clients, args.agents, args.role, phone_port))

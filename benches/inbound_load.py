@@ -39,6 +39,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -65,6 +66,28 @@ def udp_receive_errors() -> int:
     lines = Path("/proc/net/snmp").read_text().splitlines()
     heads, values = [x.split() for x in lines if x.startswith("Udp:")][:2]
     return int(values[heads.index("RcvbufErrors")])
+
+
+def load_trunk(work: Path) -> tuple[int, int, int]:
+    """The carrier's trunk of a load run in ``work/trunks.toml``: (the node's SIP port, the
+    carrier's, the operators' phones'), all free."""
+    sip_port, trunk_port, phone_port = free_udp_port(), free_udp_port(), free_udp_port()
+    (work / "trunks.toml").write_text(
+        f'[[trunk]]\nname = "load"\nhost = "127.0.0.1"\nport = {trunk_port}\n'
+        'match = "host+port"\noptions_interval = 0\n'
+    )
+    return sip_port, trunk_port, phone_port
+
+
+def database(work: Path) -> tuple[str, Any]:
+    """``DATABASE_URL``, else an embedded PostgreSQL in ``work`` (returned to be stopped)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    from ccorch.db.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(work / "pgdata")
+    return server.start(), server
 
 
 def serve(work: Path, db_url: str, ready: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -160,11 +183,7 @@ def main() -> None:
             f'[[agent]]\nextension = "{FIRST_AGENT + i}"\nskills = {{ load = 1 }}\nqueues = ["load"]\n'
         )
     (flows / "queues.toml").write_text("\n".join(queues))
-    sip_port, trunk_port, phone_port = free_udp_port(), free_udp_port(), free_udp_port()
-    (work / "trunks.toml").write_text(
-        f'[[trunk]]\nname = "load"\nhost = "127.0.0.1"\nport = {trunk_port}\n'
-        'match = "host+port"\noptions_interval = 0\n'
-    )
+    sip_port, trunk_port, phone_port = load_trunk(work)
     (work / "ccorch.toml").write_text(
         f'[sip]\nport = {sip_port}\ntrunks_file = "{work / "trunks.toml"}"\n'
         "rate_limit = 100000\nrate_burst = 100000\n"
@@ -173,13 +192,7 @@ def main() -> None:
         f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{work / "tts"}"\n'
         "[database]\npool_max = 20\n"
     )
-    db_url = os.environ.get("DATABASE_URL")
-    server = None
-    if not db_url:
-        from ccorch.db.embedded import EmbeddedPostgres
-
-        server = EmbeddedPostgres(work / "pgdata")
-        db_url = server.start()
+    db_url, server = database(work)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         asyncio.run(prepare_db(db_url, n, phone_port, "ccorch"))

@@ -188,9 +188,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             journal=journal,
             phones_srtp=sc.phones_srtp,
         )
-        acd.listeners.append(
-            acd_listener(app.ctx.events, acd.queue_names, acd.calls, acd.reason_name, acd.now_ms)
-        )
+        acd.listeners.append(acd_listener(app.ctx.events, acd))
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)
         )

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ccorch.acd import AgentChanged, CallLeft, Moved, Offer, RevokeOffer
+from ccorch.acd.service import AcdService
 from ccorch.calls import (
     CallAnswered,
     CallArrived,
@@ -63,15 +64,11 @@ async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) ->
             agents.pop(ev.call, None)
 
 
-def acd_listener(
-    stream: EventStream,
-    queue_names: dict[int, str],
-    calls: dict[int, Any],
-    reason_name: Callable[[int | None], str | None] = lambda code: None,
-    now_ms: Callable[[], int] | None = None,
-) -> Callable[[Any], None]:
-    """An ``AcdService`` listener: offers (with the screen pop), queue exits and agents'
-    states onto the stream. ``calls``: the ACD's calls by number (their ``screen_pop``)."""
+def acd_listener(stream: EventStream, acd: AcdService) -> Callable[[Any], None]:
+    """An ``AcdService`` listener: offers (with the screen pop of the ACD's call), queue
+    exits and agents' states (with the reason's name) onto the stream."""
+    queue_names = acd.queue_names
+    calls: dict[int, Any] = acd.calls  # the controller's calls (they have a screen_pop)
 
     def on_event(ev: Any) -> None:
         if isinstance(ev, Offer):
@@ -113,11 +110,11 @@ def acd_listener(
                     "agent": str(ev.agent),
                     "state": ev.state,
                     "detail": ev.detail,
-                    "reason": reason_name(ev.detail) if ev.state == "not_ready" else None,
+                    "reason": acd.reason_name(ev.detail) if ev.state == "not_ready" else None,
                     # wrap-up: the seconds until Ready (detail is the ACD clock's end)
                     **(
-                        {"ends_in_seconds": max(0, (ev.detail or 0) - now_ms()) / 1000}
-                        if ev.state == "wrap_up" and now_ms is not None
+                        {"ends_in_seconds": max(0, (ev.detail or 0) - acd.now_ms()) / 1000}
+                        if ev.state == "wrap_up"
                         else {}
                     ),
                 },

@@ -77,7 +77,8 @@ WRAP_UP = Shape(
             "string",
             required=True,
             choices=("end", "extend"),
-            description="end: Ready now; extend: more time, once per call",
+            description="end: done now (Ready, or a Not ready asked during the call); "
+            "extend: more time, once per call",
         )
     },
 )
@@ -197,7 +198,8 @@ async def set_state(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
 
 
 async def wrap_up(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
-    """After a call: end the wrap-up now (Ready), or extend it once."""
+    """After a call: end the wrap-up now (Ready, or the Not ready asked during the call),
+    or extend it once."""
     fields = WRAP_UP.validate(body)
     acd = _acd(app)
     ext = _operator(acd, actor)
@@ -386,7 +388,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/api/agent/wrap_up",
-        "After a call: end the wrap-up now (Ready) or extend it (once per call)",
+        "After a call: end the wrap-up now or extend it (once per call)",
         OPERATORS,
         _rest(wrap_up),
         body=WRAP_UP,
