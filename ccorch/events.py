@@ -18,7 +18,7 @@ import itertools
 import json
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,13 +46,24 @@ class Event:
 class Subscription:
     """One reader's queue; ``cut`` is set when it fell too far behind and was dropped."""
 
-    def __init__(self, backlog: list[Event], resync: bool, maxsize: int) -> None:
+    def __init__(
+        self,
+        backlog: list[Event],
+        resync: bool,
+        maxsize: int,
+        wants: Callable[[Event], bool] | None = None,
+    ) -> None:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
-        self.backlog = backlog
+        self.wants = wants  # the reader's filter (its role's view), applied when published
+        self.backlog = [e for e in backlog if wants is None or wants(e)]
         self.resync = resync  # what it asked for is older than the buffer
         self.cut = False
 
     def offer(self, ev: Event) -> bool:
+        """Queue the event if the reader wants it (an event it does not see wakes nobody);
+        False when the reader is too far behind."""
+        if self.wants is not None and not self.wants(ev):
+            return True
         try:
             self.queue.put_nowait(ev)
         except asyncio.QueueFull:
@@ -71,7 +82,9 @@ class EventStream(Protocol):
         queues: Iterable[str] = (),
     ) -> Event: ...
 
-    def subscribe(self, since: int | None = None) -> Subscription: ...
+    def subscribe(
+        self, since: int | None = None, wants: Callable[[Event], bool] | None = None
+    ) -> Subscription: ...
 
     def unsubscribe(self, sub: Subscription) -> None: ...
 
@@ -112,15 +125,18 @@ class InProcessStream:
                 self.cut_off += 1
         return ev
 
-    def subscribe(self, since: int | None = None) -> Subscription:
-        """From now on; with ``since``, first every kept event after that number."""
+    def subscribe(
+        self, since: int | None = None, wants: Callable[[Event], bool] | None = None
+    ) -> Subscription:
+        """From now on; with ``since``, first every kept event after that number. ``wants``:
+        only the events it accepts are queued (and replayed)."""
         backlog: list[Event] = []
         resync = False
         if since is not None:
             oldest = self._kept[0].seq if self._kept else self.last_seq + 1
             resync = since < oldest - 1
             backlog = [e for e in self._kept if e.seq > since]
-        sub = Subscription(backlog, resync, self.queue_size)
+        sub = Subscription(backlog, resync, self.queue_size, wants)
         self._subs.add(sub)
         return sub
 

@@ -78,7 +78,8 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
     except ValueError:
         await ws.close(code=4400, reason="since is an event number")
         return
-    sub = stream.subscribe(since)
+    # filtered when published: an event this reader may not see costs it no wake-up
+    sub = stream.subscribe(since, lambda ev: visible(ev, user.roles, extension, queues))
     sending = asyncio.Lock()  # events and command replies go out from two tasks
 
     async def send(frame: dict[str, Any] | str) -> None:
@@ -94,8 +95,7 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
         if sub.resync:
             await send({"type": "resync", "seq": stream.last_seq})
         for ev in sub.backlog:
-            if visible(ev, user.roles, extension, queues):
-                await send(ev.text)
+            await send(ev.text)
         last = sub.backlog[-1].seq if sub.backlog else (since or stream.last_seq)
         while True:
             try:
@@ -108,8 +108,7 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
             if ev.seq <= last:
                 continue  # already sent from the backlog
             last = ev.seq
-            if visible(ev, user.roles, extension, queues):
-                await send(ev.text)
+            await send(ev.text)
             if sub.cut and sub.queue.empty():
                 break
         await ws.close(code=1013, reason="too far behind: reconnect with since")
