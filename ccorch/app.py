@@ -50,8 +50,9 @@ from ccorch.sip.service import SipService, TlsSettings
 from ccorch.sip.transaction import Timers
 from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
-from ccorch.stream_sources import acd_listener, publish_calls, publish_queues
+from ccorch.stream_sources import Offers, acd_listener, publish_calls, publish_queues
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
+from ccorch.web import install as install_web_app
 from ccorch.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             journal=journal,
             phones_srtp=sc.phones_srtp,
         )
-        acd.listeners.append(acd_listener(app.ctx.events, acd))
+        offers = Offers()
+        acd.listeners.append(acd_listener(app.ctx.events, acd, offers))
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)
         )
@@ -218,7 +220,8 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             controller.watch_media(app.ctx.media_events.subscribe()), name="media_watch"
         )
         app.ctx.events_feed = asyncio.create_task(
-            publish_calls(app.ctx.events, app.ctx.call_events.subscribe()), name="events_feed"
+            publish_calls(app.ctx.events, app.ctx.call_events.subscribe(), controller.find, offers),
+            name="events_feed",
         )
         app.ctx.queues_feed = asyncio.create_task(
             publish_queues(app.ctx.events, acd, time.monotonic), name="queues_feed"
@@ -338,6 +341,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.add_route(openapi, "/openapi.json", methods=["GET"], name="openapi")
     app.add_websocket_route(api_events.events, "/api/events", name="events")
     app.blueprint(api_routes.blueprint())
+    install_web_app(app)
     return app
 
 

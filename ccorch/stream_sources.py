@@ -44,15 +44,45 @@ _CALL_TYPES: dict[type, str] = {
 _NEW_PARTY = {"consult_answered", "conference", "transfer_completed"}
 
 
-async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) -> None:
+class Offers:
+    """The operators the ACD offered each call (its ``call.offered`` carried the screen
+    pop). An operator rung any other way, by a transfer or a consultation, gets the same
+    screen pop when its phone rings, so its desktop opens the caller's card too."""
+
+    def __init__(self) -> None:
+        self.by_call: dict[int, set[str]] = {}
+
+    def add(self, call: int, agent: str) -> bool:
+        """Remember an offer; False when that operator had it already."""
+        got = self.by_call.setdefault(call, set())
+        if agent in got:
+            return False
+        got.add(agent)
+        return True
+
+
+async def publish_calls(
+    stream: EventStream,
+    queue: asyncio.Queue[CallEvent],
+    find_call: Callable[[int], Any] | None = None,
+    offers: Offers | None = None,
+) -> None:
     """Forever: each call event onto the stream. A call's operator (the extension rung or
-    answering) and queue are remembered so that its later events reach that operator."""
+    answering) and queue are remembered so that its later events reach that operator.
+    ``find_call`` (a call by id: it has the screen pop) and ``offers`` (shared with
+    :func:`acd_listener`): an operator rung outside the ACD gets a ``call.offered`` too."""
     agents: dict[int, set[str]] = {}
     while True:
         ev = await queue.get()
         data: dict[str, Any] = dataclasses.asdict(ev)
         if isinstance(ev, CallRinging | CallAnswered | CallTransferred):
             agents.setdefault(ev.call, set()).add(ev.target)
+        if isinstance(ev, CallRinging) and find_call is not None and offers is not None:
+            call = find_call(ev.call)
+            # an outgoing call rings its own operator first: that is no offer of a caller
+            if call is not None and call.direction != "out" and offers.add(ev.call, ev.target):
+                pop = call.screen_pop(call.queue or "")
+                stream.publish("call.offered", {**pop, "agent": ev.target}, agents={ev.target})
         if isinstance(ev, CallControlled):
             if ev.action in _NEW_PARTY:  # a colleague joins the call: it sees it from now
                 agents.setdefault(ev.call, set()).add(ev.target)
@@ -62,9 +92,13 @@ async def publish_calls(stream: EventStream, queue: asyncio.Queue[CallEvent]) ->
         stream.publish(kind, data, agents=agents.get(ev.call, ()))
         if isinstance(ev, CallRecorded):  # the last event of a call (after call.ended)
             agents.pop(ev.call, None)
+            if offers is not None:
+                offers.by_call.pop(ev.call, None)
 
 
-def acd_listener(stream: EventStream, acd: AcdService) -> Callable[[Any], None]:
+def acd_listener(
+    stream: EventStream, acd: AcdService, offers: Offers | None = None
+) -> Callable[[Any], None]:
     """An ``AcdService`` listener: offers (with the screen pop of the ACD's call), queue
     exits and agents' states (with the reason's name) onto the stream."""
     queue_names = acd.queue_names
@@ -75,6 +109,8 @@ def acd_listener(stream: EventStream, acd: AcdService) -> Callable[[Any], None]:
             q = queue_names.get(ev.queue, "")
             call = calls.get(ev.call)
             pop = call.screen_pop(q) if call is not None else {"call": ev.call, "queue": q}
+            if offers is not None:
+                offers.add(ev.call, str(ev.agent))
             # the caller's details go to the operator offered and supervisors only, not to
             # every operator of the queue (they see the queue's counts in queue.snapshot)
             stream.publish("call.offered", {**pop, "agent": str(ev.agent)}, agents={str(ev.agent)})

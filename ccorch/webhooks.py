@@ -30,7 +30,7 @@ import json
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,6 +38,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse
 from sanic.response import json as json_response
@@ -46,7 +47,7 @@ from ccorch.api.http import error as _error
 from ccorch.api.http import json_body
 from ccorch.api.http import pool as _pool
 from ccorch.api.routes import Route
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, ValidationFailed, parse
 from ccorch.crm import store
 from ccorch.events import Event, EventStream
 
@@ -258,18 +259,12 @@ class Webhooks:
 
 # --- the API -------------------------------------------------------------------------------
 
-SUBSCRIBE = Shape(
-    "WebhookSubscription",
-    {
-        "url": Field("string", required=True, min_len=8, max_len=2000),
-        "events": Field(
-            "array",
-            required=True,
-            items=Field("string", min_len=1, max_len=100),
-            description="event types; a prefix ending in .* (call.*), or * for all",
-        ),
-    },
-)
+
+class WebhookSubscription(Body):
+    url: Annotated[str, Field(min_length=8, max_length=2000)]
+    events: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        description="event types; a prefix ending in .* (call.*), or * for all"
+    )
 
 
 def _url_ok(url: str) -> bool:
@@ -301,7 +296,7 @@ def _describe(row: dict[str, Any], counts: dict[int, Any]) -> dict[str, Any]:
 
 
 async def subscribe(request: Request) -> HTTPResponse:
-    data = SUBSCRIBE.validate(json_body(request))
+    data = parse(WebhookSubscription, json_body(request))
     if not _url_ok(data["url"]):
         raise ValidationFailed({"url": "an http:// or https:// URL with a host"})
     if not data["events"]:
@@ -387,7 +382,7 @@ ROUTES: tuple[Route, ...] = (
         "Subscribe a URL to event types (the signing secret is in this answer only)",
         ADMINS,
         subscribe,
-        body=SUBSCRIBE,
+        body=WebhookSubscription,
     ),
     Route("GET", "/api/webhooks", "Subscriptions and their delivery counts", ADMINS, list_hooks),
     Route(

@@ -29,10 +29,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
@@ -40,7 +41,7 @@ from ccorch.acd import Reason
 from ccorch.acd.service import AcdService
 from ccorch.api.http import Actor, actor_of, command_reply, json_body
 from ccorch.api.routes import Route
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, ValidationFailed, parse
 from ccorch.crm import store
 from ccorch.errors import RequestRefused
 
@@ -49,43 +50,36 @@ log = logging.getLogger(__name__)
 OPERATORS = ("operator", "supervisor", "admin")
 SUPERVISORS = ("supervisor", "admin")
 
-LOGIN = Shape(
-    "AgentLogin",
-    {
-        "queues": Field(
-            "array",
-            items=Field("string", min_len=1, max_len=100),
-            description="the groups to work in this shift (default: all of the operator's)",
-        )
-    },
-)
-STATE = Shape(
-    "AgentState",
-    {
-        "state": Field("string", required=True, choices=("ready", "not_ready")),
-        "reason": Field(
-            "string",
-            max_len=40,
-            description="Not ready's reason: one of the center's (GET /api/agent lists them)",
-        ),
-    },
-)
-WRAP_UP = Shape(
-    "AgentWrapUp",
-    {
-        "action": Field(
-            "string",
-            required=True,
-            choices=("end", "extend"),
-            description="end: done now (Ready, or a Not ready asked during the call); "
-            "extend: more time, once per call",
-        )
-    },
-)
-FORCE = Shape(
-    "AgentForce",
-    {"state": Field("string", required=True, choices=("ready", "not_ready", "logged_out"))},
-)
+
+class AgentLogin(Body):
+    queues: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, description="the groups to work in this shift (default: all of the operator's)"
+    )
+
+
+class AgentState(Body):
+    state: Literal["ready", "not_ready"]
+    reason: (
+        Annotated[
+            str,
+            Field(
+                max_length=40,
+                description="Not ready's reason: one of the center's (GET /api/agent lists them)",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class AgentWrapUp(Body):
+    action: Literal["end", "extend"] = Field(
+        description="end: done now (Ready, or a Not ready asked during the call); "
+        "extend: more time, once per call"
+    )
+
+
+class AgentForce(Body):
+    state: Literal["ready", "not_ready", "logged_out"]
 
 
 def _acd(app: Any) -> AcdService:
@@ -166,11 +160,18 @@ async def me(app: Any, actor: Actor, body: Any = None) -> dict[str, Any]:
     """The operator's own state, and the reasons it may give for Not ready."""
     acd = _acd(app)
     ext = _operator(acd, actor, logged_in=False)
-    return {**describe(acd, ext), "reasons": list(acd.reasons)}
+    return {**describe(acd, ext), "reasons": list(acd.reasons), "since": _since(app, ext)}
+
+
+def _since(app: Any, ext: str) -> str | None:
+    """When the operator's current state began (ISO 8601), as its time is counted."""
+    state_time = getattr(app.ctx, "state_time", None)
+    stretch = state_time.open.get(ext) if state_time is not None else None
+    return stretch[2].isoformat() if stretch is not None else None
 
 
 async def login(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
-    fields = LOGIN.validate(body or {})
+    fields = parse(AgentLogin, body or {})
     acd = _acd(app)
     ext = _operator(acd, actor, logged_in=False)
     queues = list(fields.get("queues") or acd.agents[ext].queues)
@@ -186,7 +187,7 @@ async def login(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
 
 
 async def set_state(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
-    fields = STATE.validate(body)
+    fields = parse(AgentState, body)
     acd = _acd(app)
     ext = _operator(acd, actor)
     reason = None
@@ -200,7 +201,7 @@ async def set_state(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
 async def wrap_up(app: Any, actor: Actor, body: Any) -> dict[str, Any]:
     """After a call: end the wrap-up now (Ready, or the Not ready asked during the call),
     or extend it once."""
-    fields = WRAP_UP.validate(body)
+    fields = parse(AgentWrapUp, body)
     acd = _acd(app)
     ext = _operator(acd, actor)
     st = acd.agent_state(ext)
@@ -230,7 +231,7 @@ async def logout(app: Any, actor: Actor, body: Any = None) -> dict[str, Any]:
 
 
 async def force(app: Any, actor: Actor, extension: str, body: Any) -> dict[str, Any]:
-    fields = FORCE.validate(body)
+    fields = parse(AgentForce, body)
     if not actor.roles & set(SUPERVISORS):
         raise RequestRefused(403, "a supervisor's command")
     acd = _acd(app)
@@ -287,6 +288,40 @@ async def force_rest(request: Request, extension: str) -> HTTPResponse:
 async def agents(request: Request) -> HTTPResponse:
     acd = _acd(request.app)
     return json({"items": [describe(acd, ext) for ext in sorted(acd.agents)]})
+
+
+async def directory(request: Request) -> HTTPResponse:
+    """Where a call can be transferred: the operators (name, extension, state now), the
+    queues and the IVR flows. Every signed-in operator may read it (the desktop's transfer
+    dialog); it holds no customer data."""
+    acd = _acd(request.app)
+    async with _pool(request.app).connection() as conn:
+        cur = await conn.execute(
+            "SELECT extension, full_name FROM users WHERE active AND extension IS NOT NULL"
+            " ORDER BY extension"
+        )
+        people = {str(ext): str(name) for ext, name in await cur.fetchall()}
+    operators = []
+    for ext in sorted(set(acd.agents) | set(people)):
+        st = acd.agent_state(ext) if ext in acd.agents else None
+        state, detail = st if st is not None else ("logged_out", None)
+        operators.append(
+            {
+                "extension": ext,
+                "name": people.get(ext, ""),
+                "state": state,
+                "reason": acd.reason_name(detail) if state == "not_ready" else None,
+                "queues": sorted(acd.working.get(ext, ())),
+            }
+        )
+    flows = getattr(request.app.ctx, "flows", None)
+    return json(
+        {
+            "operators": operators,
+            "queues": sorted(acd.queue_ids),
+            "flows": sorted(flows.by_name) if flows is not None else [],
+        }
+    )
 
 
 async def queues(request: Request) -> HTTPResponse:
@@ -373,7 +408,7 @@ ROUTES: tuple[Route, ...] = (
         "Log in to this shift's groups (queues), Ready",
         OPERATORS,
         _rest(login),
-        body=LOGIN,
+        body=AgentLogin,
         responses={409: "no operator extension"},
     ),
     Route(
@@ -382,7 +417,7 @@ ROUTES: tuple[Route, ...] = (
         "Ready, or Not ready with a reason (after the call in progress, if any)",
         OPERATORS,
         _rest(set_state),
-        body=STATE,
+        body=AgentState,
         responses={409: "not logged in, or not allowed now"},
     ),
     Route(
@@ -391,7 +426,7 @@ ROUTES: tuple[Route, ...] = (
         "After a call: end the wrap-up now or extend it (once per call)",
         OPERATORS,
         _rest(wrap_up),
-        body=WRAP_UP,
+        body=AgentWrapUp,
         responses={409: "not in wrap-up, or extended already"},
     ),
     Route(
@@ -403,6 +438,13 @@ ROUTES: tuple[Route, ...] = (
         responses={409: "not logged in, or on a call"},
     ),
     Route("GET", "/api/agents", "Every operator's state, reason and groups", SUPERVISORS, agents),
+    Route(
+        "GET",
+        "/api/directory",
+        "Transfer targets: operators (name, extension, state), queues and IVR flows",
+        OPERATORS,
+        directory,
+    ),
     Route(
         "GET",
         "/api/queues",
@@ -417,7 +459,7 @@ ROUTES: tuple[Route, ...] = (
         "Force an operator ready, not ready (reason supervisor) or logged out; audited",
         SUPERVISORS,
         force_rest,
-        body=FORCE,
+        body=AgentForce,
         responses={404: "no such operator", 409: "not logged in"},
     ),
 )

@@ -5,7 +5,7 @@ app's session cookie from a page of this node (its Origin is checked). ``?since=
 events come first, each once; if they are older than the node keeps, a ``resync`` frame
 says to take a fresh snapshot. Supervisors and admins see everything; an operator sees the
 events of its own extension (its calls and its state) and of the queues it works.
-Frames are JSON: ``{"seq", "type", "at", ...}``; ``{"type": "heartbeat", "seq": last}``
+Frames are JSON: ``{"seq", "type", "at", ...}``; ``{"type": "heartbeat", "seq": last}`` (first at once, the position to resume from)
 every ``HEARTBEAT_SECONDS``. A client that falls ``queue_size`` events behind is closed
 (code 1013): it reconnects with ``since`` and loses nothing the buffer still holds.
 """
@@ -97,6 +97,8 @@ async def events(request: Request, ws: WebsocketImplProtocol) -> None:
         for ev in sub.backlog:
             await send(ev.text)
         last = sub.backlog[-1].seq if sub.backlog else (since or stream.last_seq)
+        # at once: the position a reader resumes from (?since=) even if no event comes
+        await send({"type": "heartbeat", "seq": last})
         while True:
             try:
                 ev = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_SECONDS)

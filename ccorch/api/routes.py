@@ -25,7 +25,7 @@ import ccorch
 from ccorch.api import sessions
 from ccorch.api.http import error as _error
 from ccorch.api.http import pool as _pool
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, ValidationFailed, model_schema, type_schema
 from ccorch.crm import store
 from ccorch.errors import RequestRefused
 
@@ -36,7 +36,7 @@ Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
 class Param:
     name: str
     where: str  # "query" or "path"
-    schema: Field
+    type: Any  # a type, annotated with its limits: Annotated[int, Field(ge=1, le=100)]
     required: bool = False
 
 
@@ -48,8 +48,7 @@ class Route:
     roles: tuple[str, ...] | None  # None: no session needed
     handler: Handler
     params: tuple[Param, ...] = ()
-    # a shape, or one made for the tenant's country (its phone numbers)
-    body: Shape | Callable[[str], Shape] | None = None
+    body: type[Body] | None = None
     responses: dict[int, str] = field(default_factory=dict)
     # The largest request body taken (bigger: 413 before it is read). Sanic reads a body
     # before the handler checks the session, so anonymous callers can make us read this
@@ -109,6 +108,7 @@ def _guard(route: Route) -> Handler:
 # Every room with routes: each module has ROUTES, a tuple of Route.
 ROOMS = (
     "ccorch.crm.api",
+    "ccorch.crm.orders",
     "ccorch.ivr.api",
     "ccorch.acd.desk",
     "ccorch.calls.api",
@@ -158,7 +158,7 @@ def openapi(app: Sanic[Any, Any]) -> dict[str, Any]:
     for r in all_routes():
         op: dict[str, Any] = {"summary": r.summary, "responses": {}}
         params = [
-            {"name": p.name, "in": p.where, "required": p.required, "schema": p.schema.schema()}
+            {"name": p.name, "in": p.where, "required": p.required, "schema": type_schema(p.type)}
             for p in r.params
         ]
         for part in r.path.split("/"):
@@ -175,13 +175,15 @@ def openapi(app: Sanic[Any, Any]) -> dict[str, Any]:
         if params:
             op["parameters"] = params
         if r.body is not None:
-            country = app.ctx.config.crm.default_country
-            shape = r.body if isinstance(r.body, Shape) else r.body(country)
-            schemas[shape.name] = shape.schema()
+            schema = model_schema(r.body)
+            schemas.update(schema.pop("$defs", {}))
+            schemas[r.body.__name__] = schema
             op["requestBody"] = {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{shape.name}"}}
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}
+                    }
                 },
             }
         ok = 201 if r.method == "POST" and 201 in r.responses else 200
@@ -210,7 +212,7 @@ def openapi(app: Sanic[Any, Any]) -> dict[str, Any]:
         "required": ["error"],
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "ccorch", "version": ccorch.__version__},
         "paths": paths,
         "components": {

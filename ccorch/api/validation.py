@@ -1,17 +1,41 @@
-"""Request validation that names every bad field, and the JSON Schema of the same rules.
+"""Request bodies declared as pydantic models, checked so that one 422 names every bad
+field, and the JSON Schema of the same declarations for the OpenAPI document.
 
-A body is checked against a :class:`Shape` (fields with a type and constraints). All
-problems are collected, so one 422 answer lists each missing or invalid field with the
-reason; the same shapes produce the OpenAPI document's schemas, so the two cannot drift.
+A body model derives from :class:`Body` (unknown keys refused, no type coercion: a JSON
+``"5"`` is not an integer). :func:`parse` checks a decoded JSON body against it and returns
+the fields that were given, as a dict. The rules the whole API shares, which pydantic does
+not have on its own:
+
+- a blank string, an empty list or ``null`` counts as not given (so a required field sent
+  as ``""`` is "required", and an optional one is left unchanged);
+- no string anywhere in a body may hold a NUL character (PostgreSQL refuses them);
+- a date is a ``YYYY-MM-DD`` string and arrives in the handler as ``datetime.date``;
+- ``also_required`` names fields a particular caller insists on (the CRM's registration
+  rules per service).
+
+Messages are short and for people: "required", "unknown field", "at most 200 characters",
+"one of in, out", "item 2: expected a string".
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from ccorch.errors import CcorchError
 
@@ -26,127 +50,186 @@ class ValidationFailed(CcorchError):
         )
 
 
-@dataclass(frozen=True)
-class Field:
-    kind: str  # "string", "integer", "number", "boolean", "date", "array", "object"
-    required: bool = False
-    min_len: int | None = None
-    max_len: int | None = None
-    pattern: str | None = None
-    choices: tuple[str, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    items: Field | None = None
-    description: str = ""
-    # An extra check returning an error message, or None when the value is fine.
-    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+class Body(BaseModel):
+    """The base of every request body: strict types, unknown fields refused."""
 
-    def schema(self) -> dict[str, Any]:
-        s: dict[str, Any] = (
-            {"type": "string", "format": "date"} if self.kind == "date" else {"type": self.kind}
-        )
-        if self.min_len is not None:
-            s["minItems" if self.kind == "array" else "minLength"] = self.min_len
-        if self.max_len is not None:
-            s["maxItems" if self.kind == "array" else "maxLength"] = self.max_len
-        if self.pattern:
-            s["pattern"] = self.pattern
-        if self.choices:
-            s["enum"] = list(self.choices)
-        if self.minimum is not None:
-            s["minimum"] = self.minimum
-        if self.maximum is not None:
-            s["maximum"] = self.maximum
-        if self.items is not None:
-            s["items"] = self.items.schema()
-        if self.description:
-            s["description"] = self.description
-        return s
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-@dataclass(frozen=True)
-class Shape:
-    name: str
-    fields: Mapping[str, Field]
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
-    def schema(self) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "properties": {k: f.schema() for k, f in self.fields.items()},
-            "required": [k for k, f in self.fields.items() if f.required],
-            "additionalProperties": False,
-        }
 
-    def validate(self, body: Any, also_required: Sequence[str] = ()) -> dict[str, Any]:
-        """The checked body (unknown keys refused); raises ValidationFailed naming each field."""
-        if not isinstance(body, dict):
-            raise ValidationFailed({"(body)": "expected a JSON object"})
-        errors: dict[str, str] = {}
-        for key in body:
-            if key not in self.fields:
-                errors[str(key)] = "unknown field"
-        out: dict[str, Any] = {}
-        for name, f in self.fields.items():
-            value = body.get(name)
-            missing = (
-                value is None
-                or (isinstance(value, str) and not value.strip())
-                or (isinstance(value, list) and not value)
-            )
-            if missing:
-                if f.required or name in also_required:
-                    errors[name] = "required"
-                continue
-            problem = _check(f, value)
-            if problem:
-                errors[name] = problem
-            else:
-                out[name] = _convert(f, value)
-        if errors:
-            raise ValidationFailed(errors)
+def _iso_day(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+        raise ValueError("expected a date (YYYY-MM-DD)")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("expected a date (YYYY-MM-DD)") from None
+
+
+# A row's id (every table's ids start at 1).
+Id = Annotated[int, Field(ge=1)]
+
+# A calendar day sent as "YYYY-MM-DD" (JSON Schema: string, format date).
+Day = Annotated[dt.date, BeforeValidator(_iso_day)]
+
+
+class OneOf:
+    """``Annotated[str, OneOf(choices)]``: one of a set of strings known when the module
+    loads (a ``Literal`` needs them written out); refused as "one of a, b, c"."""
+
+    def __init__(self, choices: Iterable[str]) -> None:
+        self.choices = tuple(choices)
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.literal_schema(list(self.choices))
+
+
+def anchored(pattern: str) -> str:
+    """A regular expression that must match the whole value (pydantic's ``pattern``
+    searches; ours have always meant the whole string)."""
+    return rf"^(?:{pattern})$"
+
+
+def parse(
+    model: type[Body],
+    body: Any,
+    *,
+    also_required: Sequence[str] = (),
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fields of ``body`` that were given, checked against ``model``; raises
+    :class:`ValidationFailed` naming each problem. ``context`` reaches the model's
+    validators (the tenant's country for phone numbers)."""
+    if not isinstance(body, dict):
+        raise ValidationFailed({"(body)": "expected a JSON object"})
+    errors: dict[str, str] = {}
+    given: dict[str, Any] = {}
+    for key, value in body.items():
+        if _blank(value):
+            continue
+        if _has_nul(value):
+            errors[str(key)] = "contains a NUL character"
+            continue
+        given[key] = value
+    try:
+        checked = model.model_validate(given, context=dict(context or {}))
+    except ValidationError as e:
+        for err in e.errors(include_url=False):
+            name = str(err["loc"][0]) if err["loc"] else "(body)"
+            errors.setdefault(name, _message(err))
+        checked = None
+    for name in also_required:
+        if name not in given:
+            errors.setdefault(name, "required")
+    if errors:
+        raise ValidationFailed(errors)
+    assert checked is not None
+    return checked.model_dump(exclude_unset=True)
+
+
+def _blank(value: Any) -> bool:
+    return (
+        value is None
+        or (isinstance(value, str) and not value.strip())
+        or (isinstance(value, list) and not value)
+    )
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+_EXPECTED = {
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "bool_type": "expected a boolean",
+    "list_type": "expected an array",
+    "dict_type": "expected an object",
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+}
+
+
+def _message(err: Any) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _EXPECTED:
+        text = _EXPECTED[kind]
+    elif kind == "string_too_short":
+        text = f"at least {ctx['min_length']} characters"
+    elif kind == "string_too_long":
+        text = f"at most {ctx['max_length']} characters"
+    elif kind == "too_short":
+        text = f"at least {ctx['min_length']} items"
+    elif kind == "too_long":
+        text = f"at most {ctx['max_length']} items"
+    elif kind == "greater_than_equal":
+        text = f"at least {ctx['ge']:g}"
+    elif kind == "less_than_equal":
+        text = f"at most {ctx['le']:g}"
+    elif kind == "literal_error":
+        text = "one of " + str(ctx["expected"]).replace("'", "").replace(" or ", ", ")
+    elif kind == "string_pattern_mismatch":
+        pattern = str(ctx["pattern"])
+        if pattern.startswith("^(?:") and pattern.endswith(")$"):
+            pattern = pattern[4:-2]
+        text = f"does not match {pattern}"
+    elif kind in ("value_error", "assertion_error") and "error" in ctx:
+        text = str(ctx["error"])
+    else:
+        text = str(err["msg"])
+    items = [p for p in err["loc"][1:] if isinstance(p, int)]
+    return f"item {items[0]}: {text}" if items else text
+
+
+def all_optional(model: type[Body], name: str) -> type[Body]:
+    """The same fields with none required: the body of a change to one row."""
+    fields: dict[str, Any] = {}
+    for key, info in model.model_fields.items():
+        typ: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        fields[key] = (typ | None, info.__class__(default=None, description=info.description))
+    return create_model(name, __base__=Body, **fields)
+
+
+class _Schema(GenerateJsonSchema):
+    """JSON Schema as the API reads: an optional field shows its own type (``null`` is
+    taken as "not given" by :func:`parse`), without pydantic's generated titles."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        out = super().default_schema(schema)
+        if out.get("default", 0) is None:
+            del out["default"]
         return out
 
 
-def _check(f: Field, v: Any) -> str | None:
-    kinds: dict[str, Callable[[Any], bool]] = {
-        "string": lambda x: isinstance(x, str),
-        "date": lambda x: isinstance(x, str),
-        "integer": lambda x: isinstance(x, int) and not isinstance(x, bool),
-        "number": lambda x: isinstance(x, int | float) and not isinstance(x, bool),
-        "boolean": lambda x: isinstance(x, bool),
-        "array": lambda x: isinstance(x, list),
-        "object": lambda x: isinstance(x, dict),
-    }
-    if not kinds[f.kind](v):
-        return f"expected {'a date (YYYY-MM-DD)' if f.kind == 'date' else 'a ' + f.kind}"
-    if f.kind in ("string", "date") and "\x00" in v:
-        return "contains a NUL character"
-    if f.kind == "date":
-        try:
-            dt.date.fromisoformat(v)
-        except ValueError:
-            return "expected a date (YYYY-MM-DD)"
-    if f.min_len is not None and len(v) < f.min_len:
-        return f"at least {f.min_len} {'items' if f.kind == 'array' else 'characters'}"
-    if f.max_len is not None and len(v) > f.max_len:
-        return f"at most {f.max_len} {'items' if f.kind == 'array' else 'characters'}"
-    if f.pattern and not re.fullmatch(f.pattern, v):
-        return f"does not match {f.pattern}"
-    if f.choices and v not in f.choices:
-        return "one of " + ", ".join(f.choices)
-    if f.minimum is not None and v < f.minimum:
-        return f"at least {f.minimum:g}"
-    if f.maximum is not None and v > f.maximum:
-        return f"at most {f.maximum:g}"
-    if f.items is not None:
-        for i, item in enumerate(v):
-            p = _check(f.items, item)
-            if p:
-                return f"item {i}: {p}"
-    if f.check is not None:
-        return f.check(v)
-    return None
+REF_TEMPLATE = "#/components/schemas/{model}"
 
 
-def _convert(f: Field, v: Any) -> Any:
-    return dt.date.fromisoformat(v) if f.kind == "date" else v
+def model_schema(model: type[Body]) -> dict[str, Any]:
+    """The JSON Schema of a body model (no model title; nested models under ``$defs``)."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE, schema_generator=_Schema)
+    schema.pop("title", None)
+    return schema
+
+
+def type_schema(typ: Any) -> dict[str, Any]:
+    """The JSON Schema of a plain (annotated) type: a query parameter's."""
+    return TypeAdapter(typ).json_schema(ref_template=REF_TEMPLATE, schema_generator=_Schema)

@@ -25,15 +25,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
 from ccorch.api.http import Actor, actor_of, command_reply, json_body
 from ccorch.api.http import error as _error
 from ccorch.api.routes import Route
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, OneOf, ValidationFailed, parse
 from ccorch.calls import cdr, commands
 from ccorch.calls.commands import Refused
 
@@ -82,7 +83,7 @@ def describe(call: Any) -> dict[str, Any]:
 
 
 def _find(ctl: Any, call_id: int) -> Any:
-    return next((c for c in list(ctl.calls.values()) if c.id == call_id), None)
+    return ctl.find(call_id)
 
 
 def _check(call: Any, actor: Actor) -> None:
@@ -94,30 +95,33 @@ def _check(call: Any, actor: Actor) -> None:
 
 # --- the commands (shared by REST and the WebSocket) -----------------------------------
 
-MUTE = Shape("Mute", {"on": Field("boolean", required=True)})
-DTMF = Shape("Dtmf", {"digits": Field("string", required=True, min_len=1, max_len=32)})
-TRANSFER = Shape(
-    "Transfer",
-    {
-        "kind": Field("string", required=True, choices=commands.TRANSFER_KINDS),
-        "to": Field("string", required=True, min_len=1, max_len=100),
-    },
-)
-CONSULT = Shape(
-    "Consult",
-    {
-        "kind": Field("string", required=True, choices=("extension", "number")),
-        "to": Field("string", required=True, min_len=1, max_len=100),
-    },
-)
-RECORDING = Shape("RecordingPause", {"paused": Field("boolean", required=True)})
-DISPOSITION = Shape(
-    "Disposition",
-    {
-        "code": Field("string", required=True, min_len=1, max_len=40),
-        "note": Field("string", max_len=4000),
-    },
-)
+
+class Mute(Body):
+    on: bool
+
+
+class Dtmf(Body):
+    digits: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class Transfer(Body):
+    kind: Annotated[str, OneOf(commands.TRANSFER_KINDS)]
+    to: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class Consult(Body):
+    kind: Literal["extension", "number"]
+    to: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class RecordingPause(Body):
+    paused: bool
+
+
+class Disposition(Body):
+    code: Annotated[str, Field(min_length=1, max_length=40)]
+    note: Annotated[str, Field(max_length=4000)] | None = None
+
 
 Act = Callable[[Any, dict[str, Any], Actor], None]
 
@@ -136,7 +140,7 @@ class Command:
     name: str  # the path after /api/calls/{id}/ and the WebSocket's "command"
     summary: str
     act: Callable[[Any], Act]  # the app -> what to do to the call
-    body: Shape | None = None
+    body: type[Body] | None = None
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -157,26 +161,26 @@ COMMANDS: tuple[Command, ...] = (
         "mute",
         "Mute (or unmute) the operator's voice towards the customer",
         lambda app: lambda c, b, a: commands.mute(c, b["on"], a.login),
-        MUTE,
+        Mute,
     ),
     Command(
         "dtmf",
         "Send DTMF tones towards the customer",
         lambda app: lambda c, b, a: commands.send_dtmf(c, b["digits"], a.login),
-        DTMF,
+        Dtmf,
     ),
     Command(
         "transfer",
         "Blind transfer to an extension, a queue (keeping priority and wait), an IVR flow "
         "or an outside number; the operator is freed at once",
         lambda app: lambda c, b, a: commands.transfer(c, b["kind"], b["to"], a.login),
-        TRANSFER,
+        Transfer,
     ),
     Command(
         "consult",
         "Hold the customer and call a colleague or an outside number",
         lambda app: lambda c, b, a: commands.consult(c, b["kind"], b["to"], a.login),
-        CONSULT,
+        Consult,
     ),
     Command(
         "consult/complete",
@@ -197,13 +201,13 @@ COMMANDS: tuple[Command, ...] = (
         "recording",
         "Pause or resume the recording (the gap is kept in the recording's index)",
         lambda app: lambda c, b, a: commands.pause_recording(c, b["paused"], a.login),
-        RECORDING,
+        RecordingPause,
     ),
     Command(
         "disposition",
         "The wrap-up code (calls.dispositions) and a note: on the CDR and the interaction",
         _disposition,
-        DISPOSITION,
+        Disposition,
     ),
 )
 BY_NAME = {c.name: c for c in COMMANDS}
@@ -215,7 +219,7 @@ async def run(app: Any, actor: Actor, name: str, call_id: int, body: Any) -> dic
     command = BY_NAME.get(name)
     if command is None:
         raise Refused(404, "not_found", f"no command {name!r}")
-    fields = command.body.validate(body if body is not None else {}) if command.body else {}
+    fields = parse(command.body, body if body is not None else {}) if command.body else {}
     ctl = app.ctx.calls
     call = _find(ctl, call_id)
     if name == "disposition" and (call is None or call.state == "ended"):
@@ -276,20 +280,19 @@ def _rest(name: str) -> Callable[..., Coroutine[Any, Any, HTTPResponse]]:
     return handler
 
 
-ORIGINATE = Shape(
-    "Originate",
-    {
-        "number": Field("string", required=True, min_len=3, max_len=21),
-        "extension": Field(
-            "string", max_len=20, description="the operator to connect (a supervisor's choice)"
-        ),
-    },
-)
+class Originate(Body):
+    number: Annotated[str, Field(min_length=3, max_length=21)]
+    extension: (
+        Annotated[
+            str, Field(max_length=20, description="the operator to connect (a supervisor's choice)")
+        ]
+        | None
+    ) = None
 
 
 async def originate(request: Request) -> HTTPResponse:
     """Click-to-dial: ring the operator's phone, then call the number (outgoing)."""
-    body = ORIGINATE.validate(json_body(request))
+    body = parse(Originate, json_body(request))
     actor = await actor_of(request)
     number = body["number"].replace(" ", "")
     if not number.lstrip("+").isdigit():
@@ -339,7 +342,7 @@ ROUTES: tuple[Route, ...] = (
         "Click-to-dial: ring the operator's phone, then call the number through the trunk",
         OPERATORS,
         originate,
-        body=ORIGINATE,
+        body=Originate,
         responses={403: "another operator's extension", 409: "phone or trunk unavailable"},
     ),
     Route(

@@ -127,6 +127,10 @@ class CallController:
         self.service.spawn(originate.start(call, extension, number, trunk))
         return call
 
+    def find(self, call_id: int) -> Call | None:
+        """The call in progress with this id (the API's number for it)."""
+        return next((c for c in list(self.calls.values()) if c.id == call_id), None)
+
     def remember_ended(self, call: Call) -> None:
         agents = (*call.previous_agents, *([call.agent] if call.agent else []))
         self.ended[call.id] = EndedCall(call.sip_call_id, call.arrived_at, agents)

@@ -11,9 +11,10 @@ import datetime as dt
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from psycopg import AsyncConnection
+from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, file, json
 
@@ -22,31 +23,24 @@ from ccorch.api.http import error as _error
 from ccorch.api.http import json_body as _body
 from ccorch.api.http import pool as _pool
 from ccorch.api.routes import ANONYMOUS_MAX_BODY, Param, Route
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, Day, Id, OneOf, ValidationFailed, anchored, parse
 from ccorch.crm import cases, kb, recordings, reference, store, surveys
 
-LOGIN = Shape(
-    "Login",
-    {
-        "login": Field("string", required=True, min_len=1, max_len=64),
-        "password": Field("string", required=True, max_len=200),
-    },
-)
-PIN = Shape(
-    "PinCheck",
-    {"pin": Field("string", required=True, pattern=r"[0-9]{4,8}", description="4–8 digits")},
-)
-NEW_USER = Shape(
-    "NewUser",
-    {
-        "login": Field("string", required=True, pattern=r"[a-z0-9._-]{2,64}"),
-        "full_name": Field("string", required=True, min_len=1, max_len=200),
-        "password": Field("string", required=True, min_len=10, max_len=200),
-        "roles": Field(
-            "array", required=True, min_len=1, items=Field("string", choices=store.ROLES)
-        ),
-    },
-)
+
+class Login(Body):
+    login: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(max_length=200)]
+
+
+class PinCheck(Body):
+    pin: Annotated[str, Field(pattern=anchored("[0-9]{4,8}"), description="4–8 digits")]
+
+
+class NewUser(Body):
+    login: Annotated[str, Field(pattern=anchored("[a-z0-9._-]{2,64}"))]
+    full_name: Annotated[str, Field(min_length=1, max_length=200)]
+    password: Annotated[str, Field(min_length=10, max_length=200)]
+    roles: Annotated[list[Annotated[str, OneOf(store.ROLES)]], Field(min_length=1)]
 
 
 def _now(request: Request) -> dt.datetime:
@@ -71,7 +65,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 
 async def login(request: Request) -> HTTPResponse:
-    data = LOGIN.validate(_body(request))
+    data = parse(Login, _body(request))
     throttle: sessions.LoginThrottle = request.app.ctx.login_throttle
     address, now = request.client_ip or "?", time.monotonic()
     wait = throttle.retry_after(data["login"], address, now)
@@ -117,7 +111,40 @@ async def logout(request: Request) -> HTTPResponse:
 
 async def me(request: Request) -> HTTPResponse:
     u: store.User = request.ctx.user
-    return json({"id": u.id, "login": u.login, "full_name": u.full_name, "roles": sorted(u.roles)})
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute("SELECT extension, language FROM users WHERE id = %s", (u.id,))
+        row = await cur.fetchone()
+    extension, language = row if row is not None else (None, None)
+    return json(
+        {
+            "id": u.id,
+            "login": u.login,
+            "full_name": u.full_name,
+            "roles": sorted(u.roles),
+            "extension": extension,
+            "language": language,
+        }
+    )
+
+
+class MySettings(Body):
+    language: Literal["ru", "en", "zh"] | None = Field(
+        None, description="the desktop's language; null or blank: the browser's"
+    )
+
+
+async def change_me(request: Request) -> HTTPResponse:
+    """The user's own settings (today: the desktop's language)."""
+    body = _body(request)
+    data = parse(MySettings, body)
+    if not isinstance(body, dict) or "language" not in body:
+        raise ValidationFailed({"language": "required (null for the browser's)"})
+    async with _pool(request).connection() as conn:
+        await conn.execute(
+            "UPDATE users SET language = %s WHERE id = %s",
+            (data.get("language"), request.ctx.user.id),
+        )
+    return await me(request)
 
 
 async def identify(request: Request) -> HTTPResponse:
@@ -154,10 +181,6 @@ async def search(request: Request) -> HTTPResponse:
     return json({"matches": [m.as_dict() for m in visible]})
 
 
-def _customer_shape(request: Request) -> Shape:
-    return store.customer_shape(request.app.ctx.config.crm.default_country)
-
-
 async def create_customer(request: Request) -> HTTPResponse:
     crm = request.app.ctx.config.crm
     service = request.args.get("service", "default")
@@ -186,10 +209,6 @@ async def get_customer(request: Request, customer_id: int) -> HTTPResponse:
     if card is None:
         return _error(404, "not_found", f"no customer {customer_id}")
     return json(card)
-
-
-def _customer_update_shape(request: Request) -> Shape:
-    return store.customer_update_shape(request.app.ctx.config.crm.default_country)
 
 
 async def update_customer(request: Request, customer_id: int) -> HTTPResponse:
@@ -229,7 +248,7 @@ async def _authorization_answer(
 
 
 async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
-    pin = PIN.validate(_body(request))["pin"]
+    pin = parse(PinCheck, _body(request))["pin"]
     now = _now(request)
     return await _authorization_answer(
         request,
@@ -239,10 +258,16 @@ async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
     )
 
 
-ANSWERS = Shape(
-    "SecurityAnswers",
-    {k: Field("string", max_len=200, description=text) for k, text in store.QUESTIONS.items()},
-)
+class SecurityAnswers(Body):
+    """The caller's answers to the account's security questions (store.QUESTIONS)."""
+
+    last_payment_amount: (
+        Annotated[str, Field(max_length=200, description=store.QUESTIONS["last_payment_amount"])]
+        | None
+    ) = None
+    address_street: (
+        Annotated[str, Field(max_length=200, description=store.QUESTIONS["address_street"])] | None
+    ) = None
 
 
 async def account_questions(request: Request, contract_no: str) -> HTTPResponse:
@@ -254,7 +279,7 @@ async def account_questions(request: Request, contract_no: str) -> HTTPResponse:
 
 
 async def check_answers(request: Request, contract_no: str) -> HTTPResponse:
-    data = ANSWERS.validate(_body(request))
+    data = parse(SecurityAnswers, _body(request))
     now = _now(request)
     return await _authorization_answer(
         request,
@@ -265,7 +290,7 @@ async def check_answers(request: Request, contract_no: str) -> HTTPResponse:
 
 
 async def create_user(request: Request) -> HTTPResponse:
-    data = NEW_USER.validate(_body(request))
+    data = parse(NewUser, _body(request))
     async with _pool(request).connection() as conn:
         uid = await store.create_user(
             conn,
@@ -320,6 +345,13 @@ async def get_case(request: Request, case_id: int) -> HTTPResponse:
         return json(await cases.get_case(conn, case_id, request.ctx.user))
 
 
+async def customer_cases(request: Request, customer_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id):
+            return _error(404, "not_found", f"no customer {customer_id}")
+        return json({"items": await cases.of_customer(conn, customer_id, request.ctx.user)})
+
+
 async def case_transition(request: Request, case_id: int) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         return json(
@@ -332,15 +364,11 @@ async def assign_case(request: Request, case_id: int) -> HTTPResponse:
         return json(await cases.assign(conn, case_id, _body(request), request.ctx.user))
 
 
-REMINDER = Shape(
-    "Reminder",
-    {
-        "kind": Field("string", required=True, choices=("birthday", "renewal", "custom")),
-        "due_on": Field("date", required=True),
-        "yearly": Field("boolean", description="again every year (birthdays, renewals)"),
-        "text": Field("string", required=True, min_len=1, max_len=500),
-    },
-)
+class NewReminder(Body):
+    kind: Literal["birthday", "renewal", "custom"]
+    due_on: Day
+    yearly: bool | None = Field(None, description="again every year (birthdays, renewals)")
+    text: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 async def list_reminders(request: Request, customer_id: int) -> HTTPResponse:
@@ -360,7 +388,7 @@ async def list_reminders(request: Request, customer_id: int) -> HTTPResponse:
 
 
 async def add_reminder(request: Request, customer_id: int) -> HTTPResponse:
-    data = REMINDER.validate(_body(request))
+    data = parse(NewReminder, _body(request))
     async with _pool(request).connection() as conn:
         if not await store.can_see_customer(conn, request.ctx.user, customer_id, edit=True):
             return _error(404, "not_found", f"no customer {customer_id} you may edit")
@@ -531,12 +559,20 @@ ROUTES: tuple[Route, ...] = (
         "Log in; returns a session token",
         None,
         login,
-        body=LOGIN,
+        body=Login,
         responses={200: "token", 401: "wrong login or password", 429: "too many failures"},
         max_body=ANONYMOUS_MAX_BODY,
     ),
     Route("POST", "/api/auth/logout", "End this session", CRM_ROLES, logout),
-    Route("GET", "/api/auth/me", "Who this session is", CRM_ROLES, me),
+    Route("GET", "/api/auth/me", "Who this session is (extension, language)", CRM_ROLES, me),
+    Route(
+        "PATCH",
+        "/api/auth/me",
+        "Change one's own settings: the desktop's language",
+        CRM_ROLES,
+        change_me,
+        body=MySettings,
+    ),
     Route(
         "GET",
         "/api/customers/identify",
@@ -544,8 +580,8 @@ ROUTES: tuple[Route, ...] = (
         CRM_ROLES,
         identify,
         params=(
-            Param("ani", "query", Field("string", max_len=40)),
-            Param("contract", "query", Field("string", max_len=32)),
+            Param("ani", "query", Annotated[str, Field(max_length=40)]),
+            Param("contract", "query", Annotated[str, Field(max_length=32)]),
         ),
     ),
     Route(
@@ -555,8 +591,8 @@ ROUTES: tuple[Route, ...] = (
         CRM_ROLES,
         search,
         params=(
-            Param("q", "query", Field("string", min_len=1, max_len=200), True),
-            Param("limit", "query", Field("integer", minimum=1, maximum=100)),
+            Param("q", "query", Annotated[str, Field(min_length=1, max_length=200)], True),
+            Param("limit", "query", Annotated[int, Field(ge=1, le=100)]),
         ),
     ),
     Route(
@@ -565,8 +601,8 @@ ROUTES: tuple[Route, ...] = (
         "Register a customer (the service's required fields apply)",
         ("operator", "supervisor", "admin"),
         create_customer,
-        params=(Param("service", "query", Field("string", max_len=40)),),
-        body=store.customer_shape,
+        params=(Param("service", "query", Annotated[str, Field(max_length=40)]),),
+        body=store.NewCustomer,
         responses={201: "created", 422: "invalid fields"},
     ),
     Route("GET", "/api/customers/<customer_id:int>", "The customer card", CRM_ROLES, get_customer),
@@ -576,7 +612,7 @@ ROUTES: tuple[Route, ...] = (
         "Change a customer's fields (phones and addresses replace the lists)",
         ("operator", "supervisor", "admin"),
         update_customer,
-        body=store.customer_update_shape,
+        body=store.CustomerUpdate,
     ),
     Route(
         "POST",
@@ -584,7 +620,7 @@ ROUTES: tuple[Route, ...] = (
         "Check a contract's PIN (3 wrong in a row lock it)",
         ("operator", "supervisor", "admin"),
         check_pin,
-        body=PIN,
+        body=PinCheck,
     ),
     Route(
         "GET",
@@ -599,7 +635,7 @@ ROUTES: tuple[Route, ...] = (
         "Authorize by answering the questions (wrong answers count like wrong PINs)",
         ("operator", "supervisor", "admin"),
         check_answers,
-        body=ANSWERS,
+        body=SecurityAnswers,
     ),
     Route(
         "POST",
@@ -607,7 +643,7 @@ ROUTES: tuple[Route, ...] = (
         "Create a user with roles",
         ("admin",),
         create_user,
-        body=NEW_USER,
+        body=NewUser,
         responses={201: "created"},
     ),
     Route(
@@ -616,7 +652,7 @@ ROUTES: tuple[Route, ...] = (
         "Open a case (its SLA deadline is set in business hours)",
         CRM_ROLES,
         create_case,
-        body=cases.NEW_CASE,
+        body=cases.NewCase,
         responses={201: "created"},
     ),
     Route(
@@ -629,9 +665,17 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/api/cases/<case_id:int>",
-        "A case with its transitions and tasks",
+        "A case with its transitions, tasks and the states this user may move it to (next)",
         CRM_ROLES,
         get_case,
+    ),
+    Route(
+        "GET",
+        "/api/customers/<customer_id:int>/cases",
+        "The customer's cases this user may read (open first), each with its next states",
+        CRM_ROLES,
+        customer_cases,
+        responses={404: "no such customer"},
     ),
     Route(
         "POST",
@@ -639,7 +683,7 @@ ROUTES: tuple[Route, ...] = (
         "Move a case along its workflow (approvals: supervisors only)",
         CRM_ROLES,
         case_transition,
-        body=cases.TRANSITION,
+        body=cases.CaseTransition,
     ),
     Route(
         "POST",
@@ -647,7 +691,7 @@ ROUTES: tuple[Route, ...] = (
         "Log a contact in any channel",
         CRM_ROLES,
         add_interaction,
-        body=cases.NEW_INTERACTION,
+        body=cases.NewInteraction,
         responses={201: "created"},
     ),
     Route(
@@ -657,9 +701,9 @@ ROUTES: tuple[Route, ...] = (
         CRM_ROLES,
         kb_search,
         params=(
-            Param("q", "query", Field("string", min_len=1, max_len=200), True),
-            Param("lang", "query", Field("string", choices=kb.LANGUAGES)),
-            Param("limit", "query", Field("integer", minimum=1, maximum=50)),
+            Param("q", "query", Annotated[str, Field(min_length=1, max_length=200)], True),
+            Param("lang", "query", Annotated[str, OneOf(kb.LANGUAGES)]),
+            Param("limit", "query", Annotated[int, Field(ge=1, le=50)]),
         ),
     ),
     Route(
@@ -668,7 +712,7 @@ ROUTES: tuple[Route, ...] = (
         "Write an article",
         ("supervisor", "admin"),
         kb_create,
-        body=kb.ARTICLE,
+        body=kb.Article,
         responses={201: "created"},
     ),
     Route(
@@ -684,7 +728,7 @@ ROUTES: tuple[Route, ...] = (
         "Save a new version of an article",
         ("supervisor", "admin"),
         kb_update,
-        body=kb.ARTICLE,
+        body=kb.Article,
     ),
     Route(
         "POST",
@@ -692,7 +736,7 @@ ROUTES: tuple[Route, ...] = (
         "Create a survey or script (a question graph, checked: no dangling next, no cycle)",
         ("supervisor", "admin"),
         survey_create,
-        body=surveys.NEW_SURVEY,
+        body=surveys.NewSurvey,
         responses={201: "created"},
     ),
     Route(
@@ -701,7 +745,7 @@ ROUTES: tuple[Route, ...] = (
         "Start answering a survey (for an interaction and customer)",
         CRM_ROLES,
         survey_start,
-        body=surveys.START,
+        body=surveys.StartResponse,
         responses={201: "created"},
     ),
     Route(
@@ -710,7 +754,7 @@ ROUTES: tuple[Route, ...] = (
         "Answer the current question; returns the next one",
         CRM_ROLES,
         survey_answer,
-        body=surveys.ANSWER,
+        body=surveys.Answer,
     ),
     Route(
         "GET",
@@ -726,8 +770,8 @@ ROUTES: tuple[Route, ...] = (
         CRM_ROLES,
         customer_history,
         params=(
-            Param("limit", "query", Field("integer", minimum=1, maximum=100)),
-            Param("before", "query", Field("string", max_len=80)),
+            Param("limit", "query", Annotated[int, Field(ge=1, le=100)]),
+            Param("before", "query", Annotated[str, Field(max_length=80)]),
         ),
     ),
     Route(
@@ -736,7 +780,7 @@ ROUTES: tuple[Route, ...] = (
         "Give a case to another department or user",
         ("supervisor", "admin"),
         assign_case,
-        body=cases.ASSIGNMENT,
+        body=cases.CaseAssignment,
         responses={404: "no such case"},
     ),
     Route(
@@ -752,7 +796,7 @@ ROUTES: tuple[Route, ...] = (
         "Add a reminder shown when the customer calls",
         ("operator", "supervisor", "admin"),
         add_reminder,
-        body=REMINDER,
+        body=NewReminder,
         responses={201: "created"},
     ),
     Route(
@@ -786,9 +830,9 @@ ROUTES: tuple[Route, ...] = (
         ("admin", "supervisor"),
         audit_log,
         params=(
-            Param("entity", "query", Field("string", max_len=40)),
-            Param("limit", "query", Field("integer", minimum=1, maximum=500)),
-            Param("before_id", "query", Field("integer", minimum=1)),
+            Param("entity", "query", Annotated[str, Field(max_length=40)]),
+            Param("limit", "query", Annotated[int, Field(ge=1, le=500)]),
+            Param("before_id", "query", Id),
         ),
     ),
 )
@@ -803,7 +847,7 @@ def _reference_routes() -> tuple[Route, ...]:
             "Which roles see and edit the group's customers (replaces the list)",
             ("admin",),
             reference.set_group_access,
-            body=reference.ACCESS,
+            body=reference.GroupAccess,
         )
     ]
     for t in reference.TABLES:
@@ -826,7 +870,7 @@ def _reference_routes() -> tuple[Route, ...]:
                 f"Change {t.summary}",
                 ("admin",),
                 h["change"],
-                body=reference.loose(t),
+                body=t.change,
                 responses={404: "no such row", 409: "conflicts with another row"},
             ),
             Route(

@@ -24,7 +24,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from ccorch.crm import store, surveys
+from ccorch.crm import kb, store, surveys
 from ccorch.crm.secrets import hash_secret
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,48 @@ DEMO_CUSTOMERS: list[dict[str, Any]] = [
 ]
 
 
+# Seed 004's bottled-water company: what its operators sell on the phone.
+DEMO_PRODUCTS = [
+    ("W19", "Spring water 19 L", "bottle", "120.00", 500),
+    ("W6x15", "Still water 1.5 L, pack of 6", "pack", "95.00", 300),
+    ("M6x15", "Mineral water 1.5 L, pack of 6", "pack", "110.00", 200),
+    ("COOLER", "Water cooler rental, a month", "month", "250.00", 40),
+    ("CUPS", "Paper cups, 100", "pack", "45.00", 1000),
+]
+
+# The knowledge base the demo's operators search while they talk (seeds 003, 004).
+DEMO_ARTICLES = [
+    {
+        "language": "en",
+        "title": "No internet: first checks",
+        "body": "1. Ask the customer to restart the router (unplug for 30 seconds).\n"
+        "2. Check the balance: a negative balance suspends the service.\n"
+        "3. If the link light is off, create a dispatch case for a technician visit.",
+        "tags": ["internet", "router", "outage"],
+    },
+    {
+        "language": "en",
+        "title": "Tariffs and how to change them",
+        "body": "Home 100 (100 Mbit/s) and Home 1000 (1 Gbit/s). A change of tariff applies"
+        " from the first day of the next month; no fee.",
+        "tags": ["tariff", "billing"],
+    },
+    {
+        "language": "ru",
+        "title": "Нет интернета: первые шаги",
+        "body": "1. Попросите клиента перезагрузить роутер (выключить на 30 секунд).\n"
+        "2. Проверьте баланс: при отрицательном балансе услуга приостанавливается.\n"
+        "3. Если индикатор линии не горит, создайте обращение на выезд техника.",
+        "tags": ["интернет", "роутер"],
+    },
+    {
+        "language": "zh",
+        "title": "桶装水配送时间",
+        "body": "每天四个配送时段：09-12、12-15、15-18、18-21。当天 12 点前下单可次日送达。",
+        "tags": ["配送", "订水"],
+    },
+]
+
 DEMO_OPERATORS = [
     ("7001", "Taras Melnyk"),
     ("7002", "Iryna Bondar"),
@@ -122,6 +164,12 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
            WHERE name = 'Olena Kovalenko'"""
     )
     await surveys.create_survey(conn, surveys.DEMO_SURVEY, None, dt.datetime.now(dt.UTC))
+    for sku, name, unit, price, stock in DEMO_PRODUCTS:
+        await conn.execute(
+            "INSERT INTO products (sku, name, unit, price, currency, stock)"
+            " VALUES (%s, %s, %s, %s, 'UAH', %s) ON CONFLICT (sku) DO NOTHING",
+            (sku, name, unit, price, stock),
+        )
     cur = await conn.execute("SELECT 1 FROM users WHERE login = 'admin'")
     if await cur.fetchone() is None:
         password = admin_password
@@ -129,9 +177,12 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
             password = secrets.token_urlsafe(12)
             path = await asyncio.to_thread(_write_secret_file, var_dir / "admin-password", password)
             log.warning("demo admin created; its password is in a file", extra={"file": str(path)})
-        await store.create_user(
+        admin_id = await store.create_user(
             conn, "admin", "Administrator", password, ["admin", "supervisor"], None
         )
+        admin = store.User(admin_id, "admin", "Administrator", frozenset({"admin", "supervisor"}))
+        for article in DEMO_ARTICLES:
+            await kb.save_article(conn, article, admin, dt.datetime.now(dt.UTC))
     await conn.commit()
     log.info("demo tenant loaded", extra={"customers": len(DEMO_CUSTOMERS)})
     return True

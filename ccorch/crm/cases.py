@@ -16,12 +16,13 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
+from pydantic import Field
 
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, Id, OneOf, ValidationFailed, parse
 from ccorch.crm import recordings
 from ccorch.crm.store import User, audit, can_see_customer
 from ccorch.errors import RequestRefused
@@ -89,35 +90,28 @@ class BusinessHours:
         raise CaseError(422, "no working time found within ten years")
 
 
-NEW_CASE = Shape(
-    "NewCase",
-    {
-        "customer_id": Field("integer", minimum=1),
-        "topic_id": Field("integer", minimum=1),
-        "kind": Field("string", required=True, choices=tuple(WORKFLOWS)),
-        "subject": Field("string", required=True, min_len=1, max_len=300),
-        "description": Field("string", max_len=10000),
-        "confidential": Field(
-            "boolean", description="a complaint: only the complaints role may read it"
-        ),
-        "callback_required": Field("boolean"),
-        "department_id": Field("integer", minimum=1),
-        "assignee_id": Field("integer", minimum=1),
-        "interaction_id": Field(
-            "integer",
-            minimum=1,
-            description="the contact the case is about (e.g. a recorded call): it joins the"
-            " case, and a confidential case makes the call's recording confidential",
-        ),
-    },
-)
-TRANSITION = Shape(
-    "CaseTransition",
-    {
-        "to": Field("string", required=True, min_len=1, max_len=40),
-        "comment": Field("string", max_len=5000),
-    },
-)
+class NewCase(Body):
+    customer_id: Id | None = None
+    topic_id: Id | None = None
+    kind: Annotated[str, OneOf(WORKFLOWS)]
+    subject: Annotated[str, Field(min_length=1, max_length=300)]
+    description: Annotated[str, Field(max_length=10000)] | None = None
+    confidential: bool | None = Field(
+        None, description="a complaint: only the complaints role may read it"
+    )
+    callback_required: bool | None = None
+    department_id: Id | None = None
+    assignee_id: Id | None = None
+    interaction_id: Id | None = Field(
+        None,
+        description="the contact the case is about (e.g. a recorded call): it joins the"
+        " case, and a confidential case makes the call's recording confidential",
+    )
+
+
+class CaseTransition(Body):
+    to: Annotated[str, Field(min_length=1, max_length=40)]
+    comment: Annotated[str, Field(max_length=5000)] | None = None
 
 
 async def sla_hours(conn: AsyncConnection[Any], kind: str, topic_id: int | None) -> float | None:
@@ -138,7 +132,7 @@ async def holidays(conn: AsyncConnection[Any], start: dt.date) -> list[dt.date]:
 async def create_case(
     conn: AsyncConnection[Any], body: Any, user: User, now: dt.datetime, hours: BusinessHours
 ) -> dict[str, Any]:
-    data = NEW_CASE.validate(body)
+    data = parse(NewCase, body)
     for key, table in (
         ("customer_id", "customers"),
         ("topic_id", "topics"),
@@ -295,10 +289,46 @@ def _may_read(user: User, confidential: bool) -> bool:
     return not confidential or bool(user.roles & {"complaints", "admin"})
 
 
+def next_states(user: User, kind: str, status: str) -> list[str]:
+    """The states this user may move a case to from ``status`` (approvals: supervisors)."""
+    boss = bool(user.roles & {"supervisor", "admin"})
+    return [
+        to
+        for to in WORKFLOWS.get(kind, {}).get(status, ())
+        if boss or (status, to) not in APPROVALS
+    ]
+
+
+async def of_customer(
+    conn: AsyncConnection[Any], customer_id: int, user: User, limit: int = 50
+) -> list[dict[str, Any]]:
+    """The customer's cases the user may read, open ones first, then newest first."""
+    cur = await conn.execute(
+        """SELECT id, kind, status, subject, topic_id, confidential, created_at, due_at,
+                  resolved_at
+           FROM cases WHERE customer_id = %s
+           ORDER BY resolved_at IS NOT NULL, created_at DESC, id DESC LIMIT %s""",
+        (customer_id, limit),
+    )
+    keys = ("id", "kind", "status", "subject", "topic_id", "confidential", "created_at",
+            "due_at", "resolved_at")  # fmt: skip
+    out = []
+    for row in await cur.fetchall():
+        if not _may_read(user, row[5]):
+            continue
+        case = {
+            k: (v.isoformat() if isinstance(v, dt.datetime) else v)
+            for k, v in zip(keys, row, strict=True)
+        }
+        case["next"] = next_states(user, case["kind"], case["status"])
+        out.append(case)
+    return out
+
+
 async def transition(
     conn: AsyncConnection[Any], case_id: int, body: Any, user: User, now: dt.datetime
 ) -> dict[str, Any]:
-    data = TRANSITION.validate(body)
+    data = parse(CaseTransition, body)
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT kind, status, confidential, callback_required, customer_id FROM cases WHERE id = %s FOR UPDATE",
@@ -341,19 +371,15 @@ async def transition(
     return {"id": case_id, "status": to, "callback_task_id": task_id}
 
 
-ASSIGNMENT = Shape(
-    "CaseAssignment",
-    {
-        "department_id": Field("integer", minimum=1, description="the department it goes to"),
-        "assignee_id": Field("integer", minimum=1, description="the user who works it"),
-    },
-)
+class CaseAssignment(Body):
+    department_id: Id | None = Field(None, description="the department it goes to")
+    assignee_id: Id | None = Field(None, description="the user who works it")
 
 
 async def assign(conn: AsyncConnection[Any], case_id: int, body: Any, user: User) -> dict[str, Any]:
     """Give the case to another department or user (supervisors); the audit log keeps who
     had it before."""
-    data = ASSIGNMENT.validate(body)
+    data = parse(CaseAssignment, body)
     if not data:
         raise ValidationFailed({"(body)": "give department_id, assignee_id or both"})
     for key, table in (("department_id", "org_units"), ("assignee_id", "users")):
@@ -410,6 +436,7 @@ async def get_case(conn: AsyncConnection[Any], case_id: int, user: User) -> dict
         k: (v.isoformat() if isinstance(v, dt.datetime) else v)
         for k, v in zip(keys, row, strict=True)
     }
+    case["next"] = next_states(user, case["kind"], case["status"])
     cur = await conn.execute(
         "SELECT at, user_id, from_status, to_status, comment FROM case_transitions WHERE case_id = %s ORDER BY at, id",
         (case_id,),
@@ -478,24 +505,16 @@ async def overdue_report(
     ]
 
 
-NEW_INTERACTION = Shape(
-    "NewInteraction",
-    {
-        "customer_id": Field("integer", required=True, minimum=1),
-        "channel": Field(
-            "string", required=True, choices=("call", "voicemail", "sms", "email", "chat")
-        ),
-        "direction": Field("string", required=True, choices=("in", "out")),
-        "started_at": Field(
-            "string", required=True, max_len=40, description="ISO 8601 with offset"
-        ),
-        "ended_at": Field("string", max_len=40),
-        "queue": Field("string", max_len=100),
-        "disposition": Field("string", max_len=100),
-        "notes": Field("string", max_len=10000),
-        "case_id": Field("integer", minimum=1),
-    },
-)
+class NewInteraction(Body):
+    customer_id: Id
+    channel: Literal["call", "voicemail", "sms", "email", "chat"]
+    direction: Literal["in", "out"]
+    started_at: Annotated[str, Field(max_length=40, description="ISO 8601 with offset")]
+    ended_at: Annotated[str, Field(max_length=40)] | None = None
+    queue: Annotated[str, Field(max_length=100)] | None = None
+    disposition: Annotated[str, Field(max_length=100)] | None = None
+    notes: Annotated[str, Field(max_length=10000)] | None = None
+    case_id: Id | None = None
 
 
 def _instant(name: str, v: str) -> dt.datetime:
@@ -509,7 +528,7 @@ def _instant(name: str, v: str) -> dt.datetime:
 
 
 async def add_interaction(conn: AsyncConnection[Any], body: Any, user: User) -> int:
-    data = NEW_INTERACTION.validate(body)
+    data = parse(NewInteraction, body)
     started = _instant("started_at", data["started_at"])
     ended = _instant("ended_at", data["ended_at"]) if data.get("ended_at") else None
     if ended is not None and ended < started:

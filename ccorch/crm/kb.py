@@ -7,26 +7,27 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from typing import Any
+from typing import Annotated, Any
 
 from psycopg import AsyncConnection
+from pydantic import Field
 
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, Id, OneOf, ValidationFailed, parse
 from ccorch.crm.store import User, audit
 
 LANGUAGES = ("ru", "en", "uk", "zh")
 STEMMED = {"ru": "russian", "en": "english"}
 
-ARTICLE = Shape(
-    "Article",
-    {
-        "language": Field("string", required=True, choices=LANGUAGES),
-        "title": Field("string", required=True, min_len=1, max_len=300),
-        "body": Field("string", required=True, min_len=1, max_len=200_000),
-        "tags": Field("array", items=Field("string", min_len=1, max_len=50), max_len=30),
-        "category_id": Field("integer", minimum=1),
-    },
-)
+
+class Article(Body):
+    language: Annotated[str, OneOf(LANGUAGES)]
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    body: Annotated[str, Field(min_length=1, max_length=200_000)]
+    tags: (
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=50)]], Field(max_length=30)]
+        | None
+    ) = None
+    category_id: Id | None = None
 
 
 async def save_article(
@@ -37,7 +38,7 @@ async def save_article(
     article_id: int | None = None,
 ) -> dict[str, Any]:
     """Create an article, or store a new version of one (the old stays readable)."""
-    data = ARTICLE.validate(body)
+    data = parse(Article, body)
     if data.get("category_id") is not None:
         cur = await conn.execute(
             "SELECT 1 FROM kb_categories WHERE id = %s", (data["category_id"],)

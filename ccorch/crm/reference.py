@@ -2,7 +2,7 @@
 holidays, knowledge-base categories, customer groups and who may see and edit them.
 
 Each table is one :class:`RefTable` row: the same four routes (list, create, change,
-delete) are built from it, with admin-only changes, the ``Shape`` check of the body, the
+delete) are built from it, with admin-only changes, the body model's check, the
 rows it refers to checked (422 naming the field), uniqueness and "still in use" as 409,
 and every change in the audit log with before and after.
 """
@@ -13,16 +13,17 @@ import datetime as dt
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
+from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
 from ccorch.api.http import error, json_body, pool
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, Day, Id, OneOf, ValidationFailed, all_optional, parse
 from ccorch.crm.store import ROLES, audit
 
 Handler = Callable[..., Coroutine[Any, Any, HTTPResponse]]
@@ -33,56 +34,83 @@ class RefTable:
     resource: str  # the URL's name: /api/<resource>
     table: str
     summary: str  # what one row is, for the OpenAPI document
-    shape: Shape  # a new row; a change takes the same fields, none required
+    shape: type[Body]  # a new row; a change takes the same fields, none required
     key: str = "id"
     key_kind: str = "int"  # "int" or "str" (holidays are keyed by their date)
     refs: dict[str, str] = field(default_factory=dict)  # field -> the table it names
 
+    @property
+    def change(self) -> type[Body]:
+        """A change to a row: the same fields, none required."""
+        return _CHANGES.setdefault(
+            self.shape, all_optional(self.shape, self.shape.__name__ + "Change")
+        )
 
-NAME = Field("string", required=True, min_len=1, max_len=200)
+
+_CHANGES: dict[type[Body], type[Body]] = {}
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class OrgUnit(Body):
+    name: Name
+    parent_id: Id | None = None
+    kind: Literal["company", "division", "department", "team"] | None = None
+
+
+class Topic(Body):
+    name: Name
+    parent_id: Id | None = None
+
+
+class SlaRule(Body):
+    kind: Literal["instant", "escalation", "dispatch"]
+    topic_id: Id | None = None
+    hours: Annotated[float, Field(ge=0.01, le=100_000)]
+
+
+class Holiday(Body):
+    day: Day
+    name: Name
+
+
+class KbCategory(Body):
+    name: Name
+    parent_id: Id | None = None
+
+
+class CustomerGroup(Body):
+    name: Name
+
+
 TABLES: tuple[RefTable, ...] = (
     RefTable(
         "org-units",
         "org_units",
         "an org unit (company, division, department, team)",
-        Shape(
-            "OrgUnit",
-            {
-                "name": NAME,
-                "parent_id": Field("integer", minimum=1),
-                "kind": Field("string", choices=("company", "division", "department", "team")),
-            },
-        ),
+        OrgUnit,
         refs={"parent_id": "org_units"},
     ),
     RefTable(
         "topics",
         "topics",
         "a case topic (subtopics name their parent)",
-        Shape("Topic", {"name": NAME, "parent_id": Field("integer", minimum=1)}),
+        Topic,
         refs={"parent_id": "topics"},
     ),
     RefTable(
         "sla-rules",
         "sla_rules",
         "a deadline in business hours for a case kind, optionally one topic",
-        Shape(
-            "SlaRule",
-            {
-                "kind": Field(
-                    "string", required=True, choices=("instant", "escalation", "dispatch")
-                ),
-                "topic_id": Field("integer", minimum=1),
-                "hours": Field("number", required=True, minimum=0.01, maximum=100_000),
-            },
-        ),
+        SlaRule,
         refs={"topic_id": "topics"},
     ),
     RefTable(
         "holidays",
         "holidays",
         "a day off in the business-hours calendar (SLA deadlines skip it)",
-        Shape("Holiday", {"day": Field("date", required=True), "name": NAME}),
+        Holiday,
         key="day",
         key_kind="str",
     ),
@@ -90,28 +118,20 @@ TABLES: tuple[RefTable, ...] = (
         "kb-categories",
         "kb_categories",
         "a knowledge-base category",
-        Shape("KbCategory", {"name": NAME, "parent_id": Field("integer", minimum=1)}),
+        KbCategory,
         refs={"parent_id": "kb_categories"},
     ),
     RefTable(
         "customer-groups",
         "customer_groups",
         "a customer group (its access list says which roles see and edit its customers)",
-        Shape("CustomerGroup", {"name": NAME}),
+        CustomerGroup,
     ),
 )
 
 READ_ROLES = ROLES
 CHANGE_ROLES = ("admin",)
 MAX_ROWS = 5000
-
-
-def loose(t: RefTable) -> Shape:
-    """A change: the new row's fields, none required."""
-    return Shape(
-        t.shape.name + "Change",
-        {k: Field(**{**f.__dict__, "required": False}) for k, f in t.shape.fields.items()},
-    )
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +212,7 @@ def handlers(t: RefTable) -> dict[str, Handler]:
         return json({"items": items})
 
     async def create(request: Request) -> HTTPResponse:
-        data = t.shape.validate(json_body(request))
+        data = parse(t.shape, json_body(request))
         async with pool(request).connection() as conn:
             await _check_refs(conn, t, data)
             columns = list(data)
@@ -216,7 +236,7 @@ def handlers(t: RefTable) -> dict[str, Handler]:
         return json(row, status=201)
 
     async def change(request: Request, key: Any) -> HTTPResponse:
-        data = loose(t).validate(json_body(request))
+        data = parse(t.change, json_body(request))
         if not data:
             raise ValidationFailed({"(body)": "no field to change"})
         async with pool(request).connection() as conn:
@@ -263,33 +283,25 @@ def handlers(t: RefTable) -> dict[str, Handler]:
     return {"list": list_rows, "create": create, "change": change, "delete": delete}
 
 
-ACCESS = Shape(
-    "GroupAccess",
-    {
-        "access": Field(
-            "array",
-            required=True,
-            max_len=len(ROLES),
-            items=Field("object"),
+class RoleAccess(Body):
+    role: Annotated[str, OneOf(ROLES)]
+    can_edit: bool = False
+
+
+class GroupAccess(Body):
+    access: Annotated[
+        list[RoleAccess],
+        Field(
+            max_length=len(ROLES),
             description='[{"role": "operator", "can_edit": false}, ...]: replaces the list',
-        )
-    },
-)
+        ),
+    ]
 
 
 async def set_group_access(request: Request, group_id: int) -> HTTPResponse:
     """Which roles see (and which edit) the group's customers; the list is replaced."""
-    data = ACCESS.validate(json_body(request))
-    entries: dict[str, bool] = {}
-    for i, e in enumerate(data["access"]):
-        role, edit = (
-            (e.get("role"), e.get("can_edit", False)) if isinstance(e, dict) else (None, None)
-        )
-        if role not in ROLES or not isinstance(edit, bool) or set(e) - {"role", "can_edit"}:
-            raise ValidationFailed(
-                {f"access[{i}]": f"expected {{role: one of {', '.join(ROLES)}, can_edit: bool}}"}
-            )
-        entries[str(role)] = edit
+    data = parse(GroupAccess, json_body(request))
+    entries = {e["role"]: e.get("can_edit", False) for e in data["access"]}
     async with pool(request).connection() as conn:
         cur = await conn.execute("SELECT 1 FROM customer_groups WHERE id = %s", (group_id,))
         if await cur.fetchone() is None:

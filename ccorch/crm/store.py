@@ -12,13 +12,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import AfterValidator, Field, ValidationInfo
 
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, Day, Id, ValidationFailed, anchored, parse
 from ccorch.crm.secrets import hash_secret, new_token, token_digest, verify_secret
 from ccorch.phones import PhoneError, normalize, prefixes_of
 
@@ -210,37 +211,49 @@ def _like_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _phone_check(country: str) -> Any:
-    def check(v: str) -> str | None:
-        try:
-            normalize(v, country)
-        except PhoneError as e:
-            return str(e)
-        return None
-
-    return check
+def _phone(value: str, info: ValidationInfo) -> str:
+    """A phone number the tenant's country can read (kept as typed; stored as E.164)."""
+    try:
+        normalize(value, (info.context or {})["country"])
+    except PhoneError as e:
+        raise ValueError(str(e)) from None
+    return value
 
 
-def customer_shape(country: str) -> Shape:
-    phone = Field("string", max_len=40, check=_phone_check(country))
-    return Shape(
-        "NewCustomer",
-        {
-            "kind": Field(
-                "string", choices=("person", "organization"), description="default person"
-            ),
-            "name": Field("string", required=True, min_len=1, max_len=200),
-            "phones": Field(
-                "array", items=phone, max_len=10, description="any format; stored as E.164"
-            ),
-            "addresses": Field("array", items=Field("string", min_len=1, max_len=500), max_len=10),
-            "email": Field("string", max_len=200, pattern=r"[^@\s]+@[^@\s]+\.[^@\s]+"),
-            "birthday": Field("date"),
-            "segment": Field("string", min_len=1, max_len=40),
-            "group_id": Field("integer", minimum=1),
-            "notes": Field("string", max_len=5000),
-        },
-    )
+Phone = Annotated[str, Field(max_length=40), AfterValidator(_phone)]
+Phones = Annotated[list[Phone], Field(max_length=10, description="any format; stored as E.164")]
+Addresses = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=500)]], Field(max_length=10)
+]
+Email = Annotated[str, Field(max_length=200, pattern=anchored(r"[^@\s]+@[^@\s]+\.[^@\s]+"))]
+Segment = Annotated[str, Field(min_length=1, max_length=40)]
+CustomerName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class NewCustomer(Body):
+    kind: Literal["person", "organization"] | None = Field(None, description="default person")
+    name: CustomerName
+    phones: Phones | None = None
+    addresses: Addresses | None = None
+    email: Email | None = None
+    birthday: Day | None = None
+    segment: Segment | None = None
+    group_id: Id | None = None
+    notes: Annotated[str, Field(max_length=5000)] | None = None
+
+
+class CustomerUpdate(Body):
+    """A change to a customer: the given fields only (phones, addresses replace the lists)."""
+
+    name: CustomerName | None = None
+    phones: Phones | None = None
+    addresses: Addresses | None = None
+    email: Email | None = None
+    birthday: Day | None = None
+    segment: Segment | None = None
+    group_id: Id | None = None
+    manager_id: Id | None = None
+    notes: Annotated[str, Field(max_length=5000)] | None = None
 
 
 async def create_customer(
@@ -252,7 +265,7 @@ async def create_customer(
     actor: int | None,
 ) -> int:
     """Register a customer; ``required`` lists the fields the service insists on."""
-    data = customer_shape(country).validate(body, also_required=required)
+    data = parse(NewCustomer, body, also_required=required, context={"country": country})
     phones = sorted({normalize(p, country) for p in data.get("phones", [])})
     region = await region_of(conn, phones[0]) if phones else None
     if data.get("group_id") is not None:
@@ -295,20 +308,12 @@ async def create_customer(
     return cid
 
 
-def customer_update_shape(country: str) -> Shape:
-    base = customer_shape(country)
-    fields = {k: f for k, f in base.fields.items() if k not in ("kind",)}
-    fields["name"] = Field("string", min_len=1, max_len=200)
-    fields["manager_id"] = Field("integer", minimum=1)
-    return Shape("CustomerUpdate", fields)
-
-
 async def update_customer(
     conn: AsyncConnection[Any], customer_id: int, body: Any, *, country: str, actor: int | None
 ) -> bool:
     """Change the given fields of a customer (phones and addresses, when given, replace the
     old lists); the audit log keeps before and after. False when there is no such customer."""
-    data = customer_update_shape(country).validate(body)
+    data = parse(CustomerUpdate, body, context={"country": country})
     for key, table in (("group_id", "customer_groups"), ("manager_id", "users")):
         if data.get(key) is not None:
             cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (data[key],))

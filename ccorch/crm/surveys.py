@@ -11,32 +11,32 @@ tied to the interaction and the customer.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
+from pydantic import Field
 
-from ccorch.api.validation import Field, Shape, ValidationFailed
+from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import User, audit, can_see_customer
 from ccorch.errors import RequestRefused
 
-NEW_SURVEY = Shape(
-    "NewSurvey",
-    {
-        "name": Field("string", required=True, min_len=1, max_len=200),
-        "start": Field("string", required=True, min_len=1, max_len=64),
-        "questions": Field(
-            "object",
-            required=True,
-            description="key -> {text, kind, options[{value,label,next}] | next}",
-        ),
-    },
-)
-START = Shape(
-    "StartResponse",
-    {"interaction_id": Field("integer", minimum=1), "customer_id": Field("integer", minimum=1)},
-)
-ANSWER = Shape("Answer", {"answer": Field("string", required=True, min_len=1, max_len=2000)})
+
+class NewSurvey(Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    start: Annotated[str, Field(min_length=1, max_length=64)]
+    questions: dict[str, Any] = Field(
+        description="key -> {text, kind, options[{value,label,next}] | next}"
+    )
+
+
+class StartResponse(Body):
+    interaction_id: Id | None = None
+    customer_id: Id | None = None
+
+
+class Answer(Body):
+    answer: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 class SurveyError(RequestRefused):
@@ -149,7 +149,7 @@ def _question(graph: dict[str, Any], key: str | None) -> dict[str, Any] | None:
 async def create_survey(
     conn: AsyncConnection[Any], body: Any, user: User | None, now: dt.datetime
 ) -> int:
-    data = NEW_SURVEY.validate(body)
+    data = parse(NewSurvey, body)
     graph = check_graph(data["start"], data["questions"])
     async with conn.transaction():
         cur = await conn.execute(
@@ -183,7 +183,7 @@ async def _graph(conn: AsyncConnection[Any], survey_id: int) -> dict[str, Any]:
 async def start_response(
     conn: AsyncConnection[Any], survey_id: int, body: Any, user: User, now: dt.datetime
 ) -> dict[str, Any]:
-    data = START.validate(body if body is not None else {})
+    data = parse(StartResponse, body if body is not None else {})
     graph = await _graph(conn, survey_id)
     # Each reference is checked as the user may see it: a customer of a group hidden from
     # the user, or a contact of such a customer, is "no such" one.
@@ -218,7 +218,7 @@ async def start_response(
 async def answer(
     conn: AsyncConnection[Any], response_id: int, body: Any, now: dt.datetime
 ) -> dict[str, Any]:
-    data = ANSWER.validate(body)
+    data = parse(Answer, body)
     async with conn.transaction():
         cur = await conn.execute(
             "SELECT survey_id, current_key FROM survey_responses WHERE id = %s FOR UPDATE",

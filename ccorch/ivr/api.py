@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
@@ -19,20 +20,19 @@ from ccorch.api.http import error as _error
 from ccorch.api.http import json_body as _body
 from ccorch.api.http import pool as _pool
 from ccorch.api.routes import Route
-from ccorch.api.validation import Field, Shape
+from ccorch.api.validation import Body, Id, parse
 from ccorch.crm import store as crm_store
 from ccorch.ivr.flow import Flow, FlowError
 from ccorch.ivr.store import FlowStore
 
-UPLOAD = Shape(
-    "FlowUpload",
-    {
-        "source": Field(
-            "string", required=True, min_len=1, max_len=262_144, description="the flow's YAML"
-        )
-    },
-)
-ROLLBACK = Shape("FlowRollback", {"version": Field("integer", required=True, minimum=1)})
+
+class FlowUpload(Body):
+    source: Annotated[str, Field(min_length=1, max_length=262_144, description="the flow's YAML")]
+
+
+class FlowRollback(Body):
+    version: Id
+
 
 READ = ("supervisor", "admin")
 CHANGE = ("admin",)
@@ -134,7 +134,7 @@ async def put_flow(request: Request, name: str) -> HTTPResponse:
     flows = _flows(request)
     if flows is None:
         return _unavailable()
-    text = UPLOAD.validate(_body(request))["source"]
+    text = parse(FlowUpload, _body(request))["source"]
     before = flows.by_name.get(name)
     filename = before.path.rsplit("/", 1)[-1] if before is not None else f"{name}.yaml"
     try:
@@ -149,7 +149,7 @@ async def rollback_flow(request: Request, name: str) -> HTTPResponse:
     flows = _flows(request)
     if flows is None:
         return _unavailable()
-    version = ROLLBACK.validate(_body(request))["version"]
+    version = parse(FlowRollback, _body(request))["version"]
     before = flows.by_name.get(name)
     try:
         flow = await asyncio.to_thread(flows.rollback, name, version)
@@ -183,7 +183,7 @@ ROUTES: tuple[Route, ...] = (
         "Upload a new version (checked first; new calls use it at once)",
         CHANGE,
         put_flow,
-        body=UPLOAD,
+        body=FlowUpload,
         responses={200: "a new version of a flow", 201: "a new flow", 422: "refused, with lines"},
         max_body=1024 * 1024,
     ),
@@ -193,7 +193,7 @@ ROUTES: tuple[Route, ...] = (
         "Serve a kept version again",
         CHANGE,
         rollback_flow,
-        body=ROLLBACK,
+        body=FlowRollback,
         responses={404: "no such version"},
     ),
 )
