@@ -12,17 +12,27 @@ cd "$(dirname "$0")/.."
 # baresip-core and linphone-cli are the real softphones that register and answer in them;
 # espeak-ng speaks the IVR's text prompts; curl and jq run the README's API examples;
 # sipvicious is the scanner the abuse tests attack the node with.
+# chromium is the real browser the web app's tests drive (without the recommended extras);
+# nodejs and npm build the app, from Debian when the machine has no npm of its own.
 apt_packages=(python3-venv sip-tester baresip-core linphone-cli espeak-ng curl jq sipvicious)
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
+lean_packages=(chromium fonts-wqy-zenhei)  # a CJK font: the Chinese screens are readable
+command -v npm >/dev/null 2>&1 || lean_packages+=(nodejs npm)
+# apt_install [apt-get options] -- packages: those not installed yet
+apt_install() {
+  local opts=() missing=() p
+  while [ "$1" != "--" ]; do opts+=("$1"); shift; done
+  shift
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
   echo "setup: installing Debian packages: ${missing[*]}"
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  local sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${opts[@]}" "${missing[@]}" >/dev/null
+}
+apt_install -- "${apt_packages[@]}"
+apt_install --no-install-recommends -- "${lean_packages[@]}"
 
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -52,3 +62,8 @@ if [ "$profile" = "release" ]; then
 else
   .venv/bin/maturin develop -q --profile dev
 fi
+
+# The browser app: its pinned packages (web/package-lock.json), then the build into
+# ccorch/web/dist, which the node serves at / and the wheel ships.
+echo "setup: building the web app"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run -s build >/dev/null)

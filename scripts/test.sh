@@ -13,5 +13,6 @@ step "cargo test";   cargo test --workspace --locked -q
 step "ruff";         .venv/bin/ruff check . && .venv/bin/ruff format --check .
 step "mypy";         .venv/bin/mypy
 step "stubs";        .venv/bin/python -m mypy.stubtest ccorch._core
+step "web app";      (cd web && npm run -s check && npm run -s lint)
 step "pytest"        # exits non-zero when no test was collected (pytest's exit 5)
 .venv/bin/python -m pytest "$@"

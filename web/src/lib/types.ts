@@ -1,0 +1,211 @@
+// The shapes the node's API answers with (see docs/api.md and /openapi.json).
+
+export interface Me {
+  id: number;
+  login: string;
+  full_name: string;
+  roles: string[];
+  extension: string | null;
+  language: string | null;
+}
+
+export type AgentStateName = "logged_out" | "ready" | "not_ready" | "offered" | "busy" | "wrap_up";
+
+export interface Agent {
+  extension: string;
+  state: AgentStateName;
+  reason: string | null;
+  queues: string[];
+  groups: string[];
+  phone_registered: boolean;
+  from_desktop: boolean;
+  reasons?: string[];
+  since?: string | null;
+}
+
+export interface Call {
+  id: number;
+  ani: string;
+  dnis: string;
+  state: string;
+  direction: string;
+  agent: string | null;
+  queue: string | null;
+  flow: string | null;
+  customer_id: number | null;
+  arrived_at: string;
+  on_hold: boolean;
+  muted: boolean;
+  recording: boolean;
+  recording_paused: boolean;
+  consult: string | null;
+  consult_answered: boolean;
+  conference: string | null;
+  disposition: string | null;
+}
+
+export interface Reminder {
+  kind: string;
+  due_on: string;
+  yearly: boolean;
+  text: string;
+}
+
+/** A customer that may be the caller (several share the number), or a search hit. */
+export interface Candidate {
+  customer_id: number;
+  name: string;
+  segment: string;
+  match: string;
+  score: number;
+}
+
+export interface Contact {
+  started_at: string;
+  channel: string;
+  direction: string;
+  queue: string | null;
+  disposition: string | null;
+  notes: string | null;
+  agent: string | null;
+}
+
+/** What the call.offered event carries: the screen pop. */
+export interface Offer {
+  call: number;
+  /** When the node published the offer (Unix seconds). */
+  at: number;
+  agent: string;
+  ani: string;
+  dnis: string;
+  service: string | null;
+  queue: string | null;
+  waited_ms: number;
+  ivr_path: string[];
+  authorized: boolean;
+  region: string | null;
+  customer: {
+    id: number;
+    name: string;
+    segment: string;
+    kind: string;
+    region: string | null;
+  } | null;
+  candidates: Candidate[];
+  reminders_due: Reminder[];
+  last_contacts: Contact[];
+}
+
+export interface Card {
+  id: number;
+  kind: string;
+  name: string;
+  segment: string;
+  manager_id: number | null;
+  group_id: number | null;
+  region: string | null;
+  birthday: string | null;
+  email: string | null;
+  notes: string;
+  phones: { e164: string; label: string }[];
+  addresses: { kind: string; text: string }[];
+  accounts: {
+    contract_no: string;
+    balance: string;
+    currency: string;
+    locked_until: string | null;
+  }[];
+  reminders_due: Reminder[];
+}
+
+export interface HistoryItem {
+  id: number;
+  channel: string;
+  direction: string;
+  started_at: string;
+  ended_at: string | null;
+  queue: string | null;
+  agent_id: number | null;
+  disposition: string | null;
+  notes: string | null;
+  recording_id: number | null;
+  case_id: number | null;
+}
+
+export interface Directory {
+  operators: {
+    extension: string;
+    name: string;
+    state: AgentStateName;
+    reason: string | null;
+    queues: string[];
+  }[];
+  queues: string[];
+  flows: string[];
+}
+
+export interface LiveEvent {
+  seq: number;
+  type: string;
+  at: number;
+  [key: string]: unknown;
+}
+
+export interface Product {
+  id: number;
+  sku: string;
+  name: string;
+  unit: string;
+  price: string;
+  currency: string;
+  stock: number;
+}
+
+export interface Order {
+  id: number;
+  customer_id: number;
+  status: string;
+  address: string;
+  delivery_date: string;
+  delivery_slot: string;
+  total: string;
+  currency: string;
+  note: string;
+  created_at: string;
+  next: string[];
+  items: { product_id: number; name: string; unit: string; quantity: number; price: string }[];
+}
+
+export interface CaseSummary {
+  id: number;
+  kind: string;
+  status: string;
+  subject: string;
+  topic_id: number | null;
+  created_at: string;
+  due_at: string | null;
+  resolved_at: string | null;
+  next: string[];
+}
+
+export interface Topic {
+  id: number;
+  name: string;
+  parent_id: number | null;
+}
+
+export interface KbHit {
+  id: number;
+  language: string;
+  title: string;
+  snippet: string;
+}
+
+export interface Article {
+  id: number;
+  language: string;
+  title: string;
+  body: string;
+  tags: string[];
+  version: number;
+}
