@@ -17,6 +17,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import httpx
 from psycopg_pool import AsyncConnectionPool
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
@@ -91,6 +92,15 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.ctx.clock = lambda: datetime.now(UTC)
     app.ctx.business_hours = BusinessHours()
     var_dir = Path(config.database.data_dir).resolve().parent  # ./var by default
+
+    @app.before_server_start
+    async def _open_http_client(app: Sanic[Any, Any]) -> None:
+        # the guided service's actions call outside web services (each with its timeout)
+        app.ctx.http_client = httpx.AsyncClient(follow_redirects=False)
+
+    @app.after_server_stop
+    async def _close_http_client(app: Sanic[Any, Any]) -> None:
+        await app.ctx.http_client.aclose()
 
     @app.before_server_start
     async def _open_pool(app: Sanic[Any, Any]) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.server
 import json
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from ccorch.api.routes import all_routes
 from ccorch.calls.api import COMMANDS
 from ccorch.calls.cdr import write as write_cdr
+from ccorch.crm.bootstrap import DEMO_SCENARIO
 from tests.conftest import Node, _with_dbname, start_node
 from tests.test_cdr import _cdr
 
@@ -82,7 +86,7 @@ def call(
 
 REFERENCE_ROWS: dict[str, dict[str, Any]] = {
     "org-units": {"name": "Technical support", "kind": "department"},
-    "topics": {"name": "Internet"},
+    "topics": {"name": "Mobile internet"},
     "sla-rules": {"kind": "dispatch", "hours": 72},
     "holidays": {"day": "2031-01-01", "name": "New Year"},
     "kb-categories": {"name": "Tariffs"},
@@ -273,6 +277,7 @@ PATCH_EXAMPLES = {
     "/api/holidays/<key:str>": ("/api/holidays/{holidays}", {"name": "New Year's Day"}),
 }
 PUT_EXAMPLES = {
+    "/api/scenarios/<name:str>": ("/api/scenarios/no-internet", {"source": DEMO_SCENARIO}),
     "/api/agents/<extension:str>/state": ("/api/agents/7004/state", {"state": "ready"}),
     "/api/kb/articles/<article_id:int>": (
         "/api/kb/articles/1",
@@ -342,6 +347,18 @@ EXAMPLES |= {
     "/api/orders/<order_id:int>/transition": ("/api/orders/1/transition", {"to": "confirmed"}),
     "/api/customers/<customer_id:int>/orders": ("/api/customers/1/orders", None),
     "/api/customers/<customer_id:int>/cases": ("/api/customers/1/cases", None),
+    "/api/scenarios": ("/api/scenarios", None),
+    "/api/scenarios/<name:str>": ("/api/scenarios/no-internet", None),
+    "/api/service-steps": ("/api/service-steps", {"step": "classification", "customer_id": 1}),
+    "/api/scenarios/<name:str>/actions/<action:str>": (
+        "/api/scenarios/no-internet/actions/none",
+        {},
+    ),
+    "/api/scenarios/<name:str>/apps/<index:int>": ("/api/scenarios/no-internet/apps/0", None),
+    "/api/interactions/<interaction_id:int>/steps": (
+        "/api/interactions/{interaction}/steps",
+        None,
+    ),
     "/api/webhooks": ("/api/webhooks", {"url": "http://127.0.0.1:9/hook", "events": ["call.*"]}),
     "/api/webhooks/<hook_id:int>/deliveries": ("/api/webhooks/999999/deliveries", None),
     "/api/webhooks/<hook_id:int>/retry": ("/api/webhooks/999999/retry", None),
@@ -384,6 +401,8 @@ def test_every_route_answers_each_role_as_its_declaration_says(
                 or "<extension" in route.path
                 or "<call_id" in route.path
                 or "<hook_id" in route.path
+                or "/actions/" in route.path  # the demo's scenario has no action or app
+                or "/apps/" in route.path
                 else set()
             ), where
 
@@ -730,13 +749,13 @@ def test_reference_data_group_access_reminders_assignment_and_confidential_recor
     node, admin = crm["node"], crm["tokens"]["admin"]
     op, sup = (crm["tokens"][r] for r in ("operator", "supervisor"))
     # Reference rows: a subtopic names its parent; a duplicate is 409, a bad parent 422.
-    status, parent = call(node, "POST", "/api/topics", {"name": "Billing"}, admin)
+    status, parent = call(node, "POST", "/api/topics", {"name": "Payments"}, admin)
     assert status == 201
     status, child = call(
         node, "POST", "/api/topics", {"name": "Refunds", "parent_id": parent["id"]}, admin
     )
     assert status == 201 and child["parent_id"] == parent["id"]
-    assert call(node, "POST", "/api/topics", {"name": "Billing"}, admin)[0] == 409
+    assert call(node, "POST", "/api/topics", {"name": "Payments"}, admin)[0] == 409
     status, body = call(node, "POST", "/api/topics", {"name": "X", "parent_id": 99999}, admin)
     assert status == 422 and body["fields"] == {"parent_id": "no such parent"}
     assert call(node, "DELETE", f"/api/topics/{parent['id']}", token=admin)[0] == 409  # in use
@@ -992,3 +1011,97 @@ def test_orders_take_stock_give_it_back_and_follow_their_states(crm: dict[str, A
     assert status == 200 and {
         e["action"] for e in audit_log["items"] if e["entity_id"] == str(oid)
     } >= {"create", "transition"}, audit_log
+
+
+class _LineService(http.server.BaseHTTPRequestHandler):
+    """An outside web service of the tests' own: a line check that answers JSON, and one
+    that never answers in time."""
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/slow":
+            time.sleep(2)
+        body = json.dumps({"line": "down", "since": query.get("since"), "contract": query.get("c"),
+                           "secret": "not shown"}).encode()  # fmt: skip
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the node gave up waiting (the slow one): as it should
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_scenarios_are_checked_with_line_and_reason_and_actions_call_a_real_service(
+    crm: dict[str, Any],
+) -> None:
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LineService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    node, admin, operator = crm["node"], crm["tokens"]["admin"], crm["tokens"]["operator"]
+    good = DEMO_SCENARIO + (
+        "actions:\n"
+        "  - name: line_check\n"
+        "    label: Check the line\n"
+        f'    url: "http://127.0.0.1:{port}/line?c={{account.contract_no}}&since={{form.since}}"\n'
+        "    timeout_seconds: 1\n"
+        "    show: [line, since, contract]\n"
+        "  - name: slow\n"
+        "    label: Slow\n"
+        f'    url: "http://127.0.0.1:{port}/slow"\n'
+        "    timeout_seconds: 0.3\n"
+        "apps:\n"
+        "  - label: Billing\n"
+        '    url: "https://billing.example/customers/{customer.id}?ani={call.ani}"\n'
+    )
+    try:
+        status, saved = call(node, "PUT", "/api/scenarios/no-internet", {"source": good}, admin)
+        assert status == 200 and saved["version"] >= 2, saved
+        bad = good.replace("type: boolean", "type: yes-or-no").replace("{form.since}", "{form.x}")
+        status, refused = call(node, "PUT", "/api/scenarios/no-internet", {"source": bad}, admin)
+        assert status == 422 and refused["error"] == "scenario_refused", refused
+        (problem,) = refused["problems"]
+        line = next(i for i, text in enumerate(bad.splitlines(), 1) if "yes-or-no" in text)
+        assert problem["line"] == line and "form.1.type" in problem["reason"], problem
+        status, refused = call(
+            node, "PUT", "/api/scenarios/no-internet",
+            {"source": good.replace("{form.since}", "{form.x}")}, admin,
+        )  # fmt: skip
+        assert status == 422 and "no such field" in refused["problems"][0]["reason"], refused
+        assert call(node, "PUT", "/api/scenarios/no-internet", {"source": good}, operator)[0] == 403
+        # the running version stayed: the operator's list has the good one
+        status, listed = call(node, "GET", "/api/scenarios", token=operator)
+        (mine,) = [s for s in listed["items"] if s["name"] == "no-internet"]
+        assert [a["name"] for a in mine["actions"]] == ["line_check", "slow"]
+        assert mine["registration_fields"] == ["name", "phones"] and mine["topic"] == "No internet"
+
+        # the action: the node calls the service, values percent-encoded, only `show` kept
+        body = {"customer_id": 1, "form": {"since": "this morning & today"}}
+        status, result = call(
+            node, "POST", "/api/scenarios/no-internet/actions/line_check", body, operator
+        )
+        assert status == 200 and result["status"] == 200, result
+        assert result["answer"] == {"line": "down", "since": "this morning & today",
+                                    "contract": "1001"}, result  # fmt: skip
+        status, slow = call(node, "POST", "/api/scenarios/no-internet/actions/slow", body, operator)
+        assert status == 200 and slow["error"] == "no answer within 0.3 s", slow
+        status, link = call(
+            node, "GET", "/api/scenarios/no-internet/apps/0?customer_id=1", token=operator
+        )
+        assert status == 200 and link["url"] == "https://billing.example/customers/1?ani=", link
+        with psycopg.connect(crm["url"]) as conn:
+            steps = conn.execute(
+                "SELECT step, data->>'action' FROM service_steps WHERE scenario = 'no-internet'"
+                " AND customer_id = 1 ORDER BY id"
+            ).fetchall()
+        assert steps[-3:] == [("action", "line_check"), ("action", "slow"), ("app", None)], steps
+    finally:
+        server.shutdown()
+        server.server_close()

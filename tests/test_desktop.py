@@ -8,8 +8,12 @@ Screenshots of each screen are saved under ``var/screenshots/`` (or
 from __future__ import annotations
 
 import datetime as dt
+import http.server
+import json
 import os
 import re
+import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
+from ccorch.crm.bootstrap import DEMO_SCENARIO
+from tests.sipp import wait_for
 from tests.test_agents import _call, _token
 from tests.test_call_control import (
     CUSTOMER_HZ,
@@ -384,3 +390,138 @@ def test_the_app_is_served_with_its_assets_and_a_strict_policy(center: Center) -
     (asset,) = re.findall(r'src="(/assets/[^"]+\.js)"', page)
     with urllib.request.urlopen(center.node.base + asset, timeout=5) as r:
         assert r.status == 200 and "immutable" in r.headers["cache-control"]
+
+
+class _LineCheck(http.server.BaseHTTPRequestHandler):
+    """The provider's line-check web service (outside ccorch), on loopback."""
+
+    def do_GET(self) -> None:
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+        body = json.dumps({"line": "down", "contract": query.get("c"), "since": query.get("since"),
+                           "ticket": "LC-42"}).encode()  # fmt: skip
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_guided_service_registers_an_unknown_caller_authorizes_and_calls_a_web_service(
+    center: Center, browser: Browser, ends: tuple[Phone, Phone]
+) -> None:
+    """Seed 000 end to end: a caller unknown to the CRM presses 1 (technical support); the
+    stepper proposes the "No internet" scenario from the IVR path; the operator registers
+    the caller with the service's required fields, authorizes them by security questions,
+    fills the topic's form, whose action calls the provider's line-check service on
+    loopback and shows its answer; the stepper returns to classification, and the call's
+    interaction holds every step."""
+    operator, _ = ends
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LineCheck)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    admin = _token(center.node, "admin", "x" * 12)
+    scenario = DEMO_SCENARIO + (
+        "actions:\n  - name: line_check\n    label: {en: Check the line}\n"
+        f'    url: "http://127.0.0.1:{server.server_address[1]}/check'
+        '?c={form.contract}&since={form.since}"\n    timeout_seconds: 2\n'
+    )
+    status, saved = _call(
+        center.node, "PUT", "/api/scenarios/no-internet", {"source": scenario}, admin
+    )
+    assert status == 200, saved
+    page = open_app(browser, center)
+    sign_in(page, "op7001", "agent7001")
+    page.wait_for_selector("[data-testid=shift], [data-testid=desktop]")
+    if page.get_by_test_id("shift").is_visible():  # not logged in yet (this test alone)
+        start_shift(page, {"tech"})
+    page.wait_for_selector("[data-testid=desktop]")
+    if page.get_by_test_id("ready").is_enabled():
+        page.click("[data-testid=ready]")
+    state_of(page).to_have_attribute("data-state", "ready")
+
+    phone = phone_of(center, "7001", operator)
+    customer, carrier = center.caller("trunk_ivr_call_reinvites.xml", ani="0509998877")
+    try:
+        customer.listen(1.5)
+        customer.press("1")
+        assert wait_for(lambda: operator.peer is not None or operator.listen(0.1), 20)
+        expect(page.get_by_test_id("call-state")).to_have_attribute("data-state", "answered")
+        expect(page.get_by_test_id("no-customer")).to_be_visible()
+        # classification: proposed from the IVR path (the caller chose technical support)
+        expect(page.get_by_test_id("service-scenario")).to_have_value("no-internet")
+        shot(page, "09-service-classification")
+        page.click("[data-testid=service-start]")
+        # identification: nobody has this number, so registration with the required fields
+        page.click("[data-testid=service-register]")
+        expect(page.get_by_test_id("register-phones")).to_have_value("+380509998877")
+        page.fill("[data-testid=register-name]", "Petro Ivanenko")
+        shot(page, "10-service-registration")
+        page.click("[data-testid=service-register-save]")
+        expect(page.get_by_test_id("customer-name")).to_have_text("Petro Ivanenko")
+        # the provider's billing opens the new customer's contract (outside ccorch)
+        with psycopg.connect(center.db) as conn:
+            (cid,) = conn.execute(
+                "SELECT id FROM customers WHERE name = 'Petro Ivanenko'"
+            ).fetchone() or (None,)
+            conn.execute(
+                "INSERT INTO accounts (customer_id, contract_no, balance, currency,"
+                " last_payment_at, last_payment_amount) VALUES (%s, '7777', 12.50, 'UAH', now(), 150.00)",
+                (cid,),
+            )
+        # authorization by questions built from the customer's data: a wrong answer, then right
+        page.fill("[data-testid=service-contract]", "7777")
+        page.click("[data-testid=service-questions]")
+        page.fill("[data-testid=answer-last_payment_amount]", "99")
+        page.click("[data-testid=service-check-answers]")
+        expect(page.get_by_test_id("service-auth-message")).to_contain_text("Not authorized")
+        page.fill("[data-testid=answer-last_payment_amount]", "150,00")
+        page.click("[data-testid=service-check-answers]")
+        # the topic's form; its action calls the line-check service and shows the answer
+        expect(page.get_by_test_id("service-form")).to_be_visible()
+        page.fill("[data-testid=form-since]", "this morning")
+        page.select_option("[data-testid=form-router_restarted]", "true")
+        page.fill("[data-testid=form-contract]", "7777")
+        page.click("[data-testid=action-line_check]")
+        result = page.get_by_test_id("result-line_check")
+        expect(result).to_contain_text("HTTP 200")
+        expect(result).to_contain_text('"ticket": "LC-42"')
+        expect(result).to_contain_text('"since": "this morning"')
+        shot(page, "11-service-form")
+        page.click("[data-testid=service-done-button]")
+        expect(page.get_by_test_id("stepper")).to_have_attribute("data-step", "classification")
+        expect(page.get_by_test_id("service-done")).to_contain_text("1")
+        page.click("[data-testid=hangup]")
+        assert phone.wait(20).ok
+    finally:
+        customer.sock.close()
+        if carrier.poll() is None:
+            carrier.kill()
+        phone.kill()
+        server.shutdown()
+        server.server_close()
+
+    # the call's interaction names the new customer and holds each step, in order
+    def steps() -> list[str]:
+        with psycopg.connect(center.db) as conn:
+            rows = conn.execute(
+                """SELECT s.step FROM service_steps s JOIN interactions i ON i.id = s.interaction_id
+                   WHERE i.customer_id = %s AND i.channel = 'call' ORDER BY s.at, s.id""",
+                (cid,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    assert wait_for(lambda: len(steps()) >= 7, 10), steps()
+    assert steps() == [
+        "classification", "registration", "authorization", "authorization", "action",
+        "form", "done",
+    ]  # fmt: skip
+    token = _token(center.node, "op7001", "agent7001")
+    with psycopg.connect(center.db) as conn:
+        (iid,) = conn.execute(
+            "SELECT id FROM interactions WHERE customer_id = %s", (cid,)
+        ).fetchone() or (None,)
+    status, listed = _call(center.node, "GET", f"/api/interactions/{iid}/steps", token=token)
+    assert status == 200 and listed["items"][4]["data"]["answer"]["ticket"] == "LC-42", listed
+    page.context.close()

@@ -68,18 +68,21 @@ def test_each_user_sees_its_events_and_a_reconnect_misses_nothing(node: SipNode)
     assert [f["type"] for f in calls] == [
         "call.arrived",
         "call.identified",  # the number is Ivan Petrenko's
+        "call.offered",  # the phone rung directly gets the screen pop too
         "call.ringing",
         "call.answered",
         "call.ended",
         "call.recorded",
     ], seen
-    assert len({f["call"] for f in calls}) == 1 and calls[2]["target"] == "7001"
+    assert len({f["call"] for f in calls}) == 1 and calls[3]["target"] == "7001"
+    assert calls[2]["agent"] == "7001" and calls[2]["customer"]["name"] == "Ivan Petrenko"
     seqs = [f["seq"] for f in seen if "seq" in f and f["type"] != "heartbeat"]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     ready = {"type": "agent.state", "agent": "7001", "state": "ready"}
     assert any(f.items() >= ready.items() for f in seen), seen
     # the operator sees its call from the moment it rings, and its own state
     assert [f["type"] for f in op_seen if f["type"].startswith("call.")] == [
+        "call.offered",
         "call.ringing",
         "call.answered",
         "call.ended",

@@ -109,6 +109,7 @@ def _guard(route: Route) -> Handler:
 ROOMS = (
     "ccorch.crm.api",
     "ccorch.crm.orders",
+    "ccorch.crm.scenarios",
     "ccorch.ivr.api",
     "ccorch.acd.desk",
     "ccorch.calls.api",

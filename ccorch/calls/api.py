@@ -23,7 +23,8 @@ a call that has ended is 404; a call not in a state that allows the command, 409
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import datetime as dt
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -34,9 +35,10 @@ from sanic.response import HTTPResponse, json
 from ccorch.api.http import Actor, actor_of, command_reply, json_body
 from ccorch.api.http import error as _error
 from ccorch.api.routes import Route
-from ccorch.api.validation import Body, OneOf, ValidationFailed, parse
+from ccorch.api.validation import Body, Id, OneOf, ValidationFailed, parse
 from ccorch.calls import cdr, commands
 from ccorch.calls.commands import Refused
+from ccorch.crm import store as crm_store
 
 OPERATORS = ("operator", "supervisor", "admin")
 SEE_ALL = frozenset({"supervisor", "admin"})
@@ -57,6 +59,34 @@ def _parties(call: Any) -> set[str]:
         if leg is not None and leg.target:
             out.add(str(leg.target))
     return out
+
+
+@dataclass(frozen=True)
+class CallRef:
+    """A call in progress or recently ended, as far as records about it need: its number,
+    the CDR's keys (Call-ID and arrival), and the numbers."""
+
+    id: int
+    sip_call_id: str
+    arrived_at: dt.datetime
+    ani: str
+    dnis: str
+
+
+def call_for(app: Any, actor: Actor, call_id: int) -> CallRef:
+    """The call ``call_id`` if the actor may act on it (its own, or any for supervisors),
+    in progress or among the recently ended; raises Refused (403, 404)."""
+    ctl = app.ctx.calls
+    call = _find(ctl, call_id)
+    if call is not None and call.state != "ended":
+        _check(call, actor)
+        return CallRef(call.id, call.sip_call_id, call.arrived_at, call.ani, call.dnis)
+    ended = ctl.ended.get(call_id)
+    if ended is None:
+        raise Refused(404, "not_found", f"no call {call_id} in progress or recently ended")
+    if not actor.roles & SEE_ALL and actor.extension not in ended.agents:
+        raise Refused(403, "forbidden", "an operator may act only on its own calls")
+    return CallRef(call_id, ended.sip_call_id, ended.arrived_at, "", "")
 
 
 def describe(call: Any) -> dict[str, Any]:
@@ -123,7 +153,23 @@ class Disposition(Body):
     note: Annotated[str, Field(max_length=4000)] | None = None
 
 
+class CallerIs(Body):
+    customer_id: Id
+
+
 Act = Callable[[Any, dict[str, Any], Actor], None]
+Check = Callable[[Any, Actor, dict[str, Any]], Awaitable[None]]
+
+
+async def _may_see_customer(app: Any, actor: Actor, fields: dict[str, Any]) -> None:
+    """The customer a call is said to be about must be one the operator may see."""
+    async with app.ctx.pool.connection() as conn:
+        cur = await conn.execute("SELECT 1 FROM customers WHERE id = %s", (fields["customer_id"],))
+        user = crm_store.User(actor.user_id, actor.login, "", frozenset(actor.roles))
+        if await cur.fetchone() is None or not await crm_store.can_see_customer(
+            conn, user, fields["customer_id"]
+        ):
+            raise Refused(404, "not_found", f"no customer {fields['customer_id']}")
 
 
 def _disposition(app: Any) -> Act:
@@ -141,6 +187,7 @@ class Command:
     summary: str
     act: Callable[[Any], Act]  # the app -> what to do to the call
     body: type[Body] | None = None
+    check: Check | None = None  # what must hold first (reads the database)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -209,6 +256,14 @@ COMMANDS: tuple[Command, ...] = (
         _disposition,
         Disposition,
     ),
+    Command(
+        "customer",
+        "Say which customer the caller is (found or just registered): the call's record and"
+        " interaction name them (event call.identified, by operator)",
+        lambda app: lambda c, b, a: c.identified_by_operator(b["customer_id"]),
+        CallerIs,
+        _may_see_customer,
+    ),
 )
 BY_NAME = {c.name: c for c in COMMANDS}
 
@@ -230,6 +285,8 @@ async def run(app: Any, actor: Actor, name: str, call_id: int, body: Any) -> dic
         pass  # an operator who handed the call on gives its wrap-up code
     else:
         _check(call, actor)
+    if command.check is not None:
+        await command.check(app, actor, fields)
     command.act(app)(call, fields, actor)
     return describe(call) if name != "hangup" else {"id": call_id, "ended": True}
 

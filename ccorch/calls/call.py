@@ -289,6 +289,14 @@ class Call:
             self.ctl.service.spawn(self._gather_screen(customer_id))
         self._publish_identified("pin")
 
+    def identified_by_operator(self, customer_id: int) -> None:
+        """The operator says who the caller is (found or just registered): the call's
+        record and its interaction name that customer."""
+        if self.customer_id != customer_id:
+            self.customer_id = customer_id
+            self.ctl.service.spawn(self._gather_screen(customer_id))
+        self._publish_identified("operator")
+
     def _publish_identified(self, by: str) -> None:
         assert self.customer_id is not None
         svc = self.ctl.service

@@ -88,12 +88,13 @@ async def write(
         )
         if cdr.customer_id is not None:
             # agent_id: the CRM user whose phone is the extension that answered
-            await conn.execute(
+            cur = await conn.execute(
                 """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
                                              queue, agent_id, disposition, notes, recording_id,
                                              cdr_id)
                    VALUES (%s, 'call', %s, %s, %s, %s,
-                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s, %s)""",
+                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s, %s)
+                   RETURNING id""",
                 (
                     cdr.customer_id,
                     cdr.direction,
@@ -107,6 +108,14 @@ async def write(
                     recording_id,
                     got[0],
                 ),
+            )
+            interaction = await cur.fetchone()
+            assert interaction is not None
+            # the guided-service steps the operator took on the call join its interaction
+            await conn.execute(
+                """UPDATE service_steps SET interaction_id = %s
+                   WHERE sip_call_id = %s AND call_arrived_at = %s AND interaction_id IS NULL""",
+                (interaction[0], cdr.sip_call_id, cdr.arrived_at),
             )
     return int(got[0])
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from ccorch.crm import kb, store, surveys
+from ccorch.crm import kb, scenarios, store, surveys
 from ccorch.crm.secrets import hash_secret
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,37 @@ DEMO_ARTICLES = [
     },
 ]
 
+# Case and service topics (parent, name), and the guided service of one of them (seed 000).
+DEMO_TOPICS = [
+    (None, "Internet"),
+    ("Internet", "No internet"),
+    ("Internet", "Tariff change"),
+    (None, "Billing"),
+    (None, "Water delivery"),
+]
+DEMO_SCENARIO = """\
+scenario: no-internet
+title: {en: "No internet", ru: "Нет интернета", zh: "无法上网"}
+topic: No internet
+needs_customer: true
+registration: default
+needs_authorization: true
+match:
+  ivr: [tech]          # callers who chose "technical support" in the IVR
+form:
+  - name: since
+    label: {en: "Since when", ru: "С какого времени", zh: "从何时开始"}
+    type: text
+    required: true
+  - name: router_restarted
+    label: {en: "Router restarted", ru: "Роутер перезагружен", zh: "已重启路由器"}
+    type: boolean
+    required: true
+  - name: contract
+    label: {en: "Contract", ru: "Договор", zh: "合同号"}
+    default: "{account.contract_no}"
+"""
+
 DEMO_OPERATORS = [
     ("7001", "Taras Melnyk"),
     ("7002", "Iryna Bondar"),
@@ -183,6 +214,16 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
         admin = store.User(admin_id, "admin", "Administrator", frozenset({"admin", "supervisor"}))
         for article in DEMO_ARTICLES:
             await kb.save_article(conn, article, admin, dt.datetime.now(dt.UTC))
+        ids: dict[str, int] = {}
+        for parent, name in DEMO_TOPICS:
+            cur = await conn.execute(
+                "INSERT INTO topics (parent_id, name) VALUES (%s, %s) RETURNING id",
+                (ids.get(parent or ""), name),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            ids[name] = int(row[0])
+        await scenarios.save(conn, "no-internet", DEMO_SCENARIO, {"default"}, admin)
     await conn.commit()
     log.info("demo tenant loaded", extra={"customers": len(DEMO_CUSTOMERS)})
     return True

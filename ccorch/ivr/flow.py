@@ -76,9 +76,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from ccorch.errors import CcorchError
+from ccorch.yaml_lines import LineMap, LineSeq, YamlProblems, compose
 
 LANGUAGES = ("ru", "en", "zh")
 
@@ -177,54 +176,11 @@ class Flow:
 # --- YAML with line numbers ------------------------------------------------------------------
 
 
-class _Map(dict[str, Any]):
-    line: int = 0
-    lines: dict[str, int]
-
-
-class _Seq(list[Any]):
-    line: int = 0
-
-
-def _build(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        m = _Map()
-        m.line = node.start_mark.line + 1
-        m.lines = {}
-        for k, v in node.value:
-            key = loader.construct_object(k, deep=True)
-            m[str(key)] = _build(loader, v)
-            m.lines[str(key)] = k.start_mark.line + 1  # where the key is written
-        return m
-    if isinstance(node, yaml.SequenceNode):
-        s = _Seq(_build(loader, v) for v in node.value)
-        s.line = node.start_mark.line + 1
-        return s
-    return loader.construct_object(node, deep=True)
-
-
 def _compose(text: str, path: str) -> Any:
     try:
-        loader = yaml.SafeLoader(text)
-    except yaml.reader.ReaderError as e:  # a character YAML refuses (control characters)
-        line = text[: max(0, e.position)].count("\n") + 1
-        raise FlowError(
-            [(path, line, f"YAML: {e.reason} (character #x{e.character:04x})")]
-        ) from None
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise FlowError([(path, 1, "empty file")])
-        return _build(loader, node)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise FlowError([(path, line, f"YAML: {e.problem or e}")]) from None
-    except yaml.YAMLError as e:  # the reader meets a bad character further on
-        line = text[: max(0, getattr(e, "position", 0))].count("\n") + 1
-        raise FlowError([(path, line, f"YAML: {e}")]) from None
-    finally:
-        loader.dispose()
+        return compose(text, path)
+    except YamlProblems as e:
+        raise FlowError(e.problems) from None
 
 
 # --- checking --------------------------------------------------------------------------------
@@ -245,7 +201,7 @@ def parse_flow(
     def bad(line: int, reason: str) -> None:
         problems.append((path, line, reason))
 
-    if not isinstance(doc, _Map):
+    if not isinstance(doc, LineMap):
         raise FlowError([(path, 1, "a flow is a mapping with flow, dnis, language, start, nodes")])
     for k in doc:
         if k not in ("flow", "dnis", "language", "start", "nodes", "vars"):
@@ -267,7 +223,7 @@ def parse_flow(
         if missing:
             bad(doc.lines.get("language", doc.line), missing)
     nodes_doc = doc.get("nodes")
-    if not isinstance(nodes_doc, _Map) or not nodes_doc:
+    if not isinstance(nodes_doc, LineMap) or not nodes_doc:
         bad(doc.lines.get("nodes", doc.line), "nodes: a mapping of node name to node")
         raise FlowError(problems)
     start = doc.get("start")
@@ -278,7 +234,7 @@ def parse_flow(
     edges: dict[str, list[str]] = {}
     for nname, spec in nodes_doc.items():
         nline = nodes_doc.lines[nname]
-        if not isinstance(spec, _Map):
+        if not isinstance(spec, LineMap):
             bad(nline, f"node {nname!r}: a mapping with a type")
             continue
         ntype = spec.get("type")
@@ -333,10 +289,10 @@ def parse_flow(
     )
 
 
-def _check_key_options(name: str, spec: _Map, bad: Any, targets: list[tuple[str, int]]) -> None:
+def _check_key_options(name: str, spec: LineMap, bad: Any, targets: list[tuple[str, int]]) -> None:
     """``options`` of a menu or a queue: phone keys, each naming a node (a target)."""
     opts = spec.get("options")
-    if not isinstance(opts, _Map) or not opts:
+    if not isinstance(opts, LineMap) or not opts:
         bad(spec.lines.get("options", spec.line), f"node {name!r}: options map keys to nodes")
         return
     for key, target in opts.items():
@@ -349,7 +305,7 @@ def _check_key_options(name: str, spec: _Map, bad: Any, targets: list[tuple[str,
 
 
 def _check_node(
-    name: str, ntype: str, spec: _Map, bad: Any, base_dir: Path | None
+    name: str, ntype: str, spec: LineMap, bad: Any, base_dir: Path | None
 ) -> list[tuple[str, int]]:
     """Type checks of one node's keys; returns its targets with their lines."""
     targets: list[tuple[str, int]] = []
@@ -424,11 +380,11 @@ def _check_node(
             bad(spec.line, f"node {name!r}: min {lo} is more than max {hi}")
     if ntype == "branch":
         cases = spec.get("cases")
-        if not isinstance(cases, _Seq):
+        if not isinstance(cases, LineSeq):
             bad(spec.lines.get("cases", spec.line), f"node {name!r}: cases is a list")
         else:
             for c in cases:
-                if not isinstance(c, _Map) or set(c) != {"if", "goto"}:
+                if not isinstance(c, LineMap) or set(c) != {"if", "goto"}:
                     bad(
                         getattr(c, "line", spec.line),
                         f"node {name!r}: a case is {{if: ..., goto: ...}}",
@@ -451,7 +407,7 @@ def _check_node(
             bad(spec.lines.get("timezone", spec.line), f"node {name!r}: unknown time zone {tz!r}")
         if "holidays" in spec:
             days = spec["holidays"]
-            if not isinstance(days, _Seq):
+            if not isinstance(days, LineSeq):
                 bad(spec.lines["holidays"], f"node {name!r}: holidays is a list of dates")
             else:
                 for d in days:
@@ -470,12 +426,12 @@ def _check_node(
         if "crm" in spec and spec["crm"] not in ("customer", "account"):
             bad(spec.lines["crm"], f"node {name!r}: crm is customer or account")
         fields = spec.get("vars")
-        if not isinstance(fields, _Map) or not fields:
+        if not isinstance(fields, LineMap) or not fields:
             bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to fields")
         timeout = spec.get("timeout", 2)
         if not isinstance(timeout, int | float) or not 0 < timeout <= 10:
             bad(spec.lines.get("timeout", spec.line), f"node {name!r}: timeout is 0 to 10 s")
-    if ntype == "set" and not isinstance(spec.get("vars"), _Map):
+    if ntype == "set" and not isinstance(spec.get("vars"), LineMap):
         bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to values")
     if ntype == "transfer" and not isinstance(spec.get("to"), str | int):
         bad(spec.lines.get("to", spec.line), f"node {name!r}: to is an extension")

@@ -206,6 +206,14 @@ export class Desk {
     return ok;
   }
 
+  /** Tell the node which customer the caller is (the call's record names them). */
+  async callerIs(customerId: number): Promise<void> {
+    const id = this.call?.id ?? this.offer?.call;
+    if (id === undefined || this.call === null) return;
+    const reply = await this.stream.command("customer", { call: id, customer_id: customerId });
+    this.check(reply);
+  }
+
   async dial(number: string): Promise<void> {
     try {
       await api("POST", "/api/calls", { number });

@@ -54,6 +54,12 @@ export function label(prefix: string, value: string): string {
 
 // A Date here is only read once to format it, never kept: no reactive SvelteDate needed.
 /* eslint-disable svelte/prefer-svelte-reactivity */
+/** A text the node's data gives in one language or several (a scenario's labels). */
+export function text(value: string | Partial<Record<Language, string>>): string {
+  if (typeof value === "string") return value;
+  return value[i18n.language] ?? value.en ?? Object.values(value)[0] ?? "";
+}
+
 export function dateTime(iso: string): string {
   return new Intl.DateTimeFormat(i18n.locale, { dateStyle: "medium", timeStyle: "short" }).format(
     new Date(iso),

@@ -209,3 +209,40 @@ export interface Article {
   tags: string[];
   version: number;
 }
+
+export type Label = string | Partial<Record<"ru" | "en" | "zh", string>>;
+
+export interface ScenarioField {
+  name: string;
+  label: Label;
+  type: "text" | "number" | "date" | "choice" | "boolean";
+  required: boolean;
+  default: string | null;
+  choices: string[] | null;
+  pattern: string | null;
+  max_length: number;
+}
+
+export interface Scenario {
+  name: string;
+  version: number;
+  title: Label;
+  topic: string;
+  topic_id: number;
+  needs_customer: boolean;
+  registration: string;
+  registration_fields: string[];
+  needs_authorization: boolean;
+  pin_flow: string | null;
+  match: { dnis: string[]; ivr: string[] };
+  form: ScenarioField[];
+  actions: { name: string; label: Label; method: string; show: string[] | null }[];
+  apps: { label: Label; url: string }[];
+}
+
+export interface ActionResult {
+  status: number | null;
+  answer: unknown;
+  error: string | null;
+  elapsed_ms: number;
+}
