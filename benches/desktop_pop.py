@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benches.event_stream import pct, prepare_db  # noqa: E402
-from benches.inbound_load import database, load_trunk, serve  # noqa: E402
+from benches.inbound_load import database, load_trunk, serve, voice_file  # noqa: E402
 from tests.sipp import free_udp_port  # noqa: E402
 
 SCEN = REPO / "sip" / "sipp"
@@ -122,9 +122,11 @@ def main() -> None:
             tti: list[float] = []
             for _ in range(args.loads):
                 page = desktop(tokens[0])
-                page.wait_for_function(
+                # (polled from here: the page's CSP forbids the eval wait_for_function uses)
+                while not page.evaluate(
                     "performance.getEntriesByName('ccorch:interactive').length > 0"
-                )
+                ):
+                    page.wait_for_timeout(20)
                 tti.append(
                     page.evaluate("performance.getEntriesByName('ccorch:interactive')[0].startTime")
                 )
@@ -134,17 +136,18 @@ def main() -> None:
             phones = subprocess.Popen(
                 ["sipp", "-sf", str(SCEN / "agent_answer.xml"), "-d", "50", "-p",
                  str(phone_port), "-mp", str(free_udp_port()), "-m", str(args.calls),
-                 "-nostdin", "-timeout", f"{int(seconds + 60)}s"],
-                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 "-nostdin", "-timeout", f"{int(seconds + 60)}s", "-trace_err"],
+                cwd=work, stdout=subprocess.DEVNULL, stderr=(work / "phones.log").open("wb"),
             )  # fmt: skip
             procs.append(phones)
+            voice_file(work / "load-voice.ulaw")  # what each caller says
             time.sleep(0.5)
             callers = subprocess.Popen(
                 ["sipp", "-sf", str(SCEN / "trunk_load_call.xml"), "-s", "150",
                  "-d", str(int(args.talk * 1000)), "-r", str(args.cps), "-m", str(args.calls),
                  "-p", str(trunk_port), "-mp", str(free_udp_port()), "-nostdin",
-                 "-timeout", f"{int(seconds + 60)}s", f"127.0.0.1:{sip_port}"],
-                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 "-timeout", f"{int(seconds + 60)}s", "-trace_err", f"127.0.0.1:{sip_port}"],
+                cwd=work, stdout=subprocess.DEVNULL, stderr=(work / "callers.log").open("wb"),
             )  # fmt: skip
             procs.append(callers)
             deadline = time.monotonic() + seconds + 90
@@ -173,6 +176,7 @@ def main() -> None:
             "time_to_interactive_ms_max": round(max(tti), 1),
             "bundle": bundle_sizes(),
             "sipp_exit": callers.returncode,
+            "work": str(work),
         }
         print(json.dumps(result, indent=2))
         if args.json:
