@@ -71,7 +71,9 @@ def run(url: str, body: Callable[..., Awaitable[Any]]) -> Any:
                 "INSERT INTO org_units (name) VALUES ('Network department') RETURNING id"
             )
             dept = (await cur.fetchone())[0]  # type: ignore[index]
-            cur = await conn.execute("INSERT INTO topics (name) VALUES ('Internet') RETURNING id")
+            cur = await conn.execute(  # the demo's own topic
+                "SELECT id FROM topics WHERE name = 'Internet' AND parent_id IS NULL"
+            )
             internet = (await cur.fetchone())[0]  # type: ignore[index]
             cur = await conn.execute(
                 "INSERT INTO topics (parent_id, name) VALUES (%s, 'No connection') RETURNING id",

@@ -525,3 +525,83 @@ def test_guided_service_registers_an_unknown_caller_authorizes_and_calls_a_web_s
     status, listed = _call(center.node, "GET", f"/api/interactions/{iid}/steps", token=token)
     assert status == 200 and listed["items"][4]["data"]["answer"]["ticket"] == "LC-42", listed
     page.context.close()
+
+
+def test_workbench_callbacks_reminders_live_board_and_the_directory_by_organization(
+    center: Center, browser: Browser
+) -> None:
+    """Seed 004's 智能桌面 and seed 003's employee directory: the operator's callbacks due
+    (a resolved case that needs one), today's reminders of the customers it manages, the
+    bulletin board (a supervisor's post arrives live), and colleagues of its own
+    organization only."""
+    node = center.node
+    admin = _token(node, "admin", "x" * 12)
+    with psycopg.connect(center.db, autocommit=True) as conn:
+        ids = dict(conn.execute("SELECT login, id FROM users").fetchall())
+        abc = conn.execute(
+            "INSERT INTO org_units (name, kind) VALUES ('ABC Internet', 'company') RETURNING id"
+        ).fetchone()
+        water = conn.execute(
+            "INSERT INTO org_units (name, kind) VALUES ('Clear Water', 'company') RETURNING id"
+        ).fetchone()
+        support = conn.execute(
+            "INSERT INTO org_units (name, kind, parent_id) VALUES ('Support', 'team', %s)"
+            " RETURNING id",
+            (abc[0] if abc else None,),
+        ).fetchone()
+        assert abc and water and support
+        conn.execute("UPDATE users SET org_unit_id = %s WHERE login = 'op7004'", (support[0],))
+        conn.execute("UPDATE users SET org_unit_id = %s WHERE login = 'op7002'", (abc[0],))
+        conn.execute("UPDATE users SET org_unit_id = %s WHERE login = 'op7003'", (water[0],))
+        conn.execute(
+            "UPDATE customers SET manager_id = %s WHERE name = 'Alexey Smirnov'", (ids["op7004"],)
+        )
+        conn.execute(
+            "INSERT INTO customer_reminders (customer_id, kind, due_on, yearly, text)"
+            " SELECT id, 'custom', current_date, false, 'Offer the new tariff'"
+            " FROM customers WHERE name = 'Alexey Smirnov'"
+        )
+    status, case = _call(node, "POST", "/api/cases", {
+        "kind": "instant", "subject": "Call back about the bill", "customer_id": 1,
+        "assignee_id": ids["op7004"], "callback_required": True}, admin)  # fmt: skip
+    assert status == 201, case
+    assert (
+        _call(node, "POST", f"/api/cases/{case['id']}/transition", {"to": "resolved"}, admin)[0]
+        == 200
+    )
+
+    page = open_app(browser, center)
+    sign_in(page, "op7004", "agent7004")
+    page.wait_for_selector("[data-testid=shift], [data-testid=desktop]")
+    if page.get_by_test_id("shift").is_visible():
+        start_shift(page, {"general"})
+    page.click("[data-testid=tab-bench]")
+    tasks = page.get_by_test_id("tasks")
+    expect(tasks).to_contain_text("Call back about the bill")
+    expect(page.get_by_test_id("my-reminders")).to_contain_text(
+        "Alexey Smirnov — Offer the new tariff"
+    )
+    employees = page.get_by_test_id("employees")
+    expect(employees).to_contain_text("Iryna Bondar")  # ABC Internet, as op7004's team
+    expect(employees).not_to_contain_text("Oksana Shevchenko")  # Clear Water
+    expect(employees).not_to_contain_text("Taras Melnyk")  # in no organization
+    # a supervisor's post reaches the open workbench at once
+    status, posted = _call(
+        node, "POST", "/api/announcements", {"text": "Outage in Podil until 18:00"}, admin
+    )
+    assert status == 201, posted
+    expect(page.get_by_test_id("announcements")).to_contain_text("Outage in Podil until 18:00")
+    assert (
+        _call(
+            node, "POST", "/api/announcements", {"text": "x"}, _token(node, "op7004", "agent7004")
+        )[0]
+        == 403
+    )
+    shot(page, "12-workbench")
+    page.locator("[data-testid^=task-done-]").first.click()
+    expect(tasks).not_to_contain_text("Call back about the bill")
+    # supervisors see everyone
+    status, everyone = _call(node, "GET", "/api/employees", token=admin)
+    names = {e["full_name"] for e in everyone["items"]}
+    assert {"Oksana Shevchenko", "Iryna Bondar", "Taras Melnyk"} <= names, names
+    page.context.close()

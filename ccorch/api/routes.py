@@ -110,6 +110,7 @@ ROOMS = (
     "ccorch.crm.api",
     "ccorch.crm.orders",
     "ccorch.crm.scenarios",
+    "ccorch.crm.workbench",
     "ccorch.ivr.api",
     "ccorch.acd.desk",
     "ccorch.calls.api",

@@ -246,3 +246,42 @@ export interface ActionResult {
   error: string | null;
   elapsed_ms: number;
 }
+
+export interface Announcement {
+  id: number;
+  text: string;
+  author: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+export interface Workbench {
+  tasks: {
+    id: number;
+    kind: string;
+    due_at: string;
+    case_id: number | null;
+    customer_id: number | null;
+    subject: string | null;
+    customer_name: string | null;
+  }[];
+  cases: { id: number; kind: string; status: string; subject: string; due_at: string | null }[];
+  reminders: {
+    id: number;
+    kind: string;
+    due_on: string;
+    text: string;
+    customer_id: number;
+    customer_name: string;
+  }[];
+  announcements: Announcement[];
+}
+
+export interface Employee {
+  id: number;
+  full_name: string;
+  extension: string | null;
+  unit: string | null;
+  roles: string[];
+  state: string | null;
+}

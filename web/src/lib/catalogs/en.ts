@@ -206,6 +206,22 @@ export const en = {
   "field.notes": "Notes",
   "question.last_payment_amount": "The amount of the last payment",
   "question.address_street": "The street of the service address",
+  "tabs.bench": "My workbench",
+  "bench.board": "Bulletin board",
+  "bench.noAnnouncements": "No announcements",
+  "bench.postPlaceholder": "An announcement for the operators",
+  "bench.post": "Post",
+  "bench.tasks": "My callbacks and tasks",
+  "bench.noTasks": "Nothing due",
+  "bench.open": "Open card",
+  "bench.done": "Done",
+  "bench.cases": "Cases assigned to me",
+  "bench.reminders": "Today's reminders of my customers",
+  "bench.noReminders": "No reminders today",
+  "bench.directory": "Employee directory",
+  "bench.directorySearch": "Name, extension or department",
+  "taskKind.callback": "Call back",
+  "taskKind.reminder": "Reminder",
 } as const;
 
 export type MessageKey = keyof typeof en;
