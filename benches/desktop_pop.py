@@ -35,14 +35,13 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from benches.event_stream import pct, prepare_db  # noqa: E402
-from benches.inbound_load import database, load_trunk, serve, voice_file  # noqa: E402
+from benches.event_stream import pct, prepare_db, queue_work  # noqa: E402
+from benches.inbound_load import database, serve, voice_file  # noqa: E402
 from tests.sipp import free_udp_port  # noqa: E402
 
 SCEN = REPO / "sip" / "sipp"
@@ -78,26 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     from playwright.sync_api import Page, sync_playwright
 
-    work = Path(tempfile.mkdtemp(prefix="ccorch-desktop-"))
-    flows = work / "flows"
-    flows.mkdir()
-    (flows / "load.yaml").write_text(
-        'flow: load\ndnis: ["150"]\nlanguage: en\nstart: wait\nnodes:\n'
-        "  wait:\n    type: queue\n    queue: load\n"
-    )
-    queues = ['[[queue]]\nname = "load"\nskills = "load"\nwrap_up_seconds = 0\nring_seconds = 20\n']
-    queues += [
-        f'[[agent]]\nextension = "{FIRST + i}"\nskills = {{ load = 1 }}\nqueues = ["load"]\n'
-        for i in range(args.operators)
-    ]
-    (flows / "queues.toml").write_text("\n".join(queues))
-    sip_port, trunk_port, phone_port = load_trunk(work)
-    (work / "ccorch.toml").write_text(
-        f'[sip]\nport = {sip_port}\ntrunks_file = "{work / "trunks.toml"}"\n'
-        '[log]\nlevel = "warning"\n'
-        f'[media]\nport_min = 30000\nport_max = 39999\nrecordings_dir = "{work / "rec"}"\n'
-        f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{work / "tts"}"\n'
-    )
+    work, sip_port, trunk_port, phone_port = queue_work("ccorch-desktop-", args.operators)
     db_url, server = database(work)
     procs: list[subprocess.Popen[bytes]] = []
     try:

@@ -135,6 +135,34 @@ asyncio.run(main())
 """
 
 
+def queue_work(prefix: str, agents: int, sip_extra: str = "") -> tuple[Path, int, int, int]:
+    """A node's working folder for a queue bench: the flow ``load`` on DNIS 150 queueing
+    every caller at once into ``load``, which ``agents`` operators 8000… serve (no
+    wrap-up), the trunk and the config. (The folder, the node's SIP port, the carrier's,
+    the phones'.)"""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    flows = work / "flows"
+    flows.mkdir()
+    (flows / "load.yaml").write_text(
+        'flow: load\ndnis: ["150"]\nlanguage: en\nstart: wait\nnodes:\n'
+        "  wait:\n    type: queue\n    queue: load\n"
+    )
+    queues = ['[[queue]]\nname = "load"\nskills = "load"\nwrap_up_seconds = 0\nring_seconds = 20\n']
+    queues += [
+        f'[[agent]]\nextension = "{FIRST + i}"\nskills = {{ load = 1 }}\nqueues = ["load"]\n'
+        for i in range(agents)
+    ]
+    (flows / "queues.toml").write_text("\n".join(queues))
+    sip_port, trunk_port, phone_port = load_trunk(work)
+    (work / "ccorch.toml").write_text(
+        f'[sip]\nport = {sip_port}\ntrunks_file = "{work / "trunks.toml"}"\n{sip_extra}'
+        '[log]\nlevel = "warning"\n'
+        f'[media]\nport_min = 30000\nport_max = 39999\nrecordings_dir = "{work / "rec"}"\n'
+        f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{work / "tts"}"\n'
+    )
+    return work, sip_port, trunk_port, phone_port
+
+
 def pct(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
@@ -153,26 +181,8 @@ def main() -> None:
     ap.add_argument("--stalled", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="ccorch-events-"))
-    flows = work / "flows"
-    flows.mkdir()
-    (flows / "load.yaml").write_text(
-        'flow: load\ndnis: ["150"]\nlanguage: en\nstart: wait\nnodes:\n'
-        "  wait:\n    type: queue\n    queue: load\n"
-    )
-    queues = ['[[queue]]\nname = "load"\nskills = "load"\nwrap_up_seconds = 0\nring_seconds = 20\n']
-    queues += [
-        f'[[agent]]\nextension = "{FIRST + i}"\nskills = {{ load = 1 }}\nqueues = ["load"]\n'
-        for i in range(args.agents)
-    ]
-    (flows / "queues.toml").write_text("\n".join(queues))
-    sip_port, trunk_port, phone_port = load_trunk(work)
-    (work / "ccorch.toml").write_text(
-        f'[sip]\nport = {sip_port}\ntrunks_file = "{work / "trunks.toml"}"\n'
-        "rate_limit = 100000\nrate_burst = 100000\n"
-        '[log]\nlevel = "warning"\n'
-        f'[media]\nport_min = 30000\nport_max = 39999\nrecordings_dir = "{work / "rec"}"\n'
-        f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{work / "tts"}"\n'
+    work, sip_port, trunk_port, phone_port = queue_work(
+        "ccorch-events-", args.agents, "rate_limit = 100000\nrate_burst = 100000\n"
     )
     db_url, server = database(work)
     procs: list[subprocess.Popen[bytes]] = []

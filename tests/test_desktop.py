@@ -57,31 +57,16 @@ SHOTS = Path(
 TIMEOUT_MS = 15_000
 
 
-# The test center's queues, with 7002 in `tech` too (a colleague to transfer to).
+# The test center's queues, with 7002 in `tech` too (a colleague to transfer to) and 7001
+# also in `general`.
 QUEUES = (
-    TEST_QUEUES.split("[[agent]]")[0]
-    + """
-[[agent]]
-extension = "7001"
-skills = { tech = 5, general = 1 }
-queues = ["tech", "general"]
-
-[[agent]]
-extension = "7002"
-skills = { tech = 5 }
-queues = ["tech"]
-
-[[agent]]
-extension = "7003"
-skills = { general = 5 }
-queues = ["general"]
-
-[[agent]]
-extension = "7004"
-skills = { general = 3 }
-queues = ["general"]
-"""
+    TEST_QUEUES.replace(
+        'skills = { tech = 5 }\nqueues = ["tech"]',
+        'skills = { tech = 5, general = 1 }\nqueues = ["tech", "general"]',
+    )
+    + '\n[[agent]]\nextension = "7002"\nskills = { tech = 5 }\nqueues = ["tech"]\n'
 )
+assert QUEUES.count("[[agent]]") == 4
 
 
 @pytest.fixture(scope="module")
@@ -581,6 +566,20 @@ def test_workbench_callbacks_reminders_live_board_and_the_directory_by_organizat
     expect(page.get_by_test_id("my-reminders")).to_contain_text(
         "Alexey Smirnov — Offer the new tariff"
     )
+    with psycopg.connect(center.db) as conn:
+        (alexey,) = conn.execute(
+            "SELECT id FROM customers WHERE name = 'Alexey Smirnov'"
+        ).fetchone() or (None,)
+    op_token = _token(node, "op7004", "agent7004")
+    status, survey = _call(
+        node, "POST", "/api/surveys/1/responses", {"customer_id": alexey}, op_token
+    )
+    assert status == 201, survey
+    page.get_by_test_id("my-reminders").get_by_role("button", name="Open card").click()
+    expect(page.get_by_test_id("customer-name")).to_have_text("Alexey Smirnov")
+    expect(page.get_by_test_id("customer-manager")).to_have_text("Dmytro Kravets")
+    expect(page.get_by_test_id("surveys")).to_contain_text("ABC Internet satisfaction")
+    expect(page.get_by_test_id("surveys")).to_contain_text("not finished")
     employees = page.get_by_test_id("employees")
     expect(employees).to_contain_text("Iryna Bondar")  # ABC Internet, as op7004's team
     expect(employees).not_to_contain_text("Oksana Shevchenko")  # Clear Water
@@ -597,6 +596,11 @@ def test_workbench_callbacks_reminders_live_board_and_the_directory_by_organizat
         )[0]
         == 403
     )
+    # my schedule: an item added for later today, listed, ticked off
+    page.fill("[data-testid=agenda-at]", dt.datetime.now().strftime("%Y-%m-%dT23:59"))
+    page.fill("[data-testid=agenda-text]", "Call Ivan about the router")
+    page.click("[data-testid=agenda-add]")
+    expect(page.get_by_test_id("agenda")).to_contain_text("Call Ivan about the router")
     shot(page, "12-workbench")
     page.locator("[data-testid^=task-done-]").first.click()
     expect(tasks).not_to_contain_text("Call back about the bill")

@@ -491,6 +491,13 @@ async def customer_history(request: Request, customer_id: int) -> HTTPResponse:
         return json(await cases.history(conn, customer_id, limit, request.args.get("before")))
 
 
+async def customer_surveys(request: Request, customer_id: int) -> HTTPResponse:
+    async with _pool(request).connection() as conn:
+        if not await store.can_see_customer(conn, request.ctx.user, customer_id):
+            return _error(404, "not_found", f"no customer {customer_id}")
+        return json({"items": await surveys.of_customer(conn, customer_id)})
+
+
 async def kb_search(request: Request) -> HTTPResponse:
     q = request.args.get("q", "")
     if not q.strip() or len(q) > 200 or "\x00" in q:
@@ -773,6 +780,13 @@ ROUTES: tuple[Route, ...] = (
             Param("limit", "query", Annotated[int, Field(ge=1, le=100)]),
             Param("before", "query", Annotated[str, Field(max_length=80)]),
         ),
+    ),
+    Route(
+        "GET",
+        "/api/customers/<customer_id:int>/surveys",
+        "The customer's survey responses, newest first (survey, answers, the call)",
+        CRM_ROLES,
+        customer_surveys,
     ),
     Route(
         "PUT",

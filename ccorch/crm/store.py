@@ -400,7 +400,9 @@ async def customer_card(
     """Everything the desktop shows when the customer calls (reminders due within a week)."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        """SELECT id, kind, name, segment, manager_id, group_id, region, birthday, email, notes, created_at
+        """SELECT id, kind, name, segment, manager_id,
+                  (SELECT full_name FROM users u WHERE u.id = manager_id) AS manager_name,
+                  group_id, region, birthday, email, notes, created_at
            FROM customers WHERE id = %s""",
         (customer_id,),
     )

@@ -295,3 +295,22 @@ DEMO_SURVEY = {
         "rating": {"text": "Оцените наш сервис от 1 до 5", "kind": "number", "next": None},
     },
 }
+
+
+async def of_customer(
+    conn: AsyncConnection[Any], customer_id: int, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The customer's survey responses, newest first: the survey, when, how many answers,
+    and the interaction (call) it was taken on."""
+    cur = await conn.execute(
+        """SELECT r.id, s.name, r.interaction_id, r.started_at, r.completed_at,
+                  (SELECT count(*) FROM survey_answers a WHERE a.response_id = r.id)
+           FROM survey_responses r JOIN surveys s ON s.id = r.survey_id
+           WHERE r.customer_id = %s ORDER BY r.started_at DESC, r.id DESC LIMIT %s""",
+        (customer_id, limit),
+    )
+    return [
+        {"id": r[0], "survey": r[1], "interaction_id": r[2], "started_at": r[3].isoformat(),
+         "completed_at": r[4].isoformat() if r[4] else None, "answers": int(r[5])}
+        for r in await cur.fetchall()
+    ]  # fmt: skip

@@ -1,5 +1,5 @@
 """The operator's personal workbench (seed 004: 智能桌面): the callbacks and tasks due, the
-cases assigned to me, today's reminders of the customers I manage, the supervisors'
+cases assigned to me, today's reminders of the customers I manage, my own schedule, the supervisors'
 bulletin board, and the employee directory (seed 003), each user seeing the colleagues of
 its own organization (the top org unit above it); supervisors and admins see everyone.
 """
@@ -17,7 +17,7 @@ from sanic.response import HTTPResponse, json
 
 from ccorch.api.http import json_body, pool
 from ccorch.api.routes import Route
-from ccorch.api.validation import Body, parse
+from ccorch.api.validation import Body, ValidationFailed, parse
 from ccorch.crm.store import User, audit, reminder_due
 from ccorch.errors import RequestRefused
 
@@ -67,10 +67,18 @@ async def workbench(conn: AsyncConnection[Any], user: User, now: dt.datetime) ->
     reminders = _plain(
         [r for r in await cur.fetchall() if reminder_due(r["due_on"], r["yearly"], today, 0)]
     )
+    # my schedule: what is not done, from the start of today on
+    await cur.execute(
+        """SELECT id, at, text FROM agenda_items
+           WHERE user_id = %s AND NOT done AND at >= %s ORDER BY at LIMIT 50""",
+        (user.id, dt.datetime.combine(today, dt.time(0), now.tzinfo)),
+    )
+    agenda = _plain(await cur.fetchall())
     return {
         "tasks": tasks,
         "cases": cases,
         "reminders": reminders,
+        "agenda": agenda,
         "announcements": await announcements(conn, now),
     }
 
@@ -117,6 +125,11 @@ class NewAnnouncement(Body):
     ) = None
 
 
+class AgendaItem(Body):
+    at: Annotated[str, Field(max_length=40, description="ISO 8601 with an offset (or Z)")]
+    text: Annotated[str, Field(min_length=1, max_length=500)]
+
+
 # --- the API -------------------------------------------------------------------------------
 
 
@@ -144,6 +157,35 @@ async def task_done(request: Request, task_id: int) -> HTTPResponse:
             raise RequestRefused(409, f"task {task_id} is not open")
         await audit(conn, user.id, "done", "task", task_id, {"status": "open"}, {"status": "done"})
     return json({"id": task_id, "status": "done"})
+
+
+async def add_agenda(request: Request) -> HTTPResponse:
+    data = parse(AgendaItem, json_body(request))
+    try:
+        at = dt.datetime.fromisoformat(data["at"])
+    except ValueError:
+        raise ValidationFailed({"at": "expected ISO 8601 (2026-12-06T15:00:00+02:00)"}) from None
+    if at.tzinfo is None:
+        raise ValidationFailed({"at": "give the offset (+02:00, or Z)"})
+    async with pool(request).connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO agenda_items (user_id, at, text) VALUES (%s, %s, %s) RETURNING id",
+            (request.ctx.user.id, at, data["text"]),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+    return json({"id": row[0], "at": at.isoformat(), "text": data["text"]}, status=201)
+
+
+async def agenda_done(request: Request, item_id: int) -> HTTPResponse:
+    async with pool(request).connection() as conn:
+        cur = await conn.execute(
+            "UPDATE agenda_items SET done = true WHERE id = %s AND user_id = %s RETURNING id",
+            (item_id, request.ctx.user.id),
+        )
+        if await cur.fetchone() is None:  # someone else's is as unknown as a missing one
+            raise RequestRefused(404, f"no agenda item {item_id} of yours")
+    return json({"id": item_id, "done": True})
 
 
 async def list_announcements(request: Request) -> HTTPResponse:
@@ -216,6 +258,23 @@ ROUTES: tuple[Route, ...] = (
         READERS,
         task_done,
         responses={404: "no such task of yours", 409: "not open"},
+    ),
+    Route(
+        "POST",
+        "/api/agenda",
+        "Add to my schedule: a time and what",
+        READERS,
+        add_agenda,
+        body=AgendaItem,
+        responses={201: "added"},
+    ),
+    Route(
+        "POST",
+        "/api/agenda/<item_id:int>/done",
+        "Tick an item of my schedule off",
+        READERS,
+        agenda_done,
+        responses={404: "no such item of yours"},
     ),
     Route("GET", "/api/announcements", "The bulletin board now", READERS, list_announcements),
     Route(

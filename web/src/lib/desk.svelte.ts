@@ -4,7 +4,17 @@
 import { tick } from "svelte";
 import { api, ApiError } from "./api";
 import { LiveStream } from "./events.svelte";
-import type { Agent, Call, Candidate, Card, HistoryItem, LiveEvent, Me, Offer } from "./types";
+import type {
+  Agent,
+  Call,
+  Candidate,
+  Card,
+  HistoryItem,
+  LiveEvent,
+  Me,
+  Offer,
+  SurveyResponse,
+} from "./types";
 
 const HISTORY_PAGE = 10;
 
@@ -25,6 +35,7 @@ export class Desk {
   card = $state<Card | null>(null);
   history = $state<HistoryItem[]>([]);
   historyNext = $state<string | null>(null);
+  surveys = $state<SurveyResponse[]>([]);
   searchHits = $state<Candidate[] | null>(null);
   notice = $state<string | null>(null);
   /** The description of the case being written (the KB panel pastes answers into it). */
@@ -152,6 +163,9 @@ export class Desk {
       );
       this.history = page.items;
       this.historyNext = page.next_before;
+      this.surveys = (
+        await api<{ items: SurveyResponse[] }>("GET", `/api/customers/${customerId}/surveys`)
+      ).items;
     } catch (e) {
       this.report(e);
     }

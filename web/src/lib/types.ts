@@ -102,6 +102,7 @@ export interface Card {
   name: string;
   segment: string;
   manager_id: number | null;
+  manager_name: string | null;
   group_id: number | null;
   region: string | null;
   birthday: string | null;
@@ -274,6 +275,7 @@ export interface Workbench {
     customer_id: number;
     customer_name: string;
   }[];
+  agenda: { id: number; at: string; text: string }[];
   announcements: Announcement[];
 }
 
@@ -284,4 +286,13 @@ export interface Employee {
   unit: string | null;
   roles: string[];
   state: string | null;
+}
+
+export interface SurveyResponse {
+  id: number;
+  survey: string;
+  interaction_id: number | null;
+  started_at: string;
+  completed_at: string | null;
+  answers: number;
 }

@@ -222,6 +222,14 @@ export const en = {
   "bench.directorySearch": "Name, extension or department",
   "taskKind.callback": "Call back",
   "taskKind.reminder": "Reminder",
+  "card.manager": "Manager",
+  "card.surveys": "Surveys",
+  "card.surveyDone": "completed, {n} answers",
+  "card.surveyOpen": "not finished",
+  "bench.agenda": "My schedule",
+  "bench.noAgenda": "Nothing planned",
+  "bench.agendaWhat": "What",
+  "bench.agendaAdd": "Add",
 } as const;
 
 export type MessageKey = keyof typeof en;

@@ -223,4 +223,12 @@ export const ru: Record<MessageKey, string> = {
   "bench.directorySearch": "Имя, номер или отдел",
   "taskKind.callback": "Перезвонить",
   "taskKind.reminder": "Напоминание",
+  "card.manager": "Менеджер",
+  "card.surveys": "Опросы",
+  "card.surveyDone": "завершён, ответов: {n}",
+  "card.surveyOpen": "не завершён",
+  "bench.agenda": "Мой график",
+  "bench.noAgenda": "Ничего не запланировано",
+  "bench.agendaWhat": "Что",
+  "bench.agendaAdd": "Добавить",
 };

@@ -223,4 +223,12 @@ export const zh: Record<MessageKey, string> = {
   "bench.directorySearch": "姓名、分机或部门",
   "taskKind.callback": "回访",
   "taskKind.reminder": "提醒",
+  "card.manager": "客户经理",
+  "card.surveys": "问卷调查",
+  "card.surveyDone": "已完成，{n} 个回答",
+  "card.surveyOpen": "未完成",
+  "bench.agenda": "我的日程",
+  "bench.noAgenda": "暂无安排",
+  "bench.agendaWhat": "事项",
+  "bench.agendaAdd": "添加",
 };
