@@ -42,20 +42,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from benches.event_stream import pct, prepare_db, queue_work  # noqa: E402
 from benches.inbound_load import database, serve, voice_file  # noqa: E402
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 from tests.sipp import free_udp_port  # noqa: E402
 
 SCEN = REPO / "sip" / "sipp"
 DIST = REPO / "ccorch" / "web" / "dist"
 FIRST = 8000
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def bundle_sizes() -> dict[str, int]:
@@ -88,7 +80,7 @@ def main() -> None:
         procs.append(node)
         seconds = args.calls / args.cps + args.talk + 10
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
 
             def desktop(token: str) -> Page:
                 context = browser.new_context(locale="en")

@@ -23,6 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
 from ccorch.crm.bootstrap import DEMO_SCENARIO
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 from tests.sipp import wait_for
 from tests.test_agents import _call, _token
 from tests.test_call_control import (
@@ -39,18 +40,6 @@ from tests.test_ivr import Phone
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-# Without the background-networking flags Chromium keeps trying to reach Google's hosts,
-# which this machine's closed network refuses.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = Path(
     os.environ.get("CCORCH_SCREENSHOTS", Path(__file__).parent.parent / "var" / "screenshots")
 )

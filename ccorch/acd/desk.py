@@ -129,13 +129,19 @@ def _publish(app: Any, kind: str, extension: str, **data: Any) -> None:
     app.ctx.events.publish(kind, {"agent": extension, **data}, agents={extension})
 
 
-def describe(acd: AcdService, extension: str) -> dict[str, Any]:
-    st = acd.agent_state(extension)
+def state_of(acd: AcdService, extension: str) -> tuple[str, str | None]:
+    """An operator's state now and, when Not ready, the reason's name."""
+    st = acd.agent_state(extension) if extension in acd.agents else None
     state, detail = st if st is not None else ("logged_out", None)
+    return state, acd.reason_name(detail) if state == "not_ready" else None
+
+
+def describe(acd: AcdService, extension: str) -> dict[str, Any]:
+    state, reason = state_of(acd, extension)
     return {
         "extension": extension,
         "state": state,
-        "reason": acd.reason_name(detail) if state == "not_ready" else None,
+        "reason": reason,
         "queues": list(acd.working.get(extension, ())),
         "groups": list(acd.agents[extension].queues),
         "phone_registered": acd.registered(extension),
@@ -303,14 +309,13 @@ async def directory(request: Request) -> HTTPResponse:
         people = {str(ext): str(name) for ext, name in await cur.fetchall()}
     operators = []
     for ext in sorted(set(acd.agents) | set(people)):
-        st = acd.agent_state(ext) if ext in acd.agents else None
-        state, detail = st if st is not None else ("logged_out", None)
+        state, reason = state_of(acd, ext)
         operators.append(
             {
                 "extension": ext,
                 "name": people.get(ext, ""),
                 "state": state,
-                "reason": acd.reason_name(detail) if state == "not_ready" else None,
+                "reason": reason,
                 "queues": sorted(acd.working.get(ext, ())),
             }
         )

@@ -163,22 +163,23 @@ _EXPECTED = {
 }
 
 
+# A limit not met: the message, filled from the error's context.
+_BOUNDS = {
+    "string_too_short": "at least {min_length} characters",
+    "string_too_long": "at most {max_length} characters",
+    "too_short": "at least {min_length} items",
+    "too_long": "at most {max_length} items",
+    "greater_than_equal": "at least {ge:g}",
+    "less_than_equal": "at most {le:g}",
+}
+
+
 def _message(err: Any) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind in _EXPECTED:
         text = _EXPECTED[kind]
-    elif kind == "string_too_short":
-        text = f"at least {ctx['min_length']} characters"
-    elif kind == "string_too_long":
-        text = f"at most {ctx['max_length']} characters"
-    elif kind == "too_short":
-        text = f"at least {ctx['min_length']} items"
-    elif kind == "too_long":
-        text = f"at most {ctx['max_length']} items"
-    elif kind == "greater_than_equal":
-        text = f"at least {ctx['ge']:g}"
-    elif kind == "less_than_equal":
-        text = f"at most {ctx['le']:g}"
+    elif kind in _BOUNDS:
+        text = _BOUNDS[kind].format(**ctx)
     elif kind == "literal_error":
         text = "one of " + str(ctx["expected"]).replace("'", "").replace(" or ", ", ")
     elif kind == "string_pattern_mismatch":

@@ -34,7 +34,7 @@ from sanic.response import HTTPResponse, json
 
 from ccorch.api.http import actor_of, error, json_body, pool
 from ccorch.api.routes import Route
-from ccorch.api.validation import Body, Id, parse
+from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.calls.api import CallRef, call_for
 from ccorch.crm.store import User, audit, can_see_customer
 from ccorch.errors import RequestRefused
@@ -242,19 +242,25 @@ async def save(
 
 
 async def all_scenarios(
-    conn: AsyncConnection[Any], services: dict[str, tuple[str, ...]]
+    conn: AsyncConnection[Any], services: dict[str, tuple[str, ...]], name: str | None = None
 ) -> list[dict[str, Any]]:
-    """Every scenario as the desktop uses it (parsed; the registration's required fields)."""
-    cur = await conn.execute("SELECT name, source, version FROM service_scenarios ORDER BY name")
+    """Every scenario (or the one named) as the desktop uses it: parsed, with the
+    registration's required fields; one refused since (its topic renamed) is left out, and
+    shown to admins by GET /api/scenarios/<name>."""
+    cur = await conn.execute(
+        "SELECT name, source, version FROM service_scenarios"
+        " WHERE %(name)s::text IS NULL OR name = %(name)s ORDER BY name",
+        {"name": name},
+    )
     topics = await _topics(conn)
     out = []
-    for name, source, version in await cur.fetchall():
+    for found, source, version in await cur.fetchall():
         try:
-            parsed = check(source, name, topics, set(services))
+            parsed = check(source, found, topics, set(services))
         except ScenarioError:
-            continue  # its topic was renamed since: shown to admins by GET /api/scenarios/x
+            continue
         parsed["registration_fields"] = list(services.get(parsed["registration"], ()))
-        out.append({"name": name, "version": version, **parsed})
+        out.append({"name": found, "version": version, **parsed})
     return out
 
 
@@ -467,8 +473,7 @@ async def run_action(request: Request, name: str, action: str) -> HTTPResponse:
     call = await _call(request, data.get("call_id"))
     async with pool(request).connection() as conn:
         await _customer_ok(conn, user, data.get("customer_id"))
-        found = {s["name"]: s for s in await all_scenarios(conn, _services(request))}
-        scenario = found.get(name)
+        scenario = next(iter(await all_scenarios(conn, _services(request), name)), None)
         spec = next((a for a in (scenario or {}).get("actions", []) if a["name"] == action), None)
         if scenario is None or spec is None:
             return error(404, "not_found", f"no action {action} in scenario {name}")
@@ -529,19 +534,24 @@ async def interaction_steps(request: Request, interaction_id: int) -> HTTPRespon
 async def app_link(request: Request, name: str, index: int) -> HTTPResponse:
     """A hosted application's URL for this call and customer (opened in a new tab)."""
     user: User = request.ctx.user
-    raw_call, raw_customer = request.args.get("call_id"), request.args.get("customer_id")
-    call_id = int(raw_call) if raw_call and raw_call.isdigit() else None
-    customer_id = int(raw_customer) if raw_customer and raw_customer.isdigit() else None
-    call = await _call(request, call_id)
+    ids: dict[str, int | None] = {}
+    for key in ("call_id", "customer_id"):
+        raw = request.args.get(key)
+        if raw is not None and not raw.isdigit():
+            raise ValidationFailed({key: "expected an id (digits)"})
+        ids[key] = int(raw) if raw else None
+    call = await _call(request, ids["call_id"])
+    customer_id = ids["customer_id"]
     async with pool(request).connection() as conn:
         await _customer_ok(conn, user, customer_id)
-        found = {s["name"]: s for s in await all_scenarios(conn, _services(request))}
-        apps = found.get(name, {}).get("apps", [])
+        scenario = next(iter(await all_scenarios(conn, _services(request), name)), None)
+        apps = scenario["apps"] if scenario is not None else []
         if not 0 <= index < len(apps):
             return error(404, "not_found", f"no app {index} in scenario {name}")
         url = fill(apps[index]["url"], await _values(conn, user, customer_id, call), url=True)
         await record_step(conn, user, "app", call=call, customer_id=customer_id, scenario=name,
-                          topic_id=found[name]["topic_id"], data={"url": url})  # fmt: skip
+                          topic_id=scenario["topic_id"] if scenario else None,
+                          data={"url": url})  # fmt: skip
     return json({"url": url})
 
 

@@ -230,20 +230,8 @@ Segment = Annotated[str, Field(min_length=1, max_length=40)]
 CustomerName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class NewCustomer(Body):
-    kind: Literal["person", "organization"] | None = Field(None, description="default person")
-    name: CustomerName
-    phones: Phones | None = None
-    addresses: Addresses | None = None
-    email: Email | None = None
-    birthday: Day | None = None
-    segment: Segment | None = None
-    group_id: Id | None = None
-    notes: Annotated[str, Field(max_length=5000)] | None = None
-
-
-class CustomerUpdate(Body):
-    """A change to a customer: the given fields only (phones, addresses replace the lists)."""
+class _CustomerFields(Body):
+    """What a new customer and a change to one have in common."""
 
     name: CustomerName | None = None
     phones: Phones | None = None
@@ -252,8 +240,18 @@ class CustomerUpdate(Body):
     birthday: Day | None = None
     segment: Segment | None = None
     group_id: Id | None = None
-    manager_id: Id | None = None
     notes: Annotated[str, Field(max_length=5000)] | None = None
+
+
+class NewCustomer(_CustomerFields):
+    kind: Literal["person", "organization"] | None = Field(None, description="default person")
+    name: CustomerName
+
+
+class CustomerUpdate(_CustomerFields):
+    """A change to a customer: the given fields only (phones, addresses replace the lists)."""
+
+    manager_id: Id | None = None
 
 
 async def create_customer(

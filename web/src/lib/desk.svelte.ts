@@ -222,9 +222,11 @@ export class Desk {
 
   /** Tell the node which customer the caller is (the call's record names them). */
   async callerIs(customerId: number): Promise<void> {
-    const id = this.call?.id ?? this.offer?.call;
-    if (id === undefined || this.call === null) return;
-    const reply = await this.stream.command("customer", { call: id, customer_id: customerId });
+    if (this.call === null) return; // only while the call is up
+    const reply = await this.stream.command("customer", {
+      call: this.call.id,
+      customer_id: customerId,
+    });
     this.check(reply);
   }
 
