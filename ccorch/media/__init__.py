@@ -29,6 +29,7 @@ __all__ = [
     "RecordingFailed",
     "RecordingStopped",
     "RtcpBye",
+    "WebRtcState",
     "decode_event",
     "raise_open_file_limit",
 ]
@@ -70,6 +71,15 @@ class RtcpBye:
 
 
 @dataclass(frozen=True, slots=True)
+class WebRtcState:
+    """A browser leg's session connected (ICE and DTLS done), or failed with the reason."""
+
+    leg: int
+    connected: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RecordingStopped:
     recording: int
     path: Path
@@ -89,6 +99,7 @@ MediaEvent = (
     | AmdResult
     | PlaybackFinished
     | RtcpBye
+    | WebRtcState
     | RecordingStopped
     | RecordingFailed
 )
@@ -99,6 +110,7 @@ _DECODERS: dict[str, Callable[..., MediaEvent]] = {
     "amd": AmdResult,
     "playback_finished": PlaybackFinished,
     "rtcp_bye": RtcpBye,
+    "webrtc_state": WebRtcState,
     "recording_stopped": lambda rec, path, ms, size: RecordingStopped(rec, Path(path), ms, size),
     "recording_failed": RecordingFailed,
 }

@@ -35,6 +35,7 @@ use crate::mixer::{mix_frame, Speak};
 use crate::player::{EndReason, Prompt};
 use crate::srtp;
 use crate::wav::{pcm16_header, read_prompt, WavError};
+use crate::webrtc::{WebRtc, WebRtcError, WebRtcIo, WebRtcState};
 
 pub type LegId = u64;
 pub type RoomId = u64;
@@ -86,6 +87,8 @@ pub enum MediaError {
     BadDigit(char),
     BadConfig(String),
     Prompt(String),
+    /// A browser leg's SDP was refused, or the operation needs a browser leg.
+    WebRtc(String),
     Stopped,
     /// A media thread did not answer within 5 s (overloaded).
     Busy,
@@ -107,6 +110,7 @@ impl fmt::Display for MediaError {
             MediaError::BadDigit(c) => write!(f, "{c:?} is not a DTMF digit (0-9, *, #, A-D)"),
             MediaError::BadConfig(e) => write!(f, "bad media configuration: {e}"),
             MediaError::Prompt(e) => write!(f, "{e}"),
+            MediaError::WebRtc(e) => write!(f, "{e}"),
             MediaError::Stopped => f.write_str("the media engine has stopped"),
             MediaError::Busy => f.write_str("a media thread did not answer within 5 s (overloaded)"),
         }
@@ -155,6 +159,12 @@ pub enum Event {
     },
     RtcpBye {
         leg: LegId,
+    },
+    /// A browser leg connected (ICE and DTLS done), or failed with the reason.
+    WebRtcState {
+        leg: LegId,
+        connected: bool,
+        reason: String,
     },
     RecordingStopped {
         recording: RecordingId,
@@ -321,6 +331,12 @@ enum Cmd {
         rtcp: StdUdpSocket,
         cfg: LegConfig,
         ssrc: u32,
+        webrtc: Option<Box<WebRtc>>,
+    },
+    WebRtcSdp {
+        leg: LegId,
+        op: SdpOp,
+        reply: Reply<String>,
     },
     Release {
         leg: LegId,
@@ -406,6 +422,15 @@ enum Cmd {
         reset: bool,
     },
     Shutdown,
+}
+
+/// An SDP step on a browser leg, done on its shard (where its session lives).
+enum SdpOp {
+    /// Answer the browser's (re-)offer.
+    AcceptOffer(String),
+    /// Offer with this direction (hold: sendonly).
+    Offer(String),
+    AcceptAnswer(String),
 }
 
 enum WriterMsg {
@@ -589,6 +614,19 @@ impl Engine {
     /// A new leg with its RTP/RTCP port pair; legs that will share a room need the same group.
     pub fn allocate_leg(&self, group: u64, cfg: LegConfig) -> Result<(LegId, u16), MediaError> {
         let (rtp, rtcp, port) = self.bind_pair()?;
+        let id = self.add_leg(group, rtp, rtcp, cfg, None)?;
+        Ok((id, port))
+    }
+
+    /// Hand a leg's sockets to its shard (chosen by `group`); its id.
+    fn add_leg(
+        &self,
+        group: u64,
+        rtp: StdUdpSocket,
+        rtcp: StdUdpSocket,
+        cfg: LegConfig,
+        webrtc: Option<Box<WebRtc>>,
+    ) -> Result<LegId, MediaError> {
         let id = self.new_id();
         let shard = (group % self.shards.len() as u64) as usize;
         // SSRC: unpredictable enough for loop detection, distinct per leg.
@@ -605,10 +643,59 @@ impl Engine {
                 rtcp,
                 cfg,
                 ssrc,
+                webrtc,
             },
         )?;
         self.dir().legs.insert(id, shard);
-        Ok((id, port))
+        Ok(id)
+    }
+
+    /// A browser leg (WebRTC: ICE-lite, DTLS-SRTP on one port) answering `offer`, or
+    /// offering when there is none: its id, port, and our SDP. Its codec follows the SDP.
+    pub fn allocate_webrtc_leg(
+        &self,
+        group: u64,
+        offer: Option<&str>,
+        mut cfg: LegConfig,
+    ) -> Result<(LegId, u16, String), MediaError> {
+        let (rtp, rtcp, port) = self.bind_pair()?;
+        let local = rtp.local_addr()?;
+        let now = Instant::now();
+        let mut rtc = WebRtc::new(local, now).map_err(webrtc_error)?;
+        let sdp = match offer {
+            Some(o) => rtc.accept_offer(o, now),
+            None => rtc.create_offer("sendrecv"),
+        }
+        .map_err(webrtc_error)?;
+        if let Some((law, dtmf_pt)) = rtc.codec() {
+            cfg.law = law;
+            cfg.dtmf_pt = dtmf_pt;
+        }
+        cfg.symmetric = true;
+        let id = self.add_leg(group, rtp, rtcp, cfg, Some(Box::new(rtc)))?;
+        Ok((id, port, sdp))
+    }
+
+    /// Answer a browser's re-offer (hold, resume) on its leg.
+    pub fn webrtc_accept_offer(&self, leg: LegId, offer: &str) -> Result<String, MediaError> {
+        let shard = self.leg_shard(leg)?;
+        let op = SdpOp::AcceptOffer(offer.to_owned());
+        self.ask(shard, |reply| Cmd::WebRtcSdp { leg, op, reply })
+    }
+
+    /// Our (re-)offer to a browser leg, `direction` as in SDP.
+    pub fn webrtc_offer(&self, leg: LegId, direction: &str) -> Result<String, MediaError> {
+        let shard = self.leg_shard(leg)?;
+        let op = SdpOp::Offer(direction.to_owned());
+        self.ask(shard, |reply| Cmd::WebRtcSdp { leg, op, reply })
+    }
+
+    /// The browser's answer to our last offer.
+    pub fn webrtc_accept_answer(&self, leg: LegId, answer: &str) -> Result<(), MediaError> {
+        let shard = self.leg_shard(leg)?;
+        let op = SdpOp::AcceptAnswer(answer.to_owned());
+        self.ask(shard, |reply| Cmd::WebRtcSdp { leg, op, reply })
+            .map(|_| ())
     }
 
     pub fn release_leg(&self, leg: LegId) -> Result<(), MediaError> {
@@ -1033,11 +1120,27 @@ struct LegSlot {
     recorded: u32,
     /// SDES-keyed SRTP: every packet in is checked and decrypted, every packet out protected
     srtp: Option<srtp::Srtp>,
+    /// A browser: its WebRTC session carries the leg's RTP (and does its own RTCP).
+    webrtc: Option<Box<WebRtc>>,
+    webrtc_io: WebRtcIo,
+    /// What was reported of the browser's session: 0 nothing, 1 connected, 2 failed.
+    webrtc_reported: u8,
+}
+
+fn webrtc_error(e: WebRtcError) -> MediaError {
+    MediaError::WebRtc(e.to_string())
 }
 
 impl LegSlot {
     /// Send an RTP or RTCP packet of this leg, protected when the leg is SRTP.
     fn send(&mut self, packet: &[u8], to: SocketAddr, rtcp: bool, stats: &mut TickStats) {
+        if let Some(w) = self.webrtc.as_mut() {
+            if !rtcp {
+                w.send_rtp(Instant::now(), packet, &mut self.webrtc_io);
+                self.flush_webrtc(stats);
+            }
+            return;
+        }
         let sock = if rtcp { &self.rtcp } else { &self.rtp };
         let sent = match self.srtp.as_mut() {
             None => sock.try_send_to(packet, to).is_ok(),
@@ -1048,6 +1151,42 @@ impl LegSlot {
         };
         if !sent && !rtcp {
             stats.send_errors += 1;
+        }
+    }
+}
+
+impl LegSlot {
+    /// Where this leg's packets go: the RTP peer, or (a browser) its session, which knows.
+    fn peer(&self) -> Option<SocketAddr> {
+        self.leg
+            .remote
+            .or_else(|| self.webrtc.as_ref().map(|w| w.local()))
+    }
+
+    /// Send what the browser's session wants sent (STUN, DTLS, SRTP, SRTCP).
+    fn flush_webrtc(&mut self, stats: &mut TickStats) {
+        for (to, datagram) in &self.webrtc_io.transmit {
+            if self.rtp.try_send_to(datagram, *to).is_err() {
+                stats.send_errors += 1;
+            }
+        }
+        self.webrtc_io.clear_transmit();
+    }
+
+    /// A state change of the browser's session to report (once each). A failed session
+    /// stays (disconnected: it sends nothing, so never plain RTP) until the leg is released.
+    fn webrtc_change(&mut self) -> Option<(bool, String)> {
+        let w = self.webrtc.as_ref()?;
+        match (w.state(), self.webrtc_reported) {
+            (WebRtcState::Connected, 0) => {
+                self.webrtc_reported = 1;
+                Some((true, String::new()))
+            }
+            (WebRtcState::Failed(reason), 0 | 1) => {
+                self.webrtc_reported = 2;
+                Some((false, reason.clone()))
+            }
+            _ => None,
         }
     }
 }
@@ -1314,10 +1453,26 @@ impl Shard {
     }
 
     fn on_datagram(&mut self, id: LegId, src: SocketAddr, wire: &[u8]) {
-        let now = self.now_ms();
         let Some(slot) = self.legs.get_mut(&id) else {
             return;
         };
+        if let Some(w) = slot.webrtc.as_mut() {
+            // a browser: STUN, DTLS and SRTP go to its session; what comes out is plain RTP
+            w.receive(Instant::now(), src, wire, &mut slot.webrtc_io);
+            slot.flush_webrtc(&mut self.stats);
+            let packets = std::mem::take(&mut slot.webrtc_io.rtp);
+            for p in &packets {
+                self.on_plain(id, src, p);
+            }
+            if let Some(slot) = self.legs.get_mut(&id) {
+                for p in packets {
+                    slot.webrtc_io.recycle(p);
+                }
+            }
+            self.report_webrtc(id);
+            self.publish();
+            return;
+        }
         let plain;
         let data = match slot.srtp.as_mut() {
             None => wire,
@@ -1337,6 +1492,27 @@ impl Shard {
                 }
             },
         };
+        self.on_plain(id, src, data);
+        self.publish();
+    }
+
+    /// A browser leg's session changed state: tell the consumer once.
+    fn report_webrtc(&mut self, id: LegId) {
+        if let Some((connected, reason)) = self.legs.get_mut(&id).and_then(|s| s.webrtc_change()) {
+            self.pending.push(Event::WebRtcState {
+                leg: id,
+                connected,
+                reason,
+            });
+        }
+    }
+
+    /// One plain RTP or RTCP packet of leg `id` (decrypted when the leg is SRTP or WebRTC).
+    fn on_plain(&mut self, id: LegId, src: SocketAddr, data: &[u8]) {
+        let now = self.now_ms();
+        let Some(slot) = self.legs.get_mut(&id) else {
+            return;
+        };
         let kind = slot.leg.on_datagram(now, src, data, &mut self.leg_events);
         let room = slot.room;
         self.flush_leg_events(id);
@@ -1348,7 +1524,7 @@ impl Shard {
                 if let Some(peer) = room.members.iter().map(|m| m.leg).find(|&l| l != id) {
                     if let Some(p) = self.legs.get_mut(&peer) {
                         if p.leg.forward_from(data, &mut self.buf) {
-                            if let Some(remote) = p.leg.remote {
+                            if let Some(remote) = p.peer() {
                                 p.send(&self.buf, remote, false, &mut self.stats);
                             }
                         }
@@ -1356,7 +1532,6 @@ impl Shard {
                 }
             }
         }
-        self.publish();
     }
 
     fn apply(shard: &Rc<RefCell<Shard>>, cmd: Cmd) {
@@ -1369,6 +1544,7 @@ impl Shard {
                 rtcp,
                 cfg,
                 ssrc,
+                webrtc,
             } => {
                 let (Ok(rtp), Ok(rtcp)) = (UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp))
                 else {
@@ -1391,6 +1567,9 @@ impl Shard {
                         mixed: None,
                         recorded: 0,
                         srtp: None,
+                        webrtc,
+                        webrtc_io: WebRtcIo::default(),
+                        webrtc_reported: 0,
                     },
                 );
             }
@@ -1417,6 +1596,9 @@ impl Shard {
                     // proven valid by set_srtp before the command was sent
                     slot.srtp = srtp::Srtp::new(&local, &remote).ok();
                 }
+            }
+            Cmd::WebRtcSdp { leg, op, reply } => {
+                let _ = reply.send(s.webrtc_sdp(leg, op));
             }
             Cmd::SetTimeout { leg, ms } => s.with_leg(leg, |l| l.set_media_timeout(ms, now)),
             Cmd::Play { leg, prompt } => s.with_leg(leg, |l| l.enqueue_prompt(prompt)),
@@ -1509,6 +1691,25 @@ impl Shard {
             }
             Cmd::Shutdown => {}
         }
+    }
+
+    fn webrtc_sdp(&mut self, leg: LegId, op: SdpOp) -> Result<String, MediaError> {
+        let slot = self.legs.get_mut(&leg).ok_or(MediaError::UnknownLeg(leg))?;
+        let w = slot
+            .webrtc
+            .as_mut()
+            .ok_or_else(|| MediaError::WebRtc(format!("leg {leg} is not a browser leg")))?;
+        let now = Instant::now();
+        let out = match op {
+            SdpOp::AcceptOffer(o) => w.accept_offer(&o, now),
+            SdpOp::Offer(direction) => w.create_offer(&direction),
+            SdpOp::AcceptAnswer(a) => w.accept_answer(&a, now).map(|()| String::new()),
+        }
+        .map_err(webrtc_error)?;
+        if let Some((law, dtmf_pt)) = w.codec() {
+            slot.leg.set_codec(law, dtmf_pt);
+        }
+        Ok(out)
     }
 
     fn with_leg(&mut self, leg: LegId, f: impl FnOnce(&mut Leg)) {
@@ -1605,6 +1806,17 @@ impl Shard {
         let mut ids = std::mem::take(&mut self.tick_legs);
         ids.clear();
         ids.extend(self.legs.keys().copied());
+        // Browser sessions' timers (ICE consent, DTLS, RTCP, the connect deadline).
+        let instant = Instant::now();
+        for &id in &ids {
+            if let Some(slot) = self.legs.get_mut(&id) {
+                if let Some(w) = slot.webrtc.as_mut() {
+                    w.tick(instant, &mut slot.webrtc_io);
+                    slot.flush_webrtc(&mut self.stats);
+                    self.report_webrtc(id);
+                }
+            }
+        }
         for &id in &ids {
             let pass = self.in_passthrough_room(id);
             let mut evs = std::mem::take(&mut self.leg_events);
@@ -1688,7 +1900,7 @@ impl Shard {
                         .leg
                         .build_packet(mixed.as_ref(), &mut self.buf, &mut evs)
                     {
-                        if let Some(remote) = slot.leg.remote {
+                        if let Some(remote) = slot.peer() {
                             slot.send(&self.buf, remote, false, &mut self.stats);
                         }
                     }

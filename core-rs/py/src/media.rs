@@ -111,6 +111,49 @@ impl PyMediaEngine {
         self.engine.allocate_leg(group, cfg).map_err(media_error)
     }
 
+    /// A browser leg (WebRTC, DTLS-SRTP): answers ``offer`` (an SDP string), or offers when
+    /// it is None; returns ``(leg_id, port, sdp)``. The codec follows the negotiation.
+    #[pyo3(signature = (group, offer = None, *, media_timeout_ms = 30000))]
+    fn allocate_webrtc_leg(
+        &self,
+        py: Python<'_>,
+        group: u64,
+        offer: Option<&str>,
+        media_timeout_ms: u32,
+    ) -> PyResult<(u64, u16, String)> {
+        let cfg = LegConfig {
+            media_timeout_ms,
+            ..LegConfig::default()
+        };
+        let offer = offer.map(str::to_owned);
+        let engine = self.engine.clone();
+        // certificate generation and the DTLS setup take a few ms: not under the GIL
+        py.detach(move || engine.allocate_webrtc_leg(group, offer.as_deref(), cfg))
+            .map_err(media_error)
+    }
+
+    /// Answer a browser's re-offer (hold, resume); returns our answer.
+    fn webrtc_accept_offer(&self, leg: u64, offer: &str) -> PyResult<String> {
+        self.engine
+            .webrtc_accept_offer(leg, offer)
+            .map_err(media_error)
+    }
+
+    /// Our re-offer to a browser leg with ``direction`` (``sendonly`` holds it).
+    #[pyo3(signature = (leg, direction = "sendrecv"))]
+    fn webrtc_offer(&self, leg: u64, direction: &str) -> PyResult<String> {
+        self.engine
+            .webrtc_offer(leg, direction)
+            .map_err(media_error)
+    }
+
+    /// The browser's answer to our last offer.
+    fn webrtc_accept_answer(&self, leg: u64, answer: &str) -> PyResult<()> {
+        self.engine
+            .webrtc_accept_answer(leg, answer)
+            .map_err(media_error)
+    }
+
     fn release_leg(&self, leg: u64) -> PyResult<()> {
         self.engine.release_leg(leg).map_err(media_error)
     }
@@ -407,6 +450,11 @@ impl PyMediaEngine {
                     ("playback_finished", leg, play, r).into_pyobject(py)?
                 }
                 Event::RtcpBye { leg } => ("rtcp_bye", leg).into_pyobject(py)?,
+                Event::WebRtcState {
+                    leg,
+                    connected,
+                    reason,
+                } => ("webrtc_state", leg, connected, reason).into_pyobject(py)?,
                 Event::RecordingStopped {
                     recording,
                     path,
