@@ -29,6 +29,7 @@ from ccorch.acd.service import AcdService, load_queues
 from ccorch.acd.state_time import AgentStateTime
 from ccorch.api import events as api_events
 from ccorch.api import routes as api_routes
+from ccorch.api import sip_ws
 from ccorch.api.sessions import LoginThrottle
 from ccorch.calls import CallEvents, screening
 from ccorch.calls.cdr import CdrSink
@@ -350,6 +351,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.add_route(metrics, "/metrics", methods=["GET"], name="metrics")
     app.add_route(openapi, "/openapi.json", methods=["GET"], name="openapi")
     app.add_websocket_route(api_events.events, "/api/events", name="events")
+    app.add_websocket_route(sip_ws.sip_over_websocket, "/sip", name="sip_ws", subprotocols=["sip"])
     app.blueprint(api_routes.blueprint())
     install_web_app(app)
     return app

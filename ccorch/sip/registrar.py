@@ -133,8 +133,10 @@ def target(b: Binding, connected: Callable[[Addr], bool] = lambda a: False) -> A
       (RFC 5626);
     - the Contact is a private address other than the one the REGISTER came from: the phone
       is behind NAT, and only its public source address reaches it."""
-    if b.source.transport in ("TCP", "TLS") and connected(b.source):
+    if b.source.transport in ("TCP", "TLS", "WS", "WSS") and connected(b.source):
         return b.source
+    if b.source.transport in ("WS", "WSS"):
+        return b.source  # a browser is reachable on its connection or not at all
     try:
         uri = Uri.parse(b.contact)
     except ValueError:
@@ -182,6 +184,7 @@ DEMO_PHONES = {
     "7002": ("agent7002", "Operator 7002"),
     "7003": ("agent7003", "Operator 7003"),
     "7004": ("agent7004", "Operator 7004"),
+    "7009": ("agent7009", "Supervisor 7009"),
 }
 
 
@@ -233,12 +236,18 @@ async def load_bindings(
     n = 0
     for user, contact, expires_at, call_id, cseq, source, ua, q in await cur.fetchall():
         transport, host, port = _parse_source(source)
+        if transport in ("WS", "WSS"):
+            continue  # its WebSocket died with the node: the browser registers again
         left = (expires_at - wall).total_seconds()
         registrar.bindings.setdefault(user, {})[contact] = Binding(
             contact, now + left, call_id, cseq, Addr(transport, host, port), ua, q
         )
         n += 1
-    await conn.execute("DELETE FROM sip_registrations WHERE expires_at <= %s", (wall,))
+    await conn.execute(
+        """DELETE FROM sip_registrations WHERE expires_at <= %s
+             OR source LIKE 'ws:%%' OR source LIKE 'wss:%%'""",
+        (wall,),
+    )
     return n
 
 

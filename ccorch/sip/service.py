@@ -127,6 +127,7 @@ class SipService:
         self.digest = DigestServer(realm, algorithms=auth_algorithms)
         self.registrar = reg.Registrar()
         self.transports.registered = self._registered_sources
+        self.transports.on_ws_closed = self._ws_closed
         self.accounts: dict[str, reg.Account] = {}
         self.guard = guard
         self.trunks = trunks
@@ -237,6 +238,8 @@ class SipService:
         self.dialogs.pop((call_id, local_tag), None)
 
     def trunk_for(self, source: Addr) -> Trunk | None:
+        if source.transport in ("WS", "WSS"):
+            return None  # a WebSocket is a browser or a softphone, never a carrier
         for t in self.trunks:
             if t.matches(source):
                 return t
@@ -398,11 +401,12 @@ class SipService:
                     extra={"source": source.host, "user": verdict.user},
                 )
         name = "proxy-authenticate" if proxy else "www-authenticate"
-        self.reply(
-            txn,
-            407 if proxy else 401,
-            headers=[(name, c) for c in self.digest.challenges(now, stale=verdict.stale)],
-        )
+        challenges = self.digest.challenges(now, stale=verdict.stale)
+        if source.transport in ("WS", "WSS"):
+            # browser SIP stacks do MD5 only, and JsSIP keeps only the last of several
+            # challenges (SIP.js the first): over a WebSocket, MD5 is the one challenge
+            challenges = [c for c in challenges if "algorithm=MD5," in c] or challenges
+        self.reply(txn, 407 if proxy else 401, headers=[(name, c) for c in challenges])
         return None
 
     def _register(self, req: Request, source: Addr, txn: ServerTxn) -> None:
@@ -413,6 +417,12 @@ class SipService:
             self.reply(txn, 403, "Forbidden (authenticated user is not the To user)")
             return
         now = self.now()
+        ws = self.transports.ws.get(source)
+        if ws is not None:
+            if ws.user is not None and ws.user != user:
+                self.reply(txn, 403, "Forbidden (this WebSocket belongs to another user)")
+                return
+            ws.user = user  # the connection has proved who it is
         outcome = self.registrar.register(now, user, req, source)
         if outcome.status != 200:
             headers = [("min-expires", str(outcome.min_expires))] if outcome.min_expires else []
@@ -476,6 +486,29 @@ class SipService:
             for b in bindings.values()
             if b.expires_at > now
         }
+
+    def _ws_closed(self, peer: Addr) -> None:
+        """A WebSocket went away: the registrations that came over it can no longer be
+        reached (RFC 5626 §4.2's flow failure), so they end now, not at their expiry."""
+        now = self.now()
+        gone: dict[str, reg.RegisterOutcome] = {}
+        for user, bindings in list(self.registrar.bindings.items()):
+            for key in [k for k, b in bindings.items() if b.source == peer]:
+                del bindings[key]
+                gone.setdefault(user, reg.RegisterOutcome(200)).deletes.append(key)
+        for user, outcome in gone.items():
+            self._announce_registration(user, bool(self.registrar.lookup(now, user)))
+            if self.pool is not None:
+                self.spawn(self._forget(user, outcome, now))
+
+    async def _forget(self, user: str, outcome: reg.RegisterOutcome, now: float) -> None:
+        assert self.pool is not None
+        try:
+            async with self.pool.connection() as conn:
+                await reg.persist(conn, user, outcome, now, dt.datetime.now(dt.UTC))
+        except Exception as e:
+            log.info("closed WebSocket's registrations not removed", extra={"error": str(e)})
+            self._unsynced.add(user)
 
     def _announce_registration(self, user: str, reachable: bool) -> None:
         if self.on_registration is not None:

@@ -27,8 +27,10 @@ from typing import Literal
 
 from ccorch.sip.message import MAGIC_COOKIE, Request, Response, make_response
 
-TransportName = Literal["UDP", "TCP", "TLS"]
-STREAMS = ("TCP", "TLS")  # connection-oriented: responses go back on the connection
+TransportName = Literal["UDP", "TCP", "TLS", "WS", "WSS"]
+# connection-oriented: responses go back on the connection (WS/WSS: SIP over WebSocket,
+# RFC 7118, where the browser can only be reached on the connection it opened)
+STREAMS = ("TCP", "TLS", "WS", "WSS")
 
 
 @dataclass(frozen=True, slots=True)

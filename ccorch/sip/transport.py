@@ -145,6 +145,35 @@ class _Tcp(asyncio.Protocol):
             self.owner.release(self)
 
 
+class WsConnection:
+    """One SIP-over-WebSocket connection (RFC 7118), opened by a browser or a softphone.
+
+    The HTTP server owns the socket (``ccorch.api.sip_ws``); messages arrive here one per
+    frame and leave through a queue, so ``send`` never blocks the SIP layer. ``user`` is
+    who the connection proved to be (the app's session, or a digest-authenticated
+    request); a connection that proved nothing is refused browser media."""
+
+    def __init__(self, peer: Addr, user: str | None = None) -> None:
+        self.peer = peer
+        self.user = user
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1024)
+        self.closed = False
+
+    def send(self, data: bytes) -> bool:
+        if self.closed:
+            return False
+        try:
+            self.outbox.put_nowait(data)
+        except asyncio.QueueFull:
+            return False  # a browser this far behind is gone; the SIP timers will say so
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(None)
+
+
 class Transports:
     def __init__(self, on_data: OnData, limits: TcpLimits | None = None) -> None:
         self.on_data = on_data
@@ -157,6 +186,9 @@ class Transports:
         self.registered: Callable[[], set[Addr]] = set
         self.udp: _Udp | None = None
         self.tcp: dict[Addr, _Tcp] = {}
+        self.ws: dict[Addr, WsConnection] = {}
+        # called with the peer when a WebSocket closes (its registrations end with it)
+        self.on_ws_closed: Callable[[Addr], None] = lambda peer: None
         self.tcp_server: asyncio.Server | None = None
         self.tls_server: asyncio.Server | None = None
         # TLS: how we accept (our certificate) and how we connect (whom we trust)
@@ -235,11 +267,29 @@ class Transports:
             return port
         return None
 
+    def ws_opened(self, conn: WsConnection) -> None:
+        self.ws[conn.peer] = conn
+
+    def ws_closed(self, conn: WsConnection) -> None:
+        conn.close()
+        if self.ws.get(conn.peer) is conn:
+            del self.ws[conn.peer]
+            self.on_ws_closed(conn.peer)
+
     def connected(self, peer: Addr) -> bool:
+        if peer.transport in ("WS", "WSS"):
+            ws = self.ws.get(peer)
+            return ws is not None and not ws.closed
         conn = self.tcp.get(peer)
         return conn is not None and conn.transport is not None and not conn.transport.is_closing()
 
     def send(self, data: bytes, dest: Addr) -> None:
+        if dest.transport in ("WS", "WSS"):
+            # a WebSocket is only ever the peer's own connection: never opened by us
+            ws = self.ws.get(dest)
+            if ws is None or not ws.send(data):
+                self.send_errors += 1
+            return
         if dest.transport == "UDP":
             if self.udp is None or self.udp.transport is None:
                 self.send_errors += 1
@@ -322,6 +372,8 @@ class Transports:
         for conn in list(self.tcp.values()):
             if conn.transport is not None:
                 conn.transport.close()
+        for ws in list(self.ws.values()):
+            ws.close()
         for server in (self.tcp_server, self.tls_server):
             if server is not None:
                 server.close()
