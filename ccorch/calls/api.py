@@ -7,6 +7,7 @@
   (``{"kind": "extension"|"queue"|"flow"|"number", "to": "..."}``), ``consult``
   (``{"kind": "extension"|"number", "to": "..."}``), ``consult/complete``,
   ``consult/conference``, ``consult/cancel``, ``recording`` (``{"paused": true|false}``),
+  ``monitor`` (supervisors: ``{"mode": "listen"|"whisper"|"barge"}``), ``monitor/stop``,
   ``disposition`` (``{"code": "...", "note": "..."}``, also after the call, in wrap-up).
 - ``POST /api/calls/{id}/answer``: 409; our SIP phones are answered on the phone (they
   ring; auto-answer is the browser phone's).
@@ -108,6 +109,9 @@ def describe(call: Any) -> dict[str, Any]:
         "consult": call.consult.target if call.consult is not None else None,
         "consult_answered": call.consult_room is not None,
         "conference": call.third.target if call.third is not None else None,
+        "monitor": call.monitor.target if call.monitor is not None else None,
+        "monitor_mode": call.monitor_mode if call.monitor is not None else None,
+        "monitor_answered": call.monitor is not None and call.monitor.state == "confirmed",
         "disposition": call.disposition,
     }
 
@@ -144,6 +148,10 @@ class Consult(Body):
     to: Annotated[str, Field(min_length=1, max_length=100)]
 
 
+class Monitor(Body):
+    mode: Literal["listen", "whisper", "barge"]
+
+
 class RecordingPause(Body):
     paused: bool
 
@@ -159,6 +167,11 @@ class CallerIs(Body):
 
 Act = Callable[[Any, dict[str, Any], Actor], None]
 Check = Callable[[Any, Actor, dict[str, Any]], Awaitable[None]]
+
+
+async def _supervisors_only(app: Any, actor: Actor, fields: dict[str, Any]) -> None:
+    if not actor.roles & SEE_ALL:
+        raise Refused(403, "forbidden", "listening, whispering and barging are for supervisors")
 
 
 async def _may_see_customer(app: Any, actor: Actor, fields: dict[str, Any]) -> None:
@@ -243,6 +256,22 @@ COMMANDS: tuple[Command, ...] = (
         "consult/cancel",
         "Hang up the consulted party and return to the customer",
         lambda app: lambda c, b, a: commands.cancel_consult(c, a.login),
+    ),
+    Command(
+        "monitor",
+        "A supervisor joins on its own phone (it rings): listen (hears both, heard by"
+        " nobody), whisper (heard by the operator only) or barge (heard by both); again with"
+        " another mode to switch at once",
+        lambda app: lambda c, b, a: commands.monitor(c, b["mode"], a.extension, a.login),
+        Monitor,
+        _supervisors_only,
+    ),
+    Command(
+        "monitor/stop",
+        "The supervisor's phone leaves the call",
+        lambda app: lambda c, b, a: commands.monitor_stop(c, a.login),
+        None,
+        _supervisors_only,
     ),
     Command(
         "recording",

@@ -36,6 +36,7 @@ from ccorch.calls.leg import Leg, session_expires
 from ccorch.calls.routing import Reject, RingTrunk, RunFlow
 from ccorch.crm import screen
 from ccorch.crm import store as crm_store
+from ccorch.errors import MediaError
 from ccorch.ivr.flow import Flow
 from ccorch.ivr.interpreter import Session
 from ccorch.ivr.runner import IvrRunner
@@ -113,6 +114,9 @@ class Call:
         self.on_hold = False  # the operator put the customer on hold
         self.muted = False  # the operator's voice does not reach the customer
         self.consult: Leg | None = None  # the party the operator consults
+        # a supervisor's phone in the call: listen, whisper (to the operator) or barge
+        self.monitor: Leg | None = None
+        self.monitor_mode = "listen"
         self.consult_room: int | None = None  # the operator and the consulted party
         self.third: Leg | None = None  # the third party of a three-way conference
         self.return_to: str | None = None  # the operator who sent the caller into a flow
@@ -140,7 +144,19 @@ class Call:
         if a.srtp == "required" and not req.body:
             self._fail_a(488, "Not Acceptable Here (SRTP required: offer it)", "bad-sdp")
             return
-        if req.body:
+        browser = source.transport in ("WS", "WSS")
+        if browser:
+            # SIP over a WebSocket: a browser's WebRTC offer, answered by the media engine
+            # (only from a user the registrar authenticated: the SIP service saw to that)
+            if self.origin.agent is None or not req.body:
+                self._fail_a(488, "Not Acceptable Here (a WebRTC offer is required)", "bad-sdp")
+                return
+            try:
+                a.allocate_browser_media(req.body)
+            except MediaError as e:
+                self._fail_a(488, f"Not Acceptable Here ({e})"[:120], "bad-sdp")
+                return
+        elif req.body:
             try:
                 offer = sdp.Sdp.parse(req.body)
                 _, agreed = sdp.choose_audio(offer, srtp=a.srtp)
@@ -149,7 +165,8 @@ class Call:
                 return
         law, dtmf_pt = (agreed.law, agreed.dtmf_pt) if offer is not None else ("PCMU", 101)
         try:
-            a.allocate_media(law, dtmf_pt)
+            if not browser:
+                a.allocate_media(law, dtmf_pt)
         except Exception as e:  # no RTP port or descriptor left: the caller must hear so
             log.error("no media for a new call", extra={"call": self.id, "error": str(e)})
             a.final_sent = True
@@ -514,7 +531,10 @@ class Call:
         leg.target = target
         leg.srtp = srtp
         try:
-            leg.allocate_media(codecs[0], 101)
+            if dest.transport in ("WS", "WSS"):
+                leg.allocate_browser_media(None)  # a browser: WebRTC, we offer
+            else:
+                leg.allocate_media(codecs[0], 101)
         except Exception as e:
             log.error("no media for an outgoing leg", extra={"call": self.id, "error": str(e)})
             return None
@@ -578,11 +598,14 @@ class Call:
             leg.state = "confirmed"
             leg.invite = leg.invite_txn = None  # a 2xx resent later is ACKed from the dialog
             try:
-                _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body), srtp=leg.srtp)
-                if leg.srtp != "off" and agreed.crypto is not None and agreed.crypto.tag != 1:
-                    raise sdp.SdpError("the answer's a=crypto tag is not our offer's")
-                leg.apply_remote(agreed)
-            except sdp.SdpError as e:
+                if leg.webrtc:
+                    leg.take_browser_answer(resp.body)
+                else:
+                    _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body), srtp=leg.srtp)
+                    if leg.srtp != "off" and agreed.crypto is not None and agreed.crypto.tag != 1:
+                        raise sdp.SdpError("the answer's a=crypto tag is not our offer's")
+                    leg.apply_remote(agreed)
+            except (sdp.SdpError, MediaError) as e:
                 log.warning("agent answered with bad SDP", extra={"call": self.id, "error": str(e)})
                 leg.hangup()
                 self._b_failed(leg, 488)
@@ -595,7 +618,7 @@ class Call:
                     leg.start_session_timer(int(num.strip()), refresher == "uac")
             if leg.refer_from is not None:
                 transfer.transfer_answered(self, leg)
-            elif leg is self.transfer or leg is self.consult:
+            elif leg is self.transfer or leg is self.consult or leg is self.monitor:
                 commands.target_answered(self, leg)
             elif self.direction == "out":
                 originate.answered(self, leg)
@@ -653,7 +676,7 @@ class Call:
         if leg.refer_from is not None:
             transfer.transfer_failed(self, leg, status)
             return
-        if leg is self.transfer or leg is self.consult:
+        if leg is self.transfer or leg is self.consult or leg is self.monitor:
             commands.target_failed(self, leg, status)
             return
         if self.direction == "out":
@@ -798,7 +821,7 @@ class Call:
     def legs(self) -> list[Leg]:
         """Every leg the call has now: the customer, the operator, a transfer or
         consultation target, a conference's third party."""
-        legs = [self.a, self.b, self.transfer, self.consult, self.third]
+        legs = [self.a, self.b, self.transfer, self.consult, self.third, self.monitor]
         return [leg for leg in legs if leg is not None]
 
     def recording_ms(self) -> int:
@@ -820,6 +843,10 @@ class Call:
         if leg is self.consult:
             leg.hangup() if leg.state != "ended" else leg.release_media()
             commands.consult_party_left(self, leg)
+            return
+        if leg is self.monitor:  # the supervisor hung up: the call goes on
+            leg.hangup() if leg.state != "ended" else leg.release_media()
+            commands.monitor_left(self, leg)
             return
         if self.third is not None and commands.party_left(self, leg):
             leg.hangup() if leg.state != "ended" else leg.release_media()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DTMF = re.compile(r"^[0-9*#A-Da-d]{1,32}$")
+MONITOR_MODES = ("listen", "whisper", "barge")
 TRANSFER_KINDS = ("extension", "queue", "flow", "number")
 
 
@@ -112,6 +113,7 @@ def resume(call: Call, by: str = "") -> None:
     _stop_music(call)
     _reoffer(a, "sendrecv")
     call.room = call.ctl.media.bridge(a.media, b.media)
+    _join_monitor(call)
     call.on_hold = False
     _publish(call, "resume", by=by)
 
@@ -270,9 +272,15 @@ def target_answered(call: Call, leg: Leg) -> None:
         leg.ring_timer = None
     media = call.ctl.media
     assert leg.media is not None and call.a.media is not None
+    if leg.purpose == "monitor":
+        _join_monitor(call)
+        call.journal()
+        _publish(call, "monitor_answered", f"{call.monitor_mode}:{leg.target}")
+        return
     if leg.purpose == "transfer":
         _stop_music(call)
         call.room = media.bridge(call.a.media, leg.media)
+        _join_monitor(call)
         call.b, call.transfer = leg, None
         call.agent = leg.target
         call.agent_answered_at = dt.datetime.now(dt.UTC)
@@ -299,6 +307,10 @@ def target_failed(call: Call, leg: Leg, status: int) -> None:
     if leg.purpose == "consult":
         call.consult = None
         _publish(call, "consult_failed", f"{leg.target}:{status}")
+        return
+    if leg.purpose == "monitor":
+        call.monitor = None
+        _publish(call, "monitor_failed", f"{leg.target}:{status}")
         return
     call.transfer = None
     _publish(call, "transfer_failed", f"{leg.target}:{status}")
@@ -356,6 +368,7 @@ def complete_transfer(call: Call, by: str = "") -> None:
     _reoffer(call.a, "sendrecv")
     call.on_hold = False
     call.room = media.bridge(call.a.media, c.media)
+    _join_monitor(call)
     call.b = c
     call.agent = c.target
     call.agent_answered_at = dt.datetime.now(dt.UTC)
@@ -381,6 +394,7 @@ def conference(call: Call, by: str = "") -> None:
         assert leg.media is not None
         media.join_room(room, leg.media, "full")
     call.room = room
+    _join_monitor(call)
     call.third = c
     call.muted = False
     call.journal()
@@ -424,6 +438,7 @@ def party_left(call: Call, leg: Leg) -> bool:
         return False
     assert call.a.media is not None and call.b is not None and call.b.media is not None
     call.room = media.bridge(call.a.media, call.b.media)
+    _join_monitor(call)
     call.journal()
     _publish(call, "party_left", leg.target)
     return True
@@ -437,6 +452,79 @@ def consult_party_left(call: Call, leg: Leg) -> None:
         call.consult_room = None
     call.consult = None
     _publish(call, "consult_cancelled", leg.target)
+
+
+# --- supervision: listen, whisper, barge ------------------------------------------------------
+
+
+def monitor(call: Call, mode: str, extension: str | None, by: str = "") -> None:
+    """A supervisor joins the call on its own phone (a desk phone or the browser's): it
+    rings, and once answered the supervisor hears customer and operator; ``listen``: heard
+    by nobody; ``whisper``: heard by the operator only; ``barge``: heard by both. Asked
+    again while connected, the mode changes at once (no new ring)."""
+    _talking(call)
+    if mode not in MONITOR_MODES:
+        raise Refused(400, "bad_request", f"mode: one of {', '.join(MONITOR_MODES)}")
+    if not extension:
+        raise _conflict("you have no extension to listen on: an administrator gives you one")
+    if extension == call.agent:
+        raise _conflict("an operator cannot monitor its own call")
+    m = call.monitor
+    if m is not None:
+        if m.target != extension:
+            raise _conflict(f"{m.target} is already monitoring this call")
+        call.monitor_mode = mode
+        if m.state == "confirmed":
+            _join_monitor(call)
+        _publish(call, f"monitor_{mode}", extension, by)
+        return
+    svc = call.ctl.service
+    if extension not in svc.accounts:
+        raise Refused(404, "not_found", f"no phone for extension {extension!r}")
+    # "answer-after=0": the supervisor asked for this call, its browser phone takes it
+    leg = call.ring(extension, extra=(("call-info", f"<sip:{svc.host}>;answer-after=0"),))
+    if leg is None:
+        raise _conflict(f"your phone ({extension}) is not registered")
+    leg.purpose = "monitor"
+    call.monitor, call.monitor_mode = leg, mode
+    _arm_ring_timer(call, leg)
+    _publish(call, "monitor", f"{mode}:{extension}", by)
+
+
+def monitor_stop(call: Call, by: str = "") -> None:
+    m = call.monitor
+    if m is None:
+        raise _conflict("nobody is monitoring this call")
+    if m.ring_timer is not None:
+        m.ring_timer.cancel()
+        m.ring_timer = None
+    m.hangup()
+    monitor_left(call, m, by)
+
+
+def monitor_left(call: Call, leg: Leg, by: str = "") -> None:
+    """The supervisor's leg is gone (hung up or stopped): out of the room, the call goes on."""
+    if call.room is not None and leg.media is not None:
+        try:
+            call.ctl.media.leave_room(call.room, leg.media)
+        except Exception as e:  # the leg's media is already released
+            log.debug("monitor leave", extra={"call": call.id, "error": str(e)})
+    call.monitor = None
+    call.journal()
+    _publish(call, "monitor_ended", leg.target, by)
+
+
+def _join_monitor(call: Call) -> None:
+    """Put the supervisor's answered leg in the call's room with its mode (after every
+    change of the room: a new bridge after hold, a transfer, a conference)."""
+    m, b = call.monitor, call.b
+    if m is None or m.state != "confirmed" or m.media is None or call.room is None:
+        return
+    media = call.ctl.media
+    if call.monitor_mode == "whisper" and b is not None and b.media is not None:
+        media.join_room(call.room, m.media, "whisper", b.media)
+    else:
+        media.join_room(call.room, m.media, "full" if call.monitor_mode == "barge" else "listen")
 
 
 # --- disposition ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ccorch.calls.leg import Leg, session_expires
 from ccorch.calls.routing import DirectRouter, Router
 from ccorch.ivr.runner import IvrDeps
 from ccorch.ivr.store import FlowStore
-from ccorch.media import DtmfDigit, MediaEngine, MediaTimeout, PlaybackFinished
+from ccorch.media import DtmfDigit, MediaEngine, MediaTimeout, PlaybackFinished, WebRtcState
 from ccorch.sip.message import Request
 from ccorch.sip.service import Origin, SipService
 from ccorch.sip.transaction import Addr, ServerTxn
@@ -114,6 +114,14 @@ class CallController:
                 if leg is not None and leg.call.state != "ended":
                     log.info("media timeout", extra={"call": leg.call.id, "side": leg.side})
                     leg.call.end_from(leg, "media-timeout")
+            elif isinstance(ev, WebRtcState):
+                leg = self.media_legs.get(ev.leg)
+                if leg is not None and not ev.connected and leg.call.state != "ended":
+                    log.warning(
+                        "browser media failed",
+                        extra={"call": leg.call.id, "side": leg.side, "reason": ev.reason},
+                    )
+                    leg.call.end_from(leg, "webrtc-failed")
             elif isinstance(ev, DtmfDigit | PlaybackFinished):
                 leg = self.media_legs.get(ev.leg)
                 if leg is not None and leg.call.ivr is not None and leg is leg.call.a:

@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ccorch.calls import MOS_BUCKETS, CallHeld
+from ccorch.errors import MediaError
 from ccorch.sip import sdp
 from ccorch.sip.dialog import Dialog, cancel_for, new_tag
 from ccorch.sip.message import Request, Response, make_response, parse_params
@@ -65,6 +66,10 @@ class Leg:
         # a target rung by a command: "transfer" or "consult" (ccorch.calls.commands)
         self.purpose = ""
         self.ring_timer: asyncio.TimerHandle | None = None
+        # a browser (its SIP came over a WebSocket): WebRTC media, DTLS-SRTP only; the
+        # engine makes and takes its SDP, and its first SDP is kept for the INVITE's answer
+        self.webrtc = False
+        self.webrtc_first_sdp = b""
 
     @property
     def c(self) -> CallController:
@@ -75,6 +80,20 @@ class Leg:
     def allocate_media(self, law: str, dtmf_pt: int | None) -> None:
         self.media, self.port = self.c.media.allocate_leg(self.call.id, law=law, dtmf_pt=dtmf_pt)
         self.c.media_legs[self.media] = self
+
+    def allocate_browser_media(self, offer: bytes | None) -> None:
+        """A WebRTC leg answering the browser's ``offer``, or offering when there is none.
+        Raises ``MediaError`` with the reason when the SDP is not one a browser leg takes."""
+        text = offer.decode("utf-8", "replace") if offer is not None else None
+        self.media, self.port, first = self.c.media.allocate_webrtc_leg(self.call.id, text)
+        self.webrtc = True
+        self.webrtc_first_sdp = first.encode()
+        self.c.media_legs[self.media] = self
+
+    def take_browser_answer(self, body: bytes) -> None:
+        """The browser's answer to our offer (MediaError when it is not acceptable)."""
+        assert self.media is not None
+        self.c.media.webrtc_accept_answer(self.media, body.decode("utf-8", "replace"))
 
     def apply_remote(self, agreed: sdp.AudioAnswer) -> None:
         assert self.media is not None
@@ -133,6 +152,11 @@ class Leg:
         direction: str = "sendrecv",
         codecs: tuple[str, ...] = ("PCMU", "PCMA"),
     ) -> bytes:
+        if self.webrtc:
+            assert self.media is not None
+            if self.state != "confirmed":  # the INVITE's offer or answer, made at allocation
+                return self.webrtc_first_sdp
+            return self.c.media.webrtc_offer(self.media, direction).encode()
         ip = self.c.service.host
         if offer is not None:
             body, agreed = sdp.answer(
@@ -238,7 +262,13 @@ class Leg:
             and req.cseq[0] == self.pending_reinvite.request.cseq[0]
         ):
             self.pending_reinvite = None
-        if req.body and self.media is not None:  # answer to the offer in our 2xx (delayed offer)
+        if req.body and self.media is not None and self.webrtc:
+            try:
+                self.take_browser_answer(req.body)
+            except MediaError as e:
+                log.warning("bad SDP in ACK", extra={"call": self.call.id, "error": str(e)})
+                self.call.end_from(self, "bad-sdp")
+        elif req.body and self.media is not None:  # answer to our 2xx's offer (delayed offer)
             try:
                 _, agreed = sdp.choose_audio(sdp.Sdp.parse(req.body), srtp=self.srtp)
                 self.apply_remote(agreed)
@@ -284,22 +314,24 @@ class Leg:
             return
         self.dialog.refresh_target(req)
         body = b""
-        if req.body:
+        if req.body and self.webrtc:
+            assert self.media is not None
+            try:
+                body = self.c.media.webrtc_accept_offer(
+                    self.media, req.body.decode("utf-8", "replace")
+                ).encode()
+            except MediaError as e:
+                svc.reply(txn, 488, f"Not Acceptable Here ({e})"[:100])
+                return
+            self._peer_held(sdp.audio_direction(req.body) in ("sendonly", "inactive"))
+        elif req.body:
             try:
                 offer = sdp.Sdp.parse(req.body)
                 _, agreed = sdp.choose_audio(offer, srtp=self.srtp)
             except sdp.SdpError as e:
                 svc.reply(txn, 488, f"Not Acceptable Here ({e})"[:100])
                 return
-            held = agreed.direction in ("sendonly", "inactive")
-            if held != self.held:
-                self.held = held
-                self.sdp_session = (self.sdp_session[0], self.sdp_session[1] + 1)
-                self.c.events.publish(
-                    CallHeld(
-                        self.call.id, "caller" if self.side == "a" else "agent", held, svc.now()
-                    )
-                )
+            self._peer_held(agreed.direction in ("sendonly", "inactive"))
             body, agreed = sdp.answer(
                 svc.host,
                 self.port,
@@ -327,6 +359,15 @@ class Leg:
             self.pending_reinvite = txn
         svc.respond(txn, resp)
 
+    def _peer_held(self, held: bool) -> None:
+        """The peer's re-offer put us on hold, or took us off it: say so once."""
+        if held == self.held:
+            return
+        self.held = held
+        self.sdp_session = (self.sdp_session[0], self.sdp_session[1] + 1)
+        side = "caller" if self.side == "a" else "agent"
+        self.c.events.publish(CallHeld(self.call.id, side, held, self.c.service.now()))
+
     # -- responses to what we sent --
 
     def on_response(self, resp: Response, txn: ClientTxn) -> None:
@@ -339,9 +380,12 @@ class Leg:
             self.c.service.send_stateless(ack, self.dialog.dest)
             if resp.body and self.media is not None:
                 try:
-                    _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body), srtp=self.srtp)
-                    self.apply_remote(agreed)
-                except sdp.SdpError as e:  # the old media goes on
+                    if self.webrtc:
+                        self.take_browser_answer(resp.body)
+                    else:
+                        _, agreed = sdp.choose_audio(sdp.Sdp.parse(resp.body), srtp=self.srtp)
+                        self.apply_remote(agreed)
+                except (sdp.SdpError, MediaError) as e:  # the old media goes on
                     log.warning("bad SDP answer", extra={"call": self.call.id, "error": str(e)})
 
     def on_timeout(self, txn: ClientTxn) -> None:

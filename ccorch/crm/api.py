@@ -127,6 +127,34 @@ async def me(request: Request) -> HTTPResponse:
     )
 
 
+async def my_phone(request: Request) -> HTTPResponse:
+    """The desktop's browser phone: the SIP account of one's own extension, for SIP over
+    the node's WebSocket (``/sip``). The digest secret is given as HA1 (MD5 of
+    user:realm:password), never the password: it opens that one phone and nothing else."""
+    u: store.User = request.ctx.user
+    async with _pool(request).connection() as conn:
+        extension = await store.user_extension(conn, u.id)
+    if not extension:
+        return _error(404, "not_found", "you have no extension: an administrator gives you one")
+    sip = request.app.ctx.sip
+    if sip is None:
+        return _error(409, "conflict", "SIP is not running on this node")
+    account = sip.accounts.get(extension)
+    if account is None or not account.ha1_md5:
+        return _error(
+            409, "conflict", f"extension {extension} has no SIP account: an administrator adds it"
+        )
+    return json(
+        {
+            "extension": extension,
+            "uri": f"sip:{extension}@{sip.host}",
+            "realm": sip.digest.realm,
+            "ha1": account.ha1_md5,
+            "websocket_path": "/sip",
+        }
+    )
+
+
 class MySettings(Body):
     language: Literal["ru", "en", "zh"] | None = Field(
         None, description="the desktop's language; null or blank: the browser's"
@@ -572,6 +600,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("POST", "/api/auth/logout", "End this session", CRM_ROLES, logout),
     Route("GET", "/api/auth/me", "Who this session is (extension, language)", CRM_ROLES, me),
+    Route(
+        "GET",
+        "/api/auth/me/phone",
+        "The browser phone's SIP account for one's own extension (SIP over WebSocket)",
+        CRM_ROLES,
+        my_phone,
+        responses={404: "no extension", 409: "no SIP account for it"},
+    ),
     Route(
         "PATCH",
         "/api/auth/me",

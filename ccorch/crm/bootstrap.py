@@ -5,7 +5,8 @@
 * The demo tenant of the "ABC Internet" IVR: customer Ivan Petrenko with contract 1001,
   50.00 UAH and PIN 1234 (stored hashed), two more customers for identification and
   search, operators ``op7001``-``op7004`` (extensions 7001-7004, passwords ``agent7001``...,
-  the same as their demo phones; the VIP Olena Kovalenko's manager is 7001), and an ``admin``
+  the same as their demo phones; the VIP Olena Kovalenko's manager is 7001), the supervisor
+  ``sup7009`` (extension 7009, password ``agent7009``), and an ``admin``
   user. The admin's password is ``crm.admin_password``
   (``CCORCH_CRM_ADMIN_PASSWORD``) when set; otherwise a random one is generated and written once to ``var/admin-password``
   (mode 0600), never to the log.
@@ -156,6 +157,7 @@ DEMO_OPERATORS = [
     ("7003", "Oksana Shevchenko"),
     ("7004", "Dmytro Kravets"),
 ]
+DEMO_SUPERVISOR = ("7009", "Natalia Hrytsenko")
 
 
 async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: str = "") -> bool:
@@ -190,6 +192,11 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
             conn, f"op{ext}", full_name, f"agent{ext}", ["operator"], None
         )
         await conn.execute("UPDATE users SET extension = %s WHERE id = %s", (ext, uid))
+    # The shift's supervisor (seed 004's 班长座席): listens, whispers and barges from 7009.
+    uid = await store.create_user(
+        conn, f"sup{DEMO_SUPERVISOR[0]}", DEMO_SUPERVISOR[1], "agent7009", ["supervisor"], None
+    )
+    await conn.execute("UPDATE users SET extension = %s WHERE id = %s", (DEMO_SUPERVISOR[0], uid))
     await conn.execute(
         """UPDATE customers SET manager_id = (SELECT id FROM users WHERE extension = '7001')
            WHERE name = 'Olena Kovalenko'"""

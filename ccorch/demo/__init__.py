@@ -64,6 +64,20 @@ def register(
 ) -> int:
     """REGISTER ``ext`` with its contact at 127.0.0.1:``contact_port``, answering the
     node's first digest challenge (whichever algorithm it offers first); the final status."""
+    status, _ = _register(target, ext, password, contact_port, expires)
+    return status
+
+
+def bindings_of(target: tuple[str, int], ext: str, password: str) -> list[str]:
+    """The contacts ``ext`` is registered at now (a REGISTER without Contact asks, RFC 3261
+    §10.2.3); empty when none or when the node would not say."""
+    status, contacts = _register(target, ext, password, None)
+    return contacts if status == 200 else []
+
+
+def _register(
+    target: tuple[str, int], ext: str, password: str, contact_port: int | None, expires: int = 120
+) -> tuple[int, list[str]]:
     from ccorch.sip import digest
     from ccorch.sip.dialog import new_call_id, new_tag
     from ccorch.sip.message import Response, parse
@@ -86,10 +100,11 @@ def register(
                 f"To: <sip:{ext}@{host}>",
                 f"Call-ID: {call_id}",
                 f"CSeq: {cseq} REGISTER",
-                f"Contact: <sip:{ext}@127.0.0.1:{contact_port};transport=udp>",
-                f"Expires: {expires}",
                 "User-Agent: ccorch demo-call",
             ]
+            if contact_port is not None:
+                lines.append(f"Contact: <sip:{ext}@127.0.0.1:{contact_port};transport=udp>")
+                lines.append(f"Expires: {expires}")
             if auth is not None:
                 lines.append(f"Authorization: {auth}")
             request = ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()
@@ -105,12 +120,12 @@ def register(
                     resp = got
                     break
             if resp is None:
-                return 408
+                return 408, []
             challenges = resp.get_all("www-authenticate")
             if resp.status != 401 or not challenges or auth is not None:
-                return resp.status
+                return resp.status, resp.get_all("contact")
             auth = digest.authorization(challenges[0], "REGISTER", uri, ext, password)
-        return 401
+        return 401, []
 
 
 def _free_port() -> int:
@@ -234,7 +249,16 @@ def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -
     trunk = next((t for t in trunks if t.name == "demo-carrier"), trunks[0])
     target = f"{config.sip.host}:{config.sip.port}"
     agent: subprocess.Popen[bytes] | None = None
+    browser = False
     if option in OPERATORS:
+        ext = OPERATORS[option]
+        target_addr = (config.sip.host, config.sip.port)
+        browser = any(
+            "transport=ws" in c.lower() for c in bindings_of(target_addr, ext, f"agent{ext}")
+        )
+        if browser:
+            _say(f"operator {ext}'s browser phone is registered: answer the call on the desktop")
+    if option in OPERATORS and not browser:
         ext = OPERATORS[option]
         phone_port = _free_port()
         _say(f"operator {ext} registers (digest) and will answer on 127.0.0.1:{phone_port}")
@@ -266,9 +290,8 @@ def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -
             stderr=subprocess.DEVNULL,
         )
         time.sleep(0.5)
-        keys = [(2.0, "1")]
-        if option == 2:
-            keys = [(2.0, "2")]
+    if option in OPERATORS:
+        keys = [(2.0, str(option))]
     else:
         keys = [(2.0, "3"), (3.0, "1001#"), (3.5, "1234#")]
     _say(f"calling {dnis} at {target} as {ani} from trunk {trunk.name} ({trunk.host}:{trunk.port})")
