@@ -85,6 +85,8 @@ def main() -> None:
             def desktop(token: str) -> Page:
                 context = browser.new_context(locale="en")
                 context.add_cookies([{"name": "ccorch_session", "value": token, "url": base}])
+                # the operators answer on the bench's SIPp phones, not in the browser
+                context.add_init_script("localStorage.setItem('ccorch.phone', 'off')")
                 page = context.new_page()
                 page.goto(base + "/")
                 page.wait_for_selector("[data-testid=agent-state]", timeout=30_000)

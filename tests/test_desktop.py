@@ -77,9 +77,13 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def open_app(browser: Browser, center: Center, language: str = "en") -> Page:
+def open_app(
+    browser: Browser, center: Center, language: str = "en", *, phone: bool = False
+) -> Page:
     context = browser.new_context(locale=language, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
+    if not phone:  # these operators take calls on their SIPp desk phones
+        context.add_init_script("localStorage.setItem('ccorch.phone', 'off')")
     page = context.new_page()
     page.on("console", lambda m: print("console:", m.type, m.text))
     page.on("pageerror", lambda e: print("pageerror:", e))
@@ -348,9 +352,23 @@ def test_the_language_setting_is_the_users_and_outranks_the_browsers(
 
 
 def test_a_user_without_an_operator_extension_is_told_so(center: Center, browser: Browser) -> None:
+    """A complaints clerk has no desktop here; an admin (a supervisor too) gets the
+    supervisor's seat instead."""
+    admin = _token(center.node, "admin", "x" * 12)
+    clerk = {
+        "login": "clerk1",
+        "full_name": "Complaints Clerk",
+        "password": "clerk-password",
+        "roles": ["complaints"],
+    }
+    assert _call(center.node, "POST", "/api/users", clerk, admin)[0] == 201
+    page = open_app(browser, center)
+    sign_in(page, "clerk1", "clerk-password")
+    expect(page.get_by_test_id("no-operator")).to_contain_text("no operator extension")
+    page.context.close()
     page = open_app(browser, center)
     sign_in(page, "admin", "x" * 12)
-    expect(page.get_by_test_id("no-operator")).to_contain_text("no operator extension")
+    expect(page.get_by_test_id("supervisor")).to_be_visible()
     page.context.close()
 
 

@@ -6,6 +6,7 @@ and put first on the path, in an empty working folder: nothing comes from the ch
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -124,13 +125,7 @@ def test_every_readme_command_works_as_written_with_the_default_configuration(
     """A node as `scripts/run.sh` starts it (the checkout's .venv, defaults: HTTP 8000, SIP
     5060, the embedded PostgreSQL, the demo), then each shell block of the README, verbatim,
     in bash with -e: every command exits 0, and no API answer is an error."""
-    (tmp_path / ".venv").symlink_to(REPO / ".venv")
-    (tmp_path / "sip").mkdir()
-    (tmp_path / "sip" / "sipp").symlink_to(REPO / "sip" / "sipp")
-    env = {
-        "PATH": f"{REPO / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": os.environ.get("HOME", "/root"),
-    }
+    env = _like_a_checkout(tmp_path)
     with _default_node([str(REPO / ".venv" / "bin" / "ccorch"), "serve"], tmp_path, env):
         time.sleep(1.5)  # the flows are scanned once a second
         for block in _sh_blocks():
@@ -148,6 +143,18 @@ def test_every_readme_command_works_as_written_with_the_default_configuration(
                     assert '"error"' not in line, (block, line)
 
 
+def _like_a_checkout(folder: Path) -> dict[str, str]:
+    """``folder`` as `scripts/run.sh` leaves a checkout (its .venv and SIPp scenarios), and
+    the environment a user's shell has there."""
+    (folder / ".venv").symlink_to(REPO / ".venv")
+    (folder / "sip").mkdir()
+    (folder / "sip" / "sipp").symlink_to(REPO / "sip" / "sipp")
+    return {
+        "PATH": f"{REPO / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+
+
 def _healthy(node: subprocess.Popen[bytes], cwd: Path) -> bool:
     assert node.poll() is None, (cwd / "node.log").read_text()
     try:
@@ -155,3 +162,59 @@ def _healthy(node: subprocess.Popen[bytes], cwd: Path) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def test_the_readme_browser_phone_demo_answers_demo_call_in_the_desktop(tmp_path: Path) -> None:
+    """The README's browser-phone demo: the node as `scripts/run.sh` starts it, op7001 signs
+    in to the desktop in Chromium (fake microphone), starts the shift, and
+    `ccorch demo-call --option 1` rings the browser, which answers; audio flows to the page
+    (DTLS-SRTP); the operator hangs up in the desktop and the command reports a normal end."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.chromium import CHROMIUM
+    from tests.test_browser_phone import KEEP_PEER_CONNECTIONS, STATS, fake_media_flags, tone_wav
+
+    env = _like_a_checkout(tmp_path)
+    mic = tone_wav(tmp_path / "mic.wav", 1000, 5.0)
+    flags = fake_media_flags(mic)
+    with (
+        _default_node([str(REPO / ".venv" / "bin" / "ccorch"), "serve"], tmp_path, env),
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+        context = browser.new_context(locale="en")
+        context.set_default_timeout(15_000)
+        context.add_init_script(KEEP_PEER_CONNECTIONS)
+        page = context.new_page()
+        page.goto("http://127.0.0.1:8000/")
+        page.fill("input[name=login]", "op7001")
+        page.fill("input[name=password]", "agent7001")
+        page.click("button[type=submit]")
+        page.click("[data-testid=start-shift]")
+        expect(page.get_by_test_id("phone-status")).to_have_attribute("data-status", "registered")
+        expect(page.get_by_test_id("agent-state")).to_have_attribute("data-state", "ready")
+        demo = subprocess.Popen(
+            [str(tmp_path / ".venv" / "bin" / "ccorch"), "demo-call", "--option", "1"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            expect(page.get_by_test_id("phone-ringing")).to_be_visible(timeout=30_000)
+            page.click("[data-testid=answer]")
+            expect(page.get_by_test_id("call-state")).to_have_attribute("data-state", "answered")
+            page.wait_for_timeout(3000)
+            stats = [json.loads(x) for x in page.evaluate(STATS)]
+            inbound = next(x for x in stats if x["type"] == "inbound-rtp")
+            assert inbound["packetsReceived"] > 50, inbound
+            page.click("[data-testid=hangup]")
+            out, _ = demo.communicate(timeout=60)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.communicate()
+            browser.close()
+    assert demo.returncode == 0, out
+    assert "browser phone is registered" in out and "ended normally" in out, out

@@ -4,6 +4,7 @@
 import { tick } from "svelte";
 import { api, ApiError } from "./api";
 import { LiveStream } from "./events.svelte";
+import { Phone } from "./phone.svelte";
 import type {
   Agent,
   Call,
@@ -21,6 +22,8 @@ const HISTORY_PAGE = 10;
 export class Desk {
   readonly me: Me;
   readonly stream = new LiveStream();
+  /** The browser's own phone (registered while the desktop is open). */
+  readonly phone = new Phone();
   agent = $state<Agent | null>(null);
   /** When the current state began (ms, this browser's clock). */
   stateSince = $state(Date.now());
@@ -56,6 +59,7 @@ export class Desk {
     this.stops.push(this.stream.on((e) => this.onEvent(e)));
     this.stops.push(this.stream.onResync(() => void this.reload()));
     this.stream.open(); // its first heartbeat loads the state (so no event falls between)
+    void this.phone.start();
     this.ticker = setInterval(() => (this.now = Date.now()), 500);
   }
 
@@ -64,6 +68,7 @@ export class Desk {
     this.stops = [];
     if (this.ticker !== null) clearInterval(this.ticker);
     this.stream.close();
+    this.phone.stop();
   }
 
   /** Everything again from the API (at start, and when the stream lost events). */

@@ -42,6 +42,9 @@ export interface Call {
   consult_answered: boolean;
   conference: string | null;
   disposition: string | null;
+  monitor: string | null;
+  monitor_mode: "listen" | "whisper" | "barge" | null;
+  monitor_answered: boolean;
 }
 
 export interface Reminder {
