@@ -210,11 +210,15 @@ fn on_received(
     if !measuring {
         return;
     }
-    counts.received += 1;
+    // only frames sent in the window count; silence (a jitter buffer with nothing yet) and
+    // frames sent before the window are counted apart
     match read_stamp(payload).and_then(|n| sent_at.get(&n)) {
-        Some(t) => counts
-            .latencies_us
-            .push(now.duration_since(*t).as_micros() as u64),
+        Some(t) => {
+            counts.received += 1;
+            counts
+                .latencies_us
+                .push(now.duration_since(*t).as_micros() as u64);
+        }
         None => counts.unstamped += 1,
     }
 }
