@@ -182,6 +182,7 @@ class MediaEngine:
         port_max: int = 20000,
         shards: int = 1,
         passthrough: bool = True,
+        browser_opus: bool = True,
     ) -> MediaEngine: ...
     def allocate_leg(
         self,

@@ -117,7 +117,11 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         # Two sockets per leg: let a busy node hold as many legs as its port range.
         raise_open_file_limit(m.port_max - m.port_min + 1024)
         engine = MediaEngine(
-            bind_ip=m.bind_ip, port_min=m.port_min, port_max=m.port_max, shards=m.shards
+            bind_ip=m.bind_ip,
+            port_min=m.port_min,
+            port_max=m.port_max,
+            shards=m.shards,
+            browser_opus=m.browser_opus,
         )
         events = MediaEvents(engine)
         events.attach()

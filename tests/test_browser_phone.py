@@ -136,7 +136,7 @@ STATS = """async () => {
   const out = [];
   for (const pc of window.__pcs || []) {
     const r = await pc.getStats();
-    r.forEach((s) => { if (s.type === 'inbound-rtp' || s.type === 'outbound-rtp' || s.type === 'transport') out.push(JSON.stringify(s)); });
+    r.forEach((s) => { if (['inbound-rtp', 'outbound-rtp', 'transport', 'codec'].includes(s.type)) out.push(JSON.stringify(s)); });
   }
   return out;
 }"""
@@ -218,6 +218,9 @@ def test_the_browser_phone_registers_rings_answers_and_talks_both_ways(
         # DTLS-SRTP, as the browser itself reports it; the node's packets decrypted and played
         assert transport["dtlsState"] == "connected" and transport["srtpCipher"], transport
         assert inbound["packetsReceived"] > 100 and inbound["packetsLost"] < 5, inbound
+        # the browser speaks Opus; the node transcodes at the edge to the trunk's G.711
+        codec = next(x for x in stats if x["id"] == inbound["codecId"])
+        assert codec["mimeType"].lower() == "audio/opus", codec
         assert level > -50, f"the browser did not hear the customer ({level:.1f} dBFS)"
         shot(page, "23-phone-talking")
 

@@ -4,10 +4,12 @@
 //! * one leg's work per 20 ms in the decoded path (RTP parse, decode, jitter buffer push and
 //!   pop, DTMF and timeout checks, encode, RTP build) and in pass-through (re-stamping);
 //! * SRTP: protecting our 20 ms packet and checking and decrypting the peer's (one leg's
-//!   added cost per 20 ms when the leg is SRTP).
+//!   added cost per 20 ms when the leg is SRTP);
+//! * Opus at a browser leg's edge: one 20 ms frame each way.
 #![allow(clippy::unwrap_used)]
 use ccorch_media::leg::{Leg, LegConfig};
 use ccorch_media::mixer::{mix_frame, Speak, FRAME};
+use ccorch_media::opus_edge::OpusEdge;
 use ccorch_media::rtp::build_rtp;
 use ccorch_media::srtp::Srtp;
 use ccorch_media::Law;
@@ -144,5 +146,37 @@ fn srtp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, mixing, leg_tick, srtp);
+/// Opus at a browser leg's edge: one 20 ms frame each way (G.711 → Opus for the browser,
+/// Opus → G.711 for the leg), resampling included.
+fn opus_edge(c: &mut Criterion) {
+    let mut g = c.benchmark_group("opus edge (per 20 ms frame)");
+    let mut edge = OpusEdge::new().unwrap();
+    let mut far = OpusEdge::new().unwrap();
+    let pcm: Vec<i16> = (0..FRAME)
+        .map(|i| (6000.0 * (i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin()) as i16)
+        .collect();
+    let mut codes = [0u8; FRAME];
+    Law::Pcmu.encode(&pcm, &mut codes).unwrap();
+    let mut opus_pkt = Vec::new();
+    edge.to_browser(0, &codes, Law::Pcmu, &mut opus_pkt)
+        .unwrap();
+    let mut out = Vec::new();
+    let mut ts = 0u32;
+    g.bench_function("G.711 to Opus (to the browser)", |b| {
+        b.iter(|| {
+            ts = ts.wrapping_add(160);
+            black_box(edge.to_browser(ts, black_box(&codes), Law::Pcmu, &mut out))
+        })
+    });
+    let mut ts48 = 0u32;
+    g.bench_function("Opus to G.711 (to the leg)", |b| {
+        b.iter(|| {
+            ts48 = ts48.wrapping_add(960);
+            black_box(far.to_leg(ts48, black_box(&opus_pkt), Law::Pcmu, &mut out))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, mixing, leg_tick, srtp, opus_edge);
 criterion_main!(benches);

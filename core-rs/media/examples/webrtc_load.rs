@@ -337,6 +337,9 @@ fn run(pairs: u32, webrtc: bool, warmup: Duration, duration: Duration, read_ever
         port_min: 30_000,
         port_max: 39_998,
         passthrough: false,
+        // the generator's browsers speak PCMU (each frame carries its number, which Opus
+        // would not keep): this measures the G.711 path
+        browser_opus: false,
         ..EngineConfig::default()
     })
     .expect("engine");

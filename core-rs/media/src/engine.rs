@@ -51,6 +51,8 @@ pub struct EngineConfig {
     pub shards: usize,
     /// Forward packets undecoded between two legs when nothing needs their audio.
     pub passthrough: bool,
+    /// Offer and accept Opus on browser legs (transcoded at the edge), else G.711 only.
+    pub browser_opus: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +63,7 @@ impl Default for EngineConfig {
             port_max: 20_000,
             shards: 1,
             passthrough: true,
+            browser_opus: true,
         }
     }
 }
@@ -661,7 +664,7 @@ impl Engine {
         let (rtp, rtcp, port) = self.bind_pair()?;
         let local = rtp.local_addr()?;
         let now = Instant::now();
-        let mut rtc = WebRtc::new(local, now).map_err(webrtc_error)?;
+        let mut rtc = WebRtc::new(local, now, self.cfg.browser_opus).map_err(webrtc_error)?;
         let sdp = match offer {
             Some(o) => rtc.accept_offer(o, now),
             None => rtc.create_offer("sendrecv"),

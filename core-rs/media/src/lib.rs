@@ -15,6 +15,7 @@ pub mod engine;
 pub mod jitter;
 pub mod leg;
 pub mod mixer;
+pub mod opus_edge;
 pub mod player;
 pub mod rtcp;
 pub mod rtp;

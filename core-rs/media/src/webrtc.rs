@@ -25,6 +25,7 @@ use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::g711::Law;
+use crate::opus_edge::OpusEdge;
 use crate::rtp::{build_rtp, RtpPacket, SeqExtender};
 
 /// ICE and DTLS must be done within this after the SDP exchange.
@@ -98,6 +99,10 @@ pub struct WebRtc {
     /// The negotiated audio payload type and its law, and telephone-event's payload type.
     audio: Option<(u8, Law)>,
     dtmf_pt: Option<u8>,
+    /// The browser's Opus payload type and the transcoder, when Opus was agreed.
+    opus: Option<(u8, Box<OpusEdge>)>,
+    /// Scratch for transcoded payloads.
+    scratch: Vec<u8>,
     tx_seq: SeqExtender,
     next_timeout: Option<Instant>,
     /// Set when the SDP exchange is complete; the connection must follow by the deadline.
@@ -120,12 +125,15 @@ impl fmt::Debug for WebRtc {
 
 impl WebRtc {
     /// A transport answering on `local` (the leg's UDP socket): its one host candidate.
-    pub fn new(local: SocketAddr, now: Instant) -> Result<Self, WebRtcError> {
+    /// `opus`: offer and accept Opus (transcoded at the edge) before G.711.
+    pub fn new(local: SocketAddr, now: Instant, opus: bool) -> Result<Self, WebRtcError> {
         let mut cfg = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_fingerprint_verification(true)
             .clear_codecs()
+            // Opus first (browsers' own codec), transcoded at the edge; G.711 as is
+            .enable_opus(opus, false)
             .enable_pcmu(true, false)
             .enable_pcma(true, false)
             .set_stats_interval(None);
@@ -151,6 +159,8 @@ impl WebRtc {
             pending: None,
             audio: None,
             dtmf_pt: None,
+            opus: None,
+            scratch: Vec::new(),
             tx_seq: SeqExtender::default(),
             next_timeout: None,
             connect_by: None,
@@ -242,6 +252,7 @@ impl WebRtc {
         self.mid = Some(mid);
         let mut audio = None;
         let mut dtmf = None;
+        let mut opus_pt = None;
         // the peer's order is its preference
         for pt in remote {
             let Some(p) = self
@@ -255,6 +266,11 @@ impl WebRtc {
             };
             let n = *pt;
             match p.spec().codec {
+                Codec::Opus if audio.is_none() => {
+                    // the leg hears and speaks G.711 (PCMU); the edge speaks Opus
+                    audio = Some((n, Law::Pcmu));
+                    opus_pt = Some(n);
+                }
                 Codec::PCMU if audio.is_none() => audio = Some((n, Law::Pcmu)),
                 Codec::PCMA if audio.is_none() => audio = Some((n, Law::Pcma)),
                 Codec::Tele if p.spec().clock_rate == Frequency::EIGHT_KHZ => dtmf = Some(n),
@@ -262,7 +278,17 @@ impl WebRtc {
             }
         }
         if audio.is_none() {
-            return Err(WebRtcError::Sdp("no common codec (PCMU or PCMA)".into()));
+            return Err(WebRtcError::Sdp(
+                "no common codec (Opus, PCMU or PCMA)".into(),
+            ));
+        }
+        match (opus_pt, self.opus.take()) {
+            (Some(pt), Some((_, edge))) => self.opus = Some((pt, edge)), // a re-offer: same edge
+            (Some(pt), None) => {
+                let edge = OpusEdge::new().map_err(WebRtcError::Session)?;
+                self.opus = Some((pt, Box::new(edge)));
+            }
+            (None, _) => {}
         }
         self.audio = audio;
         self.dtmf_pt = dtmf;
@@ -290,22 +316,31 @@ impl WebRtc {
         let (Some(mid), Ok(p)) = (self.mid, RtpPacket::parse(packet)) else {
             return;
         };
+        let (mut pt, mut ts, mut payload) = (p.payload_type, p.timestamp, p.payload);
+        if let Some((opus_pt, edge)) = self.opus.as_mut() {
+            ts = edge.ts_to_browser(p.timestamp);
+            if let Some(law) = Law::from_payload_type(p.payload_type) {
+                match edge.to_browser(p.timestamp, p.payload, law, &mut self.scratch) {
+                    Some(_) => (pt, payload) = (*opus_pt, &self.scratch[..]),
+                    None => return,
+                }
+            }
+        }
         let mut api = self.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return;
         };
-
         let write = RtpWrite::new(
-            Pt::from(p.payload_type),
+            Pt::from(pt),
             // str0m wants the extended number (SRTP's rollover counter follows it); the
             // extender starts one cycle up, and the browser expects a rollover count of 0
             self.tx_seq
                 .extend(p.sequence)
                 .saturating_sub(1 << 16)
                 .into(),
-            p.timestamp,
+            ts,
             now,
-            p.payload.to_vec(),
+            payload.to_vec(),
         )
         .marker(p.marker);
         tx.write_rtp(write);
@@ -359,15 +394,32 @@ impl WebRtc {
                         self.fail("ICE disconnected (no consent from the browser)".into());
                     }
                     RtcEvent::RtpPacket(p) => {
+                        let (mut pt, mut ts) = (*p.header.payload_type, p.header.timestamp);
+                        let mut payload: &[u8] = &p.payload;
+                        if let Some((opus_pt, edge)) = self.opus.as_mut() {
+                            // Opus in: G.711 for the leg, on its 8 kHz clock
+                            ts = edge.ts_to_leg(ts);
+                            if pt == *opus_pt {
+                                let law = Law::Pcmu;
+                                let ts48 = p.header.timestamp;
+                                if edge
+                                    .to_leg(ts48, &p.payload, law, &mut self.scratch)
+                                    .is_none()
+                                {
+                                    continue; // not a decodable Opus packet: dropped
+                                }
+                                (pt, payload) = (law.payload_type(), &self.scratch[..]);
+                            }
+                        }
                         let mut b = io.buffer();
                         build_rtp(
                             &mut b,
                             p.header.marker,
-                            *p.header.payload_type,
+                            pt,
                             p.header.sequence_number,
-                            p.header.timestamp,
+                            ts,
                             *p.header.ssrc,
-                            &p.payload,
+                            payload,
                         );
                         io.rtp.push(b);
                     }
@@ -427,10 +479,16 @@ mod tests {
     }
 
     fn browser(now: Instant) -> (Browser, String, SdpPendingOffer) {
+        browser_with(now, false)
+    }
+
+    /// A browser offering PCMU only, or Opus only.
+    fn browser_with(now: Instant, opus: bool) -> (Browser, String, SdpPendingOffer) {
         let mut rtc = RtcConfig::new()
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_pcmu(true, false)
+            .enable_pcmu(!opus, false)
+            .enable_opus(opus, false)
             .build(now);
         let addr: SocketAddr = "127.0.0.1:2000".parse().expect("address");
         let c = Candidate::host(addr, Protocol::Udp).expect("candidate");
@@ -490,11 +548,18 @@ mod tests {
     }
 
     fn connected_pair() -> (WebRtc, Browser, Instant, WebRtcIo) {
+        connected_pair_with(false)
+    }
+
+    fn connected_pair_with(opus: bool) -> (WebRtc, Browser, Instant, WebRtcIo) {
         let mut now = Instant::now();
-        let (mut b, offer, pending) = browser(now);
-        let mut ours = WebRtc::new("127.0.0.1:1000".parse().expect("address"), now).expect("new");
+        let (mut b, offer, pending) = browser_with(now, opus);
+        let mut ours =
+            WebRtc::new("127.0.0.1:1000".parse().expect("address"), now, true).expect("new");
         let answer = ours.accept_offer(&offer, now).expect("offer accepted");
+        // the leg is G.711 either way: Opus is the edge's business
         assert_eq!(ours.codec(), Some((Law::Pcmu, None)));
+        assert_eq!(ours.opus.is_some(), opus);
         let answer = SdpAnswer::from_sdp_string(&answer).expect("answer parses");
         b.rtc
             .sdp_api()
@@ -515,7 +580,8 @@ mod tests {
             .filter(|l| !l.starts_with("a=fingerprint"))
             .map(|l| format!("{l}\r\n"))
             .collect();
-        let mut ours = WebRtc::new("127.0.0.1:1000".parse().expect("address"), now).expect("new");
+        let mut ours =
+            WebRtc::new("127.0.0.1:1000".parse().expect("address"), now, true).expect("new");
         let err = ours.accept_offer(&stripped, now).expect_err("refused");
         assert!(err.to_string().contains("no a=fingerprint"), "{err}");
         let plain = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
@@ -571,7 +637,8 @@ mod tests {
     fn a_session_that_never_connects_fails_with_a_reason() {
         let mut now = Instant::now();
         let (_b, offer, _) = browser(now);
-        let mut ours = WebRtc::new("127.0.0.1:1000".parse().expect("address"), now).expect("new");
+        let mut ours =
+            WebRtc::new("127.0.0.1:1000".parse().expect("address"), now, true).expect("new");
         ours.accept_offer(&offer, now).expect("offer accepted");
         let mut io = WebRtcIo::default();
         now += CONNECT_DEADLINE + Duration::from_millis(1);
@@ -585,5 +652,116 @@ mod tests {
         build_rtp(&mut packet, false, 0, 1, 160, 7, &[0; 160]);
         ours.send_rtp(now, &packet, &mut io);
         assert!(io.transmit.is_empty());
+    }
+
+    #[test]
+    fn a_browser_in_opus_talks_with_a_g711_leg_through_the_edge() {
+        let (mut ours, mut b, mut now, mut io) = connected_pair_with(true);
+        let tone = |hz: f64, f: usize| -> Vec<i16> {
+            (0..160)
+                .map(|i| {
+                    let t = (f * 160 + i) as f64 / 8000.0;
+                    (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+                })
+                .collect()
+        };
+        // the leg's PCMU 1 kHz goes out as Opus: the browser decodes a 1 kHz tone
+        let mut packet = Vec::new();
+        let mut codes = [0u8; 160];
+        for f in 0..25 {
+            Law::Pcmu
+                .encode(&tone(1000.0, f), &mut codes)
+                .expect("encode");
+            build_rtp(&mut packet, false, 0, f as u16, (f * 160) as u32, 7, &codes);
+            ours.send_rtp(now, &packet, &mut io);
+            run(&mut ours, &mut b, &mut now, 20, &mut io);
+        }
+        assert!(b.received.len() >= 20, "{}", b.received.len());
+        let mut dec = opus::Decoder::new(48_000, opus::Channels::Mono).expect("decoder");
+        let mut pcm = vec![0i16; 960];
+        let mut energy_1k = 0.0;
+        for (_, payload) in &b.received[10..] {
+            let n = dec
+                .decode(payload, &mut pcm, false)
+                .expect("Opus from the edge");
+            assert_eq!(n, 960);
+            energy_1k += goertzel(&pcm[..n], 1000.0, 48_000.0);
+        }
+        assert!(
+            energy_1k / (b.received.len() - 10) as f64 > 2000.0,
+            "{energy_1k}"
+        );
+        // the browser's Opus 440 Hz reaches the leg as PCMU
+        let mut enc = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)
+            .expect("encoder");
+        let mut out = vec![0u8; 1500];
+        for f in 0..10u16 {
+            let up: Vec<i16> = tone(440.0, usize::from(f))
+                .iter()
+                .flat_map(|&x| [x; 6])
+                .collect();
+            let n = enc.encode(&up, &mut out).expect("encode");
+            let mut api = b.rtc.direct_api();
+            let tx = api.stream_tx_by_mid(b.mid, None).expect("browser's stream");
+            let pt = Pt::from(111);
+            tx.write_rtp(RtpWrite::new(
+                pt,
+                u64::from(f + 1).into(),
+                u32::from(f) * 960,
+                now,
+                out[..n].to_vec(),
+            ));
+            run(&mut ours, &mut b, &mut now, 20, &mut io);
+        }
+        let got: Vec<_> = io
+            .rtp
+            .iter()
+            .filter_map(|p| RtpPacket::parse(p).ok())
+            .collect();
+        assert!(
+            got.len() >= 8
+                && got
+                    .iter()
+                    .all(|p| p.payload_type == 0 && p.payload.len() == 160)
+        );
+    }
+
+    fn goertzel(samples: &[i16], hz: f64, rate: f64) -> f64 {
+        let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for &x in samples {
+            let s0 = f64::from(x) + k * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        (s1 * s1 + s2 * s2 - k * s1 * s2).max(0.0).sqrt() / samples.len() as f64 * 2.0
+    }
+
+    #[test]
+    fn without_opus_a_browser_offering_both_gets_g711() {
+        let now = Instant::now();
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_pcmu(true, false)
+            .build(now);
+        let c = Candidate::host("127.0.0.1:2000".parse().expect("addr"), Protocol::Udp);
+        rtc.add_local_candidate(c.expect("candidate"));
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, _pending) = api.apply().expect("an offer");
+        let addr = "127.0.0.1:1000".parse().expect("address");
+        let mut ours = WebRtc::new(addr, now, false).expect("new");
+        let answer = ours
+            .accept_offer(&offer.to_sdp_string(), now)
+            .expect("accepted");
+        assert!(ours.opus.is_none() && !answer.contains("opus"), "{answer}");
+        assert_eq!(ours.codec(), Some((Law::Pcmu, None)));
+        let mut with_opus = WebRtc::new(addr, now, true).expect("new");
+        with_opus
+            .accept_offer(&offer.to_sdp_string(), now)
+            .expect("accepted");
+        assert!(with_opus.opus.is_some());
     }
 }

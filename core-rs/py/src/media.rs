@@ -57,13 +57,14 @@ pub struct PyMediaEngine {
 #[pymethods]
 impl PyMediaEngine {
     #[new]
-    #[pyo3(signature = (*, bind_ip = "127.0.0.1", port_min = 10000, port_max = 20000, shards = 1, passthrough = true))]
+    #[pyo3(signature = (*, bind_ip = "127.0.0.1", port_min = 10000, port_max = 20000, shards = 1, passthrough = true, browser_opus = true))]
     fn new(
         bind_ip: &str,
         port_min: u16,
         port_max: u16,
         shards: usize,
         passthrough: bool,
+        browser_opus: bool,
     ) -> PyResult<Self> {
         let ip: IpAddr = bind_ip.parse().map_err(|_| {
             PyMediaError::new_err(format!("bind_ip {bind_ip:?} is not an IP address"))
@@ -74,6 +75,7 @@ impl PyMediaEngine {
             port_max,
             shards,
             passthrough,
+            browser_opus,
         })
         .map_err(media_error)?;
         Ok(PyMediaEngine {
