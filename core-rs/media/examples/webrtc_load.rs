@@ -223,18 +223,26 @@ fn on_received(
     }
 }
 
+/// The generator's state: its ends, what it counted, and its buffers.
+struct Generator {
+    peers: Vec<Peer>,
+    counts: Counts,
+    sent_at: HashMap<u32, Instant>,
+    buf: Vec<u8>,
+    pkt: Vec<u8>,
+    number: u32,
+}
+
 /// Drive every end: the browsers' timers and datagrams, and (when `send`) one packet each.
-#[allow(clippy::too_many_arguments)]
-fn pump(
-    peers: &mut [Peer],
-    send: bool,
-    measuring: bool,
-    counts: &mut Counts,
-    sent_at: &mut HashMap<u32, Instant>,
-    buf: &mut [u8],
-    pkt: &mut Vec<u8>,
-    next_number: &mut u32,
-) {
+fn pump(g: &mut Generator, send: bool, measuring: bool) {
+    let Generator {
+        peers,
+        counts,
+        sent_at,
+        buf,
+        pkt,
+        number: next_number,
+    } = g;
     let now = Instant::now();
     let mut payload = [0u8; 160];
     for p in peers.iter_mut() {
@@ -343,31 +351,25 @@ fn run(pairs: u32, webrtc: bool, warmup: Duration, duration: Duration, read_ever
         ..EngineConfig::default()
     })
     .expect("engine");
-    let (mut peers, legs) = setup(&engine, pairs, webrtc);
-    let mut counts = Counts {
-        sent: 0,
-        received: 0,
-        latencies_us: Vec::new(),
-        unstamped: 0,
+    let (peers, legs) = setup(&engine, pairs, webrtc);
+    let mut g = Generator {
+        peers,
+        counts: Counts {
+            sent: 0,
+            received: 0,
+            latencies_us: Vec::new(),
+            unstamped: 0,
+        },
+        sent_at: HashMap::new(),
+        buf: vec![0u8; 2048],
+        pkt: Vec::with_capacity(200),
+        number: 0,
     };
-    let mut sent_at = HashMap::new();
-    let mut buf = vec![0u8; 2048];
-    let mut pkt = Vec::with_capacity(200);
-    let mut number = 0u32;
     // Connect the browsers first (bounded).
     let connect_start = Instant::now();
     while webrtc && connect_start.elapsed() < Duration::from_secs(15) {
-        pump(
-            &mut peers,
-            false,
-            false,
-            &mut counts,
-            &mut sent_at,
-            &mut buf,
-            &mut pkt,
-            &mut number,
-        );
-        let all = peers.iter().all(|p| match &p.end {
+        pump(&mut g, false, false);
+        let all = g.peers.iter().all(|p| match &p.end {
             End::Browser { connected, .. } => *connected,
             End::Phone { .. } => true,
         });
@@ -376,7 +378,8 @@ fn run(pairs: u32, webrtc: bool, warmup: Duration, duration: Duration, read_ever
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let connected = peers
+    let connected = g
+        .peers
         .iter()
         .filter(|p| {
             matches!(
@@ -404,16 +407,7 @@ fn run(pairs: u32, webrtc: bool, warmup: Duration, duration: Duration, read_ever
             }
             std::thread::sleep((due - now).min(read_every));
             if read_every < Duration::from_millis(20) {
-                pump(
-                    &mut peers,
-                    false,
-                    measuring,
-                    &mut counts,
-                    &mut sent_at,
-                    &mut buf,
-                    &mut pkt,
-                    &mut number,
-                );
+                pump(&mut g, false, measuring);
             }
         }
         if !measuring && start.elapsed() >= warmup {
@@ -422,36 +416,19 @@ fn run(pairs: u32, webrtc: bool, warmup: Duration, duration: Duration, read_ever
             gen0 = own_cpu();
             t0 = Instant::now();
         }
-        pump(
-            &mut peers,
-            true,
-            measuring,
-            &mut counts,
-            &mut sent_at,
-            &mut buf,
-            &mut pkt,
-            &mut number,
-        );
+        pump(&mut g, true, measuring);
         tick += 1;
     }
     // late packets of the last tick
     for _ in 0..50 {
-        pump(
-            &mut peers,
-            false,
-            true,
-            &mut counts,
-            &mut sent_at,
-            &mut buf,
-            &mut pkt,
-            &mut number,
-        );
+        pump(&mut g, false, true);
         std::thread::sleep(Duration::from_millis(2));
     }
     let wall = t0.elapsed().as_secs_f64();
     let engine_cpu = (thread_cpu("ccorch-media-0") - cpu0) / wall * 100.0;
     let generator_cpu = (own_cpu() - gen0) / wall * 100.0;
     let stats = engine.stats(false).expect("stats");
+    let counts = &mut g.counts;
     let lat = &mut counts.latencies_us;
     let line = format!(
         concat!(

@@ -113,7 +113,7 @@ impl OpusEdge {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn tone(hz: f64, n: usize, rate: f64, phase0: usize) -> Vec<i16> {
@@ -125,9 +125,9 @@ mod tests {
             .collect()
     }
 
-    /// The amplitude of `hz` in 8 kHz samples (Goertzel).
-    fn level(samples: &[i16], hz: f64) -> f64 {
-        let k = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    /// The amplitude of `hz` in samples at `rate` (Goertzel); the browser tests use it too.
+    pub(crate) fn goertzel(samples: &[i16], hz: f64, rate: f64) -> f64 {
+        let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
         let (mut s1, mut s2) = (0.0, 0.0);
         for &x in samples {
             let s0 = f64::from(x) + k * s1 - s2;
@@ -135,6 +135,10 @@ mod tests {
             s1 = s0;
         }
         (s1 * s1 + s2 * s2 - k * s1 * s2).max(0.0).sqrt() / samples.len() as f64 * 2.0
+    }
+
+    fn level(samples: &[i16], hz: f64) -> f64 {
+        goertzel(samples, hz, 8000.0)
     }
 
     #[test]

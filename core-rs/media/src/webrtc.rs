@@ -467,6 +467,7 @@ fn audio_mid(sdp: &str) -> Option<Mid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::opus_edge::tests::goertzel;
     use str0m::net::Receive;
 
     /// A browser, as far as the wire goes: str0m with full ICE (the controlling side), PCMU
@@ -724,17 +725,6 @@ mod tests {
                     .iter()
                     .all(|p| p.payload_type == 0 && p.payload.len() == 160)
         );
-    }
-
-    fn goertzel(samples: &[i16], hz: f64, rate: f64) -> f64 {
-        let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &x in samples {
-            let s0 = f64::from(x) + k * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        (s1 * s1 + s2 * s2 - k * s1 * s2).max(0.0).sqrt() / samples.len() as f64 * 2.0
     }
 
     #[test]
