@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 # nodejs and npm build the app, from Debian when the machine has no npm of its own.
 apt_packages=(python3-venv sip-tester baresip-core linphone-cli espeak-ng curl jq sipvicious)
 lean_packages=(chromium fonts-wqy-zenhei)  # a CJK font: the Chinese screens are readable
+# cmake builds the C libraries the media engine links: libopus (Opus for browsers), aws-lc
+lean_packages+=(cmake)
 command -v npm >/dev/null 2>&1 || lean_packages+=(nodejs npm)
 # apt_install [apt-get options] -- packages: those not installed yet
 apt_install() {
