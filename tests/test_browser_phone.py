@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import struct
 import subprocess
 import threading
@@ -23,7 +24,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    Page,
+    Playwright,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 
 from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 from tests.sipp import wait_for
@@ -37,7 +45,15 @@ from tests.test_call_control import (
     phone_of,
     talk_together,
 )
-from tests.test_desktop import QUEUES, open_app, shot, sign_in, start_shift, state_of
+from tests.test_desktop import (
+    QUEUES,
+    TIMEOUT_MS,
+    open_app,
+    shot,
+    sign_in,
+    start_shift,
+    state_of,
+)
 from tests.test_inbound import Center, _center
 from tests.test_ivr import Phone as DeskPhoneEnd
 
@@ -409,3 +425,37 @@ def _consult_then_conference(
     operator.click("[data-testid=hangup]")
     assert carrier.wait(20) == 0
     assert phone2.wait(20).ok
+
+
+def test_a_dropped_phone_connection_is_said_and_the_phone_registers_again(
+    center: Center, browser: Browser
+) -> None:
+    """The SIP WebSocket is cut (Playwright stands between the page and the node): the panel
+    says the connection is lost, JsSIP reconnects by itself and the phone is registered
+    again, with the message gone."""
+    context = browser.new_context(locale="en")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    sockets: list[WebSocketRoute] = []
+
+    def relay(ws: WebSocketRoute) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket(re.compile(r"/sip$"), relay)
+    page.goto(center.node.base + "/")
+    sign_in(page, "op7004", "agent7004")
+    start_shift(page, {"general"})
+    status = page.get_by_test_id("phone-status")
+    expect(status).to_have_attribute("data-status", "registered")
+    first = len(sockets)
+    sockets[-1].close(code=1006, reason="the test's network is down")
+    expect(page.get_by_test_id("phone-problem")).to_have_attribute(
+        "data-problem", "phone.disconnected"
+    )
+    expect(page.get_by_test_id("phone-problem")).to_contain_text("reconnecting")
+    # JsSIP tries again after 2 s at the soonest
+    expect(status).to_have_attribute("data-status", "registered", timeout=20_000)
+    expect(page.get_by_test_id("phone-problem")).to_have_count(0)
+    assert len(sockets) > first
+    context.close()
