@@ -317,13 +317,14 @@ class Leg:
         if req.body and self.webrtc:
             assert self.media is not None
             try:
+                direction = sdp.Sdp.parse(req.body).audio_direction()
                 body = self.c.media.webrtc_accept_offer(
                     self.media, req.body.decode("utf-8", "replace")
                 ).encode()
-            except MediaError as e:
+            except (sdp.SdpError, MediaError) as e:
                 svc.reply(txn, 488, f"Not Acceptable Here ({e})"[:100])
                 return
-            self._peer_held(sdp.audio_direction(req.body) in ("sendonly", "inactive"))
+            self._peer_held(direction in ("sendonly", "inactive"))
         elif req.body:
             try:
                 offer = sdp.Sdp.parse(req.body)

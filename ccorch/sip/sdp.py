@@ -153,6 +153,12 @@ class Sdp:
             raise SdpError("SDP without v= line")
         return cls(origin, conn, media, direction)
 
+    def audio_direction(self) -> str:
+        """The first audio line's direction, else the session's (a browser's re-offer,
+        which the media engine answers: only its hold state is read here)."""
+        audio = next((m for m in self.media if m.kind == "audio"), None)
+        return (audio.direction if audio is not None else None) or self.direction
+
 
 @dataclass(frozen=True, slots=True)
 class AudioAnswer:
@@ -331,21 +337,3 @@ def answer(
         savp=agreed.savp,
     )
     return body, agreed
-
-
-def audio_direction(body: bytes) -> str:
-    """The direction of the first audio line (else the session's) of an SDP we do not
-    otherwise parse (a browser's, answered by the media engine): sendrecv by default."""
-    session, audio, in_audio = "sendrecv", None, False
-    for raw in body.decode("utf-8", "replace").splitlines():
-        line = raw.strip()
-        if line.startswith("m="):
-            if in_audio:
-                break
-            in_audio = line.startswith("m=audio ")
-        elif line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
-            if in_audio:
-                audio = line[2:]
-            elif audio is None:
-                session = line[2:]
-    return audio or session

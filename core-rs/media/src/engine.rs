@@ -1468,9 +1468,7 @@ impl Shard {
                 self.on_plain(id, src, p);
             }
             if let Some(slot) = self.legs.get_mut(&id) {
-                for p in packets {
-                    slot.webrtc_io.recycle(p);
-                }
+                slot.webrtc_io.recycle(packets);
             }
             self.report_webrtc(id);
             self.publish();

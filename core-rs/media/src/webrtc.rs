@@ -71,9 +71,11 @@ impl WebRtcIo {
         }
     }
 
-    /// Hand back a packet taken from `rtp`, once handled.
-    pub fn recycle(&mut self, b: Vec<u8>) {
-        self.spare.push(b);
+    /// Hand back the list taken from `rtp`, once handled: its packets' buffers and the
+    /// list itself are kept for the next datagram.
+    pub fn recycle(&mut self, mut packets: Vec<Vec<u8>>) {
+        self.spare.append(&mut packets);
+        self.rtp = packets;
     }
 
     fn buffer(&mut self) -> Vec<u8> {
@@ -108,8 +110,6 @@ pub struct WebRtc {
     /// Set when the SDP exchange is complete; the connection must follow by the deadline.
     connect_by: Option<Instant>,
     state: WebRtcState,
-    /// Packets the leg handed over before the session was connected (dropped, counted).
-    pub dropped_before_connect: u64,
 }
 
 impl fmt::Debug for WebRtc {
@@ -165,7 +165,6 @@ impl WebRtc {
             next_timeout: None,
             connect_by: None,
             state: WebRtcState::Connecting,
-            dropped_before_connect: 0,
         })
     }
 
@@ -310,8 +309,7 @@ impl WebRtc {
     /// Our leg's plain RTP packet, to be sent encrypted.
     pub fn send_rtp(&mut self, now: Instant, packet: &[u8], io: &mut WebRtcIo) {
         if self.state != WebRtcState::Connected {
-            self.dropped_before_connect += 1;
-            return;
+            return; // nothing leaves before DTLS is done (or after it failed)
         }
         let (Some(mid), Ok(p)) = (self.mid, RtpPacket::parse(packet)) else {
             return;
