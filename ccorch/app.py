@@ -53,6 +53,7 @@ from ccorch.sip.transaction import Timers
 from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
 from ccorch.stream_sources import Offers, acd_listener, publish_calls, publish_queues
+from ccorch.supervision.kpi_metrics import install as install_kpis
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
 from ccorch.web import install as install_web_app
 from ccorch.webhooks import Webhooks
@@ -206,6 +207,14 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         )
         offers = Offers()
         acd.listeners.append(acd_listener(app.ctx.events, acd, offers))
+        app.ctx.kpis = await install_kpis(
+            app.ctx.metrics.registry,
+            acd,
+            cdrs,
+            app.ctx.pool,
+            config.supervision,
+            app.ctx.recordings_dir,
+        )
         service.on_registration = lambda user, up: (
             acd.phone_registered(user) if up else acd.phone_gone(user)
         )
@@ -249,7 +258,6 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
                 lambda: {
                     **service.snapshot(),
                     "calls_active": controller.active_calls(),
-                    "acd": acd.snapshot(),
                     "event_clients": app.ctx.events.subscribers,
                     "event_clients_cut_off": app.ctx.events.cut_off,
                 }

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ccorch.errors import ConfigError
 
@@ -377,6 +378,25 @@ class IvrConfig:
     reload_seconds: float = _key(_float_rule(0.1, 3600), 1.0)
 
 
+def _is_zone(v: object) -> bool:
+    if not isinstance(v, str) or not v.strip():
+        return False
+    try:
+        ZoneInfo(v.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SupervisionConfig:
+    # The center's time zone: where "today" starts for the wallboard, /metrics and reports.
+    time_zone: str = _key(_Rule("an IANA time zone name", _is_zone, str.strip, str), "Europe/Kyiv")
+    # A caller who hangs up within this many seconds of queuing is a short abandon: counted
+    # apart, and not held against the service level.
+    short_abandon_seconds: float = _key(_float_rule(0, 120), 5.0)
+
+
 @dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -390,6 +410,7 @@ class Config:
     acd: AcdConfig = field(default_factory=AcdConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     source: str = "defaults"
 
 
@@ -405,6 +426,7 @@ _SECTIONS: dict[str, type] = {
     "acd": AcdConfig,
     "calls": CallsConfig,
     "webhooks": WebhooksConfig,
+    "supervision": SupervisionConfig,
 }
 
 

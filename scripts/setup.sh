@@ -18,6 +18,8 @@ apt_packages=(python3-venv sip-tester baresip-core linphone-cli espeak-ng curl j
 lean_packages=(chromium fonts-wqy-zenhei)  # a CJK font: the Chinese screens are readable
 # cmake builds the C libraries the media engine links: libopus (Opus for browsers), aws-lc
 lean_packages+=(cmake)
+# prometheus (with promtool) checks dashboards/ against a running node in the tests
+lean_packages+=(prometheus)
 command -v npm >/dev/null 2>&1 || lean_packages+=(nodejs npm)
 # apt_install [apt-get options] -- packages: those not installed yet
 apt_install() {

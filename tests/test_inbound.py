@@ -125,9 +125,14 @@ class Center:
 
 @contextlib.contextmanager
 def _center(
-    pg_admin_url: str, cwd: Path, env: dict[str, str] | None = None, queues: str = QUEUES
+    pg_admin_url: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    queues: str = QUEUES,
+    trunks: str = "",
 ) -> Iterator[Center]:
-    """A node with the demo's flows, the test queues, a carrier trunk and its own database."""
+    """A node with the demo's flows, the test queues, a carrier trunk (and ``trunks``, more
+    [[trunk]] tables) and its own database."""
     name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -141,7 +146,7 @@ def _center(
         '[[trunk]]\nname = "carrier"\nhost = "127.0.0.1"\noptions_interval = 0\n'
         # where calls to outside numbers go (the IVR's transfer to an external number)
         f'[[trunk]]\nname = "out"\nhost = "127.0.0.2"\nport = {trunk_port}\n'
-        "outbound = true\noptions_interval = 0\n"
+        "outbound = true\noptions_interval = 0\n" + trunks
     )
     rtp = 20000 + (sip_port % 200) * 100
     (cwd / "ccorch.toml").write_text(
@@ -177,7 +182,7 @@ def _mulaw_roundtrip(pcm: bytes) -> bytes:
 
 def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -> None:
     phone_port = center.register("7001")
-    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) >= 1, 5)
+    assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) >= 1, 5)
     # the operator's phone answers after 0.3 s, echoes every RTP packet back, hangs up at 4 s
     agent = Uas(
         "agent_hangup.xml", port=phone_port, cwd=center.cwd, extra=["-d", "4000", "-rtp_echo"]
@@ -188,9 +193,9 @@ def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -
         phone.press("1")
         # the recording notice, then the queue rings the operator at once (no "all busy")
         deadline = time.monotonic() + 15
-        while center.m().get('cc_acd_agents{state="busy"}', 0) < 1 and time.monotonic() < deadline:
+        while center.m().get('cc_agents{state="busy"}', 0) < 1 and time.monotonic() < deadline:
             phone.listen(0.2)
-        assert center.m().get('cc_acd_agents{state="busy"}', 0) == 1
+        assert center.m().get('cc_agents{state="busy"}', 0) == 1
         heard_before = len(phone.heard)
         sent = phone.talk(2.0)  # the caller speaks; the operator's phone echoes it back
         echoed = bytes(phone.heard[heard_before:])
@@ -203,9 +208,9 @@ def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -
         if sipp.poll() is None:
             sipp.kill()
     # after-call work (1 s in this test's queues), then Ready again
-    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) == 1, 5), center.m()
+    assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 5), center.m()
     m = center.m()
-    assert m['cc_acd_calls_left_total{outcome="answered",queue="tech"}'] == 1
+    assert m['cc_queue_calls_total{outcome="answered",queue="tech"}'] == 1
     # both legs' received audio was measured when they ended: no loss, a G.711-grade MOS
     assert wait_for(lambda: center.m().get("cc_media_leg_mos_count", 0) >= 2, 5)
     m = center.m()
@@ -275,7 +280,7 @@ def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
     center: Center,
 ) -> None:
     phone_port = center.register("7003")
-    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) >= 1, 5)
+    assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) >= 1, 5)
     # one operator for the general queue, two calls of 12 s each in a row (the "all busy"
     # announcement alone takes 7 s: the waiting caller must hear it and then the music)
     agent = Uas("agent_hangup.xml", port=phone_port, cwd=center.cwd, m=2, extra=["-d", "12000"])
@@ -287,7 +292,7 @@ def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
     try:
         first.listen(1.5)
         first.press("2")
-        assert wait_for(lambda: center.m().get('cc_acd_agents{state="busy"}', 0) == 1, 10)
+        assert wait_for(lambda: center.m().get('cc_agents{state="busy"}', 0) == 1, 10)
 
         def waiting_caller(p: Phone, seconds: float) -> None:
             p.listen(1.0)
@@ -329,11 +334,11 @@ def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
     busy = [f for f in rendered if _pcm_in(f, heard)]
     assert busy, "no TTS prompt found in the waiting caller's audio"
     m = center.m()
-    assert m['cc_acd_calls_left_total{outcome="answered",queue="general"}'] == 2
-    assert m['cc_acd_calls_left_total{outcome="abandoned",queue="general"}'] == 1
-    assert (
-        m['cc_acd_wait_seconds_total{outcome="answered",queue="general"}'] > 2
-    )  # the second waited
+    assert m['cc_queue_calls_total{outcome="answered",queue="general"}'] == 2
+    # the third hung up after about 3 s of waiting: a short abandon at the default 5 s
+    abandoned = m['cc_queue_calls_total{outcome="abandoned",queue="general"}']
+    assert abandoned + m['cc_queue_calls_total{outcome="abandoned_short",queue="general"}'] == 1
+    assert m['cc_queue_wait_seconds_sum{outcome="answered",queue="general"}'] > 2  # the second
 
 
 def _supervisor_stream(center: Center) -> ClientConnection:
@@ -481,7 +486,7 @@ def test_a_vip_caller_rings_her_manager_first_with_priority(center: Center) -> N
     center.register("7003")  # Ready (longest idle of the two) but not her manager
     time.sleep(0.3)
     manager_port = center.register("7004")
-    assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) >= 2, 5)
+    assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) >= 2, 5)
     manager = Uas("agent_hangup.xml", port=manager_port, cwd=center.cwd, extra=["-d", "1000"])
     phone, sipp = center.caller(ani="0507654321")
     try:
@@ -652,8 +657,8 @@ def test_a_waiting_caller_leaves_a_voicemail_or_asks_for_a_callback(center: Cent
     heard = call("2", 0.0)
     assert _pcm_in(thanks_wav, heard)
     m = center.m()
-    assert m['cc_acd_calls_left_total{outcome="withdrawn",queue="sales"}'] == 2
-    assert m.get('cc_acd_calls_left_total{outcome="abandoned",queue="sales"}', 0) == 0
+    assert m['cc_queue_calls_total{outcome="withdrawn",queue="sales"}'] == 2
+    assert m.get('cc_queue_calls_total{outcome="abandoned",queue="sales"}', 0) == 0
     with psycopg.connect(center.db) as conn:
 
         def rows() -> list[tuple[object, ...]]:
@@ -764,9 +769,7 @@ def test_calls_up_when_the_node_dies_are_closed_at_the_next_start(
             if sipp.poll() is None:
                 sipp.kill()
             agent.kill()
-        assert wait_for(lambda: center.m().get('cc_acd_agents{state="ready"}', 0) == 1, 10), (
-            center.m()
-        )
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10), center.m()
         with psycopg.connect(center.db) as conn:
             row = conn.execute(
                 """SELECT c.outcome, c.agent, c.answered_at IS NOT NULL, c.talk_seconds,

@@ -233,17 +233,17 @@ def test_a_phone_that_unregisters_while_the_database_is_down_stays_unregistered(
     try:
         assert register(target, "7003", "agent7003", contact, expires=300) == 200
         assert stored() == 1
-        assert wait_for(lambda: metrics(node.base).get('cc_acd_agents{state="ready"}') == 1, 5)
+        assert wait_for(lambda: metrics(node.base).get('cc_agents{state="ready"}') == 1, 5)
         server.stop()  # the outage
         assert register(target, "7003", "agent7003", contact, expires=0) == 200
-        assert wait_for(lambda: metrics(node.base).get('cc_acd_agents{state="ready"}') == 0, 5)
+        assert wait_for(lambda: metrics(node.base).get('cc_agents{state="ready"}') == 0, 5)
         server = EmbeddedPostgres(tmp_path / "pg")
         assert server.start() == url  # the database is back
         assert wait_for(lambda: stored() == 0, 10)
         node.kill()
         node = start_node(tmp_path, {"DATABASE_URL": url, "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12})
-        assert wait_for(lambda: 'cc_acd_agents{state="ready"}' in metrics(node.base), 5)
-        assert metrics(node.base)['cc_acd_agents{state="ready"}'] == 0
+        assert wait_for(lambda: 'cc_agents{state="ready"}' in metrics(node.base), 5)
+        assert metrics(node.base)['cc_agents{state="ready"}'] == 0
     finally:
         node.kill()
         server.stop()

@@ -8,6 +8,8 @@
     strategy = "longest_idle"
     expected_handle_seconds = 180   # talk + wrap-up expected before calls were seen: where
                                     # the estimated wait starts (it then learns from calls)
+    service_level_seconds = 20   # the service level counts calls answered within this
+    service_level_target = 0.8   # the share of calls to answer so (wallboard, alarms)
 
     [[agent]]
     extension = "7001"           # the agent's SIP account; logged in while registered
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import tomllib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class QueueConfig:
     ring_seconds: float = 15.0
     strategy: str = "longest_idle"
     expected_handle_seconds: float = 180.0
+    service_level_seconds: float = 20.0
+    service_level_target: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,22 @@ def load_queues(path: Path) -> tuple[list[QueueConfig], list[AgentConfig]]:
                     ring_seconds=float(q.get("ring_seconds", 15)),
                     strategy=str(q.get("strategy", "longest_idle")),
                     expected_handle_seconds=float(q.get("expected_handle_seconds", 180)),
+                    service_level_seconds=float(q.get("service_level_seconds", 20)),
+                    service_level_target=float(q.get("service_level_target", 0.8)),
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"queue[{i}]", q, f"name, skills and numbers ({e})", src) from None
+        if not (
+            0 < queues[-1].service_level_seconds <= 3600
+            and 0 < queues[-1].service_level_target <= 1
+        ):
+            raise ConfigError(
+                f"queue[{i}]",
+                q,
+                "service_level_seconds in (0, 3600] and service_level_target in (0, 1]",
+                src,
+            )
     names = {q.name for q in queues}
     agents: list[AgentConfig] = []
     for i, a in enumerate(data.get("agent", [])):
@@ -138,6 +153,7 @@ class AcdService:
                 wrap_up_ms=int(q.wrap_up_seconds * 1000),
                 offer_timeout_ms=int(q.ring_seconds * 1000),
                 expected_handle_ms=int(q.expected_handle_seconds * 1000),
+                sl_threshold_ms=int(q.service_level_seconds * 1000),
             )
             self.queue_ids[q.name] = qid
             self.queue_names[qid] = q.name
@@ -151,8 +167,7 @@ class AcdService:
         # until their phone has answered the BYE that ends it (see ccorch.calls.recovery)
         self.held_back: set[str] = set()
         self.listeners: list[Callable[[Any], None]] = []  # typed ACD events, for metrics/desktop
-        self.left: Counter[tuple[str, str]] = Counter()  # (queue, outcome) -> calls
-        self.waited_ms: Counter[tuple[str, str]] = Counter()
+        self.entry_listeners: list[Callable[[str], None]] = []  # a call joined this queue
         self.registered: Callable[[str], bool] = lambda extension: False
         # registration logs the agent in (no desktop needed); off: operators log in themselves
         self.auto_login = True
@@ -273,18 +288,6 @@ class AcdService:
         self.logged_in.discard(extension)
         self._pump()
 
-    def snapshot(self) -> dict[str, Any]:
-        states: Counter[str] = Counter()
-        for ext in self.agents:
-            st = self.agent_state(ext)
-            states[st[0] if st else "logged_out"] += 1
-        return {
-            "agents": dict(states),
-            "waiting": self.acd.waiting_calls,
-            "left": dict(self.left),
-            "waited_ms": dict(self.waited_ms),
-        }
-
     def queue_snapshot(self, queue: str) -> dict[str, Any]:
         """A queue now: calls waiting and ringing, the oldest wait, its agents by state,
         the wait a new caller can expect, and the last window's service figures."""
@@ -332,6 +335,8 @@ class AcdService:
             log.info("call not queued", extra={"call": call.id, "queue": queue, "error": str(e)})
             self.calls.pop(call.id, None)
             return False
+        for listener in self.entry_listeners:
+            listener(queue)
         self._pump()
         return True
 
@@ -391,9 +396,6 @@ class AcdService:
                 if call is not None:
                     call.revoke_offer(str(ev.agent))
             elif isinstance(ev, CallLeft):
-                key = (self.queue_names.get(ev.queue, "?"), ev.outcome)
-                self.left[key] += 1
-                self.waited_ms[key] += ev.waited_ms
                 call = self.calls.get(ev.call)
                 if call is not None:
                     if ev.outcome != "answered":

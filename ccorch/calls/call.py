@@ -111,7 +111,9 @@ class Call:
         # call control (ccorch.calls.commands)
         self.priority = 0  # in the queue (kept when an operator transfers it back)
         self.moh: int | None = None  # the music-on-hold playback on leg A
-        self.on_hold = False  # the operator put the customer on hold
+        self._on_hold_since: float | None = None  # the operator put the customer on hold
+        self.hold_seconds = 0.0  # closed stretches of hold
+        self.queue_outcome: str | None = None  # how it left its last queue (the ACD's word)
         self.muted = False  # the operator's voice does not reach the customer
         self.consult: Leg | None = None  # the party the operator consults
         # a supervisor's phone in the call: listen, whisper (to the operator) or barge
@@ -438,8 +440,27 @@ class Call:
         if self.state in ("queued", "ringing") and self.ctl.acd is not None:
             self.ctl.acd.withdraw(self)
 
+    @property
+    def on_hold(self) -> bool:
+        return self._on_hold_since is not None
+
+    @on_hold.setter
+    def on_hold(self, held: bool) -> None:
+        now = self.ctl.service.now()
+        if held and self._on_hold_since is None:
+            self._on_hold_since = now
+        elif not held and self._on_hold_since is not None:
+            self.hold_seconds += now - self._on_hold_since
+            self._on_hold_since = None
+
+    def held_seconds(self) -> float:
+        """Time on hold so far, the stretch in progress included."""
+        since = self._on_hold_since
+        return self.hold_seconds + (self.ctl.service.now() - since if since is not None else 0)
+
     def left_queue(self, outcome: str, waited_ms: int) -> None:
         self.waited_ms = waited_ms
+        self.queue_outcome = outcome
         if outcome == "answered":
             return
         log.info(
@@ -940,6 +961,8 @@ class Call:
             recording_gaps=[
                 [f, t if t >= 0 else self.recording_ms()] for f, t in self.recording_gaps
             ],
+            queue_outcome=self.queue_outcome,
+            hold_seconds=round(self.held_seconds(), 3),
         )
 
     async def _commit_then_release(self, sink: cdr.CdrSink, record: cdr.Cdr) -> None:

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Cdr:
     direction: str = "in"  # "out": an operator's click-to-dial
     # stretches of the recording paused by the operator, [from_ms, to_ms] from its start
     recording_gaps: list[list[int]] = field(default_factory=list)
+    queue_outcome: str | None = None  # how it left its last queue, as the ACD decided
+    hold_seconds: float = 0.0  # on hold by the operator (part of talk_seconds)
 
 
 _COLUMNS = [c for c in Cdr.__dataclass_fields__ if c != "recording_gaps"]
@@ -153,10 +156,18 @@ class CdrSink:
         self.spool = spool
         self.written = 0
         self.spooled = 0
+        # told each record once it is durable (supervision's handle times)
+        self.listeners: list[Callable[[Cdr], None]] = []
 
     async def commit(self, cdr: Cdr) -> int | None:
         """Returns once the record is durable: committed (its id), or fsynced to the spool
         (None; after at most ``BUDGET_SECONDS`` of trying the database)."""
+        cdr_id = await self._commit(cdr)
+        for listener in self.listeners:
+            listener(cdr)
+        return cdr_id
+
+    async def _commit(self, cdr: Cdr) -> int | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.BUDGET_SECONDS
         error: BaseException | None = None

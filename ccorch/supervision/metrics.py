@@ -115,6 +115,13 @@ class Metrics:
             ),
         )
 
+    def __post_init__(self) -> None:
+        # known label values start at 0: a series that never went up is still there
+        for kind in ("instant", "escalation", "dispatch"):  # cases.kind
+            self.case_overdue_alarms.labels(kind=kind)
+        for kind in ("rtp", "rtcp"):
+            self.media_srtp_rejected.labels(kind=kind)
+
     def observe_media(self, stats: dict[str, float]) -> None:
         """Copy a ``MediaEngine.stats(reset=True)`` snapshot into the gauges."""
         self.media_legs.set(stats["legs"])
@@ -228,30 +235,6 @@ class SipCollector(Collector):
             "Event stream readers dropped for falling too far behind",
             value=s.get("event_clients_cut_off", 0),
         )
-        acd = s.get("acd")
-        if acd is not None:
-            agents = GaugeMetricFamily("cc_acd_agents", "Agents by state", labels=["state"])
-            for st in ("logged_out", "ready", "not_ready", "offered", "busy", "wrap_up"):
-                agents.add_metric([st], acd["agents"].get(st, 0))
-            yield agents
-            yield GaugeMetricFamily(
-                "cc_acd_calls_waiting", "Calls waiting in queues", value=acd["waiting"]
-            )
-            left = CounterMetricFamily(
-                "cc_acd_calls_left",
-                "Calls that left a queue, by outcome",
-                labels=["queue", "outcome"],
-            )
-            waited = CounterMetricFamily(
-                "cc_acd_wait_seconds",
-                "Total wait of calls that left a queue",
-                labels=["queue", "outcome"],
-            )
-            for (q, outcome), n in sorted(acd["left"].items()):
-                left.add_metric([q, outcome], n)
-                waited.add_metric([q, outcome], acd["waited_ms"].get((q, outcome), 0) / 1000)
-            yield left
-            yield waited
         yield GaugeMetricFamily(
             "cc_sip_tcp_connections",
             "SIP TCP connections accepted and open",
