@@ -38,7 +38,7 @@ from ccorch.calls.journal import Journal
 from ccorch.calls.recovery import recover
 from ccorch.config import Config, SipConfig
 from ccorch.crm import bootstrap as crm_bootstrap
-from ccorch.crm.cases import BusinessHours, raise_overdue_alarms
+from ccorch.crm.cases import BusinessHours, count_overdue, raise_overdue_alarms
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.errors import CcorchError
@@ -53,6 +53,8 @@ from ccorch.sip.transaction import Timers
 from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
 from ccorch.stream_sources import Offers, acd_listener, publish_calls, publish_queues
+from ccorch.supervision.alarms import AlarmBoard
+from ccorch.supervision.alarms import watch as watch_alarms
 from ccorch.supervision.kpi_metrics import install as install_kpis
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
 from ccorch.web import install as install_web_app
@@ -253,6 +255,10 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         app.ctx.state_time_writer = asyncio.create_task(
             app.ctx.state_time.run(), name="state_time_writer"
         )
+        app.ctx.alarms = AlarmBoard()
+        app.ctx.alarms_watch = asyncio.create_task(
+            watch_alarms(app, app.ctx.alarms, app.ctx.clock, time.monotonic), name="alarms_watch"
+        )
         app.ctx.metrics.registry.register(
             SipCollector(
                 lambda: {
@@ -285,6 +291,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             "events_feed",
             "queues_feed",
             "state_time_writer",
+            "alarms_watch",
         ):
             task = getattr(app.ctx, name, None)
             if task is not None:
@@ -403,6 +410,8 @@ async def _watch_overdue_cases(app: Sanic[Any, Any]) -> None:
         try:
             async with app.ctx.pool.connection() as conn:
                 alarms = await raise_overdue_alarms(conn, app.ctx.clock())
+                app.ctx.cases_overdue = await count_overdue(conn, app.ctx.clock())
+                metrics.cases_overdue.set(app.ctx.cases_overdue)
             for a in alarms:
                 metrics.case_overdue_alarms.labels(kind=a["kind"]).inc()
                 # on the live stream, for supervisors (and the webhooks of "alarm")

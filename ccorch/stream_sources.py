@@ -163,7 +163,8 @@ def acd_listener(
 # Fields that change by themselves with time: a snapshot differing only in these is not
 # news (it goes out anyway every QUEUE_EVERY_SECONDS).
 _TIME_FIELDS = {"oldest_wait_ms", "estimated_wait_seconds", "service_level", "asa_seconds",
-                "abandon_rate", "aht_seconds"}  # fmt: skip
+                "abandon_rate", "aht_seconds", "offered_15m", "answered_15m", "abandoned_15m",
+                "service_level_15m", "abandon_rate_15m", "asa_seconds_15m"}  # fmt: skip
 QUEUE_CHECK_SECONDS = 1.0
 QUEUE_EVERY_SECONDS = 5.0
 

@@ -336,6 +336,7 @@ def test_a_supervisor_listens_whispers_and_barges_from_the_browser(
     sign_in(supervisor, "sup7009", "agent7009")
     expect(supervisor.get_by_test_id("supervisor")).to_be_visible()
     expect(supervisor.get_by_test_id("phone-status")).to_have_attribute("data-status", "registered")
+    supervisor.get_by_test_id("sup-tab-calls").click()
 
     with answered_in_browser(center, operator) as (customer, carrier):
         row = supervisor.locator("[data-testid^=call-]", has_text="7001").first

@@ -314,6 +314,8 @@ EXAMPLES |= {
     "/api/agent/state": ("/api/agent/state", {"state": "not_ready", "reason": "lunch"}),
     "/api/agent/logout": ("/api/agent/logout", None),
     "/api/agents": ("/api/agents", None),
+    "/api/alarms": ("/api/alarms", None),
+    "/api/lines": ("/api/lines", None),
     "/api/calls": ("/api/calls", None),
     "/api/calls/<call_id:int>/answer": ("/api/calls/999999/answer", None),
     **{

@@ -143,3 +143,74 @@ def test_the_days_figures_loaded_at_start_add_to_what_happens_next() -> None:
     assert (t.handled, t.handle_seconds["talk"], t.handle_seconds["hold"]) == (9, 900, 60)
     assert k.state_seconds_now(today=True)[("not_ready", "lunch")] == 1800
     assert k.total["tech"].calls["answered"] == 1  # the counters start at the node's start
+
+
+def test_the_wallboards_figures_today_and_over_the_last_15_minutes() -> None:
+    c = Clock(dt.datetime(2026, 3, 2, 9, 0, tzinfo=KYIV))
+    k = kpis(c)
+    assert k.figures("tech")["service_level_15m"] is None  # nothing offered: no figure
+    left(k, 0, "answered", 25)
+    c.t += 1000  # over 15 minutes later: that call is out of the window, still today
+    left(k, 0, "answered", 10)
+    left(k, 0, "abandoned", 30)
+    left(k, 0, "abandoned", 2)  # short: out of the rates
+    f = k.figures("tech")
+    assert (f["offered_15m"], f["service_level_15m"], f["abandon_rate_15m"]) == (3, 0.5, 0.5)
+    assert f["asa_seconds_15m"] == 10
+    assert (f["offered_today"], f["service_level_today"]) == (4, 1 / 3)
+    assert f["asa_seconds_today"] == 17.5 and f["aht_seconds_today"] is None
+    assert (f["service_level_threshold_seconds"], f["service_level_target"]) == (20, 0.8)
+    assert k.figures("nowhere") == {}
+
+
+def test_alarms_are_raised_once_follow_their_reading_and_clear() -> None:
+    from ccorch.supervision.alarms import AlarmBoard, Conditions, Readings
+
+    t0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=KYIV)
+    board, judge = AlarmBoard(), Conditions()
+
+    def reading(**kw: object) -> Readings:
+        base: dict[str, object] = {
+            "trunks_up": {"carrier": True, "backup": None},
+            "queues": {"tech": {"waiting": 0, "agents": {"ready": 1}}},
+            "refused_total": 0,
+            "disk_free": 50,
+            "disk_size": 100,
+            "cases_overdue": 0,
+        }
+        return Readings(**(base | kw))  # type: ignore[arg-type]
+
+    assert board.update(t0, judge.judge(reading(), 0)) == ([], [])
+    bad = reading(
+        trunks_up={"carrier": False, "backup": None},  # unknown (not probed): no alarm
+        queues={
+            "tech": {"waiting": 2, "agents": {"ready": 0}},
+            "sales": {"waiting": 0, "agents": {"ready": 1}, "service_level_15m": 0.5,
+                      "service_level_target": 0.8, "offered_15m": 6},
+            "few": {"waiting": 0, "agents": {"ready": 1}, "service_level_15m": 0.0,
+                    "service_level_target": 0.8, "offered_15m": 2},
+        },
+        refused_total=25,
+        disk_free=5,
+        cases_overdue=3,
+    )  # fmt: skip
+    raised, cleared = board.update(t0, judge.judge(bad, 10))
+    assert {(a.kind, a.subject) for a in raised} == {
+        ("trunk_down", "carrier"),
+        ("no_operator", "tech"),
+        ("service_level", "sales"),
+        ("unauthorized", ""),
+        ("disk", ""),
+        ("cases_overdue", ""),
+    }
+    assert cleared == []
+    bad.cases_overdue = 4
+    again, _ = board.update(t0, judge.judge(bad, 20))
+    assert again == []  # raised once; the detail follows
+    assert board.active[("cases_overdue", "")].detail == {"cases": 4}
+    # five minutes without new refusals, the rest back to normal: all cleared
+    t1 = t0 + dt.timedelta(minutes=6)
+    raised, cleared = board.update(t1, judge.judge(reading(refused_total=25), 400))
+    assert raised == [] and len(cleared) == 6
+    assert all(a.cleared_at == t1 for a in cleared)
+    assert board.active == {}

@@ -292,8 +292,26 @@ async def force_rest(request: Request, extension: str) -> HTTPResponse:
 
 
 async def agents(request: Request) -> HTTPResponse:
+    """Every operator (the supervisor's grid): state and reason since when, groups, phone,
+    and the person's name."""
     acd = _acd(request.app)
-    return json({"items": [describe(acd, ext) for ext in sorted(acd.agents)]})
+    async with _pool(request.app).connection() as conn:
+        cur = await conn.execute(
+            "SELECT extension, full_name FROM users WHERE extension = ANY(%s)", (list(acd.agents),)
+        )
+        names = {str(ext): str(name) for ext, name in await cur.fetchall()}
+    return json(
+        {
+            "items": [
+                {
+                    **describe(acd, ext),
+                    "name": names.get(ext, ""),
+                    "since": _since(request.app, ext),
+                }
+                for ext in sorted(acd.agents)
+            ]
+        }
+    )
 
 
 async def directory(request: Request) -> HTTPResponse:

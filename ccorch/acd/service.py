@@ -47,6 +47,10 @@ from ccorch.acd import (
 from ccorch.errors import ConfigError
 
 log = logging.getLogger(__name__)
+ENGINE_WINDOW_FIELDS = (
+    "entered", "answered", "abandoned", "service_level", "asa_seconds", "abandon_rate",
+    "aht_seconds",
+)  # fmt: skip
 DEVICE_LOST = int(Reason.DEVICE_LOST)
 
 
@@ -168,6 +172,8 @@ class AcdService:
         self.held_back: set[str] = set()
         self.listeners: list[Callable[[Any], None]] = []  # typed ACD events, for metrics/desktop
         self.entry_listeners: list[Callable[[str], None]] = []  # a call joined this queue
+        # supervision's figures of a queue (today, the last 15 min), added to its snapshot
+        self.queue_figures: Callable[[str], dict[str, Any]] | None = None
         self.registered: Callable[[str], bool] = lambda extension: False
         # registration logs the agent in (no desktop needed); off: operators log in themselves
         self.auto_login = True
@@ -296,6 +302,12 @@ class AcdService:
         stats = dict(self.acd.queue_stats(now, qid))
         stats["queue"] = queue
         stats["estimated_wait_seconds"] = self.acd.queue_estimated_wait(now, qid)
+        if self.queue_figures is not None:
+            # supervision's figures replace the engine's own window (same names on the
+            # wallboard, /metrics and reports; short abandons left out of the rates)
+            for key in ENGINE_WINDOW_FIELDS:
+                stats.pop(key, None)
+            stats.update(self.queue_figures(queue))
         return stats
 
     def agent_state(self, extension: str) -> tuple[str, int | None] | None:

@@ -114,6 +114,8 @@ ROOMS = (
     "ccorch.ivr.api",
     "ccorch.acd.desk",
     "ccorch.calls.api",
+    "ccorch.supervision.alarms",
+    "ccorch.supervision.lines",
     "ccorch.webhooks",
 )
 

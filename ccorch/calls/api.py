@@ -317,7 +317,21 @@ async def run(app: Any, actor: Actor, name: str, call_id: int, body: Any) -> dic
     if command.check is not None:
         await command.check(app, actor, fields)
     command.act(app)(call, fields, actor)
+    if name in AUDITED:  # a supervisor in someone's call: who, which call, how
+        async with app.ctx.pool.connection() as conn:
+            await crm_store.audit(
+                conn,
+                actor.user_id,
+                name.replace("/", "_"),
+                "call",
+                call_id,
+                None,
+                {"mode": fields.get("mode"), "operator": call.agent, "queue": call.queue},
+            )
     return describe(call) if name != "hangup" else {"id": call_id, "ended": True}
+
+
+AUDITED = ("monitor", "monitor/stop")
 
 
 async def _late_disposition(

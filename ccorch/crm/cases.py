@@ -483,6 +483,15 @@ async def raise_overdue_alarms(
     ]
 
 
+async def count_overdue(conn: AsyncConnection[Any], now: dt.datetime) -> int:
+    """Open cases past their deadline now."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM cases WHERE resolved_at IS NULL AND due_at < %s", (now,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def overdue_report(
     conn: AsyncConnection[Any], now: dt.datetime, user: User
 ) -> list[dict[str, Any]]:

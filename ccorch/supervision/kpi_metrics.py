@@ -67,6 +67,7 @@ async def install(
         queue_name=lambda qid: acd.queue_names.get(qid, "?"),
     )
     acd.listeners.append(kpis.on_acd)
+    acd.queue_figures = kpis.figures
     acd.entry_listeners.append(kpis.entered)
     cdrs.listeners.append(
         lambda r: kpis.call_recorded(r.queue, r.queue_outcome, r.talk_seconds, r.hold_seconds)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ from ccorch.acd import AgentChanged, CallLeft
 OUTCOMES = ("answered", "abandoned", "abandoned_short", "overflowed", "timed_out", "withdrawn")
 PHASES = ("talk", "hold", "wrap_up")
 AGENT_STATES = ("ready", "not_ready", "offered", "busy", "wrap_up")
+WINDOW_SECONDS = 900.0  # "the last 15 minutes" of the wallboard
 # Seconds; each queue's service-level threshold is added, so "answered within T" is a bucket.
 WAIT_BUCKETS = (5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 
@@ -96,6 +97,8 @@ class QueueKpis:
         self.today_state_seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
         self.open: dict[str, _Stretch] = {}
         self.agent_queue: dict[str, str] = {}  # the queue of an operator's last ACD call
+        # calls that left a queue in the last WINDOW_SECONDS: (monotonic, outcome, waited)
+        self.recent: dict[str, deque[tuple[float, str, float]]] = {q: deque() for q in queues}
 
     def _local_day(self) -> dt.date:
         return self.wall().astimezone(self.tz).date()
@@ -149,6 +152,9 @@ class QueueKpis:
             t.calls[outcome] += 1
             t.wait_seconds[outcome] += waited
             t.answered_in_threshold += in_threshold
+        recent = self.recent[queue]
+        recent.append((self.mono(), outcome, waited))
+        self._prune(recent)
         hist = self.wait_hist.setdefault((queue, outcome), [0] * (len(self.buckets) + 1))
         hist[bisect.bisect_left(self.buckets, waited)] += 1
         if outcome == "answered" and detail is not None:
@@ -188,6 +194,46 @@ class QueueKpis:
             t.handle_seconds["hold"] += hold
 
     # --- what is read ---
+
+    def _prune(self, recent: deque[tuple[float, str, float]]) -> None:
+        start = self.mono() - WINDOW_SECONDS
+        while recent and recent[0][0] < start:
+            recent.popleft()
+
+    def figures(self, queue: str) -> dict[str, float | int | None]:
+        """The wallboard's figures of a queue: today's and the last 15 minutes' (None when
+        nothing was offered to divide by), by the definitions above."""
+        tallies = self._tallies(queue)
+        if tallies is None:
+            return {}
+        today = tallies[1]
+        target = self.targets[queue]
+        recent = self.recent[queue]
+        self._prune(recent)
+        window = Tally()
+        for _, outcome, waited in recent:
+            window.calls[outcome] += 1
+            window.wait_seconds[outcome] += waited
+            window.answered_in_threshold += (
+                outcome == "answered" and waited <= target.threshold_seconds
+            )
+        out: dict[str, float | int | None] = {
+            "service_level_threshold_seconds": target.threshold_seconds,
+            "service_level_target": target.target,
+        }
+        for name, t in (("today", today), ("15m", window)):
+            offered = sum(t.calls.values())
+            counted = offered - t.calls["abandoned_short"]
+            answered = t.calls["answered"]
+            out[f"offered_{name}"] = offered
+            out[f"answered_{name}"] = answered
+            out[f"abandoned_{name}"] = t.calls["abandoned"]
+            out[f"service_level_{name}"] = t.answered_in_threshold / counted if counted else None
+            out[f"abandon_rate_{name}"] = t.calls["abandoned"] / counted if counted else None
+            out[f"asa_seconds_{name}"] = t.wait_seconds["answered"] / answered if answered else None
+        handled = today.handled
+        out["aht_seconds_today"] = sum(today.handle_seconds.values()) / handled if handled else None
+        return out
 
     def state_seconds_now(self, *, today: bool = False) -> defaultdict[tuple[str, str], float]:
         """Seconds per (state, reason), the open stretches up to now included."""

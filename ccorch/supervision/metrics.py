@@ -47,6 +47,7 @@ class Metrics:
     media_send_errors: Gauge
     media_srtp_rejected: Counter
     case_overdue_alarms: Counter
+    cases_overdue: Gauge
 
     @classmethod
     def create(cls, version: str) -> Metrics:
@@ -111,6 +112,11 @@ class Metrics:
                 "cc_case_overdue_alarms",
                 "Cases that passed their SLA deadline unresolved (each counted once), by kind",
                 ["kind"],
+                registry=registry,
+            ),
+            cases_overdue=Gauge(
+                "cc_cases_overdue",
+                "Open cases past their SLA deadline (as of the last overdue check)",
                 registry=registry,
             ),
         )

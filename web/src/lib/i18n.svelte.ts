@@ -66,6 +66,13 @@ export function dateTime(iso: string): string {
   );
 }
 
+/** A moment to the second (an alarm raised and cleared within a minute). */
+export function moment(iso: string): string {
+  return new Intl.DateTimeFormat(i18n.locale, { dateStyle: "short", timeStyle: "medium" }).format(
+    new Date(iso),
+  );
+}
+
 export function day(iso: string): string {
   // a calendar day (YYYY-MM-DD) is no instant: format it as a UTC date, so no zone shifts it
   return new Intl.DateTimeFormat(i18n.locale, { dateStyle: "medium", timeZone: "UTC" }).format(

@@ -1,0 +1,171 @@
+"""The supervisor's console (issue 18) in a real browser: Debian's headless Chromium, the
+node with PostgreSQL, a SIPp operator phone, a SIPp caller through the trunk, and a SIPp
+carrier answering the node's OPTIONS probes (then not). The wallboard changes when a call
+queues and when it is answered, without a reload; the supervisor forces an operator Not
+ready and Ready again (audited); a trunk alarm appears when the carrier stops answering and
+clears when it answers again. Screenshots go to ``var/screenshots/``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
+from tests.sipp import Uas, free_udp_port, wait_for
+from tests.test_desktop import open_app, shot, sign_in
+from tests.test_inbound import _center
+
+pytestmark = pytest.mark.slow
+
+QUEUES = """
+[[queue]]
+name = "general"
+skills = "general"
+wrap_up_seconds = 1
+ring_seconds = 5
+expected_handle_seconds = 10
+service_level_seconds = 10
+
+[[queue]]
+name = "tech"
+skills = "tech"
+
+[[agent]]
+extension = "7003"
+skills = { general = 5 }
+queues = ["general"]
+
+[[agent]]
+extension = "7001"
+skills = { tech = 5 }
+queues = ["tech"]
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def _carrier(port: int, cwd: Path) -> Uas:
+    """A carrier that answers the node's OPTIONS probes (a bounded number)."""
+    return Uas("options_uas.xml", port=port, cwd=cwd, m=300, timeout=300)
+
+
+def _tab(page: Page, name: str) -> None:
+    page.get_by_test_id(f"sup-tab-{name}").click()
+
+
+def test_the_console_shows_the_center_live_forces_states_and_raises_alarms(
+    pg_admin_url: str, tmp_path: Path, browser: Browser
+) -> None:
+    carrier_port = free_udp_port()
+    carrier = _carrier(carrier_port, tmp_path)
+    probe = (
+        f'[[trunk]]\nname = "probe"\nhost = "127.0.0.1"\nport = {carrier_port}\n'
+        "options_interval = 1\n"
+    )
+    listening: list[threading.Thread] = []
+    with _center(pg_admin_url, tmp_path, queues=QUEUES, trunks=probe) as center:
+        phone_port = center.register("7003")
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
+        page = open_app(browser, center)
+        sign_in(page, "sup7009", "agent7009")
+        page.wait_for_selector("[data-testid=supervisor]")
+
+        # the wallboard: nobody waits, nothing offered yet
+        board = page.get_by_test_id("queue-general")
+        expect(board.get_by_test_id("waiting-general")).to_contain_text("0")
+        expect(board.get_by_test_id("offered-general")).to_contain_text("0 / 0")
+        expect(page.get_by_text("⟦")).to_have_count(0)  # every label has its text
+
+        # trunks and phones: the carrier answers, 7003 is registered
+        _tab(page, "lines")
+        expect(page.get_by_test_id("trunk-probe-status")).to_have_text("Up")
+        expect(page.get_by_test_id("phone-7003")).to_contain_text("Registered")
+        shot(page, "supervisor-lines")
+
+        # the supervisor makes 7003 Not ready: the grid says so, and who did it is stored
+        _tab(page, "agents")
+        expect(page.get_by_test_id("agent-7003-state")).to_have_text("Ready")
+        page.get_by_test_id("force-not-ready-7003").click()
+        expect(page.get_by_test_id("agent-7003-state")).to_have_text(
+            "Not ready · Set by supervisor"
+        )
+        with psycopg.connect(center.db) as conn:
+            row = conn.execute(
+                """SELECT l.state, l.reason, u.login FROM agent_state_log l
+                   JOIN users u ON u.id = l.by_user_id
+                   WHERE l.extension = '7003' ORDER BY l.id DESC LIMIT 1"""
+            ).fetchone()
+            assert row == ("not_ready", "supervisor", "sup7009"), row
+            audited = conn.execute(
+                "SELECT count(*) FROM audit_log WHERE action = 'force' AND entity_id = '7003'"
+            ).fetchone()
+            assert audited is not None and audited[0] == 1
+
+        # a caller chooses the general queue: it waits, and the wallboard shows it live
+        _tab(page, "wallboard")
+        caller, caller_sipp = center.caller()
+        try:
+            caller.listen(1.5)
+            caller.press("2")
+            listening.append(threading.Thread(target=caller.listen, args=(12.0,)))
+            listening[-1].start()
+            expect(board.get_by_test_id("waiting-general")).to_contain_text("1")
+            expect(board.get_by_test_id("waiting-general")).to_have_class("tile level-warn")
+            shot(page, "supervisor-wallboard-waiting")
+
+            # Ready again: the call goes to 7003's phone, which answers (and hangs up later)
+            agent = Uas("agent_hangup.xml", port=phone_port, cwd=center.cwd, extra=["-d", "3000"])
+            _tab(page, "agents")
+            page.get_by_test_id("force-ready-7003").click()
+            expect(page.get_by_test_id("agent-7003-call")).to_contain_text("0671234567")
+            shot(page, "supervisor-agents")
+            _tab(page, "wallboard")
+            expect(board.get_by_test_id("waiting-general")).to_contain_text("0")
+            expect(board.get_by_test_id("offered-general")).to_contain_text("1 / 1")
+            # it waited a few seconds, within the queue's 10 s: in service
+            expect(board.get_by_test_id("sl-today-general")).to_contain_text("100%")
+            expect(board.get_by_test_id("sl-today-general")).to_have_class("tile level-ok")
+            shot(page, "supervisor-wallboard")
+            assert agent.wait(30).ok
+            assert caller_sipp.wait(30) == 0
+        finally:
+            for t in listening:
+                t.join(15)
+            caller.sock.close()
+            if caller_sipp.poll() is None:
+                caller_sipp.kill()
+
+        # the carrier stops answering: the trunk alarm appears, live
+        carrier.kill()
+        expect(page.get_by_test_id("alarm-count")).to_have_text("1", timeout=20_000)
+        _tab(page, "alarms")
+        expect(page.get_by_test_id("alarm-trunk_down-probe")).to_contain_text("Trunk down")
+        shot(page, "supervisor-alarm")
+        _tab(page, "lines")
+        expect(page.get_by_test_id("trunk-probe-status")).to_have_text("Down")
+
+        # it answers again: the alarm clears, and the log keeps when it was raised and cleared
+        carrier = _carrier(carrier_port, tmp_path)
+        try:
+            expect(page.get_by_test_id("trunk-probe-status")).to_have_text("Up", timeout=20_000)
+            _tab(page, "alarms")
+            expect(page.get_by_test_id("no-alarms")).to_be_visible()
+            expect(page.get_by_test_id("alarm-count")).to_have_count(0)
+            log_rows = page.locator("[data-testid^=alarm-log-]")
+            expect(log_rows).to_have_count(1)
+            expect(log_rows.first).not_to_contain_text("still active")
+            shot(page, "supervisor-alarm-log")
+        finally:
+            carrier.kill()
+        page.context.close()
