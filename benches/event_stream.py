@@ -235,7 +235,7 @@ def main() -> None:
             "stalled_clients": args.stalled,
             "calls": args.calls,
             "cps": args.cps,
-            "answered": m.get('cc_acd_calls_left_total{outcome="answered",queue="load"}', 0),
+            "answered": m.get('cc_queue_calls_total{outcome="answered",queue="load"}', 0),
             "screen_pops_received": len(offers),
             "screen_pop_ms_p50": pct(offers, 0.5),
             "screen_pop_ms_p99": pct(offers, 0.99),

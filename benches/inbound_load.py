@@ -106,7 +106,7 @@ def serve(work: Path, db_url: str, ready: int) -> tuple[subprocess.Popen[bytes],
     wait_port(http)
     base = f"http://127.0.0.1:{http}"
     deadline = time.monotonic() + 60
-    while metrics(base).get('cc_acd_agents{state="ready"}', 0) < ready:
+    while metrics(base).get('cc_agents{state="ready"}', 0) < ready:
         if time.monotonic() > deadline:
             node.kill()
             raise SystemExit(f"operators not ready: {metrics(base)}")
@@ -276,7 +276,7 @@ def main() -> None:
             m = metrics(base)
             active_peak = max(active_peak, m.get("cc_calls_active", 0))
             rss_peak = max(rss_peak, tree_rss_kib(node.pid))
-            talking = m.get('cc_acd_agents{state="busy"}', 0)
+            talking = m.get('cc_agents{state="busy"}', 0)
             print(
                 f"ramp {time.monotonic() - t_start:5.1f} s: {m.get('cc_calls_active', 0):.0f}"
                 f" calls, {talking:.0f} operators talking",
@@ -291,11 +291,11 @@ def main() -> None:
         cpu0, t0 = tree_cpu_seconds(node.pid), time.monotonic()
         load0 = tree_cpu_seconds(callers.pid) + tree_cpu_seconds(phones.pid)
         drops0 = udp_receive_errors()
-        busy_min = m0.get('cc_acd_agents{state="busy"}', 0)
+        busy_min = m0.get('cc_agents{state="busy"}', 0)
         while time.monotonic() < t0 + window:
             time.sleep(1.0)
             m = metrics(base)
-            busy_min = min(busy_min, m.get('cc_acd_agents{state="busy"}', 0))
+            busy_min = min(busy_min, m.get('cc_agents{state="busy"}', 0))
             active_peak = max(active_peak, m.get("cc_calls_active", 0))
             rss_peak = max(rss_peak, tree_rss_kib(node.pid))
         cpu1, t1 = tree_cpu_seconds(node.pid), time.monotonic()
@@ -318,10 +318,10 @@ def main() -> None:
             "failed": float(last.get("FailedCall(C)", 0) or 0),
             "peak_calls_in_progress": active_peak,
             "answered_by_operator": m1.get(
-                'cc_acd_calls_left_total{outcome="answered",queue="load"}', 0
+                'cc_queue_calls_total{outcome="answered",queue="load"}', 0
             ),
             "abandoned_in_queue": m1.get(
-                'cc_acd_calls_left_total{outcome="abandoned",queue="load"}', 0
+                'cc_queue_calls_total{outcome="abandoned",queue="load"}', 0
             ),
             "operators_talking_min_on_plateau": busy_min,
             "plateau_seconds": round(t1 - t0, 1),

@@ -15,4 +15,6 @@ step "mypy";         .venv/bin/mypy
 step "stubs";        .venv/bin/python -m mypy.stubtest ccorch._core
 step "web app";      (cd web && npm run -s check && npm run -s lint)
 step "pytest"        # exits non-zero when no test was collected (pytest's exit 5)
-.venv/bin/python -m pytest "$@"
+# Two workers (CCORCH_TEST_WORKERS): most tests wait on real time (calls, audio), so the
+# machine's two cores run two modules at once; a module's tests stay on one worker.
+.venv/bin/python -m pytest -n "${CCORCH_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -32,6 +33,10 @@ def scenario(name: str) -> Path:
 
 
 _handed_out: set[int] = set()
+# Under pytest-xdist each worker takes its own residue of the ports, so two workers never
+# hand out the same port between one's check and its bind.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -42,7 +47,7 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind((host, 0))
             port: int = u.getsockname()[1]
-            if port in _handed_out:
+            if port in _handed_out or port % _WORKERS != int(_WORKER or 0) % _WORKERS:
                 continue
             with socket.socket() as t:
                 try:

@@ -75,7 +75,7 @@ def test_an_operators_day_driven_by_the_operator_and_a_supervisor(
     contact = register_phone(sn.target, sn.cwd, "7001")
     time.sleep(0.5)
     # the phone alone no longer logs anyone in
-    assert metrics(node.base).get('cc_acd_agents{state="ready"}', 0) == 0
+    assert metrics(node.base).get('cc_agents{state="ready"}', 0) == 0
     with _ws(sn, op) as stream:
         status, me = _call(node, "POST", "/api/agent/login", {"queues": ["tech"]}, op)
         assert status == 200 and (me["state"], me["queues"]) == ("ready", ["tech"]), me
@@ -117,7 +117,7 @@ def test_an_operators_day_driven_by_the_operator_and_a_supervisor(
     # a restart logs 7001 in again, in the state it was in, with its groups
     sn.node.kill()
     sn.node = node = _start(sn.cwd, db)
-    assert wait_for(lambda: metrics(node.base).get('cc_acd_agents{state="ready"}', 0) == 1, 10)
+    assert wait_for(lambda: metrics(node.base).get('cc_agents{state="ready"}', 0) == 1, 10)
     status, listed = _call(node, "GET", "/api/agents", token=_token(node, "admin", ADMIN))
     row = next(a for a in listed["items"] if a["extension"] == "7001")
     assert (row["state"], row["queues"]) == ("ready", ["tech"]), row

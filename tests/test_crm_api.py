@@ -316,6 +316,8 @@ EXAMPLES |= {
     "/api/agents": ("/api/agents", None),
     "/api/alarms": ("/api/alarms", None),
     "/api/lines": ("/api/lines", None),
+    "/api/recordings": ("/api/recordings?ani=067&limit=5", None),
+    "/api/reports/<name:str>": ("/api/reports/queues?interval=hour", None),
     "/api/calls": ("/api/calls", None),
     "/api/calls/<call_id:int>/answer": ("/api/calls/999999/answer", None),
     **{

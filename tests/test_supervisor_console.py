@@ -8,6 +8,7 @@ clears when it answers again. Screenshots go to ``var/screenshots/``."""
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 from tests.sipp import Uas, free_udp_port, wait_for
+from tests.test_agents import _call, _token
 from tests.test_desktop import open_app, shot, sign_in
 from tests.test_inbound import _center
 
@@ -145,6 +147,48 @@ def test_the_console_shows_the_center_live_forces_states_and_raises_alarms(
             caller.sock.close()
             if caller_sipp.poll() is None:
                 caller_sipp.kill()
+
+        # the call's recording, found by the caller's number, plays in the browser and seeks
+        _tab(page, "recordings")
+        page.get_by_test_id("rec-ani").fill("671234567")
+        page.get_by_test_id("rec-search").click()
+        row = page.locator("tr[data-testid^=rec-]")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("0671234567")
+        expect(row).to_contain_text("7003")
+        rec_id = (row.get_attribute("data-testid") or "").removeprefix("rec-")
+        row.get_by_test_id(f"rec-play-{rec_id}").click()
+        audio = page.get_by_test_id(f"rec-audio-{rec_id}")
+        assert wait_for(lambda: audio.evaluate("a => a.currentTime") > 0.3, 10), audio.evaluate(
+            "a => [a.readyState, a.networkState, a.error && a.error.code]"
+        )
+        duration = audio.evaluate("a => a.duration")
+        assert 2.5 <= duration <= 10, duration  # about the 3 s the operator talked
+        audio.evaluate("a => { a.currentTime = a.duration - 0.5; }")
+        assert wait_for(lambda: audio.evaluate("a => a.currentTime") >= duration - 0.6, 5)
+        shot(page, "supervisor-recordings")
+        token = _token(center.node, "sup7009", "agent7009")
+        req = urllib.request.Request(
+            f"{center.node.base}/api/recordings/{rec_id}",
+            headers={"authorization": f"Bearer {token}", "range": "bytes=100-199"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 206 and len(r.read()) == 100
+            assert r.headers["content-range"].startswith("bytes 100-199/")
+        # once it belongs to a complaint, only the complaints role and admins find it
+        with psycopg.connect(center.db, autocommit=True) as conn:
+            conn.execute(
+                """WITH k AS (INSERT INTO cases (kind, status, subject, confidential, created_at)
+                              VALUES ('instant', 'open', 'complaint', true, now()) RETURNING id)
+                   UPDATE interactions SET case_id = (SELECT id FROM k)
+                   WHERE recording_id = %s""",
+                (int(rec_id),),
+            )
+        status, found = _call(center.node, "GET", "/api/recordings?ani=671234567", None, token)
+        assert (status, found["items"]) == (200, []), found
+        admin = _token(center.node, "admin", "x" * 12)
+        status, found = _call(center.node, "GET", "/api/recordings?ani=671234567", None, admin)
+        assert [h["id"] for h in found["items"]] == [int(rec_id)], found
 
         # the carrier stops answering: the trunk alarm appears, live
         carrier.kill()

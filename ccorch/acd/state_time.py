@@ -21,7 +21,8 @@ from ccorch.acd import AgentChanged
 
 log = logging.getLogger(__name__)
 
-Stretch = tuple[str, str, str | None, dt.datetime, dt.datetime]
+# extension, state, reason, started, ended, the call (busy and its wrap-up)
+Stretch = tuple[str, str, str | None, dt.datetime, dt.datetime, int | None]
 
 
 class AgentStateTime:
@@ -34,7 +35,7 @@ class AgentStateTime:
         self.pool = pool
         self.reason_name = reason_name
         self.clock = clock
-        self.open: dict[str, tuple[str, str | None, dt.datetime]] = {}
+        self.open: dict[str, tuple[str, str | None, dt.datetime, int | None]] = {}
         self.ended: list[Stretch] = []
 
     def on_event(self, ev: Any) -> None:
@@ -48,11 +49,15 @@ class AgentStateTime:
         if was is not None and was[:2] == (ev.state, reason):
             return  # the same state with a new detail (a wrap-up extended): one stretch
         if was is not None:
-            self.ended.append((ext, was[0], was[1], was[2], now))
+            self.ended.append((ext, was[0], was[1], was[2], now, was[3]))
+        # busy: detail is the call; its wrap-up follows that call
+        call = ev.detail if ev.state == "busy" else None
+        if ev.state == "wrap_up" and was is not None and was[0] == "busy":
+            call = was[3]
         if ev.state == "logged_out":
             self.open.pop(ext, None)
         else:
-            self.open[ext] = (ev.state, reason, now)
+            self.open[ext] = (ev.state, reason, now, call)
 
     async def flush(self) -> int:
         batch, self.ended = self.ended, []
@@ -62,8 +67,8 @@ class AgentStateTime:
             async with self.pool.connection() as conn, conn.cursor() as cur:
                 await cur.executemany(
                     """INSERT INTO agent_state_time
-                       (extension, state, reason, started_at, ended_at)
-                       VALUES (%s, %s, %s, %s, %s)""",
+                       (extension, state, reason, started_at, ended_at, call_ref)
+                       VALUES (%s, %s, %s, %s, %s, %s)""",
                     batch,
                 )
         except Exception as e:  # the database is away: keep them for the next try
@@ -80,7 +85,7 @@ class AgentStateTime:
     async def close(self) -> None:
         """At a clean stop: the open stretches end now."""
         now = self.clock()
-        for ext, (state, reason, since) in self.open.items():
-            self.ended.append((ext, state, reason, since, now))
+        for ext, (state, reason, since, call) in self.open.items():
+            self.ended.append((ext, state, reason, since, now, call))
         self.open.clear()
         await self.flush()

@@ -116,6 +116,8 @@ ROOMS = (
     "ccorch.calls.api",
     "ccorch.supervision.alarms",
     "ccorch.supervision.lines",
+    "ccorch.supervision.recording_search",
+    "ccorch.supervision.report_api",
     "ccorch.webhooks",
 )
 

@@ -7,7 +7,9 @@ Declared as :class:`ccorch.api.routes.Route` rows like every room's routes (the 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Annotated, Any, Literal
 from psycopg import AsyncConnection
 from pydantic import Field
 from sanic import Request
+from sanic.exceptions import HeaderNotFound, InvalidRangeType, RangeNotSatisfiable
+from sanic.handlers import ContentRangeHandler
 from sanic.response import HTTPResponse, file, json
 
 from ccorch.api import sessions
@@ -488,7 +492,17 @@ async def _serve_recording(
     if isinstance(got, recordings.Refused):
         error = "forbidden" if got.status == 403 else "not_found"
         return _error(got.status, error, got.reason)
-    return await file(got, mime_type="audio/wav")
+    # byte ranges: the browser's player seeks without loading the whole file
+    headers = {"accept-ranges": "bytes"}
+    if "range" not in request.headers:
+        return await file(got, mime_type="audio/wav", headers=headers)
+    try:
+        span = ContentRangeHandler(request, await asyncio.to_thread(os.stat, got))
+    except RangeNotSatisfiable:
+        return _error(416, "range_not_satisfiable", "the range is outside the recording")
+    except (HeaderNotFound, InvalidRangeType):
+        return await file(got, mime_type="audio/wav", headers=headers)
+    return await file(got, mime_type="audio/wav", headers=headers, _range=span)
 
 
 async def overdue(request: Request) -> HTTPResponse:

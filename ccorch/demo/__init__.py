@@ -322,7 +322,7 @@ def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -
             agent.kill()
     if code == 0:
         _say(
-            f"the call ended normally; see http://{config.http.host}:{config.http.port}/metrics (cc_calls_*, cc_acd_*)"
+            f"the call ended normally; see http://{config.http.host}:{config.http.port}/metrics (cc_calls_*, cc_queue_*, cc_agents)"
         )
         return 0
     _say(f"the call failed (SIPp exit {code}); the node's log says why")
