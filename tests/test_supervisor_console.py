@@ -190,6 +190,20 @@ def test_the_console_shows_the_center_live_forces_states_and_raises_alarms(
         status, found = _call(center.node, "GET", "/api/recordings?ani=671234567", None, admin)
         assert [h["id"] for h in found["items"]] == [int(rec_id)], found
 
+        # today's queue report: the call is in it, and the same report downloads as a file
+        _tab(page, "reports")
+        page.get_by_test_id("report-show").click()
+        totals = page.get_by_test_id("report-totals")
+        expect(totals).to_contain_text("Total")
+        expect(page.get_by_test_id("report-table")).to_contain_text("general")
+        shot(page, "supervisor-report")
+        href = page.get_by_test_id("report-xlsx").get_attribute("href") or ""
+        got = page.request.get(center.node.base + href)
+        assert got.status == 200 and got.body()[:2] == b"PK", got.status  # a zip: XLSX
+        got = page.request.get(center.node.base + href.replace("xlsx", "csv"))
+        assert got.body().startswith("\ufeff".encode()), got.body()[:20]
+        assert "general,1,1,0" in got.body().decode("utf-8-sig"), got.body()
+
         # the carrier stops answering: the trunk alarm appears, live
         carrier.kill()
         expect(page.get_by_test_id("alarm-count")).to_have_text("1", timeout=20_000)
