@@ -692,6 +692,38 @@ def test_a_waiting_caller_leaves_a_voicemail_or_asks_for_a_callback(center: Cent
     loud = sum(1 for x in samples[0::2] if abs(x) > 2000)
     assert 8000 <= loud <= 20000, loud  # ~1.5-2 s of a 440 Hz tone at 8 kHz, not the beep
 
+    # the supervisor's voicemail inbox: the message, its case open; given to an operator
+    # and marked handled, it leaves the inbox of messages not handled yet
+    from tests.test_agents import _call, _token  # (test_agents imports this module)
+
+    boss = _token(center.node, "admin", NODE_ENV["CCORCH_CRM_ADMIN_PASSWORD"])
+    status, inbox = _call(
+        center.node, "GET", "/api/recordings?kind=voicemail&handled=false", None, boss
+    )
+    assert status == 200 and len(inbox["items"]) == 1, inbox
+    message = inbox["items"][0]
+    assert (message["ani"], message["case_status"], message["kind"]) == (
+        "380671234567",
+        "open",
+        "voicemail",
+    )
+    with psycopg.connect(center.db) as conn:
+        op = conn.execute("SELECT id FROM users WHERE login = 'op7003'").fetchone()
+    assert op is not None
+    case = message["case_id"]
+    assign = {"assignee_id": op[0]}
+    assert _call(center.node, "PUT", f"/api/cases/{case}/assignment", assign, boss)[0] == 200
+    done = {"to": "resolved", "comment": "called back"}
+    assert _call(center.node, "POST", f"/api/cases/{case}/transition", done, boss)[0] == 200
+    status, inbox = _call(
+        center.node, "GET", "/api/recordings?kind=voicemail&handled=false", None, boss
+    )
+    assert inbox["items"] == [], inbox
+    status, handled = _call(
+        center.node, "GET", "/api/recordings?kind=voicemail&handled=true", None, boss
+    )
+    assert [(h["case_id"], h["case_assignee_id"]) for h in handled["items"]] == [(case, op[0])]
+
 
 def test_the_flow_transfers_the_caller_to_an_outside_number_through_the_trunk(
     center: Center,

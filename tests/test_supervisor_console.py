@@ -7,6 +7,7 @@ clears when it answers again. Screenshots go to ``var/screenshots/``."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -58,8 +59,8 @@ def browser() -> Iterator[Browser]:
 
 
 def _carrier(port: int, cwd: Path) -> Uas:
-    """A carrier that answers the node's OPTIONS probes (a bounded number)."""
-    return Uas("options_uas.xml", port=port, cwd=cwd, m=300, timeout=300)
+    """A carrier that answers the node's OPTIONS probes (until killed, five minutes at most)."""
+    return Uas("options_uas.xml", port=port, cwd=cwd, timeout=300)
 
 
 def _tab(page: Page, name: str) -> None:
@@ -190,6 +191,43 @@ def test_the_console_shows_the_center_live_forces_states_and_raises_alarms(
         status, found = _call(center.node, "GET", "/api/recordings?ani=671234567", None, admin)
         assert [h["id"] for h in found["items"]] == [int(rec_id)], found
 
+        # the voicemail inbox: a message (a copy of that recording, as the IVR would file
+        # it, with its case) is given to 7003's operator and marked handled
+        with psycopg.connect(center.db, autocommit=True) as conn:
+            path = conn.execute(
+                "SELECT path FROM recordings WHERE id = %s", (int(rec_id),)
+            ).fetchone()
+            assert path is not None
+            message = Path(path[0]).with_name("voicemail-test.wav")
+            shutil.copy(path[0], message)
+            vm = conn.execute(
+                """WITH k AS (INSERT INTO cases (kind, status, subject, created_at,
+                                              callback_required)
+                              VALUES ('instant', 'open', 'Voicemail from 0509998877', now(), true)
+                              RETURNING id)
+                   INSERT INTO recordings (path, kind, case_id)
+                   SELECT %s, 'voicemail', id FROM k RETURNING id, case_id""",
+                (str(message),),
+            ).fetchone()
+            assert vm is not None
+        _tab(page, "voicemail")
+        row = page.get_by_test_id(f"vm-{vm[0]}")
+        expect(row.get_by_test_id(f"vm-{vm[0]}-case")).to_contain_text(f"#{vm[1]} · open")
+        row.get_by_test_id(f"vm-{vm[0]}-play").click()
+        audio = page.get_by_test_id(f"vm-{vm[0]}-audio")
+        assert wait_for(lambda: audio.evaluate("a => a.currentTime") > 0.3, 10)
+        row.get_by_test_id(f"vm-{vm[0]}-assign").select_option(label="Oksana Shevchenko (7003)")
+        shot(page, "supervisor-voicemail")
+        row.get_by_test_id(f"vm-{vm[0]}-handled").click()
+        expect(page.get_by_test_id(f"vm-{vm[0]}")).to_have_count(0)  # handled: out of the inbox
+        with psycopg.connect(center.db) as conn:
+            case = conn.execute(
+                "SELECT k.status, u.login FROM cases k JOIN users u ON u.id = k.assignee_id"
+                " WHERE k.id = %s",
+                (vm[1],),
+            ).fetchone()
+        assert case == ("resolved", "op7003"), case
+
         # today's queue report: the call is in it, and the same report downloads as a file
         _tab(page, "reports")
         page.get_by_test_id("report-show").click()
@@ -205,6 +243,7 @@ def test_the_console_shows_the_center_live_forces_states_and_raises_alarms(
         assert "general,1,1,0" in got.body().decode("utf-8-sig"), got.body()
 
         # the carrier stops answering: the trunk alarm appears, live
+        expect(page.get_by_test_id("alarm-count")).to_have_count(0)  # none until now
         carrier.kill()
         expect(page.get_by_test_id("alarm-count")).to_have_text("1", timeout=20_000)
         _tab(page, "alarms")

@@ -294,6 +294,11 @@ class AcdService:
         self.logged_in.discard(extension)
         self._pump()
 
+    def queue_now(self, queue: str) -> dict[str, Any]:
+        """The engine's count of a queue now (waiting, ringing, oldest wait, agents by
+        state), without the expected wait or supervision's figures: for /metrics."""
+        return dict(self.acd.queue_stats(self.now_ms(), self.queue_ids[queue]))
+
     def queue_snapshot(self, queue: str) -> dict[str, Any]:
         """A queue now: calls waiting and ringing, the oldest wait, its agents by state,
         the wait a new caller can expect, and the last window's service figures."""

@@ -140,7 +140,7 @@ class KpiCollector(Collector):
             labels=["queue"],
         )
         for q, qt in sorted(self.kpis.targets.items()):
-            snap = self.acd.queue_snapshot(q)
+            snap = self.acd.queue_now(q)
             waiting.add_metric([q], snap["waiting"])
             ringing.add_metric([q], snap["ringing"])
             oldest.add_metric([q], snap["oldest_wait_ms"] / 1000)

@@ -36,6 +36,7 @@ class RecordingQuery(BaseModel):
     case_id: Annotated[int, Field(ge=1)] | None = None
     interaction_id: Annotated[int, Field(ge=1)] | None = None
     kind: Literal["call", "voicemail"] | None = None
+    handled: bool | None = None  # voicemail: its case resolved (or closed), or not yet
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     before: Annotated[int, Field(ge=1)] | None = None  # the next page: ids below this
@@ -61,6 +62,8 @@ SEARCH_SQL = """
 SELECT r.id, r.kind, r.created_at, r.case_id, r.customer_id, r.gaps,
        c.id AS cdr_id, c.ani, c.dnis, c.queue, c.agent AS operator, u.full_name AS operator_name,
        c.disposition, c.arrived_at, c.answered_at, c.ended_at, c.talk_seconds,
+       k0.status AS case_status, k0.assignee_id AS case_assignee_id,
+       ua.full_name AS case_assignee,
        coalesce((SELECT array_agg(i.id ORDER BY i.id) FROM interactions i
                  WHERE i.recording_id = r.id), '{}') AS interactions,
        EXISTS (SELECT 1 FROM cases k
@@ -72,6 +75,8 @@ SELECT r.id, r.kind, r.created_at, r.case_id, r.customer_id, r.gaps,
   LEFT JOIN LATERAL (SELECT * FROM cdrs c WHERE c.sip_call_id = r.sip_call_id
                      ORDER BY c.arrived_at DESC LIMIT 1) c ON true
   LEFT JOIN users u ON u.extension = c.agent
+  LEFT JOIN cases k0 ON k0.id = r.case_id
+  LEFT JOIN users ua ON ua.id = k0.assignee_id
  WHERE (%(operator)s::text IS NULL OR c.agent = %(operator)s)
    AND (%(ani)s::text IS NULL OR regexp_replace(c.ani, '\\D', '', 'g') LIKE '%%' || %(ani)s || '%%')
    AND (%(dnis)s::text IS NULL OR c.dnis = %(dnis)s)
@@ -84,6 +89,8 @@ SELECT r.id, r.kind, r.created_at, r.case_id, r.customer_id, r.gaps,
         OR EXISTS (SELECT 1 FROM interactions i
                    WHERE i.recording_id = r.id AND i.id = %(interaction_id)s))
    AND (%(kind)s::text IS NULL OR r.kind = %(kind)s)
+   AND (%(handled)s::boolean IS NULL
+        OR (k0.status IN ('resolved', 'closed')) = %(handled)s)
    AND (%(since)s::timestamptz IS NULL OR r.created_at >= %(since)s)
    AND (%(until)s::timestamptz IS NULL OR r.created_at < %(until)s)
    AND (%(before)s::bigint IS NULL OR r.id < %(before)s)
@@ -144,6 +151,7 @@ ROUTES = (
             Param("case_id", "query", Annotated[int, Field(ge=1)]),
             Param("interaction_id", "query", Annotated[int, Field(ge=1)]),
             Param("kind", "query", Literal["call", "voicemail"]),
+            Param("handled", "query", bool),
             Param("since", "query", dt.datetime),
             Param("until", "query", dt.datetime),
             Param("before", "query", Annotated[int, Field(ge=1)]),
