@@ -38,8 +38,7 @@ from ccorch.acd.service import AcdService, AgentConfig, QueueConfig
 from ccorch.db.embedded import EmbeddedPostgres
 from ccorch.db.migrate import migrate
 from ccorch.supervision import reports
-from ccorch.supervision.kpi_metrics import KpiCollector
-from ccorch.supervision.kpis import QueueKpis, QueueTarget
+from ccorch.supervision.kpi_metrics import KpiCollector, fed_by
 from ccorch.supervision.metrics import Metrics, SipCollector
 
 KYIV = ZoneInfo("Europe/Kyiv")
@@ -68,18 +67,7 @@ async def _metrics_center() -> tuple[Metrics, int]:
     ]  # fmt: skip
     acd = AcdService(queues, agents)
     acd.start()
-    kpis = QueueKpis(
-        {q.name: QueueTarget(q.service_level_seconds, q.service_level_target) for q in queues},
-        short_abandon_seconds=5,
-        tz=KYIV,
-        mono=time.monotonic,
-        wall=lambda: dt.datetime.now(dt.UTC),
-        reason_name=acd.reason_name,
-        queue_name=lambda qid: acd.queue_names.get(qid, "?"),
-    )
-    acd.listeners.append(kpis.on_acd)
-    acd.entry_listeners.append(kpis.entered)
-    acd.queue_figures = kpis.figures
+    kpis = fed_by(acd, short_abandon_seconds=5, tz=KYIV)
     rnd = random.Random(7)
     for a in agents[:800]:  # 800 logged in, 200 of them on a break
         acd.login(a.extension, a.queues)

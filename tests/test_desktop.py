@@ -20,10 +20,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from ccorch.crm.bootstrap import DEMO_SCENARIO
-from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 from tests.sipp import wait_for
 from tests.test_agents import _call, _token
 from tests.test_call_control import (
@@ -62,14 +61,6 @@ assert QUEUES.count("[[agent]]") == 4
 def center(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
     with _center(pg_admin_url, tmp_path_factory.mktemp("desktop"), queues=QUEUES) as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield b
-        b.close()
 
 
 def shot(page: Page, name: str) -> None:

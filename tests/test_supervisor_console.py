@@ -10,52 +10,21 @@ from __future__ import annotations
 import shutil
 import threading
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.chromium import CHROMIUM, CHROMIUM_FLAGS
 from tests.sipp import Uas, free_udp_port, wait_for
 from tests.test_agents import _call, _token
 from tests.test_desktop import open_app, shot, sign_in
 from tests.test_inbound import _center
+from tests.test_prometheus import one_operator_queues
 
 pytestmark = pytest.mark.slow
 
-QUEUES = """
-[[queue]]
-name = "general"
-skills = "general"
-wrap_up_seconds = 1
-ring_seconds = 5
-expected_handle_seconds = 10
-service_level_seconds = 10
-
-[[queue]]
-name = "tech"
-skills = "tech"
-
-[[agent]]
-extension = "7003"
-skills = { general = 5 }
-queues = ["general"]
-
-[[agent]]
-extension = "7001"
-skills = { tech = 5 }
-queues = ["tech"]
-"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield b
-        b.close()
+QUEUES = one_operator_queues(10)  # the test's caller waits a few seconds
 
 
 def _carrier(port: int, cwd: Path) -> Uas:

@@ -40,7 +40,28 @@ from ccorch.supervision.kpis import (
 log = logging.getLogger(__name__)
 WAIT_OUTCOMES = ("answered", "abandoned")  # the histogram's: 15 series per queue each
 
-__all__ = ["KpiCollector", "install"]
+__all__ = ["KpiCollector", "fed_by", "install"]
+
+
+def fed_by(acd: AcdService, *, short_abandon_seconds: float, tz: ZoneInfo) -> QueueKpis:
+    """A tally of the ACD's queues (their targets), fed its decisions and entries; its
+    figures go into the queues' snapshots."""
+    kpis = QueueKpis(
+        {
+            name: QueueTarget(q.service_level_seconds, q.service_level_target)
+            for name, q in acd.queues.items()
+        },
+        short_abandon_seconds=short_abandon_seconds,
+        tz=tz,
+        mono=time.monotonic,
+        wall=lambda: dt.datetime.now(dt.UTC),
+        reason_name=acd.reason_name,
+        queue_name=lambda qid: acd.queue_names.get(qid, "?"),
+    )
+    acd.listeners.append(kpis.on_acd)
+    acd.entry_listeners.append(kpis.entered)
+    acd.queue_figures = kpis.figures
+    return kpis
 
 
 async def install(
@@ -54,21 +75,7 @@ async def install(
     """Feed the KPIs from the ACD and the calls' records, load the day so far from the
     database, and put them on /metrics."""
     tz = ZoneInfo(config.time_zone)
-    kpis = QueueKpis(
-        {
-            name: QueueTarget(q.service_level_seconds, q.service_level_target)
-            for name, q in acd.queues.items()
-        },
-        short_abandon_seconds=config.short_abandon_seconds,
-        tz=tz,
-        mono=time.monotonic,
-        wall=lambda: dt.datetime.now(dt.UTC),
-        reason_name=acd.reason_name,
-        queue_name=lambda qid: acd.queue_names.get(qid, "?"),
-    )
-    acd.listeners.append(kpis.on_acd)
-    acd.queue_figures = kpis.figures
-    acd.entry_listeners.append(kpis.entered)
+    kpis = fed_by(acd, short_abandon_seconds=config.short_abandon_seconds, tz=tz)
     cdrs.listeners.append(
         lambda r: kpis.call_recorded(r.queue, r.queue_outcome, r.talk_seconds, r.hold_seconds)
     )
