@@ -40,6 +40,14 @@ pub enum Event {
     CallAbandoned(CallId),
     /// The operator's conversation ended; wrap-up starts.
     TalkEnded(AgentId),
+    /// The operator will leave after the call in progress (a pending logout, a break
+    /// asked for): not counted as coming free. An idle operator leaves at once.
+    AgentLeaving(AgentId),
+    /// A call detection passed as a person and counted as a live answer at
+    /// `answered_at` was a machine (the operator says so): it leaves the live answers.
+    NotLiveAfterAll {
+        answered_at: Millis,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -202,6 +210,8 @@ impl Histogram {
 pub struct CampaignPacer {
     cfg: PacerConfig,
     agents: HashMap<AgentId, AgentState>,
+    /// Operators who leave after their current call.
+    leaving: HashSet<AgentId>,
     idle: u32,
     in_flight: HashMap<CallId, Millis>,
     preview_requests: u32,
@@ -227,6 +237,7 @@ impl CampaignPacer {
         Ok(CampaignPacer {
             cfg,
             agents: HashMap::new(),
+            leaving: HashSet::new(),
             idle: 0,
             in_flight: HashMap::new(),
             preview_requests: 0,
@@ -330,7 +341,10 @@ impl CampaignPacer {
     fn free_within(&self, now: Millis, h: f64) -> (f64, f64) {
         let wrap = self.wrap_mean();
         let (mut mean, mut var) = (f64::from(self.idle), 0.0);
-        for state in self.agents.values() {
+        for (agent, state) in &self.agents {
+            if self.leaving.contains(agent) {
+                continue; // goes after this call: never free for the next
+            }
             let q = match *state {
                 AgentState::Idle => continue,
                 AgentState::Talking { since } => {
@@ -389,6 +403,29 @@ impl CampaignPacer {
         let (free, free_var, live, live_var) = outlook;
         let (live, live_var) = (live * JUMP, live_var * JUMP);
         expected_positive_part(live - free - 0.5, live_var + free_var) + 2.0 * live_var.sqrt()
+    }
+
+    /// At most `n` dials, and no more than the abandons they and the calls already ringing
+    /// may cost (on the high side) leave of `budget` (one kept in reserve): a burst (every
+    /// operator free at the day's start) must not spend more than the windows have left.
+    fn within_budget(&self, n: u32, budget: f64, outlook: (f64, f64, f64, f64)) -> u32 {
+        let (free, free_var, live, live_var) = outlook;
+        // as if the answer rate had just jumped, as ringing_risk does: the estimate lags a
+        // change (overnight, it is yesterday evening's)
+        let p = (self.p_live() * 1.5).clamp(0.01, 1.0);
+        // the abandons the answers may bring, high side: mean excess of live answers over
+        // free operators plus two standard deviations
+        let cost = |k: u32| {
+            let k = f64::from(k);
+            let var = live_var + free_var + k * p * (1.0 - p);
+            (live + k * p - free - 0.5 + 2.0 * var.sqrt()).max(0.0)
+        };
+        let floor = self.idle.saturating_sub(self.in_flight.len() as u32);
+        let mut k = n;
+        while k > floor && cost(k) > budget - 1.0 {
+            k -= 1;
+        }
+        k
     }
 
     /// `caution` scales the abandon target: 1 normally, less while the budget runs low.
@@ -471,13 +508,36 @@ fn normal_cdf(z: f64) -> f64 {
 impl Pacer for CampaignPacer {
     fn handle(&mut self, now: Millis, event: Event) {
         match event {
-            Event::AgentJoined(a) | Event::AgentReady(a) => {
+            Event::AgentJoined(a) => {
+                self.leaving.remove(&a);
+                self.set_agent(a, Some(AgentState::Idle));
+            }
+            // an operator who left (or is leaving) is not brought back by a late event
+            Event::AgentReady(a) if !self.agents.contains_key(&a) => {}
+            Event::AgentReady(a) if self.leaving.contains(&a) => {
+                self.leaving.remove(&a);
+                self.set_agent(a, None);
+            }
+            Event::AgentReady(a) => {
                 if let Some(AgentState::WrapUp { since }) = self.agents.get(&a).copied() {
                     self.wrap.add(now.saturating_sub(since) as f64 / 1000.0);
                 }
                 self.set_agent(a, Some(AgentState::Idle));
             }
-            Event::AgentLeft(a) => self.set_agent(a, None),
+            Event::AgentLeft(a) => {
+                self.leaving.remove(&a);
+                self.set_agent(a, None);
+            }
+            Event::AgentLeaving(a) => match self.agents.get(&a) {
+                Some(AgentState::Idle) => self.set_agent(a, None),
+                Some(_) => {
+                    self.leaving.insert(a);
+                }
+                None => {}
+            },
+            Event::NotLiveAfterAll { answered_at } => {
+                self.ledger.not_live_after_all(answered_at, now);
+            }
             Event::PreviewRequest(_) => self.preview_requests += 1,
             Event::CallPlaced(c) => {
                 self.forget_if_stale(now);
@@ -506,15 +566,19 @@ impl Pacer for CampaignPacer {
                 self.in_flight.remove(&c);
                 self.resolve(Resolution::Unanswered);
             }
-            Event::CallConnected { agent, .. } => {
+            Event::CallConnected { agent, .. } if self.agents.contains_key(&agent) => {
                 self.set_agent(agent, Some(AgentState::Talking { since: now }))
             }
+            Event::CallConnected { .. } => {}
             Event::CallAbandoned(_) => {
                 self.ledger.abandoned(now);
                 self.control(1.0, 0.0);
             }
             Event::TalkEnded(a) => {
-                if let Some(AgentState::Talking { since }) = self.agents.get(&a).copied() {
+                let Some(&state) = self.agents.get(&a) else {
+                    return; // left during the call
+                };
+                if let AgentState::Talking { since } = state {
                     self.talk.add(now.saturating_sub(since) as f64 / 1000.0);
                 }
                 self.set_agent(a, Some(AgentState::WrapUp { since: now }));
@@ -535,25 +599,40 @@ impl Pacer for CampaignPacer {
         // expected to cost: spent, only what cannot abandon (one call per free operator);
         // low (less than they could cost if the answer rate had just jumped), a tenth of
         // the usual abandon target until the slack is back.
-        let (spent, low) = if self.cfg.budget_fallback && self.ledger.today(now).live >= 50 {
-            let budget = self.ledger.budget(now, self.cfg.max_abandon_rate);
-            let (free, free_var, live, live_var) = outlook;
-            let expected = expected_positive_part(live - free - 0.5, live_var + free_var);
-            (
-                budget < 1.0 + expected,
-                budget < 1.0 + self.ringing_risk(outlook),
-            )
-        } else {
-            (false, false)
+        // The rolling windows hold from the day's first call (a burst at the day's start,
+        // every operator free, must not go unchecked); the calendar day's own count once it
+        // has 50 live answers to divide by.
+        let budget = (self.cfg.budget_fallback && self.ledger.window(now, 30 * 24).live >= 50)
+            .then(|| {
+                if self.ledger.today(now).live >= 50 {
+                    self.ledger.budget(now, self.cfg.max_abandon_rate)
+                } else {
+                    self.ledger.rolling_budget(now, self.cfg.max_abandon_rate)
+                }
+            });
+        let (spent, low) = match budget {
+            Some(budget) => {
+                let (free, free_var, live, live_var) = outlook;
+                let expected = expected_positive_part(live - free - 0.5, live_var + free_var);
+                (
+                    budget < 1.0 + expected,
+                    budget < 1.0 + self.ringing_risk(outlook),
+                )
+            }
+            None => (false, false),
         };
-        match self.cfg.mode {
-            _ if spent => self.idle.saturating_sub(in_flight),
+        let n = match self.cfg.mode {
+            _ if spent => return self.idle.saturating_sub(in_flight),
             // A fixed ratio cannot be careful: it stops at the first sign.
-            Mode::Power { .. } if low => self.idle.saturating_sub(in_flight),
+            Mode::Power { .. } if low => return self.idle.saturating_sub(in_flight),
             Mode::Power { ratio } => {
                 ((f64::from(self.idle) * ratio).floor() as u32).saturating_sub(in_flight)
             }
             _ => self.predictive(outlook, if low { 0.1 } else { 1.0 }),
+        };
+        match budget {
+            Some(budget) => self.within_budget(n, budget, outlook),
+            None => n,
         }
     }
 
@@ -639,7 +718,11 @@ impl Pacer for VicidialAdaptive {
                 }
                 self.set_ready(agent, false);
             }
-            Event::TalkEnded(_) | Event::PreviewRequest(_) => {}
+            // VICIdial's published behaviour knows neither
+            Event::TalkEnded(_)
+            | Event::PreviewRequest(_)
+            | Event::AgentLeaving(_)
+            | Event::NotLiveAfterAll { .. } => {}
             Event::CallPlaced(_) => {
                 self.in_flight += 1;
                 self.day_calls += 1;
@@ -859,6 +942,8 @@ mod tests {
         // 40 operators, 30 of them just connected (not free within a ring time), 10 idle.
         let (mut now, mut later) = (taught(40, 0), taught(40, 0));
         for p in [&mut now, &mut later] {
+            // (the abandon budget of this short history would cap both bursts alike)
+            p.cfg.budget_fallback = false;
             for a in 0..30 {
                 p.handle(20_000, Event::CallConnected { call: a, agent: a });
             }
@@ -900,5 +985,58 @@ mod tests {
         }
         // All ten stayed ready: level 1 + (10 − 0) / 10 = 2.
         assert!((v.level - 2.0).abs() < 1e-9, "{}", v.level);
+    }
+
+    #[test]
+    fn a_burst_is_capped_by_what_the_windows_have_left() {
+        // 200 live answers and no abandon: the windows allow 0.03 x 175 = 5.25 more
+        // (looking ahead at the oldest eighth leaving). Forty operators, all free: the
+        // burst is capped where its answers could cost more than that, on the high side,
+        // but never below one call per free operator.
+        let mut capped = taught(40, 0);
+        let mut free = taught(40, 0);
+        free.cfg.budget_fallback = false;
+        let (c, f) = (capped.dials(21_000), free.dials(21_000));
+        assert!(c < f, "{c} < {f}");
+        assert!(c >= 40, "{c}");
+    }
+
+    #[test]
+    fn operators_leaving_after_their_call_are_not_counted_as_coming_free() {
+        let (mut staying, mut going) = (taught(40, 0), taught(40, 0));
+        for p in [&mut staying, &mut going] {
+            p.cfg.budget_fallback = false;
+            for a in 0..30 {
+                p.handle(20_000, Event::CallConnected { call: a, agent: a });
+                p.handle(91_000, Event::TalkEnded(a)); // wrap-up nearly done: free soon
+            }
+        }
+        for a in 0..20 {
+            going.handle(100_500, Event::AgentLeaving(a));
+        }
+        let (s, g) = (staying.dials(101_000), going.dials(101_000));
+        assert!(g < s, "{g} < {s}");
+        // their wrap-up ends: they go, and a late "ready" does not bring them back
+        for a in 0..20 {
+            going.handle(110_000, Event::AgentReady(a));
+            going.handle(110_500, Event::AgentReady(a));
+        }
+        assert_eq!(going.agents.len(), 20);
+        assert_eq!(going.idle, 10);
+        // an idle operator who asks to leave goes at once
+        going.handle(111_000, Event::AgentLeaving(35));
+        assert_eq!((going.agents.len(), going.idle), (19, 9));
+        // events about an operator who left change nothing
+        going.handle(112_000, Event::TalkEnded(35));
+        going.handle(112_000, Event::CallConnected { call: 9, agent: 35 });
+        assert_eq!(going.agents.len(), 19);
+    }
+
+    #[test]
+    fn a_machine_the_operator_found_leaves_the_live_answers() {
+        let mut p = taught(10, 0);
+        let before = p.ledger().last_24_hours(30_000).live;
+        p.handle(30_000, Event::NotLiveAfterAll { answered_at: 9000 });
+        assert_eq!(p.ledger().last_24_hours(30_000).live, before - 1);
     }
 }

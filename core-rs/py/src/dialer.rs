@@ -77,7 +77,9 @@ impl PyDialerPacer {
     }
 
     /// One campaign event: agent_joined, agent_left, agent_ready, preview_request,
-    /// talk_ended (id = agent); call_placed, call_unanswered, call_abandoned (id = call);
+    /// talk_ended, agent_leaving (id = agent; leaving: after the call in progress);
+    /// not_live_after_all (id = when the call was counted as a live answer, ms: the
+    /// operator found a machine); call_placed, call_unanswered, call_abandoned (id = call);
     /// call_answered (id = call, human = detection's verdict); call_connected (id = call,
     /// agent = the operator).
     #[pyo3(signature = (now_ms, kind, id, *, agent = None, human = None))]
@@ -95,6 +97,8 @@ impl PyDialerPacer {
             ("agent_ready", None, None) => Event::AgentReady(id),
             ("preview_request", None, None) => Event::PreviewRequest(id),
             ("talk_ended", None, None) => Event::TalkEnded(id),
+            ("agent_leaving", None, None) => Event::AgentLeaving(id),
+            ("not_live_after_all", None, None) => Event::NotLiveAfterAll { answered_at: id },
             ("call_placed", None, None) => Event::CallPlaced(id),
             ("call_unanswered", None, None) => Event::CallUnanswered(id),
             ("call_abandoned", None, None) => Event::CallAbandoned(id),
