@@ -40,6 +40,9 @@ const BUCKETS: usize = 30 * 24;
 /// the calls that leave next are the morning's, at the next day's start.
 pub const LOOKAHEAD_SHARE: f64 = 0.125;
 
+/// (version, first count in the window, target's bits), valid until, value.
+type CachedLookAhead = ((u64, usize, u64), Millis, f64);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Live,
@@ -68,6 +71,10 @@ pub struct AbandonLedger {
     /// Every count of the last 24 hours with its time, oldest first, and their sums.
     recent: VecDeque<(Millis, Kind)>,
     recent_counts: WindowCounts,
+    /// Bumped by every change of `recent`; the look-ahead's last answer is kept with the
+    /// version, the first count still in the window and the target it was for.
+    version: u64,
+    cached: Option<CachedLookAhead>,
 }
 
 /// Counts over one window.
@@ -94,6 +101,8 @@ impl AbandonLedger {
             today: WindowCounts::default(),
             recent: VecDeque::new(),
             recent_counts: WindowCounts::default(),
+            version: 0,
+            cached: None,
         }
     }
 
@@ -148,6 +157,7 @@ impl AbandonLedger {
         }
         self.recent.push_back((now, kind));
         *count_of(&mut self.recent_counts, kind) += 1;
+        self.version += 1;
     }
 
     /// A live person answered (whether or not an operator then took the call).
@@ -188,6 +198,7 @@ impl AbandonLedger {
         }
         self.recent.remove(i);
         self.recent_counts.live -= 1;
+        self.version += 1;
         let hour = answered / HOUR;
         let b = &mut self.buckets[(hour % BUCKETS as u64) as usize];
         if b.hour == hour && b.live > 0 {
@@ -246,7 +257,7 @@ impl AbandonLedger {
     /// part is the smallest over the windows still to come that have lost up to
     /// `LOOKAHEAD_SHARE` of the live answers, with the calls made so far (see the module's
     /// note).
-    pub fn budget(&self, now: Millis, target: f64) -> f64 {
+    pub fn budget(&mut self, now: Millis, target: f64) -> f64 {
         let ofcom_today = {
             let d = self.today(now);
             let fp = d.machine as f64 * self.amd_false_positive_share;
@@ -258,14 +269,47 @@ impl AbandonLedger {
     /// The budget of the rolling windows alone (30 days, and 24 hours with its look-ahead),
     /// without the calendar day's: what holds at a day's first calls, when the day has too
     /// few answers to divide by.
-    pub fn rolling_budget(&self, now: Millis, target: f64) -> f64 {
+    pub fn rolling_budget(&mut self, now: Millis, target: f64) -> f64 {
         let m = self.window(now, 30 * 24);
         let tsr = target * m.live as f64 - m.abandoned as f64;
         // (a + fp + x) / (l + fp) ≤ t  ⇔  x ≤ t (l + fp) − a − fp
-        let ofcom = |d: WindowCounts| {
-            let fp = d.machine as f64 * self.amd_false_positive_share;
+        let share = self.amd_false_positive_share;
+        let ofcom = move |d: WindowCounts| {
+            let fp = d.machine as f64 * share;
             target * (d.live as f64 + fp) - d.abandoned as f64 - fp
         };
+        tsr.min(self.rolling_24_hours(now, target, ofcom))
+    }
+
+    /// The 24-hour part of the rolling budget. It changes only when a count is added or
+    /// one leaves the window, so it is kept until then: the pacer asks four times a second.
+    fn rolling_24_hours(
+        &mut self,
+        now: Millis,
+        target: f64,
+        ofcom: impl Fn(WindowCounts) -> f64,
+    ) -> f64 {
+        let first_out = self
+            .recent
+            .iter()
+            .position(|&(t, _)| t + DAY > now)
+            .unwrap_or(self.recent.len());
+        let valid_until = self
+            .recent
+            .get(first_out)
+            .map_or(Millis::MAX, |&(t, _)| t + DAY);
+        let key = (self.version, first_out, target.to_bits());
+        if let Some((k, until, value)) = self.cached {
+            if k == key && now < until {
+                return value;
+            }
+        }
+        let value = self.look_ahead(now, ofcom);
+        self.cached = Some((key, valid_until, value));
+        value
+    }
+
+    fn look_ahead(&self, now: Millis, ofcom: impl Fn(WindowCounts) -> f64) -> f64 {
         let mut window = self.last_24_hours(now);
         let mut rolling = ofcom(window);
         // the calls leaving the window next, oldest first: after each, the windows ending
@@ -285,7 +329,7 @@ impl AbandonLedger {
                 rolling = rolling.min(ofcom(window));
             }
         }
-        tsr.min(rolling)
+        rolling
     }
 }
 
