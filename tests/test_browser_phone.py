@@ -375,6 +375,20 @@ def test_a_supervisor_listens_whispers_and_barges_from_the_browser(
         assert hears(heard, OPERATOR_HZ) and deaf_to(heard, SUPERVISOR_HZ)
         operator.click("[data-testid=hangup]")
         assert carrier.wait(20) == 0
+    # who joined the call, how, and when they left: in the audit log
+    with psycopg.connect(center.db) as conn:
+        audited = conn.execute(
+            """SELECT a.action, a.after ->> 'mode', u.login FROM audit_log a
+               JOIN users u ON u.id = a.user_id
+               WHERE a.entity = 'call' AND a.entity_id = %s ORDER BY a.id""",
+            (call_id,),
+        ).fetchall()
+    assert audited == [
+        ("monitor", "listen", "sup7009"),
+        ("monitor", "whisper", "sup7009"),
+        ("monitor", "barge", "sup7009"),
+        ("monitor_stop", None, "sup7009"),
+    ], audited
     operator.context.close()
     supervisor.context.close()
 
