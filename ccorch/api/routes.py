@@ -114,6 +114,7 @@ ROOMS = (
     "ccorch.ivr.api",
     "ccorch.acd.desk",
     "ccorch.calls.api",
+    "ccorch.dialer.api",
     "ccorch.supervision.alarms",
     "ccorch.supervision.lines",
     "ccorch.supervision.recording_search",

@@ -1,0 +1,319 @@
+"""Campaigns and their lists over HTTP [supervisor, admin]:
+
+- ``POST /api/campaigns`` ``{"name", "mode", "queue"}``, ``GET /api/campaigns``,
+  ``GET /api/campaigns/{id}`` (with its contacts counted by state);
+- ``POST /api/campaigns/{id}/contacts`` ``{"file_name", "format": "csv"|"xlsx",
+  "content_base64", "mapping": {...}}``: import (or append to) the list; answers the
+  contacts accepted and every refused row with its line, value and reason (nothing else is
+  lost); ``GET /api/campaigns/{id}/contacts?state=&before=&limit=``;
+- ``POST /api/do-not-call`` ``{"phone", "campaign_id"?, "reason"?}``, ``GET
+  /api/do-not-call``, ``DELETE /api/do-not-call/{id}``: numbers never dialed, by every
+  campaign (no campaign_id) or one.
+
+The list's rules are in :mod:`ccorch.dialer.lists`; dialing comes with the campaign
+manager.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import Field
+from sanic import Request
+from sanic.response import HTTPResponse, json
+
+from ccorch.api.http import json_body
+from ccorch.api.routes import Param, Route
+from ccorch.api.validation import Body, Id, ValidationFailed, parse
+from ccorch.crm.store import audit
+from ccorch.dialer import lists
+from ccorch.errors import RequestRefused
+from ccorch.phones import PhoneError, normalize
+
+SUPERVISORS = ("supervisor", "admin")
+MODES = ("preview", "progressive", "power", "predictive", "broadcast")
+
+
+class NewCampaign(Body):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    mode: Literal["preview", "progressive", "power", "predictive", "broadcast"]
+    queue: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class ListImport(Body):
+    file_name: Annotated[str, Field(min_length=1, max_length=200)]
+    format: Literal["csv", "xlsx"]
+    content_base64: Annotated[str, Field(min_length=1, max_length=14_000_000)]
+    mapping: dict[str, Any]
+
+
+class DoNotCall(Body):
+    phone: Annotated[str, Field(min_length=1, max_length=32)]
+    campaign_id: Id | None = None
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+def _iso(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
+
+
+async def create_campaign(request: Request) -> HTTPResponse:
+    fields = parse(NewCampaign, json_body(request))
+    queue = fields.get("queue")
+    acd = request.app.ctx.acd
+    if queue is not None and acd is not None and queue not in acd.queue_ids:
+        raise ValidationFailed({"queue": f"one of {', '.join(sorted(acd.queue_ids))}"})
+    async with request.app.ctx.pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO campaigns (name, mode, queue, created_by) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (name) DO NOTHING RETURNING id",
+            (fields["name"].strip(), fields["mode"], queue, request.ctx.user.id),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise RequestRefused(409, f"a campaign named {fields['name']!r} exists")
+        await audit(conn, request.ctx.user.id, "create", "campaign", row[0], None, fields)
+    return json(await _campaign(request, int(row[0])), status=201)
+
+
+async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
+    async with (
+        request.app.ctx.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(
+            "SELECT id, name, mode, status, queue, created_at FROM campaigns WHERE id = %s",
+            (campaign_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise RequestRefused(404, f"no campaign {campaign_id}")
+        await cur.execute(
+            "SELECT state, count(*) AS n FROM campaign_contacts WHERE campaign_id = %s"
+            " GROUP BY state",
+            (campaign_id,),
+        )
+        counts = {r["state"]: r["n"] for r in await cur.fetchall()}
+    return {**_iso(row), "contacts": counts}
+
+
+async def list_campaigns(request: Request) -> HTTPResponse:
+    async with (
+        request.app.ctx.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(
+            "SELECT id, name, mode, status, queue, created_at FROM campaigns ORDER BY id DESC"
+        )
+        return json({"items": [_iso(r) for r in await cur.fetchall()]})
+
+
+async def get_campaign(request: Request, campaign_id: int) -> HTTPResponse:
+    return json(await _campaign(request, campaign_id))
+
+
+async def import_contacts(request: Request, campaign_id: int) -> HTTPResponse:
+    fields = parse(ListImport, json_body(request))
+    try:
+        content = base64.b64decode(fields["content_base64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationFailed({"content_base64": "not base64"}) from None
+    country = request.app.ctx.config.crm.default_country
+    pool = request.app.ctx.pool
+    async with pool.connection() as conn:
+        if (
+            await (
+                await conn.execute("SELECT 1 FROM campaigns WHERE id = %s", (campaign_id,))
+            ).fetchone()
+            is None
+        ):
+            raise RequestRefused(404, f"no campaign {campaign_id}")
+        cur = await conn.execute(
+            "SELECT phone FROM campaign_contacts WHERE campaign_id = %s", (campaign_id,)
+        )
+        known = {r[0] for r in await cur.fetchall()}
+        cur = await conn.execute(
+            "SELECT phone FROM do_not_call WHERE campaign_id IS NULL OR campaign_id = %s",
+            (campaign_id,),
+        )
+        dnc = {r[0] for r in await cur.fetchall()}
+    try:
+        checked = lists.check(
+            lists.rows(fields["format"], content),
+            fields["mapping"],
+            country=country,
+            in_campaign=known,
+            do_not_call=dnc,
+        )
+    except lists.ListError as e:
+        raise ValidationFailed({"content_base64": str(e)}) from None
+    async with pool.connection() as conn, conn.transaction():
+        # the contacts who are already customers: linked by their number
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (e164) e164, customer_id FROM customer_phones"
+            " WHERE e164 = ANY(%s) ORDER BY e164, customer_id",
+            ([c.phone for c in checked.accepted],),
+        )
+        customers = {r[0]: r[1] for r in await cur.fetchall()}
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                """INSERT INTO campaign_contacts (campaign_id, phone, name, time_zone,
+                                                  customer_id, variables, source, source_line)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (campaign_id, phone) DO NOTHING""",
+                [
+                    (
+                        campaign_id,
+                        c.phone,
+                        c.name,
+                        c.time_zone,
+                        customers.get(c.phone),
+                        Jsonb(c.variables),
+                        fields["file_name"],
+                        c.line,
+                    )
+                    for c in checked.accepted
+                ],
+            )
+        await audit(
+            conn,
+            request.ctx.user.id,
+            "import",
+            "campaign",
+            campaign_id,
+            None,
+            {
+                "file": fields["file_name"],
+                "accepted": len(checked.accepted),
+                "refused": len(checked.refused),
+            },
+        )
+    return json(
+        {
+            "accepted": len(checked.accepted),
+            "linked_to_customers": sum(1 for c in checked.accepted if c.phone in customers),
+            "refused": [r.__dict__ for r in checked.refused],
+        }
+    )
+
+
+async def list_contacts(request: Request, campaign_id: int) -> HTTPResponse:
+    state = request.args.get("state")
+    if state is not None and state not in ("pending", "dialing", "retry", "done", "failed", "dnc"):
+        raise ValidationFailed({"state": "pending, dialing, retry, done, failed or dnc"})
+    try:
+        limit = int(request.args.get("limit", "100"))
+        before = int(request.args["before"]) if "before" in request.args else None
+    except ValueError:
+        raise ValidationFailed({"limit": "a number"}) from None
+    if not 1 <= limit <= 1000:
+        raise ValidationFailed({"limit": "1 to 1000"})
+    async with (
+        request.app.ctx.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(
+            """SELECT id, phone, name, time_zone, customer_id, variables, source, source_line,
+                      state, attempts, next_attempt_at
+                 FROM campaign_contacts
+                WHERE campaign_id = %s AND (%s::text IS NULL OR state = %s)
+                  AND (%s::bigint IS NULL OR id < %s)
+                ORDER BY id DESC LIMIT %s""",
+            (campaign_id, state, state, before, before, limit),
+        )
+        items = [_iso(r) for r in await cur.fetchall()]
+    return json({"items": items, "next_before": items[-1]["id"] if len(items) == limit else None})
+
+
+async def add_do_not_call(request: Request) -> HTTPResponse:
+    fields = parse(DoNotCall, json_body(request))
+    try:
+        phone = normalize(fields["phone"], request.app.ctx.config.crm.default_country)
+    except PhoneError as e:
+        raise ValidationFailed({"phone": str(e)}) from None
+    campaign = fields.get("campaign_id")
+    async with request.app.ctx.pool.connection() as conn, conn.transaction():
+        if (
+            campaign is not None
+            and await (
+                await conn.execute("SELECT 1 FROM campaigns WHERE id = %s", (campaign,))
+            ).fetchone()
+            is None
+        ):
+            raise ValidationFailed({"campaign_id": f"no campaign {campaign}"})
+        cur = await conn.execute(
+            """INSERT INTO do_not_call (phone, campaign_id, reason, added_by)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (phone, campaign_id) DO UPDATE SET reason = EXCLUDED.reason
+               RETURNING id""",
+            (phone, campaign, fields.get("reason") or "", request.ctx.user.id),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        # contacts of the list(s) it concerns are never dialed from now on
+        await conn.execute(
+            """UPDATE campaign_contacts SET state = 'dnc'
+               WHERE phone = %s AND state IN ('pending', 'retry')
+                 AND (%s::bigint IS NULL OR campaign_id = %s)""",
+            (phone, campaign, campaign),
+        )
+        await audit(conn, request.ctx.user.id, "add", "do_not_call", row[0], None, {"phone": phone})
+    return json({"id": row[0], "phone": phone, "campaign_id": campaign}, status=201)
+
+
+async def list_do_not_call(request: Request) -> HTTPResponse:
+    async with (
+        request.app.ctx.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(
+            "SELECT id, phone, campaign_id, reason, added_at FROM do_not_call"
+            " ORDER BY id DESC LIMIT 1000"
+        )
+        return json({"items": [_iso(r) for r in await cur.fetchall()]})
+
+
+async def remove_do_not_call(request: Request, entry_id: int) -> HTTPResponse:
+    async with request.app.ctx.pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "DELETE FROM do_not_call WHERE id = %s RETURNING phone", (entry_id,)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise RequestRefused(404, f"no do-not-call entry {entry_id}")
+        await audit(conn, request.ctx.user.id, "remove", "do_not_call", entry_id, {"phone": row[0]})
+    return json({"id": entry_id, "removed": True})
+
+
+ROUTES = (
+    Route("POST", "/api/campaigns", "Create a campaign (mode, the queue that works it)",
+          SUPERVISORS, create_campaign, body=NewCampaign,
+          responses={409: "the name is taken"}),
+    Route("GET", "/api/campaigns", "Every campaign", SUPERVISORS, list_campaigns),
+    Route("GET", "/api/campaigns/<campaign_id:int>",
+          "A campaign with its contacts counted by state", SUPERVISORS, get_campaign,
+          responses={404: "no such campaign"}),
+    Route("POST", "/api/campaigns/<campaign_id:int>/contacts",
+          "Import a list (CSV or XLSX, base64, with a column mapping) into the campaign:"
+          " every row checked, each refused one reported with its line and reason",
+          SUPERVISORS, import_contacts, body=ListImport, max_body=20 * 1024 * 1024,
+          responses={404: "no such campaign"}),
+    Route("GET", "/api/campaigns/<campaign_id:int>/contacts",
+          "The campaign's contacts, newest first (state, attempts, the file line)",
+          SUPERVISORS, list_contacts,
+          params=(Param("state", "query", Literal["pending", "dialing", "retry", "done",
+                                                  "failed", "dnc"]),
+                  Param("before", "query", Annotated[int, Field(ge=1)]),
+                  Param("limit", "query", Annotated[int, Field(ge=1, le=1000)]))),
+    Route("POST", "/api/do-not-call",
+          "Never call a number: for every campaign, or one (campaign_id); audited",
+          SUPERVISORS, add_do_not_call, body=DoNotCall),
+    Route("GET", "/api/do-not-call", "The do-not-call list", SUPERVISORS, list_do_not_call),
+    Route("DELETE", "/api/do-not-call/<entry_id:int>", "Take a number off the list; audited",
+          SUPERVISORS, remove_do_not_call, responses={404: "no such entry"}),
+)  # fmt: skip
