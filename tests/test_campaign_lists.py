@@ -183,6 +183,28 @@ def test_a_supervisor_imports_appends_and_keeps_numbers_off_the_list(node: Node)
     assert status == 422 and "phone column" in bad["fields"]["content_base64"], bad
     status, campaign = _call(node, "GET", f"/api/campaigns/{cid}", token=boss)
     assert sum(campaign["contacts"].values()) == 5
+    # the calling rules come with the campaign, checked; the defaults fill the rest
+    rules = {"window_start": "10:00", "window_end": "19:00", "weekdays": [1, 2, 3, 4, 5]}
+    status, other = _call(
+        node,
+        "POST",
+        "/api/campaigns",
+        {"name": "Notices", "mode": "broadcast", "rules": rules},
+        boss,
+    )
+    assert status == 201, other
+    assert other["rules"]["window_start"] == "10:00" and other["rules"]["retries"]["busy"] == {
+        "attempts": 3,
+        "interval_minutes": 10.0,
+    }
+    status, bad = _call(
+        node,
+        "POST",
+        "/api/campaigns",
+        {"name": "Bad", "mode": "power", "rules": {"window_start": "9am"}},
+        boss,
+    )
+    assert status == 422 and "rules.window_start" in bad["fields"], bad
     # operators may not touch campaigns
     op = _token(node, "op7001", "agent7001")
     assert _call(node, "GET", "/api/campaigns", token=op)[0] == 403

@@ -1,6 +1,8 @@
 """Campaigns and their lists over HTTP [supervisor, admin]:
 
-- ``POST /api/campaigns`` ``{"name", "mode", "queue"}``, ``GET /api/campaigns``,
+- ``POST /api/campaigns`` ``{"name", "mode", "queue", "rules"}`` (calling window, weekdays,
+  holidays, start and end, retries per outcome: :mod:`ccorch.dialer.rules`),
+  ``GET /api/campaigns``,
   ``GET /api/campaigns/{id}`` (with its contacts counted by state);
 - ``POST /api/campaigns/{id}/contacts`` ``{"file_name", "format": "csv"|"xlsx",
   "content_base64", "mapping": {...}}``: import (or append to) the list; answers the
@@ -23,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import Field
+from pydantic import Field, ValidationError
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
@@ -32,6 +34,7 @@ from ccorch.api.routes import Param, Route
 from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import audit
 from ccorch.dialer import lists
+from ccorch.dialer.rules import CallingRules
 from ccorch.errors import RequestRefused
 from ccorch.phones import PhoneError, normalize
 
@@ -43,6 +46,17 @@ class NewCampaign(Body):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     mode: Literal["preview", "progressive", "power", "predictive", "broadcast"]
     queue: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    rules: dict[str, Any] | None = None  # CallingRules; checked below
+
+
+def _rules(raw: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        rules = CallingRules.model_validate(raw or {})
+    except ValidationError as e:
+        raise ValidationFailed(
+            {".".join(["rules", *(str(p) for p in err["loc"])]): err["msg"] for err in e.errors()}
+        ) from None
+    return rules.model_dump(mode="json")
 
 
 class ListImport(Body):
@@ -68,11 +82,12 @@ async def create_campaign(request: Request) -> HTTPResponse:
     acd = request.app.ctx.acd
     if queue is not None and acd is not None and queue not in acd.queue_ids:
         raise ValidationFailed({"queue": f"one of {', '.join(sorted(acd.queue_ids))}"})
+    rules = _rules(fields.get("rules"))
     async with request.app.ctx.pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            "INSERT INTO campaigns (name, mode, queue, created_by) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (name) DO NOTHING RETURNING id",
-            (fields["name"].strip(), fields["mode"], queue, request.ctx.user.id),
+            "INSERT INTO campaigns (name, mode, queue, rules, created_by)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+            (fields["name"].strip(), fields["mode"], queue, Jsonb(rules), request.ctx.user.id),
         )
         row = await cur.fetchone()
         if row is None:
@@ -87,7 +102,7 @@ async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
         conn.cursor(row_factory=dict_row) as cur,
     ):
         await cur.execute(
-            "SELECT id, name, mode, status, queue, created_at FROM campaigns WHERE id = %s",
+            "SELECT id, name, mode, status, queue, rules, created_at FROM campaigns WHERE id = %s",
             (campaign_id,),
         )
         row = await cur.fetchone()
