@@ -205,6 +205,32 @@ def test_a_supervisor_imports_appends_and_keeps_numbers_off_the_list(node: Node)
         boss,
     )
     assert status == 422 and "rules.window_start" in bad["fields"], bad
+    # who may be called now: the pending contacts inside their own window (the test runs at
+    # any hour: compare with the rules' own answer for each contact)
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from ccorch.dialer.rules import CallingRules, may_call
+
+    status, due = _call(node, "GET", f"/api/campaigns/{cid}/due", token=boss)
+    assert status == 200, due
+    at = dt.datetime.fromisoformat(due["at"])
+    status, days = _call(node, "GET", "/api/holidays", token=boss)  # the center's
+    assert status == 200, days
+    off = [dt.date.fromisoformat(d["day"]) for d in days["items"]]
+    expected = {
+        c["phone"]
+        for c in contacts["items"]
+        if c["phone"] != "380507654321"  # on the do-not-call list now
+        and may_call(CallingRules(), ZoneInfo(c["time_zone"]), at, off)
+    }
+    assert {c["phone"] for c in due["items"]} == expected
+    # start, pause, resume, stop; nothing after stop
+    for to, code in (("running", 200), ("paused", 200), ("running", 200), ("stopped", 200),
+                     ("running", 409)):  # fmt: skip
+        status, got = _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": to}, boss)
+        assert status == code, (to, got)
+    assert got["message"].startswith("a stopped campaign can go to nothing"), got
     # operators may not touch campaigns
     op = _token(node, "op7001", "agent7001")
     assert _call(node, "GET", "/api/campaigns", token=op)[0] == 403

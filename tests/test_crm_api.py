@@ -269,6 +269,7 @@ PATCH_EXAMPLES = {
     "/api/customers/<customer_id:int>": ("/api/customers/3", {"segment": "VIP"}),
     "/api/auth/me": ("/api/auth/me", {"language": "en"}),
     "/api/products/<product_id:int>": ("/api/products/1", {"stock": 400}),
+    "/api/campaigns/<campaign_id:int>": ("/api/campaigns/999999", {"status": "paused"}),
     **{
         f"/api/{r}/<key:int>": (f"/api/{r}/{{{r}}}", {"name": f"{body['name']} (renamed)"})
         for r, body in REFERENCE_ROWS.items()
@@ -331,6 +332,7 @@ EXAMPLES |= {
         },
     ),
     "/api/do-not-call": ("/api/do-not-call", {"phone": "0671112233"}),
+    "/api/campaigns/<campaign_id:int>/due": ("/api/campaigns/999999/due", None),
     "/api/do-not-call/<entry_id:int>": ("/api/do-not-call/999999", None),
     "/api/recordings": ("/api/recordings?ani=067&limit=5", None),
     "/api/reports/<name:str>": ("/api/reports/queues?interval=hour", None),

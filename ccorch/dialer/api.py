@@ -8,6 +8,8 @@
   "content_base64", "mapping": {...}}``: import (or append to) the list; answers the
   contacts accepted and every refused row with its line, value and reason (nothing else is
   lost); ``GET /api/campaigns/{id}/contacts?state=&before=&limit=``;
+- ``PATCH /api/campaigns/{id}`` ``{"status": "running"|"paused"|"stopped"}``; ``GET
+  /api/campaigns/{id}/due``: who may be called now;
 - ``POST /api/do-not-call`` ``{"phone", "campaign_id"?, "reason"?}``, ``GET
   /api/do-not-call``, ``DELETE /api/do-not-call/{id}``: numbers never dialed, by every
   campaign (no campaign_id) or one.
@@ -22,6 +24,7 @@ import base64
 import binascii
 import datetime as dt
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -34,7 +37,7 @@ from ccorch.api.routes import Param, Route
 from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import audit
 from ccorch.dialer import lists
-from ccorch.dialer.rules import CallingRules
+from ccorch.dialer.rules import CallingRules, may_call
 from ccorch.errors import RequestRefused
 from ccorch.phones import PhoneError, normalize
 
@@ -57,6 +60,20 @@ def _rules(raw: dict[str, Any] | None) -> dict[str, Any]:
             {".".join(["rules", *(str(p) for p in err["loc"])]): err["msg"] for err in e.errors()}
         ) from None
     return rules.model_dump(mode="json")
+
+
+class CampaignChange(Body):
+    status: Literal["running", "paused", "stopped"]
+
+
+# what a supervisor may move a campaign to, from each status (finished: the manager's word)
+TRANSITIONS = {
+    "draft": ("running", "stopped"),
+    "running": ("paused", "stopped"),
+    "paused": ("running", "stopped"),
+    "stopped": (),
+    "finished": (),
+}
 
 
 class ListImport(Body):
@@ -130,6 +147,65 @@ async def list_campaigns(request: Request) -> HTTPResponse:
 
 async def get_campaign(request: Request, campaign_id: int) -> HTTPResponse:
     return json(await _campaign(request, campaign_id))
+
+
+async def change_campaign(request: Request, campaign_id: int) -> HTTPResponse:
+    """Start, pause, resume or stop a campaign (seed 002: 暂停、恢复、停止)."""
+    to = parse(CampaignChange, json_body(request))["status"]
+    async with request.app.ctx.pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(
+            "SELECT status FROM campaigns WHERE id = %s FOR UPDATE", (campaign_id,)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise RequestRefused(404, f"no campaign {campaign_id}")
+        if to not in TRANSITIONS[row[0]]:
+            allowed = ", ".join(TRANSITIONS[row[0]]) or "nothing"
+            raise RequestRefused(409, f"a {row[0]} campaign can go to {allowed}, not {to}")
+        await conn.execute("UPDATE campaigns SET status = %s WHERE id = %s", (to, campaign_id))
+        await audit(
+            conn, request.ctx.user.id, "status", "campaign", campaign_id,
+            {"status": row[0]}, {"status": to},
+        )  # fmt: skip
+    return json(await _campaign(request, campaign_id))
+
+
+async def due_contacts(request: Request, campaign_id: int) -> HTTPResponse:
+    """The contacts that may be called now: pending or due for a retry, inside their own
+    calling window (the campaign's rules, its and the center's holidays), oldest first."""
+    try:
+        limit = int(request.args.get("limit", "100"))
+    except ValueError:
+        raise ValidationFailed({"limit": "a number"}) from None
+    if not 1 <= limit <= 1000:
+        raise ValidationFailed({"limit": "1 to 1000"})
+    now = request.app.ctx.clock()
+    async with (
+        request.app.ctx.pool.connection() as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute("SELECT rules FROM campaigns WHERE id = %s", (campaign_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise RequestRefused(404, f"no campaign {campaign_id}")
+        rules = CallingRules.model_validate(row["rules"])
+        await cur.execute("SELECT day FROM holidays WHERE day >= %s", (now.date(),))
+        days_off = [r["day"] for r in await cur.fetchall()]
+        await cur.execute(
+            """SELECT id, phone, name, time_zone, customer_id, variables, state, attempts
+                 FROM campaign_contacts
+                WHERE campaign_id = %s AND state IN ('pending', 'retry')
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+                ORDER BY coalesce(next_attempt_at, created_at), id""",
+            (campaign_id, now),
+        )
+        items: list[dict[str, Any]] = []
+        async for contact in cur:
+            if may_call(rules, ZoneInfo(contact["time_zone"]), now, days_off):
+                items.append(contact)
+                if len(items) == limit:
+                    break
+    return json({"items": items, "at": now.isoformat()})
 
 
 async def import_contacts(request: Request, campaign_id: int) -> HTTPResponse:
@@ -312,6 +388,15 @@ ROUTES = (
     Route("GET", "/api/campaigns", "Every campaign", SUPERVISORS, list_campaigns),
     Route("GET", "/api/campaigns/<campaign_id:int>",
           "A campaign with its contacts counted by state", SUPERVISORS, get_campaign,
+          responses={404: "no such campaign"}),
+    Route("PATCH", "/api/campaigns/<campaign_id:int>",
+          "Start, pause, resume or stop the campaign; audited", SUPERVISORS, change_campaign,
+          body=CampaignChange,
+          responses={404: "no such campaign", 409: "not from its present status"}),
+    Route("GET", "/api/campaigns/<campaign_id:int>/due",
+          "The contacts that may be called now (pending or due for a retry, inside their own"
+          " calling window)", SUPERVISORS, due_contacts,
+          params=(Param("limit", "query", Annotated[int, Field(ge=1, le=1000)]),),
           responses={404: "no such campaign"}),
     Route("POST", "/api/campaigns/<campaign_id:int>/contacts",
           "Import a list (CSV or XLSX, base64, with a column mapping) into the campaign:"
