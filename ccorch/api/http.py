@@ -31,6 +31,20 @@ def json_body(request: Request) -> Any:
         raise ValidationFailed({"(body)": "malformed JSON"}) from None
 
 
+def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    """A whole-number query parameter in [lo, hi]; ``default`` when absent; else 422 naming it."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise ValidationFailed({name: "expected an integer"}) from None
+    if not lo <= v <= hi:
+        raise ValidationFailed({name: f"from {lo} to {hi}"})
+    return v
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who sends a command (over REST or the WebSocket): the user, its roles and its

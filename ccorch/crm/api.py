@@ -24,6 +24,7 @@ from sanic.response import HTTPResponse, file, json
 
 from ccorch.api import sessions
 from ccorch.api.http import error as _error
+from ccorch.api.http import int_param
 from ccorch.api.http import json_body as _body
 from ccorch.api.http import pool as _pool
 from ccorch.api.routes import ANONYMOUS_MAX_BODY, Param, Route
@@ -50,19 +51,6 @@ class NewUser(Body):
 def _now(request: Request) -> dt.datetime:
     clock: Callable[[], dt.datetime] = request.app.ctx.clock
     return clock()
-
-
-def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise ValidationFailed({name: "expected an integer"}) from None
-    if not lo <= v <= hi:
-        raise ValidationFailed({name: f"from {lo} to {hi}"})
-    return v
 
 
 # ---- handlers -----------------------------------------------------------------------
@@ -202,7 +190,7 @@ async def search(request: Request) -> HTTPResponse:
     q = request.args.get("q", "")
     if not q.strip() or len(q) > 200 or "\x00" in q:
         raise ValidationFailed({"q": "1 to 200 characters"})
-    limit = _int_param(request, "limit", 20, 1, 100)
+    limit = int_param(request, "limit", 20, 1, 100)
     async with _pool(request).connection() as conn:
         matches = await store.search(conn, q, limit)
         visible = [
@@ -337,8 +325,8 @@ async def create_user(request: Request) -> HTTPResponse:
 
 async def audit_log(request: Request) -> HTTPResponse:
     entity = request.args.get("entity")
-    limit = _int_param(request, "limit", 50, 1, 500)
-    before_id = _int_param(request, "before_id", 2**62, 1, 2**62)
+    limit = int_param(request, "limit", 50, 1, 500)
+    before_id = int_param(request, "before_id", 2**62, 1, 2**62)
     async with _pool(request).connection() as conn:
         cur = await conn.execute(
             """SELECT id, at, user_id, action, entity, entity_id, before, after FROM audit_log
@@ -526,7 +514,7 @@ async def add_interaction(request: Request) -> HTTPResponse:
 
 
 async def customer_history(request: Request, customer_id: int) -> HTTPResponse:
-    limit = _int_param(request, "limit", 20, 1, 100)
+    limit = int_param(request, "limit", 20, 1, 100)
     async with _pool(request).connection() as conn:
         if not await store.can_see_customer(conn, request.ctx.user, customer_id):
             return _error(404, "not_found", f"no customer {customer_id}")
@@ -547,7 +535,7 @@ async def kb_search(request: Request) -> HTTPResponse:
     lang = request.args.get("lang")
     if lang is not None and lang not in kb.LANGUAGES:
         raise ValidationFailed({"lang": "one of " + ", ".join(kb.LANGUAGES)})
-    limit = _int_param(request, "limit", 10, 1, 50)
+    limit = int_param(request, "limit", 10, 1, 50)
     async with _pool(request).connection() as conn:
         return json({"items": await kb.search(conn, q, lang, limit)})
 

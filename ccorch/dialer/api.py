@@ -32,7 +32,7 @@ from pydantic import Field, ValidationError
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.api.http import json_body
+from ccorch.api.http import int_param, json_body
 from ccorch.api.routes import Param, Route
 from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import audit
@@ -173,12 +173,7 @@ async def change_campaign(request: Request, campaign_id: int) -> HTTPResponse:
 async def due_contacts(request: Request, campaign_id: int) -> HTTPResponse:
     """The contacts that may be called now: pending or due for a retry, inside their own
     calling window (the campaign's rules, its and the center's holidays), oldest first."""
-    try:
-        limit = int(request.args.get("limit", "100"))
-    except ValueError:
-        raise ValidationFailed({"limit": "a number"}) from None
-    if not 1 <= limit <= 1000:
-        raise ValidationFailed({"limit": "1 to 1000"})
+    limit = int_param(request, "limit", 100, 1, 1000)
     now = request.app.ctx.clock()
     async with (
         request.app.ctx.pool.connection() as conn,
@@ -297,13 +292,8 @@ async def list_contacts(request: Request, campaign_id: int) -> HTTPResponse:
     state = request.args.get("state")
     if state is not None and state not in ("pending", "dialing", "retry", "done", "failed", "dnc"):
         raise ValidationFailed({"state": "pending, dialing, retry, done, failed or dnc"})
-    try:
-        limit = int(request.args.get("limit", "100"))
-        before = int(request.args["before"]) if "before" in request.args else None
-    except ValueError:
-        raise ValidationFailed({"limit": "a number"}) from None
-    if not 1 <= limit <= 1000:
-        raise ValidationFailed({"limit": "1 to 1000"})
+    limit = int_param(request, "limit", 100, 1, 1000)
+    before = int_param(request, "before", 0, 1, 2**63 - 1) or None
     async with (
         request.app.ctx.pool.connection() as conn,
         conn.cursor(row_factory=dict_row) as cur,
