@@ -41,6 +41,7 @@ from ccorch.crm import bootstrap as crm_bootstrap
 from ccorch.crm.cases import BusinessHours, count_overdue, raise_overdue_alarms
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
+from ccorch.dialer.manager import CampaignCollector, CampaignManager
 from ccorch.errors import CcorchError
 from ccorch.events import InProcessStream
 from ccorch.ivr.runner import IvrDeps
@@ -255,6 +256,17 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         app.ctx.state_time_writer = asyncio.create_task(
             app.ctx.state_time.run(), name="state_time_writer"
         )
+        app.ctx.campaigns = CampaignManager(
+            app.ctx.pool,
+            controller,
+            acd,
+            flows=flows,
+            tts_dir=Path(config.ivr.tts_cache_dir),
+            clock=app.ctx.clock,
+        )
+        acd.listeners.append(app.ctx.campaigns.on_acd_event)
+        app.ctx.metrics.registry.register(CampaignCollector(app.ctx.campaigns))
+        await app.ctx.campaigns.start()
         app.ctx.alarms = AlarmBoard()
         app.ctx.alarms_watch = asyncio.create_task(
             watch_alarms(app, app.ctx.alarms, app.ctx.clock, time.monotonic), name="alarms_watch"
@@ -337,6 +349,13 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         state_time: AgentStateTime | None = getattr(app.ctx, "state_time", None)
         if state_time is not None:
             await state_time.close()
+
+    @app.before_server_stop
+    async def _stop_campaigns(app: Sanic[Any, Any]) -> None:
+        # no new calls; the outcomes not yet written go in while the pool is open
+        campaigns: CampaignManager | None = getattr(app.ctx, "campaigns", None)
+        if campaigns is not None:
+            await campaigns.stop()
 
     @app.before_server_stop
     async def _stop_overdue_watch(app: Sanic[Any, Any]) -> None:

@@ -124,12 +124,23 @@ def node(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def test_a_supervisor_imports_appends_and_keeps_numbers_off_the_list(node: Node) -> None:
     boss = _token(node, "sup7009", "agent7009")
     status, campaign = _call(
-        node, "POST", "/api/campaigns", {"name": "Survey", "mode": "predictive"}, boss
+        node,
+        "POST",
+        "/api/campaigns",
+        {"name": "Survey", "mode": "predictive", "queue": "general"},
+        boss,
     )
     assert status == 201, campaign
     cid = campaign["id"]
     assert (
-        _call(node, "POST", "/api/campaigns", {"name": "Survey", "mode": "power"}, boss)[0] == 409
+        _call(
+            node,
+            "POST",
+            "/api/campaigns",
+            {"name": "Survey", "mode": "power", "queue": "general"},
+            boss,
+        )[0]
+        == 409
     )
     status, dnc = _call(node, "POST", "/api/do-not-call", {"phone": "050 444 55 66"}, boss)
     assert (status, dnc["phone"]) == (201, "380504445566")
@@ -189,7 +200,12 @@ def test_a_supervisor_imports_appends_and_keeps_numbers_off_the_list(node: Node)
         node,
         "POST",
         "/api/campaigns",
-        {"name": "Notices", "mode": "broadcast", "rules": rules},
+        {
+            "name": "Notices",
+            "mode": "broadcast",
+            "rules": rules,
+            "dialing": {"flow": "abc-internet-ru"},
+        },
         boss,
     )
     assert status == 201, other
@@ -201,7 +217,7 @@ def test_a_supervisor_imports_appends_and_keeps_numbers_off_the_list(node: Node)
         node,
         "POST",
         "/api/campaigns",
-        {"name": "Bad", "mode": "power", "rules": {"window_start": "9am"}},
+        {"name": "Bad", "mode": "power", "queue": "general", "rules": {"window_start": "9am"}},
         boss,
     )
     assert status == 422 and "rules.window_start" in bad["fields"], bad

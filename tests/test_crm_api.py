@@ -319,7 +319,7 @@ EXAMPLES |= {
     "/api/lines": ("/api/lines", None),
     "/api/campaigns": (
         "/api/campaigns",
-        {"name": f"C-{uuid.uuid4().hex[:8]}", "mode": "predictive"},
+        {"name": f"C-{uuid.uuid4().hex[:8]}", "mode": "predictive", "queue": "general"},
     ),
     "/api/campaigns/<campaign_id:int>": ("/api/campaigns/999999", None),
     "/api/campaigns/<campaign_id:int>/contacts": (

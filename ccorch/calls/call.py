@@ -25,6 +25,7 @@ from ccorch.calls import (
     CallQueued,
     CallRecorded,
     CallRinging,
+    campaign,
     cdr,
     commands,
     originate,
@@ -48,6 +49,7 @@ from ccorch.sip.transaction import Addr, ClientTxn, ServerTxn, new_branch
 from ccorch.sip.trunks import Trunk
 
 if TYPE_CHECKING:
+    from ccorch.calls.campaign import CampaignDial
     from ccorch.calls.controller import CallController
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ class Call:
         self.note: str | None = None
         self.direction = "in"
         self.outbound_trunk: Trunk | None = None  # a click-to-dial's way out
+        self.campaign: CampaignDial | None = None  # a campaign's call (ccorch.calls.campaign)
         self.previous_agents: list[str] = []  # operators who handed the call on
         # for the operator's screen (ccorch.crm.screen): gathered at arrival
         self.ivr_path: list[str] = []
@@ -420,7 +423,12 @@ class Call:
         deadline, not ours, decides when it stops ringing)."""
         if self.state != "queued":
             return False
-        leg = self.ring(extension)
+        # a campaign's customer is waiting on the line: the phone should answer by itself
+        leg = (
+            self.ring(extension)
+            if self.campaign is None
+            else self.ring(extension, extra=originate.AUTO_ANSWER, from_user=self.dnis)
+        )
         if leg is None:
             return False
         self.b = leg
@@ -462,6 +470,9 @@ class Call:
         self.waited_ms = waited_ms
         self.queue_outcome = outcome
         if outcome == "answered":
+            return
+        if self.campaign is not None and self.state in ("queued", "ringing"):
+            campaign.left_queue(self, outcome)
             return
         log.info(
             "call left the queue",
@@ -641,6 +652,8 @@ class Call:
                 transfer.transfer_answered(self, leg)
             elif leg is self.transfer or leg is self.consult or leg is self.monitor:
                 commands.target_answered(self, leg)
+            elif self.campaign is not None:
+                campaign.answered(self, leg)
             elif self.direction == "out":
                 originate.answered(self, leg)
             elif leg is self.b:
@@ -700,7 +713,10 @@ class Call:
         if leg is self.transfer or leg is self.consult or leg is self.monitor:
             commands.target_failed(self, leg, status)
             return
-        if self.direction == "out":
+        if self.campaign is not None and leg is self.a:
+            campaign.failed(self, leg, status)
+            return
+        if self.direction == "out" and self.campaign is None:
             originate.failed(self, leg, status)
             return
         if leg is not self.b or self.state != "ringing":
@@ -914,6 +930,8 @@ class Call:
         else:
             # The record is committed (or spooled) before the call's media goes.
             svc.spawn(self._commit_then_release(sink, self._record(reason, status, ended)))
+        if self.campaign is not None:
+            campaign.ended(self)
 
     def journal(self) -> None:
         """Keep what a restart needs to close this call if the node dies while it is up."""

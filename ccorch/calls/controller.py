@@ -11,14 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from ccorch.acd.service import AcdService
-from ccorch.calls import CallEvents, cdr, originate
+from ccorch.calls import CallEvents, campaign, cdr, originate
 from ccorch.calls.call import Call
 from ccorch.calls.journal import Journal
 from ccorch.calls.leg import Leg, session_expires
 from ccorch.calls.routing import DirectRouter, Router
 from ccorch.ivr.runner import IvrDeps
 from ccorch.ivr.store import FlowStore
-from ccorch.media import DtmfDigit, MediaEngine, MediaTimeout, PlaybackFinished, WebRtcState
+from ccorch.media import (
+    AmdResult,
+    DtmfDigit,
+    MediaEngine,
+    MediaTimeout,
+    PlaybackFinished,
+    WebRtcState,
+)
 from ccorch.sip.message import Request
 from ccorch.sip.service import Origin, SipService
 from ccorch.sip.transaction import Addr, ServerTxn
@@ -122,10 +129,14 @@ class CallController:
                         extra={"call": leg.call.id, "side": leg.side, "reason": ev.reason},
                     )
                     leg.call.end_from(leg, "webrtc-failed")
-            elif isinstance(ev, DtmfDigit | PlaybackFinished):
+            elif isinstance(ev, DtmfDigit | PlaybackFinished | AmdResult):
                 leg = self.media_legs.get(ev.leg)
-                if leg is not None and leg.call.ivr is not None and leg is leg.call.a:
+                if leg is None or leg is not leg.call.a:
+                    continue
+                if leg.call.ivr is not None and not isinstance(ev, AmdResult):
                     leg.call.ivr.on_media(ev)
+                elif leg.call.campaign is not None:
+                    campaign.on_media(leg.call, ev)
 
     def originate(self, extension: str, number: str, trunk: Trunk) -> Call:
         """Click-to-dial: ring ``extension``, then call ``number`` through ``trunk``."""

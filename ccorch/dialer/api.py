@@ -26,6 +26,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+from psycopg import AsyncCursor
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import Field, ValidationError
@@ -38,6 +39,7 @@ from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import audit
 from ccorch.dialer import lists
 from ccorch.dialer.rules import CallingRules, may_call
+from ccorch.dialer.settings import DialingSettings
 from ccorch.errors import RequestRefused
 from ccorch.phones import PhoneError, normalize
 
@@ -50,16 +52,17 @@ class NewCampaign(Body):
     mode: Literal["preview", "progressive", "power", "predictive", "broadcast"]
     queue: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     rules: dict[str, Any] | None = None  # CallingRules; checked below
+    dialing: dict[str, Any] | None = None  # DialingSettings; checked below
 
 
-def _rules(raw: dict[str, Any] | None) -> dict[str, Any]:
+def _checked(model: type[CallingRules | DialingSettings], key: str, raw: Any) -> dict[str, Any]:
     try:
-        rules = CallingRules.model_validate(raw or {})
+        value = model.model_validate(raw or {})
     except ValidationError as e:
         raise ValidationFailed(
-            {".".join(["rules", *(str(p) for p in err["loc"])]): err["msg"] for err in e.errors()}
+            {".".join([key, *(str(p) for p in err["loc"])]): err["msg"] for err in e.errors()}
         ) from None
-    return rules.model_dump(mode="json")
+    return value.model_dump(mode="json", exclude_none=True)
 
 
 class CampaignChange(Body):
@@ -99,12 +102,28 @@ async def create_campaign(request: Request) -> HTTPResponse:
     acd = request.app.ctx.acd
     if queue is not None and acd is not None and queue not in acd.queue_ids:
         raise ValidationFailed({"queue": f"one of {', '.join(sorted(acd.queue_ids))}"})
-    rules = _rules(fields.get("rules"))
+    rules = _checked(CallingRules, "rules", fields.get("rules"))
+    dialing = _checked(DialingSettings, "dialing", fields.get("dialing"))
+    mode = fields["mode"]
+    if mode == "broadcast":
+        flows = request.app.ctx.flows
+        if "flow" not in dialing or (flows is not None and dialing["flow"] not in flows.by_name):
+            known = ", ".join(sorted(flows.by_name)) if flows is not None else ""
+            raise ValidationFailed({"dialing.flow": f"a broadcast plays a flow: one of {known}"})
+    elif queue is None:
+        raise ValidationFailed({"queue": f"a {mode} campaign needs its operators' queue"})
     async with request.app.ctx.pool.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            "INSERT INTO campaigns (name, mode, queue, rules, created_by)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
-            (fields["name"].strip(), fields["mode"], queue, Jsonb(rules), request.ctx.user.id),
+            "INSERT INTO campaigns (name, mode, queue, rules, dialing, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+            (
+                fields["name"].strip(),
+                mode,
+                queue,
+                Jsonb(rules),
+                Jsonb(dialing),
+                request.ctx.user.id,
+            ),
         )
         row = await cur.fetchone()
         if row is None:
@@ -119,7 +138,8 @@ async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
         conn.cursor(row_factory=dict_row) as cur,
     ):
         await cur.execute(
-            "SELECT id, name, mode, status, queue, rules, created_at FROM campaigns WHERE id = %s",
+            "SELECT id, name, mode, status, queue, rules, dialing, created_at FROM campaigns"
+            " WHERE id = %s",
             (campaign_id,),
         )
         row = await cur.fetchone()
@@ -131,7 +151,41 @@ async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
             (campaign_id,),
         )
         counts = {r["state"]: r["n"] for r in await cur.fetchall()}
-    return {**_iso(row), "contacts": counts}
+        await cur.execute(
+            "SELECT outcome, count(*) AS n FROM campaign_attempts WHERE campaign_id = %s"
+            " AND ended_at IS NOT NULL GROUP BY outcome",
+            (campaign_id,),
+        )
+        attempts = {r["outcome"]: r["n"] for r in await cur.fetchall()}
+        rates = await abandon_rates(cur, campaign_id, request.app.ctx.clock())
+    manager = getattr(request.app.ctx, "campaigns", None)
+    live = manager.live(campaign_id) if manager is not None else None
+    return {**_iso(row), "contacts": counts, "attempts": attempts, **rates, "live": live}
+
+
+async def abandon_rates(
+    cur: AsyncCursor[dict[str, Any]], campaign_id: int, now: dt.datetime
+) -> dict[str, Any]:
+    """Abandoned over live answers (the end of a person's greeting) in the 24 hours (Ofcom)
+    and the 30 days (TSR) before ``now``, from the attempts."""
+    await cur.execute(
+        """SELECT count(*) FILTER (WHERE live_at >= %(day)s) AS live_24h,
+                  count(*) FILTER (WHERE live_at >= %(day)s AND outcome = 'abandoned')
+                      AS abandoned_24h,
+                  count(*) AS live_30d,
+                  count(*) FILTER (WHERE outcome = 'abandoned') AS abandoned_30d
+             FROM campaign_attempts
+            WHERE campaign_id = %(id)s AND live_at >= %(month)s""",
+        {"id": campaign_id, "day": now - dt.timedelta(days=1),
+         "month": now - dt.timedelta(days=30)},
+    )  # fmt: skip
+    r = await cur.fetchone()
+    assert r is not None
+    return {
+        **r,
+        "abandon_rate_24h": r["abandoned_24h"] / r["live_24h"] if r["live_24h"] else None,
+        "abandon_rate_30d": r["abandoned_30d"] / r["live_30d"] if r["live_30d"] else None,
+    }
 
 
 async def list_campaigns(request: Request) -> HTTPResponse:
@@ -167,6 +221,9 @@ async def change_campaign(request: Request, campaign_id: int) -> HTTPResponse:
             conn, request.ctx.user.id, "status", "campaign", campaign_id,
             {"status": row[0]}, {"status": to},
         )  # fmt: skip
+    manager = getattr(request.app.ctx, "campaigns", None)
+    if manager is not None:
+        manager.wake()
     return json(await _campaign(request, campaign_id))
 
 

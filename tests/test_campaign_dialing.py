@@ -1,0 +1,330 @@
+"""Campaigns dial on real SIP (issue 19): a SIPp carrier whose numbers are busy, ring out,
+are answering machines or people (by their last digit), SIPp phones as operators who
+answer, talk and hang up. What ccorch records is checked against what the carrier and the
+operators' phones saw."""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ccorch._core import g711_encode
+from ccorch.dialer.settings import DEFAULT_ABANDON
+from ccorch.ivr import tts
+from tests.sipp import Uas, register_phone, wait_for
+from tests.test_agents import _call, _token
+from tests.test_inbound import Center, _center
+from tests.test_ivr import Phone
+
+pytestmark = pytest.mark.slow
+
+QUEUES = """
+[[queue]]
+name = "tech"
+skills = "tech"
+
+[[queue]]
+name = "general"
+skills = "general"
+
+[[queue]]
+name = "survey"
+skills = "survey"
+wrap_up_seconds = 1
+ring_seconds = 5
+expected_handle_seconds = 5
+
+[[agent]]
+extension = "7001"
+skills = { survey = 5 }
+queues = ["survey"]
+
+[[agent]]
+extension = "7002"
+skills = { survey = 5 }
+queues = ["survey"]
+
+[[agent]]
+extension = "7003"
+skills = { survey = 5 }
+queues = ["survey"]
+"""
+
+# every day, all day, in the contact's time: the test runs at any hour
+ALWAYS = {"window_start": "00:00", "window_end": "23:59", "weekdays": [1, 2, 3, 4, 5, 6, 7]}
+
+
+def hello_pcap(path: Path) -> None:
+    """A person's greeting for SIPp to play: 0.6 s of voice, then 2 s of quiet (PCMA RTP
+    in Ethernet/IPv4/UDP frames, as SIPp's play_pcap_audio reads them)."""
+    import math
+
+    frames: list[bytes] = []
+    for f in range(130):
+        loud = f < 30
+        pcm = b"".join(
+            struct.pack(
+                "<h",
+                int((7000 if loud else 0) * math.sin(2 * math.pi * 300 * (f * 160 + i) / 8000)),
+            )
+            for i in range(160)
+        )
+        frames.append(g711_encode(pcm, "PCMA"))
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for n, payload in enumerate(frames):
+        rtp = struct.pack("!BBHII", 0x80, 8, n, n * 160, 0x1234) + payload
+        udp = struct.pack("!HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n, 0, 64, 17, 0,
+            bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]),
+        ) + udp  # fmt: skip
+        frame = b"\0" * 12 + b"\x08\x00" + ip
+        us = n * 20_000
+        out += struct.pack("<IIII", us // 1_000_000, us % 1_000_000, len(frame), len(frame))
+        out += frame
+    path.write_bytes(bytes(out))
+
+
+@pytest.fixture
+def center(pg_admin_url: str, tmp_path: Path) -> Iterator[Center]:
+    with _center(pg_admin_url, tmp_path, queues=QUEUES) as c:
+        hello_pcap(tmp_path / "hello.pcap")
+        yield c
+
+
+def _logged(cwd: Path, scenario: str, word: str) -> list[str]:
+    """The numbers SIPp logged after ``word`` (its -trace_logs files for ``scenario``)."""
+    numbers: list[str] = []
+    for f in cwd.glob(f"{scenario.removesuffix('.xml')}_*_logs.log"):
+        for line in f.read_text(errors="replace").splitlines():
+            m = re.search(rf"^{word} .*?sip:\+?(\d+)@", line)
+            if m:
+                numbers.append(m.group(1))
+    return numbers
+
+
+def _db(center: Center, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(center.db) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _campaign(center: Center, token: str, body: dict[str, Any], csv: str) -> int:
+    status, campaign = _call(center.node, "POST", "/api/campaigns", body, token)
+    assert status == 201, campaign
+    cid = int(campaign["id"])
+    status, imported = _call(
+        center.node,
+        "POST",
+        f"/api/campaigns/{cid}/contacts",
+        {
+            "file_name": "list.csv",
+            "format": "csv",
+            "content_base64": base64.b64encode(csv.encode()).decode(),
+            "mapping": {"phone": "phone", "name": "name", "time_zone": "tz"},
+        },
+        token,
+    )
+    assert status == 200, imported
+    return cid
+
+
+def test_a_predictive_campaign_dials_detects_connects_and_abandons_as_the_peers_saw(
+    center: Center,
+) -> None:
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    # 24 people, 3 busy, 3 ringing out, 3 machines; one number on the do-not-call list
+    # before the import, one put on it after
+    numbers = [f"38044555{n:04d}" for n in range(10, 44)]
+    persons = [n for n in numbers if n[-1] not in "123"]
+    never = {numbers[0], numbers[4]}  # both persons
+    assert _call(node, "POST", "/api/do-not-call", {"phone": numbers[0]}, boss)[0] == 201
+    csv = "phone,name,tz\n" + "".join(f"+{n},Contact {n[-4:]},Europe/Kyiv\n" for n in numbers)
+    cid = _campaign(
+        center,
+        boss,
+        {
+            "name": "Survey",
+            "mode": "predictive",
+            "queue": "survey",
+            "rules": {
+                **ALWAYS,
+                "retries": {
+                    "busy": {"attempts": 2, "interval_minutes": 30},
+                    "no_answer": {"attempts": 2, "interval_minutes": 60},
+                    "machine": {"attempts": 1, "interval_minutes": 60},
+                    "failed": {"attempts": 1, "interval_minutes": 60},
+                },
+            },
+            "dialing": {"ring_seconds": 5, "max_lines": 8},
+        },
+        csv,
+    )
+    assert _call(node, "POST", "/api/do-not-call", {"phone": numbers[4]}, boss)[0] == 201
+    dialed_expected = len(numbers) - len(never)
+    carrier = Uas(
+        "carrier_campaign.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-trace_logs"],
+        m=dialed_expected,
+        timeout=300,
+    )
+    operators = []
+    for ext in ("7001", "7002", "7003"):
+        port = register_phone(center.target, center.cwd, ext)
+        operators.append(
+            Uas(
+                "agent_answer_talk.xml",
+                port=port,
+                cwd=center.cwd,
+                extra=["-d", "3000", "-trace_logs"],
+                m=100,
+                timeout=300,
+            )
+        )
+    try:
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 3, 10)
+        status, _ = _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)
+        assert status == 200
+
+        def settled() -> bool:
+            rows = _db(
+                center,
+                "SELECT count(*) FROM campaign_contacts WHERE campaign_id = %s"
+                " AND state IN ('pending', 'dialing')",
+                (cid,),
+            )
+            return rows[0][0] == 0
+
+        assert wait_for(settled, 240)
+        assert carrier.wait(60).ok or True  # its calls are over (the log is what counts)
+    finally:
+        carrier.kill()
+        for op in operators:
+            op.kill()
+    # what the carrier saw dialed: every contact once, never a do-not-call number
+    invited = _logged(center.cwd, "carrier_campaign.xml", "invite")
+    assert sorted(invited) == sorted(n for n in numbers if n not in never), invited
+    # ccorch's outcomes by what the numbers are
+    attempts = dict(
+        _db(center, "SELECT phone, outcome FROM campaign_attempts WHERE campaign_id = %s", (cid,))
+    )
+    for n in numbers:
+        if n in never:
+            assert n not in attempts
+        elif n[-1] == "1":
+            assert attempts[n] == "busy", (n, attempts[n])
+        elif n[-1] == "2":
+            assert attempts[n] == "no_answer", (n, attempts[n])
+        elif n[-1] == "3":
+            assert attempts[n] == "machine", (n, attempts[n])
+        else:
+            assert attempts[n] in ("connected", "abandoned"), (n, attempts[n])
+    # the operators' phones saw exactly the people ccorch says were connected; the other
+    # people were abandoned (heard the message, then the node hung up)
+    reached = _logged(center.cwd, "agent_answer_talk.xml", "agent-answer")
+    connected = sorted(n for n, o in attempts.items() if o == "connected")
+    assert sorted(reached) == connected
+    abandoned = [n for n, o in attempts.items() if o == "abandoned"]
+    assert sorted(abandoned) == sorted(set(persons) - never - set(reached))
+    # the contacts' states follow the rules: busy once of two → retried in 30 min
+    states = dict(
+        _db(
+            center,
+            "SELECT phone, state || ':' || coalesce(last_outcome, '') FROM campaign_contacts"
+            " WHERE campaign_id = %s",
+            (cid,),
+        )
+    )
+    for n in numbers:
+        if n == numbers[0]:  # refused at the import (on the list already)
+            assert n not in states
+        elif n in never:
+            assert states[n].startswith("dnc"), states[n]
+        elif n[-1] == "1":
+            assert states[n] == "retry:busy"
+        elif n[-1] == "2":
+            assert states[n] == "retry:no_answer"
+        elif n[-1] == "3":
+            assert states[n] == "failed:machine"
+        elif n in connected:
+            assert states[n] == "done:connected"
+        else:
+            assert states[n] == "retry:abandoned"
+    status, page = _call(node, "GET", f"/api/campaigns/{cid}", None, boss)
+    live = len(persons) - len(never)
+    assert page["live_24h"] == live and page["abandoned_24h"] == len(abandoned), page
+    assert page["abandon_rate_24h"] == pytest.approx(len(abandoned) / live)
+    assert page["attempts"]["machine"] == 4 and page["attempts"]["busy"] == 4
+
+
+def test_a_person_nobody_takes_hears_the_abandon_message_within_2_seconds(
+    center: Center,
+) -> None:
+    """The one operator's phone rings and never answers: the person is abandoned, hears
+    the campaign's abandon message (compared with its speech), then the node hangs up."""
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    cid = _campaign(
+        center,
+        boss,
+        {"name": "Nobody", "mode": "predictive", "queue": "survey", "rules": ALWAYS},
+        "phone,name,tz\n+380445550100,Olena,Europe/Kyiv\n",
+    )
+    ear = Phone()
+    carrier = Uas(
+        "agent_answer_media.xml",  # a person whose audio is ``ear``
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-key", "rtp_port", str(ear.port), "-d", "300"],
+        timeout=120,
+    )
+    port = register_phone(center.target, center.cwd, "7001")
+    operator = Uas("agent_ring_cancelled.xml", port=port, cwd=center.cwd, m=5, timeout=120)
+    first_voice: float | None = None
+    try:
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
+        assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+        deadline = time.monotonic() + 60
+        while carrier.proc.poll() is None and time.monotonic() < deadline:
+            before = len(ear.heard)
+            ear.listen(0.02)
+            if first_voice is None and any(b != 0xFF for b in ear.heard[before:]):
+                first_voice = time.time()
+        assert carrier.wait(10).ok  # the node's BYE ended the call
+    finally:
+        carrier.kill()
+        operator.kill()
+        ear.sock.close()
+    [(outcome, live_at, detected)] = _db(
+        center, "SELECT outcome, live_at, detected FROM campaign_attempts WHERE campaign_id = %s",
+        (cid,),
+    )  # fmt: skip
+    assert (outcome, detected) == ("abandoned", "silence")
+    assert first_voice is not None
+    # the message began within 2 s of detection's verdict (the greeting's end: here the
+    # person said nothing, so the verdict is the initial silence's)
+    assert 0 <= first_voice - live_at.timestamp() <= 2.0 + 0.1, first_voice - live_at.timestamp()
+    # what the person heard is the abandon message, as spoken by the node's voice
+    spoken = tts.render(DEFAULT_ABANDON["ru"], "ru", center.cwd / "tts")
+    with wave.open(str(spoken)) as w:
+        pcm = w.readframes(w.getnframes())
+    second = g711_encode(pcm[16000:32000], "PCMU")  # its second second, PCMU as sent
+    assert second in bytes(ear.heard)
+    m = center.m()
+    assert m['cc_campaign_abandon_ratio{campaign="Nobody",window="24h"}'] == 1.0
+    assert m['cc_campaign_attempts_total{campaign="Nobody",outcome="abandoned"}'] == 1
+    status, page = _call(node, "GET", f"/api/campaigns/{cid}", None, boss)
+    assert status == 200
+    assert (page["abandoned_24h"], page["live_24h"], page["abandon_rate_24h"]) == (1, 1, 1.0)
+    assert page["contacts"] == {"retry": 1} and page["live"]["calls_in_flight"] == 0
