@@ -21,6 +21,7 @@ import pytest
 from ccorch._core import g711_encode
 from ccorch.dialer.settings import DEFAULT_ABANDON
 from ccorch.ivr import tts
+from ccorch.ivr.flow import load_flow
 from tests.sipp import Uas, register_phone, wait_for
 from tests.test_agents import _call, _token
 from tests.test_inbound import Center, _center
@@ -56,8 +57,8 @@ queues = ["survey"]
 
 [[agent]]
 extension = "7003"
-skills = { survey = 5 }
-queues = ["survey"]
+skills = { survey = 5, general = 5 }
+queues = ["survey", "general"]
 """
 
 # every day, all day, in the contact's time: the test runs at any hour
@@ -435,3 +436,104 @@ def test_a_node_killed_mid_campaign_loses_no_attempt_and_the_campaign_goes_on(
         _db(center, "SELECT phone, state FROM campaign_contacts WHERE campaign_id = %s", (cid,))
     )
     assert {states[n] for n in numbers if n[-1] not in "12"} == {"done"}
+
+
+def test_a_voice_broadcast_speaks_each_contacts_own_words_and_takes_their_keys(
+    center: Center,
+) -> None:
+    """The demo's outage notice: each person hears their own name, address and time (the
+    received audio holds the node's speech of exactly that text); 1 confirms, 2 reaches an
+    operator."""
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    status, campaign = _call(
+        node,
+        "POST",
+        "/api/campaigns",
+        {"name": "Outage", "mode": "broadcast", "rules": ALWAYS,
+         "dialing": {"flow": "outage-notice-ru", "max_lines": 1}},
+        boss,
+    )  # fmt: skip
+    assert status == 201, campaign
+    cid = campaign["id"]
+    people = [
+        ("380445550200", "Олена", "улица Шевченко, дом 5", "завтра с 10 до 14 часов"),
+        ("380445550201", "Тарас", "проспект Победы, дом 12", "в среду с 9 до 11 часов"),
+    ]
+    csv = "phone,name,address,when\n" + "".join(f'+{p},{n},"{a}","{w}"\n' for p, n, a, w in people)
+    status, imported = _call(
+        node,
+        "POST",
+        f"/api/campaigns/{cid}/contacts",
+        {
+            "file_name": "outage.csv",
+            "format": "csv",
+            "content_base64": base64.b64encode(csv.encode()).decode(),
+            "mapping": {"phone": "phone", "name": "name",
+                        "variables": {"address": "address", "when": "when"}},
+        },
+        boss,
+    )  # fmt: skip
+    assert status == 200 and len(imported["refused"]) == 0, imported
+    flow = load_flow(center.cwd / "flows" / "outage-notice-ru.yaml")
+    prompt = str(flow.nodes["notice"].spec["prompt"])
+    ear = Phone()
+    carrier = Uas(
+        "agent_answer_media.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-key", "rtp_port", str(ear.port), "-d", "300"],
+        m=2,
+        timeout=180,
+    )
+    operator = Uas(
+        "agent_answer_talk.xml",
+        port=register_phone(center.target, center.cwd, "7003"),
+        cwd=center.cwd,
+        extra=["-d", "2000", "-trace_logs"],
+        timeout=180,
+    )
+    try:
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
+        assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+        for (_, name, address, when), key in zip(people, "12", strict=True):
+            text = prompt.replace("{name}", name).replace("{address}", address)
+            spoken = tts.render(text.replace("{when}", when), "ru", center.cwd / "tts")
+            with wave.open(str(spoken)) as w:
+                pcm = w.readframes(w.getnframes())
+            expected = g711_encode(pcm[: len(pcm) - len(pcm) % 320], "PCMU")
+            ear.heard.clear()
+            deadline = time.monotonic() + 60
+            while expected not in bytes(ear.heard) and time.monotonic() < deadline:
+                ear.listen(0.1)
+            assert expected in bytes(ear.heard), f"{name}: the notice with their words"
+            ear.press(key)
+            if key == "1":  # thanked, then the node hangs up: the next contact is dialed
+                ear.listen(1.0)
+        assert wait_for(
+            lambda: (
+                _db(
+                    center,
+                    "SELECT count(*) FROM campaign_attempts WHERE campaign_id = %s"
+                    " AND ended_at IS NOT NULL",
+                    (cid,),
+                )[0][0]
+                == 2
+            ),
+            60,
+        )
+        assert carrier.wait(30).ok
+    finally:
+        carrier.kill()
+        operator.kill()
+        ear.sock.close()
+    outcomes = dict(
+        _db(
+            center,
+            "SELECT phone, outcome || ':' || coalesce(keys, '') || ':' || coalesce(agent, '')"
+            " FROM campaign_attempts WHERE campaign_id = %s",
+            (cid,),
+        )
+    )
+    assert outcomes == {people[0][0]: "confirmed:1:", people[1][0]: "connected:2:7003"}
+    assert _logged(center.cwd, "agent_answer_talk.xml", "agent-answer") == [people[1][0]]

@@ -471,7 +471,7 @@ class Call:
         self.queue_outcome = outcome
         if outcome == "answered":
             return
-        if self.campaign is not None and self.state in ("queued", "ringing"):
+        if self.campaign is not None and self.ivr is None and self.state in ("queued", "ringing"):
             campaign.left_queue(self, outcome)
             return
         log.info(
