@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from playwright.sync_api import Browser, expect
 
 from ccorch._core import g711_encode
 from ccorch.dialer.settings import DEFAULT_ABANDON
@@ -537,3 +538,91 @@ def test_a_voice_broadcast_speaks_each_contacts_own_words_and_takes_their_keys(
     )
     assert outcomes == {people[0][0]: "confirmed:1:", people[1][0]: "connected:2:7003"}
     assert _logged(center.cwd, "agent_answer_talk.xml", "agent-answer") == [people[1][0]]
+
+
+def test_the_operator_works_the_survey_script_and_the_answers_land_in_the_crm(
+    center: Center, browser: Browser
+) -> None:
+    """Seed 002's survey campaign: the call reaches the operator's desktop with Ivan
+    Petrenko's card and the script's first question; the answers clicked and typed in
+    Chromium are the response stored for him, the attempt and the campaign."""
+    from tests.test_desktop import open_app, sign_in, start_shift
+
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    with psycopg.connect(center.db) as conn:
+        survey = conn.execute(
+            "SELECT id FROM surveys WHERE name = 'ABC Internet satisfaction'"
+        ).fetchone()
+        ivan = conn.execute("SELECT id FROM customers WHERE name = 'Ivan Petrenko'").fetchone()
+    assert survey is not None and ivan is not None
+    cid = _campaign(
+        center,
+        boss,
+        {"name": "Satisfaction", "mode": "progressive", "queue": "survey", "rules": ALWAYS,
+         "survey_id": survey[0]},
+        "phone,name,tz\n0671234567,Ivan Petrenko,Europe/Kyiv\n",
+    )  # fmt: skip
+    page = open_app(browser, center)
+    sign_in(page, "op7001", "agent7001")
+    start_shift(page, {"survey"})  # (before the desk phone registers and logs in)
+    carrier = Uas(
+        "carrier_campaign.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-trace_logs"],
+        timeout=120,
+    )
+    phone = Uas(
+        "agent_answer_talk.xml",
+        port=register_phone(center.target, center.cwd, "7001"),
+        cwd=center.cwd,
+        extra=["-d", "90000"],
+        timeout=120,
+    )
+    try:
+        assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+        expect(page.get_by_test_id("customer-name")).to_have_text("Ivan Petrenko")
+        expect(page.get_by_test_id("script")).to_contain_text("Satisfaction")
+        question = page.get_by_test_id("script-question")
+        expect(question).to_have_text(
+            "Удовлетворены ли Вы сервисом предоставления услуг Интернета?"
+        )
+        page.click("[data-testid=script-option-no]")  # the "no" branch of the graph
+        expect(question).to_have_text("Что именно Вас не удовлетворяет в нашем сервисе?")
+        page.fill("[data-testid=script-input]", "Скорость вечером")
+        page.click("[data-testid=script-next]")
+        expect(question).to_have_text("Оцените наш сервис от 1 до 5")
+        page.fill("[data-testid=script-input]", "3")
+        page.click("[data-testid=script-next]")
+        expect(page.get_by_test_id("script-done")).to_be_visible()
+    finally:
+        carrier.kill()
+        phone.kill()
+    [(attempt, agent)] = _db(
+        center, "SELECT id, agent FROM campaign_attempts WHERE campaign_id = %s", (cid,)
+    )
+    assert agent == "7001"
+    [(response, customer, completed)] = _db(
+        center,
+        "SELECT id, customer_id, completed_at IS NOT NULL FROM survey_responses"
+        " WHERE campaign_attempt_id = %s",
+        (attempt,),
+    )
+    assert (customer, completed) == (ivan[0], True)
+    answers = _db(
+        center,
+        "SELECT question_key, answer FROM survey_answers WHERE response_id = %s ORDER BY seq",
+        (response,),
+    )
+    assert answers == [("satisfied", "no"), ("what_is_wrong", "Скорость вечером"), ("rating", "3")]
+    # another operator cannot write into that response, nor start one on that attempt
+    other = _token(node, "op7002", "agent7002")
+    status, _ = _call(
+        node, "POST", f"/api/survey-responses/{response}/answers", {"answer": "5"}, other
+    )
+    assert status == 404
+    status, refused = _call(
+        node, "POST", f"/api/surveys/{survey[0]}/responses", {"campaign_attempt_id": attempt}, other
+    )
+    assert status == 422 and "campaign_attempt_id" in refused["fields"], refused

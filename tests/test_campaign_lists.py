@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import xlsxwriter
 
 from ccorch.dialer import lists
 from tests.conftest import Node, start_node
+from tests.sipp import DEMO_FLOWS
 from tests.test_agents import _call, _token
 
 CSV = """\ufeffФИО;Телефон;Адрес;Часовой пояс
@@ -109,6 +111,8 @@ def node(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         conn.execute(f'CREATE DATABASE "{name}"')
     cwd: Path = tmp_path_factory.mktemp("lists_node")
     (cwd / "flows").mkdir()
+    (cwd / "flows" / "queues.toml").write_text('[[queue]]\nname = "general"\nskills = "general"\n')
+    shutil.copy(DEMO_FLOWS / "outage-notice-ru.yaml", cwd / "flows")
     n = start_node(
         cwd,
         {"DATABASE_URL": _with_dbname(pg_admin_url, name), "CCORCH_CRM_ADMIN_PASSWORD": "x" * 12},
@@ -204,7 +208,7 @@ def test_a_supervisor_imports_appends_and_keeps_numbers_off_the_list(node: Node)
             "name": "Notices",
             "mode": "broadcast",
             "rules": rules,
-            "dialing": {"flow": "abc-internet-ru"},
+            "dialing": {"flow": "outage-notice-ru"},
         },
         boss,
     )

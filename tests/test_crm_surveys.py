@@ -90,17 +90,22 @@ def test_the_demo_survey_branches_and_stores_answers_per_interaction(fresh_db: s
                 ] == ["Да", "Нет"]
                 rid = r["response_id"]
                 with pytest.raises(ValidationFailed):
-                    await surveys.answer(conn, rid, {"answer": "maybe"}, T0)
-                step = await surveys.answer(conn, rid, {"answer": satisfied}, T0)
+                    await surveys.answer(conn, rid, {"answer": "maybe"}, T0, agent)
+                # only the operator who started it answers it
+                stranger = store.User(agent.id + 1000, "stranger", "S", frozenset({"operator"}))
+                with pytest.raises(surveys.SurveyError) as refused:
+                    await surveys.answer(conn, rid, {"answer": satisfied}, T0, stranger)
+                assert refused.value.status == 404
+                step = await surveys.answer(conn, rid, {"answer": satisfied}, T0, agent)
                 assert step["question"]["key"] == follow_up
-                step = await surveys.answer(conn, rid, {"answer": "faster speeds"}, T0)
+                step = await surveys.answer(conn, rid, {"answer": "faster speeds"}, T0, agent)
                 assert step["question"]["key"] == "rating"
                 with pytest.raises(ValidationFailed, match="number"):
-                    await surveys.answer(conn, rid, {"answer": "great"}, T0)
-                step = await surveys.answer(conn, rid, {"answer": "4"}, T0)
+                    await surveys.answer(conn, rid, {"answer": "great"}, T0, agent)
+                step = await surveys.answer(conn, rid, {"answer": "4"}, T0, agent)
                 assert step == {"response_id": rid, "question": None, "completed": True}
                 with pytest.raises(surveys.SurveyError) as e:
-                    await surveys.answer(conn, rid, {"answer": "5"}, T0)
+                    await surveys.answer(conn, rid, {"answer": "5"}, T0, agent)
                 assert e.value.status == 409
                 stored = await surveys.get_response(conn, rid, agent)
                 assert stored["interaction_id"] == iid and stored["completed_at"] is not None

@@ -351,6 +351,11 @@ async def _late_disposition(
         if await cdr.set_disposition(
             app.ctx.pool, ended.sip_call_id, ended.arrived_at, fields["code"], note
         ):
+            async with app.ctx.pool.connection() as conn:  # a campaign's attempt keeps it too
+                await conn.execute(
+                    "UPDATE campaign_attempts SET disposition = %s WHERE sip_call_id = %s",
+                    (fields["code"], ended.sip_call_id),
+                )
             return {"id": call_id, "state": "ended", "disposition": fields["code"]}
         await asyncio.sleep(0.1)
     raise Refused(409, "conflict", "the call's record is not written yet: try again")

@@ -355,14 +355,20 @@ class Call:
         )
         return {
             "call": self.id,
-            "ani": self.ani,
-            "dnis": self.dnis,
+            # a campaign's call: the customer is the number dialed
+            "ani": self.dnis if self.campaign is not None else self.ani,
+            "dnis": self.ani if self.campaign is not None else self.dnis,
             "service": self.flow,
             "queue": queue,
             "waited_ms": waited,
             "ivr_path": list(self.ivr_path),
             "authorized": self.authorized,
             **self.screen,
+            **(
+                {"campaign": campaign.screen_pop(self.campaign)}
+                if self.campaign is not None
+                else {}
+            ),
         }
 
     def start_ivr(self, flow: Flow) -> None:

@@ -14,6 +14,7 @@ attempt is an abandon. Whatever happens is told to the campaign manager
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ccorch.calls import CallArrived
+from ccorch.crm import screen
 from ccorch.media import AmdResult, PlaybackFinished
 from ccorch.sip.service import Origin
 
@@ -55,6 +57,9 @@ class CampaignDial:
     machine_prompt: Path | None
     report: Callable[[CampaignDial, str, dict[str, Any]], None]
     priority: int = 10
+    campaign_name: str = ""
+    survey_id: int | None = None  # the script the operator is shown
+    contact: dict[str, Any] = field(default_factory=dict)  # name and the list's columns
     flow: Flow | None = None  # a voice broadcast's
     variables: dict[str, Any] = field(default_factory=dict)
     outcome: str | None = None  # busy, no_answer, failed, machine, abandoned (set once)
@@ -87,10 +92,37 @@ def place(
     call.state = "dialing"
     ctl.calls[call.key] = call
     ctl.events.publish(CallArrived(call.id, caller_id, number, trunk.name, ctl.service.now()))
+    ctl.service.spawn(_gather_screen(call, number, trunk, customer_id))
     call.ring_timer = asyncio.get_running_loop().call_later(
         dial.ring_seconds, lambda: _no_answer(call, leg)
     )
     return call
+
+
+async def _gather_screen(call: Call, number: str, trunk: Trunk, customer_id: int | None) -> None:
+    """What the operator's screen shows about the customer dialed (as for a caller)."""
+    deps = call.ctl.ivr
+    if deps is None or deps.pool is None:
+        return
+    try:
+        async with deps.pool.connection() as conn:
+            call.screen = await screen.about_caller(
+                conn, number, trunk.country, dt.date.today(), customer_id
+            )
+    except Exception as e:  # the screen is poorer, the call goes on
+        log.warning("screen pop not gathered", extra={"call": call.id, "error": str(e)})
+
+
+def screen_pop(dial: CampaignDial) -> dict[str, Any]:
+    """The campaign's part of the operator's screen pop: which campaign, the attempt the
+    script's answers belong to, the script, and the contact as the list has them."""
+    return {
+        "id": dial.campaign_id,
+        "name": dial.campaign_name,
+        "attempt": dial.attempt_id,
+        "survey": dial.survey_id,
+        "contact": dial.contact,
+    }
 
 
 def _dial(call: Call) -> CampaignDial:
@@ -243,7 +275,12 @@ def ended(call: Call) -> None:
     dial.report(
         dial,
         "ended",
-        {"outcome": outcome, "sip_call_id": call.a.call_id, "keys": "".join(call.menu_keys)},
+        {
+            "outcome": outcome,
+            "sip_call_id": call.sip_call_id,
+            "keys": "".join(call.menu_keys),
+            "disposition": call.disposition,
+        },
     )
 
 

@@ -23,8 +23,8 @@ from sanic.handlers import ContentRangeHandler
 from sanic.response import HTTPResponse, file, json
 
 from ccorch.api import sessions
+from ccorch.api.http import actor_of, int_param
 from ccorch.api.http import error as _error
-from ccorch.api.http import int_param
 from ccorch.api.http import json_body as _body
 from ccorch.api.http import pool as _pool
 from ccorch.api.routes import ANONYMOUS_MAX_BODY, Param, Route
@@ -570,6 +570,9 @@ async def survey_create(request: Request) -> HTTPResponse:
 
 async def survey_start(request: Request, survey_id: int) -> HTTPResponse:
     body = _body(request) if request.body else None
+    attempt = body.get("campaign_attempt_id") if isinstance(body, dict) else None
+    if attempt is not None and not await _took_attempt(request, attempt):
+        raise ValidationFailed({"campaign_attempt_id": "no such campaign attempt of yours"})
     async with _pool(request).connection() as conn:
         return json(
             await surveys.start_response(conn, survey_id, body, request.ctx.user, _now(request)),
@@ -577,9 +580,30 @@ async def survey_start(request: Request, survey_id: int) -> HTTPResponse:
         )
 
 
+async def _took_attempt(request: Request, attempt: object) -> bool:
+    """Whether the user may answer a script for this campaign attempt: its operator (the
+    call in progress, or the attempt's record), or a supervisor."""
+    actor = await actor_of(request)
+    if actor.roles & {"supervisor", "admin"}:
+        return True
+    if actor.extension is None or not isinstance(attempt, int):
+        return False
+    calls = request.app.ctx.calls
+    for call in list(calls.calls.values()) if calls is not None else []:
+        dial = call.campaign
+        if dial is not None and dial.attempt_id == attempt:
+            return bool(call.agent == actor.extension)
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute("SELECT agent FROM campaign_attempts WHERE id = %s", (attempt,))
+        row = await cur.fetchone()
+    return row is not None and row[0] == actor.extension
+
+
 async def survey_answer(request: Request, response_id: int) -> HTTPResponse:
     async with _pool(request).connection() as conn:
-        return json(await surveys.answer(conn, response_id, _body(request), _now(request)))
+        return json(
+            await surveys.answer(conn, response_id, _body(request), _now(request), request.ctx.user)
+        )
 
 
 async def survey_response(request: Request, response_id: int) -> HTTPResponse:

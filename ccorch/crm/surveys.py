@@ -33,6 +33,7 @@ class NewSurvey(Body):
 class StartResponse(Body):
     interaction_id: Id | None = None
     customer_id: Id | None = None
+    campaign_attempt_id: Id | None = None  # a campaign call's script: its attempt
 
 
 class Answer(Body):
@@ -199,8 +200,9 @@ async def start_response(
             ):
                 raise ValidationFailed({key: f"no such {key.removesuffix('_id')}"})
     cur = await conn.execute(
-        """INSERT INTO survey_responses (survey_id, interaction_id, customer_id, agent_id, current_key, started_at)
-           VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+        """INSERT INTO survey_responses (survey_id, interaction_id, customer_id, agent_id,
+                                          current_key, started_at, campaign_attempt_id)
+           VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id""",
         (
             survey_id,
             data.get("interaction_id"),
@@ -208,6 +210,7 @@ async def start_response(
             user.id,
             graph["start"],
             now,
+            data.get("campaign_attempt_id"),
         ),
     )
     row = await cur.fetchone()
@@ -216,18 +219,20 @@ async def start_response(
 
 
 async def answer(
-    conn: AsyncConnection[Any], response_id: int, body: Any, now: dt.datetime
+    conn: AsyncConnection[Any], response_id: int, body: Any, now: dt.datetime, user: User
 ) -> dict[str, Any]:
+    """The next answer of a response: only by who started it (or a supervisor)."""
     data = parse(Answer, body)
     async with conn.transaction():
         cur = await conn.execute(
-            "SELECT survey_id, current_key FROM survey_responses WHERE id = %s FOR UPDATE",
+            "SELECT survey_id, current_key, agent_id FROM survey_responses WHERE id = %s"
+            " FOR UPDATE",
             (response_id,),
         )
         row = await cur.fetchone()
-        if row is None:
+        if row is None or (row[2] != user.id and not user.roles & {"supervisor", "admin"}):
             raise SurveyError(404, f"no survey response {response_id}")
-        survey_id, key = row
+        survey_id, key, _ = row
         if key is None:
             raise SurveyError(409, "this survey response is complete")
         graph = await _graph(conn, survey_id)

@@ -53,6 +53,7 @@ class NewCampaign(Body):
     queue: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     rules: dict[str, Any] | None = None  # CallingRules; checked below
     dialing: dict[str, Any] | None = None  # DialingSettings; checked below
+    survey_id: Id | None = None  # the script operators are shown (a survey graph)
 
 
 def _checked(model: type[CallingRules | DialingSettings], key: str, raw: Any) -> dict[str, Any]:
@@ -112,16 +113,22 @@ async def create_campaign(request: Request) -> HTTPResponse:
             raise ValidationFailed({"dialing.flow": f"a broadcast plays a flow: one of {known}"})
     elif queue is None:
         raise ValidationFailed({"queue": f"a {mode} campaign needs its operators' queue"})
+    survey = fields.get("survey_id")
     async with request.app.ctx.pool.connection() as conn, conn.transaction():
+        if survey is not None:
+            found = await conn.execute("SELECT 1 FROM surveys WHERE id = %s", (survey,))
+            if await found.fetchone() is None:
+                raise ValidationFailed({"survey_id": f"no survey {survey}"})
         cur = await conn.execute(
-            "INSERT INTO campaigns (name, mode, queue, rules, dialing, created_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+            "INSERT INTO campaigns (name, mode, queue, rules, dialing, survey_id, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
             (
                 fields["name"].strip(),
                 mode,
                 queue,
                 Jsonb(rules),
                 Jsonb(dialing),
+                survey,
                 request.ctx.user.id,
             ),
         )
@@ -138,7 +145,8 @@ async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
         conn.cursor(row_factory=dict_row) as cur,
     ):
         await cur.execute(
-            "SELECT id, name, mode, status, queue, rules, dialing, created_at FROM campaigns"
+            "SELECT id, name, mode, status, queue, survey_id, rules, dialing, created_at"
+            " FROM campaigns"
             " WHERE id = %s",
             (campaign_id,),
         )

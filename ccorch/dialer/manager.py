@@ -99,6 +99,7 @@ class CampaignRun:
     name: str
     mode: str
     queue: str | None
+    survey_id: int | None
     rules: CallingRules
     settings: DialingSettings
     pacer: DialerPacer
@@ -220,7 +221,7 @@ class CampaignManager:
             await cur.execute("SELECT day FROM holidays WHERE day >= %s", (self.clock().date(),))
             self.holidays = [r["day"] for r in await cur.fetchall()]
             await cur.execute(
-                "SELECT id, name, mode, status, queue, rules, dialing FROM campaigns"
+                "SELECT id, name, mode, status, queue, survey_id, rules, dialing FROM campaigns"
                 " WHERE status = 'running' OR id = ANY(%s)",
                 (list(self.runs),),
             )
@@ -285,6 +286,7 @@ class CampaignManager:
             name=row["name"],
             mode=mode,
             queue=row["queue"],
+            survey_id=row["survey_id"],
             rules=rules,
             settings=settings,
             pacer=pacer,
@@ -419,6 +421,9 @@ class CampaignManager:
                 priority=run.settings.queue_priority,
                 flow=flow,
                 variables={"name": contact["name"] or "", **contact["variables"]},
+                campaign_name=run.name,
+                survey_id=run.survey_id,
+                contact={"name": contact["name"], "variables": contact["variables"]},
             )
             run.in_flight[attempt.id] = attempt
             run.pacer.handle(epoch_ms(self.clock()), "call_placed", attempt.id)
@@ -577,7 +582,9 @@ class CampaignManager:
             if outcome == "completed" and run.mode == "broadcast" and "1" in keys[:1]:
                 outcome = "confirmed"
             run.outcomes[outcome] += 1
-            self._close(run, attempt, outcome, keys, data.get("sip_call_id"), at)
+            self._close(
+                run, attempt, outcome, keys, data.get("sip_call_id"), data.get("disposition"), at
+            )
 
     def _resolve(self, run: CampaignRun, attempt: Attempt, now: int) -> None:
         if not attempt.resolved:
@@ -596,6 +603,7 @@ class CampaignManager:
         outcome: str,
         keys: str,
         sip_call_id: object,
+        disposition: object,
         at: dt.datetime,
     ) -> None:
         tried = dict(attempt.tried)
@@ -617,8 +625,8 @@ class CampaignManager:
         async def write(conn: AsyncConnection[Any]) -> None:
             await conn.execute(
                 "UPDATE campaign_attempts SET ended_at = %s, outcome = %s, keys = %s,"
-                " sip_call_id = %s WHERE id = %s",
-                (at, outcome, keys or None, sip_call_id, attempt.id),
+                " sip_call_id = %s, disposition = coalesce(%s, disposition) WHERE id = %s",
+                (at, outcome, keys or None, sip_call_id, disposition, attempt.id),
             )
             await conn.execute(
                 "UPDATE campaign_contacts SET state = %s, next_attempt_at = %s, tried = %s,"

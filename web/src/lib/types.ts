@@ -74,6 +74,24 @@ export interface Contact {
 }
 
 /** What the call.offered event carries: the screen pop. */
+/** A campaign call's part of the screen pop. */
+export interface CampaignPop {
+  id: number;
+  name: string;
+  /** The attempt the script's answers belong to. */
+  attempt: number;
+  /** The script (a survey graph), if the campaign has one. */
+  survey: number | null;
+  contact: { name: string | null; variables: Record<string, string> };
+}
+
+export interface ScriptQuestion {
+  key: string;
+  text: string;
+  kind: "choice" | "text" | "number";
+  options?: { value: string; label: string }[];
+}
+
 export interface Offer {
   call: number;
   /** When the node published the offer (Unix seconds). */
@@ -97,6 +115,7 @@ export interface Offer {
   candidates: Candidate[];
   reminders_due: Reminder[];
   last_contacts: Contact[];
+  campaign?: CampaignPop;
 }
 
 export interface Card {
