@@ -626,3 +626,57 @@ def test_the_operator_works_the_survey_script_and_the_answers_land_in_the_crm(
         node, "POST", f"/api/surveys/{survey[0]}/responses", {"campaign_attempt_id": attempt}, other
     )
     assert status == 422 and "campaign_attempt_id" in refused["fields"], refused
+
+
+def test_a_supervisor_builds_imports_and_runs_a_campaign_from_the_console(
+    center: Center, browser: Browser
+) -> None:
+    from tests.test_desktop import open_app, shot, sign_in
+
+    carrier = Uas(
+        "carrier_campaign.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-trace_logs"],
+        m=2,
+        timeout=120,
+    )
+    phone = Uas(
+        "agent_answer_talk.xml",
+        port=register_phone(center.target, center.cwd, "7001"),
+        cwd=center.cwd,
+        timeout=120,
+    )
+    try:
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
+        page = open_app(browser, center)
+        sign_in(page, "sup7009", "agent7009")
+        page.click("[data-testid=sup-tab-campaigns]")
+        page.fill("[data-testid=cmp-name]", "Console")
+        page.select_option("[data-testid=cmp-mode]", "progressive")
+        page.select_option("[data-testid=cmp-queue]", "survey")
+        page.fill("[data-testid=cmp-from]", "00:00")
+        page.fill("[data-testid=cmp-to]", "23:59")
+        page.click("[data-testid=cmp-create]")
+        expect(page.get_by_test_id("campaign-detail")).to_contain_text("Console")
+        csv = "phone,name\n+380445550301,A\nnot a phone,B\n+380445550311,C\n"
+        page.set_input_files(
+            "[data-testid=campaign-file]",
+            files=[{"name": "list.csv", "mimeType": "text/csv", "buffer": csv.encode()}],
+        )
+        expect(page.get_by_test_id("campaign-imported")).to_have_text(
+            "2 contacts added, 1 rows refused"
+        )
+        expect(page.get_by_test_id("campaign-refused")).to_contain_text("3")  # the file's line
+        page.click("[data-testid=campaign-run]")
+        # both numbers are busy: two attempts, both contacts to be called again
+        expect(page.get_by_test_id("attempts-busy")).to_have_text("Busy: 2", timeout=30_000)
+        expect(page.get_by_test_id("contacts-retry")).to_have_text("To call again: 2")
+        shot(page, "campaign-console")
+        page.click("[data-testid=campaign-pause]")
+        [(status,)] = _db(center, "SELECT status FROM campaigns WHERE name = 'Console'")
+        assert status in ("running", "paused")
+        expect(page.get_by_test_id("campaign-run")).to_have_text("Resume")
+    finally:
+        carrier.kill()
+        phone.kill()
