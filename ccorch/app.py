@@ -53,6 +53,7 @@ from ccorch.sip.service import SipService, TlsSettings
 from ccorch.sip.transaction import Timers
 from ccorch.sip.transport import TcpLimits, tcp_budget
 from ccorch.sip.trunks import Trunk, load_trunks
+from ccorch.sms.gateway import SmsGateway
 from ccorch.stream_sources import Offers, acd_listener, publish_calls, publish_queues
 from ccorch.supervision.alarms import AlarmBoard
 from ccorch.supervision.alarms import watch as watch_alarms
@@ -324,6 +325,17 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     @app.after_server_start
     async def _start_overdue_watch(app: Sanic[Any, Any]) -> None:
         app.ctx.overdue_task = asyncio.create_task(_watch_overdue_cases(app), name="overdue_cases")
+
+    @app.after_server_start
+    async def _start_sms(app: Sanic[Any, Any]) -> None:
+        app.ctx.sms = SmsGateway(app.ctx.pool, config.sms)
+        await app.ctx.sms.start()
+
+    @app.before_server_stop
+    async def _stop_sms(app: Sanic[Any, Any]) -> None:
+        sms: SmsGateway | None = getattr(app.ctx, "sms", None)
+        if sms is not None:
+            await sms.stop()
 
     @app.after_server_start
     async def _start_webhooks(app: Sanic[Any, Any]) -> None:

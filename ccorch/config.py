@@ -397,6 +397,29 @@ class SupervisionConfig:
     short_abandon_seconds: float = _key(_float_rule(0, 120), 5.0)
 
 
+_TEXT = _Rule("a string", lambda v: isinstance(v, str), str, str)
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    """The carrier's SMSC over SMPP 3.4 (bind transceiver); SMS is off while host is ""."""
+
+    host: str = _key(
+        _Rule("a host name, or empty", lambda v: isinstance(v, str), str.strip, str), ""
+    )
+    port: int = _key(PORT, 2775)
+    system_id: str = _key(_TEXT, "")
+    password: str = _key(_TEXT, "")
+    # who the messages come from: an alphanumeric sender name or a number
+    source: str = _key(_TEXT, "ABC")
+    # the longest wait between reconnection attempts (the wait doubles from 1 s)
+    max_backoff_seconds: float = _key(_float_rule(1, 3600), 60.0)
+    # messages per second at most (the carrier's contract)
+    rate_per_second: float = _key(_float_rule(0.1, 1000), 20.0)
+    # tell the customer by SMS when their case is resolved ("" for no), {number} is the case
+    case_resolved_text: str = _key(_TEXT, "")
+
+
 @dataclass(frozen=True)
 class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -411,6 +434,7 @@ class Config:
     calls: CallsConfig = field(default_factory=CallsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
     source: str = "defaults"
 
 
@@ -427,6 +451,7 @@ _SECTIONS: dict[str, type] = {
     "calls": CallsConfig,
     "webhooks": WebhooksConfig,
     "supervision": SupervisionConfig,
+    "sms": SmsConfig,
 }
 
 

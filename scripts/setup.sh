@@ -71,3 +71,5 @@ fi
 # ccorch/web/dist, which the node serves at / and the wheel ships.
 echo "setup: building the web app"
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run -s build >/dev/null)
+# The tests' SMSC (the npm smpp package's server, tests/smsc): its pinned packages.
+(cd tests/smsc && npm ci --no-audit --no-fund --loglevel=error)

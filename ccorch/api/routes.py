@@ -115,6 +115,7 @@ ROOMS = (
     "ccorch.acd.desk",
     "ccorch.calls.api",
     "ccorch.dialer.api",
+    "ccorch.sms.api",
     "ccorch.supervision.alarms",
     "ccorch.supervision.lines",
     "ccorch.supervision.recording_search",

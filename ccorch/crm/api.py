@@ -374,8 +374,34 @@ async def customer_cases(request: Request, customer_id: int) -> HTTPResponse:
 
 async def case_transition(request: Request, case_id: int) -> HTTPResponse:
     async with _pool(request).connection() as conn:
-        return json(
-            await cases.transition(conn, case_id, _body(request), request.ctx.user, _now(request))
+        result = await cases.transition(
+            conn, case_id, _body(request), request.ctx.user, _now(request)
+        )
+    if result["status"] == "resolved":
+        await _tell_resolved(request, case_id)
+    return json(result)
+
+
+async def _tell_resolved(request: Request, case_id: int) -> None:
+    """``[sms] case_resolved_text`` to the customer's first number, if both are set."""
+    text = request.app.ctx.config.sms.case_resolved_text
+    gateway = getattr(request.app.ctx, "sms", None)
+    if not text or gateway is None or not gateway.enabled:
+        return
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute(
+            "SELECT c.customer_id, p.e164 FROM cases c JOIN customer_phones p"
+            " ON p.customer_id = c.customer_id WHERE c.id = %s ORDER BY p.id LIMIT 1",
+            (case_id,),
+        )
+        row = await cur.fetchone()
+    if row is not None:
+        await gateway.send(
+            row[1],
+            text.replace("{number}", str(case_id)),
+            customer_id=row[0],
+            case_id=case_id,
+            user_id=request.ctx.user.id,
         )
 
 
