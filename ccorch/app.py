@@ -264,6 +264,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             flows=flows,
             tts_dir=Path(config.ivr.tts_cache_dir),
             clock=app.ctx.clock,
+            time_zone=config.supervision.time_zone,
         )
         acd.listeners.append(app.ctx.campaigns.on_acd_event)
         app.ctx.metrics.registry.register(CampaignCollector(app.ctx.campaigns))

@@ -680,3 +680,81 @@ def test_a_supervisor_builds_imports_and_runs_a_campaign_from_the_console(
     finally:
         carrier.kill()
         phone.kill()
+
+
+def test_a_callback_left_in_the_ivr_is_dialed_to_its_queue_with_the_case_linked(
+    center: Center,
+) -> None:
+    import asyncio
+    import datetime as dt
+
+    from ccorch.crm import cases
+
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    with psycopg.connect(center.db) as conn:
+        ivan = conn.execute("SELECT id FROM customers WHERE name = 'Ivan Petrenko'").fetchone()
+    assert ivan is not None
+
+    async def leave_callback() -> int:  # what the IVR's callback option writes
+        now = dt.datetime.now(dt.UTC)
+        async with await psycopg.AsyncConnection.connect(center.db, autocommit=True) as conn:
+            return await cases.request_from_ivr(
+                conn, what="callback", number="380671234567", customer_id=ivan[0],
+                started_at=now, now=now, hours=cases.BusinessHours(), queue="survey",
+            )  # fmt: skip
+
+    case_id = asyncio.run(leave_callback())
+    status, campaign = _call(
+        node,
+        "POST",
+        "/api/campaigns",
+        {"name": "Callbacks", "mode": "progressive", "queue": "survey", "rules": ALWAYS,
+         "dialing": {"callbacks": True}},
+        boss,
+    )  # fmt: skip
+    assert status == 201, campaign
+    carrier = Uas(
+        "carrier_campaign.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-trace_logs"],
+        timeout=120,
+    )
+    phone = Uas(
+        "agent_answer_talk.xml",
+        port=register_phone(center.target, center.cwd, "7001"),
+        cwd=center.cwd,
+        extra=["-d", "2000", "-trace_logs"],
+        timeout=120,
+    )
+    try:
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
+        cid = campaign["id"]
+        assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+
+        def done() -> bool:
+            q = "SELECT status FROM tasks WHERE case_id = %s AND kind = 'callback'"
+            return _db(center, q, (case_id,)) == [("done",)]
+
+        assert wait_for(done, 60)
+    finally:
+        carrier.kill()
+        phone.kill()
+    [(outcome, agent)] = _db(
+        center, "SELECT outcome, agent FROM campaign_attempts WHERE campaign_id = %s", (cid,)
+    )
+    assert (outcome, agent) == ("connected", "7001")
+    assert _logged(center.cwd, "agent_answer_talk.xml", "agent-answer") == ["380671234567"]
+    # the callback call's interaction is on the case
+    assert wait_for(
+        lambda: (
+            _db(
+                center,
+                "SELECT count(*) FROM interactions WHERE case_id = %s AND direction = 'out'",
+                (case_id,),
+            )[0][0]
+            == 1
+        ),
+        10,
+    )

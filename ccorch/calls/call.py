@@ -129,6 +129,7 @@ class Call:
         self.direction = "in"
         self.outbound_trunk: Trunk | None = None  # a click-to-dial's way out
         self.campaign: CampaignDial | None = None  # a campaign's call (ccorch.calls.campaign)
+        self.case_id: int | None = None  # the case the call is about (a callback's)
         self.previous_agents: list[str] = []  # operators who handed the call on
         # for the operator's screen (ccorch.crm.screen): gathered at arrival
         self.ivr_path: list[str] = []
@@ -987,6 +988,7 @@ class Call:
             ],
             queue_outcome=self.queue_outcome,
             hold_seconds=round(self.held_seconds(), 3),
+            case_id=self.case_id,
         )
 
     async def _commit_then_release(self, sink: cdr.CdrSink, record: cdr.Cdr) -> None:

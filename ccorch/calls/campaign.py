@@ -59,6 +59,7 @@ class CampaignDial:
     priority: int = 10
     campaign_name: str = ""
     survey_id: int | None = None  # the script the operator is shown
+    case_id: int | None = None  # a callback's case: the call's interaction joins it
     contact: dict[str, Any] = field(default_factory=dict)  # name and the list's columns
     flow: Flow | None = None  # a voice broadcast's
     variables: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +83,7 @@ def place(
     call = Call(ctl, None, Origin(trunk=trunk), caller_id, number)
     call.direction, call.outbound_trunk, call.campaign = "out", trunk, dial
     call.customer_id = customer_id
+    call.case_id = dial.case_id
     leg = call.ring_trunk(trunk, number, from_user=caller_id)
     if leg is None:
         call.a.state = "ended"
@@ -121,6 +123,7 @@ def screen_pop(dial: CampaignDial) -> dict[str, Any]:
         "name": dial.campaign_name,
         "attempt": dial.attempt_id,
         "survey": dial.survey_id,
+        "case": dial.case_id,
         "contact": dial.contact,
     }
 

@@ -56,9 +56,10 @@ class Cdr:
     recording_gaps: list[list[int]] = field(default_factory=list)
     queue_outcome: str | None = None  # how it left its last queue, as the ACD decided
     hold_seconds: float = 0.0  # on hold by the operator (part of talk_seconds)
+    case_id: int | None = None  # the case the call is about (a callback's): its interaction's
 
 
-_COLUMNS = [c for c in Cdr.__dataclass_fields__ if c != "recording_gaps"]
+_COLUMNS = [c for c in Cdr.__dataclass_fields__ if c not in ("recording_gaps", "case_id")]
 
 
 async def write(
@@ -94,9 +95,9 @@ async def write(
             cur = await conn.execute(
                 """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
                                              queue, agent_id, disposition, notes, recording_id,
-                                             cdr_id)
+                                             cdr_id, case_id)
                    VALUES (%s, 'call', %s, %s, %s, %s,
-                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s, %s)
+                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s, %s, %s)
                    RETURNING id""",
                 (
                     cdr.customer_id,
@@ -110,6 +111,7 @@ async def write(
                     or f"DNIS {cdr.dnis}" + (f", operator {cdr.agent}" if cdr.agent else ""),
                     recording_id,
                     got[0],
+                    cdr.case_id,
                 ),
             )
             interaction = await cur.fetchone()

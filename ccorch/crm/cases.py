@@ -277,9 +277,9 @@ async def request_from_ivr(
             ),
         )
         await conn.execute(
-            """INSERT INTO tasks (kind, case_id, customer_id, due_at, created_at)
-               VALUES ('callback', %s, %s, %s, %s)""",
-            (case_id, customer_id, due, now),
+            """INSERT INTO tasks (kind, case_id, customer_id, due_at, created_at, phone, queue)
+               VALUES ('callback', %s, %s, %s, %s, %s, %s)""",
+            (case_id, customer_id, due, now, number or None, queue),
         )
         await audit(conn, None, "create", "case", case_id, None, {"kind": what, "number": number})
     return case_id

@@ -69,6 +69,21 @@ OUTCOMES = ("busy", "no_answer", "failed", "machine", "abandoned", "connected", 
 RETRY_AS: dict[str, Outcome] = {"abandoned": "no_answer", "hung_up": "no_answer"}
 
 
+# A callback campaign's new contacts: the open callback tasks of callers who left its queue
+# (the number they called from, their customer and case), each once.
+CALLBACKS_SQL = """
+INSERT INTO campaign_contacts (campaign_id, phone, name, time_zone, customer_id, source,
+                               source_line, task_id, case_id)
+SELECT %(campaign)s, t.phone, cu.name, %(tz)s, t.customer_id, 'callback', t.id, t.id, t.case_id
+  FROM tasks t LEFT JOIN customers cu ON cu.id = t.customer_id
+ WHERE t.kind = 'callback' AND t.status = 'open' AND t.queue = %(queue)s
+   AND t.phone ~ '^[1-9][0-9]{6,14}$'
+   AND NOT EXISTS (SELECT 1 FROM campaign_contacts c
+                    WHERE c.campaign_id = %(campaign)s AND c.task_id = t.id)
+ON CONFLICT DO NOTHING
+"""
+
+
 def _as_outcome(outcome: str) -> Outcome:
     for known in ("busy", "no_answer", "machine", "failed"):
         if outcome == known:
@@ -87,6 +102,7 @@ class Attempt:
     phone: str
     time_zone: str
     tried: dict[str, int]
+    task_id: int | None = None  # a callback's task: done once the customer is reached
     live: bool = False  # a person answered
     resolved: bool = False  # the pacer knows whether it was answered
 
@@ -123,6 +139,7 @@ class CampaignManager:
         flows: FlowStore | None,
         tts_dir: Path,
         clock: Callable[[], dt.datetime],
+        time_zone: str = "UTC",
     ) -> None:
         self.pool = pool
         self.calls = calls
@@ -130,6 +147,7 @@ class CampaignManager:
         self.flows = flows
         self.tts_dir = tts_dir
         self.clock = clock
+        self.time_zone = time_zone  # a callback's calling window is in the center's time
         self.runs: dict[int, CampaignRun] = {}
         self.holidays: list[dt.date] = []
         self._writes: asyncio.Queue[Callable[[AsyncConnection[Any]], Awaitable[None]]] = (
@@ -227,6 +245,10 @@ class CampaignManager:
             )
             rows = await cur.fetchall()
             running = [r for r in rows if r["status"] == "running"]
+            for r in running:  # a callback campaign takes its queue's new callback tasks
+                if r["queue"] is not None and (r["dialing"] or {}).get("callbacks"):
+                    await cur.execute(CALLBACKS_SQL, {"campaign": r["id"], "queue": r["queue"],
+                                                      "tz": self.time_zone})  # fmt: skip
             # a number put on a do-not-call list after import is never dialed
             await cur.execute(
                 """UPDATE campaign_contacts c SET state = 'dnc'
@@ -423,6 +445,7 @@ class CampaignManager:
                 variables={"name": contact["name"] or "", **contact["variables"]},
                 campaign_name=run.name,
                 survey_id=run.survey_id,
+                case_id=contact["case_id"],
                 contact={"name": contact["name"], "variables": contact["variables"]},
             )
             run.in_flight[attempt.id] = attempt
@@ -467,7 +490,8 @@ class CampaignManager:
             conn.cursor(row_factory=dict_row) as cur,
         ):
             await cur.execute(
-                """SELECT c.id, c.phone, c.name, c.time_zone, c.customer_id, c.variables, c.tried
+                """SELECT c.id, c.phone, c.name, c.time_zone, c.customer_id, c.variables, c.tried,
+                          c.task_id, c.case_id
                      FROM campaign_contacts c
                     WHERE c.campaign_id = %s AND c.state IN ('pending', 'retry')
                       AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %s)
@@ -517,6 +541,7 @@ class CampaignManager:
                             contact["phone"],
                             contact["time_zone"],
                             dict(contact["tried"]),
+                            contact["task_id"],
                         ),
                     )
                 )
@@ -633,6 +658,11 @@ class CampaignManager:
                 " last_outcome = %s WHERE id = %s",
                 (state, next_at, Jsonb(tried), outcome, attempt.contact_id),
             )
+            if attempt.task_id is not None and state == "done":  # the callback is made
+                await conn.execute(
+                    "UPDATE tasks SET status = 'done' WHERE id = %s AND status = 'open'",
+                    (attempt.task_id,),
+                )
 
         self._writes.put_nowait(write)
 

@@ -34,6 +34,8 @@ class DialingSettings(BaseModel):
     queue_priority: Annotated[int, Field(ge=0, le=100)] = 10  # ahead of inbound callers
     detect_machines: bool | None = None  # default: predictive and broadcast detect
     flow: Annotated[str, Field(min_length=1, max_length=100)] | None = None  # broadcast
+    # a callback campaign: it takes the callback tasks callers leave in its queue
+    callbacks: bool = False
 
     def abandon_text(self) -> str:
         return self.abandon_message or DEFAULT_ABANDON[self.language]
