@@ -334,6 +334,9 @@ EXAMPLES |= {
     "/api/do-not-call": ("/api/do-not-call", {"phone": "0671112233"}),
     "/api/campaigns/<campaign_id:int>/due": ("/api/campaigns/999999/due", None),
     "/api/do-not-call/<entry_id:int>": ("/api/do-not-call/999999", None),
+    # (this node has no SMSC: sending is refused with 409)
+    "/api/sms": ("/api/sms?customer_id=1", {"customer_id": 1, "text": "Hello"}),
+    "/api/sms/<sms_id:int>": ("/api/sms/999999", None),
     "/api/recordings": ("/api/recordings?ani=067&limit=5", None),
     "/api/reports/<name:str>": ("/api/reports/queues?interval=hour", None),
     "/api/calls": ("/api/calls", None),
@@ -438,6 +441,7 @@ def test_every_route_answers_each_role_as_its_declaration_says(
                 or "<item_id" in route.path
                 or "<campaign_id" in route.path  # no campaign 999999
                 or "<entry_id" in route.path
+                or "<sms_id" in route.path  # no message 999999
                 # a survey's response is answered only by who started it
                 or route.path.endswith("<response_id:int>/answers")
                 or route.path == "/api/auth/me/phone"  # these users have no extension
