@@ -352,6 +352,11 @@ class CallsConfig:
             "no_sale",
             "complaint",
             "wrong_number",
+            # a campaign's attempts: the script done, the customer said no, and a machine
+            # the detection took for a person (the pacer learns from it; retried as one)
+            "completed",
+            "refused",
+            "answering_machine",
         ),
     )
 

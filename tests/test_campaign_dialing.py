@@ -758,3 +758,68 @@ def test_a_callback_left_in_the_ivr_is_dialed_to_its_queue_with_the_case_linked(
         ),
         10,
     )
+
+
+def test_a_machine_the_operator_finds_is_retried_as_one_and_not_counted_live(
+    center: Center,
+) -> None:
+    """Detection passed a machine as a person (here: progressive mode does not detect):
+    the operator's wrap-up code after the call makes it a machine attempt, retried by the
+    machine rule and out of the live answers the abandon rate divides by."""
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    op = _token(node, "op7001", "agent7001")
+    rules = {**ALWAYS, "retries": {"machine": {"attempts": 3, "interval_minutes": 120}}}
+    cid = _campaign(
+        center,
+        boss,
+        {"name": "Machines", "mode": "progressive", "queue": "survey", "rules": rules},
+        "phone,name,tz\n+380445550403,Machine,Europe/Kyiv\n",
+    )
+    carrier = Uas(
+        "carrier_campaign.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2"],
+        timeout=120,
+    )
+    phone = Uas(
+        "agent_answer_talk.xml",
+        port=register_phone(center.target, center.cwd, "7001"),
+        cwd=center.cwd,
+        extra=["-d", "3000"],
+        timeout=120,
+    )
+    call_id = None
+    try:
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
+        assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+        deadline = time.monotonic() + 30
+        while call_id is None and time.monotonic() < deadline:
+            items = _call(node, "GET", "/api/calls", None, op)[1]["items"]
+            call_id = items[0]["id"] if items else None
+            time.sleep(0.2)
+        assert call_id is not None
+        assert wait_for(lambda: not _call(node, "GET", "/api/calls", None, op)[1]["items"], 20)
+        status, body = _call(
+            node, "POST", f"/api/calls/{call_id}/disposition", {"code": "answering_machine"}, op
+        )
+        assert status == 200, body
+
+        def marked() -> bool:
+            q = "SELECT outcome, disposition FROM campaign_attempts WHERE campaign_id = %s"
+            return _db(center, q, (cid,)) == [("machine", "answering_machine")]
+
+        assert wait_for(marked, 10)
+    finally:
+        carrier.kill()
+        phone.kill()
+    [(state, last, later)] = _db(
+        center,
+        "SELECT state, last_outcome, next_attempt_at > now() + interval '100 minutes'"
+        " FROM campaign_contacts WHERE campaign_id = %s",
+        (cid,),
+    )
+    assert (state, last, later) == ("retry", "machine", True)
+    _, page = _call(node, "GET", f"/api/campaigns/{cid}", None, boss)
+    assert page["live_24h"] == 0 and page["abandon_rate_24h"] is None, page

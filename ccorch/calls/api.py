@@ -356,6 +356,9 @@ async def _late_disposition(
                     "UPDATE campaign_attempts SET disposition = %s WHERE sip_call_id = %s",
                     (fields["code"], ended.sip_call_id),
                 )
+            manager = getattr(app.ctx, "campaigns", None)
+            if manager is not None:
+                manager.disposition(ended.sip_call_id, fields["code"])
             return {"id": call_id, "state": "ended", "disposition": fields["code"]}
         await asyncio.sleep(0.1)
     raise Refused(409, "conflict", "the call's record is not written yet: try again")

@@ -183,7 +183,8 @@ async def abandon_rates(
                   count(*) AS live_30d,
                   count(*) FILTER (WHERE outcome = 'abandoned') AS abandoned_30d
              FROM campaign_attempts
-            WHERE campaign_id = %(id)s AND live_at >= %(month)s""",
+            WHERE campaign_id = %(id)s AND live_at >= %(month)s
+              AND outcome IS DISTINCT FROM 'machine'  -- (an operator found a machine)""",
         {"id": campaign_id, "day": now - dt.timedelta(days=1),
          "month": now - dt.timedelta(days=30)},
     )  # fmt: skip

@@ -59,12 +59,15 @@ log = logging.getLogger(__name__)
 TICK = 0.25  # seconds between the pacer's decisions
 REFRESH = 2.0  # seconds between reading the campaigns' statuses
 DAY_MS = 86_400_000
+PRIOR_FALSE_POSITIVES = 0.02  # machines detection passes as people, until measured
 WARM_UP_LIVE = 50  # live answers before predictive pacing takes over (the pacer's own bar)
 MONTH_MS = 30 * DAY_MS
 # outcomes that end the contact (a person was reached, or heard the broadcast)
 REACHED = ("connected", "completed", "confirmed")
 OUTCOMES = ("busy", "no_answer", "failed", "machine", "abandoned", "connected", "hung_up",
             "completed", "confirmed")  # fmt: skip
+# an operator's wrap-up codes that change what became of the attempt
+DISPOSITIONS = ("answering_machine", "wrong_number")
 # retry rules that apply to outcomes without their own: nobody spoke with the person
 RETRY_AS: dict[str, Outcome] = {"abandoned": "no_answer", "hung_up": "no_answer"}
 
@@ -302,6 +305,7 @@ class CampaignManager:
             pacer_mode,
             ratio=(settings.ratio or 2.0) if mode == "power" else None,
             utc_offset_minutes=0,
+            amd_false_positive_share=await self._false_positive_share(row["id"]),
         )
         run = CampaignRun(
             id=row["id"],
@@ -341,10 +345,24 @@ class CampaignManager:
         log.info("campaign running", extra={"campaign": run.id, "mode": mode})
         return run
 
+    async def _false_positive_share(self, campaign_id: int) -> float:
+        """The share of detection's "person" verdicts that operators found to be machines,
+        on this campaign's last 30 days (once it has 50 live answers; a prior before)."""
+        since = self.clock() - dt.timedelta(days=30)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE outcome = 'machine')"
+                " FROM campaign_attempts WHERE campaign_id = %s AND live_at >= %s",
+                (campaign_id, since),
+            )
+            row = await cur.fetchone()
+        live, found = row or (0, 0)
+        return found / live if live >= WARM_UP_LIVE else PRIOR_FALSE_POSITIVES
+
     async def _reload_ledger(self, run: CampaignRun) -> None:
         """The last 30 days' live answers and abandons, into the pacer's ledger and ours."""
         since = self.clock() - dt.timedelta(days=30)
-        events: list[tuple[int, str]] = []
+        events: list[tuple[int, str, int]] = []
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 """SELECT live_at, answered_at, detected, outcome, ended_at
@@ -355,21 +373,26 @@ class CampaignManager:
             )
             for live_at, answered_at, detected, outcome, ended_at in await cur.fetchall():
                 if live_at is not None:
-                    events.append((epoch_ms(live_at), "live"))
+                    events.append((epoch_ms(live_at), "live", 0))
                     if outcome == "abandoned":
-                        events.append((epoch_ms(ended_at), "abandoned"))
+                        events.append((epoch_ms(ended_at), "abandoned", 0))
+                    elif outcome == "machine":  # an operator found a machine
+                        events.append((epoch_ms(ended_at), "not_live", epoch_ms(live_at)))
                 elif detected == "machine":
-                    events.append((epoch_ms(answered_at), "machine"))
+                    events.append((epoch_ms(answered_at), "machine", 0))
         events.sort()
-        for i, (t, kind) in enumerate(events):
+        for i, (t, kind, live_ms) in enumerate(events):
             if kind == "machine":
                 run.pacer.handle(t, "call_answered", 1 << 40 | i, human=False)
-                continue
-            if kind == "live":
+            elif kind == "live":
                 run.pacer.handle(t, "call_answered", 1 << 40 | i, human=True)
-            else:
+                run.ledger.append((t, kind))
+            elif kind == "abandoned":
                 run.pacer.handle(t, "call_abandoned", 1 << 40 | i)
-            run.ledger.append((t, kind))
+                run.ledger.append((t, kind))
+            else:
+                run.pacer.handle(t, "not_live_after_all", live_ms)
+                run.ledger.append((live_ms, kind))
 
     # --- agents (an ACD listener) ---
 
@@ -607,9 +630,66 @@ class CampaignManager:
             if outcome == "completed" and run.mode == "broadcast" and "1" in keys[:1]:
                 outcome = "confirmed"
             run.outcomes[outcome] += 1
-            self._close(
-                run, attempt, outcome, keys, data.get("sip_call_id"), data.get("disposition"), at
+            disposition = data.get("disposition")
+            self._close(run, attempt, outcome, keys, data.get("sip_call_id"), disposition, at)
+            if isinstance(disposition, str) and disposition in DISPOSITIONS:
+                self.disposition(str(data.get("sip_call_id")), disposition)
+
+    def disposition(self, sip_call_id: str, code: str) -> None:
+        """The operator's wrap-up code on a campaign call, during it or after: a machine
+        detection took for a person is a machine attempt (retried by the machine rule, and
+        the pacer counts it out of the live answers); a wrong number is not called again."""
+        if code not in DISPOSITIONS:
+            return
+
+        async def write(conn: AsyncConnection[Any]) -> None:
+            cur = await conn.execute(
+                """SELECT a.id, a.campaign_id, a.contact_id, a.live_at, a.outcome, c.time_zone,
+                          c.tried, k.rules
+                     FROM campaign_attempts a JOIN campaign_contacts c ON c.id = a.contact_id
+                     JOIN campaigns k ON k.id = a.campaign_id
+                    WHERE a.sip_call_id = %s AND a.ended_at IS NOT NULL""",
+                (sip_call_id,),
             )
+            row = await cur.fetchone()
+            if row is None:
+                return
+            attempt_id, campaign_id, contact_id, live_at, outcome, tz, tried, rules = row
+            if code == "wrong_number":
+                await conn.execute(
+                    "UPDATE campaign_contacts SET state = 'failed', next_attempt_at = NULL,"
+                    " last_outcome = 'wrong_number' WHERE id = %s",
+                    (contact_id,),
+                )
+                return
+            if outcome != "connected" or live_at is None:
+                return
+            now = self.clock()
+            tried = dict(tried)
+            tried["machine"] = tried.get("machine", 0) + 1
+            next_at = next_attempt(
+                CallingRules.model_validate(rules), ZoneInfo(tz), "machine",
+                {"machine": tried["machine"]}, now, self.holidays,
+            )  # fmt: skip
+            await conn.execute(
+                "UPDATE campaign_attempts SET outcome = 'machine', detected = 'machine'"
+                " WHERE id = %s",
+                (attempt_id,),
+            )
+            await conn.execute(
+                "UPDATE campaign_contacts SET state = %s, next_attempt_at = %s, tried = %s,"
+                " last_outcome = 'machine' WHERE id = %s",
+                ("retry" if next_at else "failed", next_at, Jsonb(tried), contact_id),
+            )
+            run = self.runs.get(campaign_id)
+            if run is not None:
+                answered = epoch_ms(live_at)
+                run.pacer.handle(epoch_ms(now), "not_live_after_all", answered)
+                self._count(run, answered, "not_live")
+                run.outcomes["connected"] -= 1
+                run.outcomes["machine"] += 1
+
+        self._writes.put_nowait(write)
 
     def _resolve(self, run: CampaignRun, attempt: Attempt, now: int) -> None:
         if not attempt.resolved:
@@ -706,7 +786,9 @@ class CampaignManager:
         now = epoch_ms(self.clock())
         out: dict[str, float | None] = {}
         for name, span in (("abandon_rate_24h", DAY_MS), ("abandon_rate_30d", MONTH_MS)):
-            live = sum(1 for t, k in run.ledger if k == "live" and t >= now - span)
+            live = sum(1 for t, k in run.ledger if k == "live" and t >= now - span) - sum(
+                1 for t, k in run.ledger if k == "not_live" and t >= now - span
+            )
             gone = sum(1 for t, k in run.ledger if k == "abandoned" and t >= now - span)
             out[name] = gone / live if live else None
         return out
