@@ -14,10 +14,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
+from playwright.sync_api import Browser, expect
 
 from tests.conftest import Node, _with_dbname, free_port, start_node
 from tests.sipp import wait_for
@@ -191,3 +193,29 @@ def test_a_resolved_case_tells_its_customer_by_sms(sms_node: tuple[Node, Smsc, s
             (ivan[0], case["id"]),
         ).fetchone()
     assert row == (ivan[0], True)
+
+
+def test_an_operator_texts_the_customer_from_the_desktop(
+    sms_node: tuple[Node, Smsc, str], browser: Browser
+) -> None:
+    from tests.test_desktop import open_app, shot, sign_in, start_shift
+
+    node, smsc, _ = sms_node
+    assert wait_for(lambda: smsc.events("bound"), 15)
+    page = open_app(browser, SimpleNamespace(node=node))  # type: ignore[arg-type]  # (its node)
+    sign_in(page, "op7001", "agent7001")
+    start_shift(page, {"tech"})
+    page.fill("[data-testid=customer-search]", "Petrenko")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Ivan Petrenko").click()
+    expect(page.get_by_test_id("customer-name")).to_have_text("Ivan Petrenko")
+    page.click("[data-testid=tab-sms]")
+    text = "Иван, ваш новый роутер готов к выдаче в офисе на Хрещатике, 22. Ждём вас до 20:00!"
+    page.fill("[data-testid=sms-text]", text)
+    expect(page.get_by_test_id("sms-count")).to_have_text(f"{len(text)} characters, 2 SMS")
+    page.click("[data-testid=sms-send]")
+    expect(page.locator("[data-testid^=sms-state-]").first).to_have_text(
+        "delivered", timeout=15_000
+    )
+    shot(page, "desktop-sms")
+    assert "".join(e["text"] for e in smsc.events("submit_sm")) == text
