@@ -823,3 +823,74 @@ def test_a_machine_the_operator_finds_is_retried_as_one_and_not_counted_live(
     assert (state, last, later) == ("retry", "machine", True)
     _, page = _call(node, "GET", f"/api/campaigns/{cid}", None, boss)
     assert page["live_24h"] == 0 and page["abandon_rate_24h"] is None, page
+
+
+def test_preview_the_operator_sees_the_contact_passes_one_and_dials_the_next(
+    center: Center, browser: Browser
+) -> None:
+    from tests.test_desktop import open_app, sign_in, start_shift
+
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    with psycopg.connect(center.db) as conn:
+        survey = conn.execute(
+            "SELECT id FROM surveys WHERE name = 'ABC Internet satisfaction'"
+        ).fetchone()
+    assert survey is not None
+    cid = _campaign(
+        center,
+        boss,
+        {"name": "Preview", "mode": "preview", "queue": "survey", "rules": ALWAYS,
+         "survey_id": survey[0]},
+        "phone,name,tz\n+380445550505,Later Please,Europe/Kyiv\n"
+        "0671234567,Ivan Petrenko,Europe/Kyiv\n",
+    )  # fmt: skip
+    assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+    page = open_app(browser, center)
+    sign_in(page, "op7001", "agent7001")
+    start_shift(page, {"survey"})
+    carrier = Uas(
+        "carrier_campaign.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-trace_logs"],
+        timeout=120,
+    )
+    phone = Uas(
+        "agent_answer_talk.xml",
+        port=register_phone(center.target, center.cwd, "7001"),
+        cwd=center.cwd,
+        extra=["-d", "60000", "-trace_logs"],
+        timeout=120,
+    )
+    try:
+        page.reload()  # (the preview panel asks for the operator's campaigns as it opens)
+        page.click("[data-testid=preview-next]")
+        expect(page.get_by_test_id("preview-contact")).to_contain_text("Later Please")
+        page.click("[data-testid=preview-skip]")
+        page.click("[data-testid=preview-next]")
+        expect(page.get_by_test_id("preview-contact")).to_contain_text("Ivan Petrenko")
+        expect(page.get_by_test_id("customer-name")).to_have_text("Ivan Petrenko")
+        page.click("[data-testid=preview-dial]")
+        expect(page.get_by_test_id("script-question")).to_have_text(
+            "Удовлетворены ли Вы сервисом предоставления услуг Интернета?", timeout=20_000
+        )
+        page.click("[data-testid=script-option-yes]")
+        expect(page.get_by_test_id("script-question")).to_have_text(
+            "Какими сервисами Вы бы хотели пользоваться в будущем?"
+        )
+    finally:
+        carrier.kill()
+        phone.kill()
+    rows = _db(
+        center,
+        "SELECT phone, outcome, previewed_by, agent FROM campaign_attempts"
+        " WHERE campaign_id = %s ORDER BY id",
+        (cid,),
+    )
+    assert rows[0] == ("380445550505", "skipped", "7001", None)
+    assert rows[1][0] == "380671234567" and rows[1][2:] == ("7001", "7001")
+    # the carrier was only asked for the contact the operator dialed
+    assert _logged(center.cwd, "carrier_campaign.xml", "invite") == ["380671234567"]
+    [(state,)] = _db(center, "SELECT state FROM campaign_contacts WHERE phone = '380445550505'", ())
+    assert state == "retry"

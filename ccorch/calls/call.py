@@ -723,6 +723,9 @@ class Call:
         if self.campaign is not None and leg is self.a:
             campaign.failed(self, leg, status)
             return
+        if self.campaign is not None and self.campaign.agent is not None and leg is self.b:
+            campaign.operator_failed(self)
+            return
         if self.direction == "out" and self.campaign is None:
             originate.failed(self, leg, status)
             return

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ccorch.calls import CallArrived
+from ccorch.calls import CallArrived, originate
 from ccorch.crm import screen
 from ccorch.media import AmdResult, PlaybackFinished
 from ccorch.sip.service import Origin
@@ -60,6 +60,7 @@ class CampaignDial:
     campaign_name: str = ""
     survey_id: int | None = None  # the script the operator is shown
     case_id: int | None = None  # a callback's case: the call's interaction joins it
+    agent: str | None = None  # preview: the operator who asked for the call (rung directly)
     contact: dict[str, Any] = field(default_factory=dict)  # name and the list's columns
     flow: Flow | None = None  # a voice broadcast's
     variables: dict[str, Any] = field(default_factory=dict)
@@ -199,6 +200,17 @@ def _live(call: Call, detected: str, connect_within: float) -> None:
     else the abandon message), or the broadcast's flow."""
     dial = _dial(call)
     dial.report(dial, "live", {"detected": detected})
+    if dial.agent is not None:  # preview: the operator who dialed takes it
+        leg = call.ring(dial.agent, extra=originate.AUTO_ANSWER, from_user=call.dnis)
+        if leg is None:
+            _abandon(call)
+            return
+        call.b = leg
+        call.state = "ringing"
+        dial.connect_timer = asyncio.get_running_loop().call_later(
+            connect_within, lambda: _abandon(call)
+        )
+        return
     if dial.queue is None:
         if dial.flow is not None:
             call.customer.update(dial.variables)  # the flow speaks the contact's variables
@@ -227,7 +239,17 @@ def _abandon(call: Call) -> None:
     dial.report(dial, "abandoned", {})
     if call.state in ("queued", "ringing"):
         call.withdraw_from_queue()  # (left_queue below follows at once)
+    if call.b is not None and call.b.state != "ended":  # a preview's operator, still ringing
+        call.b.hangup()
+    call.b = None
     _say_then_hang_up(call, dial.abandon_prompt, "campaign-abandoned")
+
+
+def operator_failed(call: Call) -> None:
+    """A preview's operator did not take the call they dialed: the person is abandoned."""
+    call.b = None
+    if call.state == "ringing":
+        _abandon(call)
 
 
 def left_queue(call: Call, outcome: str) -> None:

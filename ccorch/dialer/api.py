@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.api.http import int_param, json_body
+from ccorch.api.http import actor_of, int_param, json_body
 from ccorch.api.routes import Param, Route
 from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import audit
@@ -269,6 +269,50 @@ async def due_contacts(request: Request, campaign_id: int) -> HTTPResponse:
     return json({"items": items, "at": now.isoformat()})
 
 
+async def _extension(request: Request) -> str:
+    actor = await actor_of(request)
+    if actor.extension is None:
+        raise RequestRefused(409, "this user has no operator extension")
+    return actor.extension
+
+
+def _manager(request: Request) -> Any:
+    manager = getattr(request.app.ctx, "campaigns", None)
+    if manager is None:
+        raise RequestRefused(409, "campaigns do not dial on this node (no SIP)")
+    return manager
+
+
+async def preview_campaigns(request: Request) -> HTTPResponse:
+    """The running preview campaigns of the operator's groups."""
+    extension = await _extension(request)
+    runs = _manager(request).preview_campaigns(extension)
+    return json({"items": [{"id": r.id, "name": r.name, "queue": r.queue} for r in runs]})
+
+
+async def preview_next(request: Request) -> HTTPResponse:
+    """The next contact for this operator to see before dialing (claimed for them)."""
+    extension = await _extension(request)
+    contact = await _manager(request).preview_next(extension)
+    if contact is None:
+        raise RequestRefused(404, "no contact may be called now in your preview campaigns")
+    return json(contact)
+
+
+async def preview_dial(request: Request, attempt_id: int) -> HTTPResponse:
+    extension = await _extension(request)
+    if not _manager(request).preview_dial(attempt_id, extension):
+        raise RequestRefused(404, f"no contact {attempt_id} shown to you to dial")
+    return json({"attempt": attempt_id, "dialing": True})
+
+
+async def preview_skip(request: Request, attempt_id: int) -> HTTPResponse:
+    extension = await _extension(request)
+    if not _manager(request).preview_skip(attempt_id, extension):
+        raise RequestRefused(404, f"no contact {attempt_id} shown to you")
+    return json({"attempt": attempt_id, "skipped": True})
+
+
 async def import_contacts(request: Request, campaign_id: int) -> HTTPResponse:
     fields = parse(ListImport, json_body(request))
     try:
@@ -437,7 +481,22 @@ async def remove_do_not_call(request: Request, entry_id: int) -> HTTPResponse:
     return json({"id": entry_id, "removed": True})
 
 
+OPERATORS = ("operator", "supervisor", "admin")
+
 ROUTES = (
+    Route("GET", "/api/campaigns/preview",
+          "The running preview campaigns of the operator's groups", OPERATORS,
+          preview_campaigns),
+    Route("POST", "/api/campaigns/preview/next",
+          "The next contact of the operator's preview campaigns, claimed for them to see"
+          " before dialing", OPERATORS, preview_next,
+          responses={404: "none may be called now", 409: "no extension"}),
+    Route("POST", "/api/campaign-attempts/<attempt_id:int>/dial",
+          "Dial the contact shown (the operator's phone rings when the customer answers)",
+          OPERATORS, preview_dial, responses={404: "no such contact shown to this operator"}),
+    Route("POST", "/api/campaign-attempts/<attempt_id:int>/skip",
+          "Pass over the contact shown (it is called later)", OPERATORS, preview_skip,
+          responses={404: "no such contact shown to this operator"}),
     Route("POST", "/api/campaigns", "Create a campaign (mode, the queue that works it)",
           SUPERVISORS, create_campaign, body=NewCampaign,
           responses={409: "the name is taken"}),

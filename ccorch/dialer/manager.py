@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from ccorch.acd.service import AcdService
     from ccorch.calls.controller import CallController
+    from ccorch.ivr.flow import Flow
     from ccorch.ivr.store import FlowStore
     from ccorch.sip.trunks import Trunk
 
@@ -129,6 +130,8 @@ class CampaignRun:
     # (ms, "live" | "abandoned") over the last 30 days: the abandon rates
     ledger: deque[tuple[int, str]] = field(default_factory=deque)
     outcomes: Counter[str] = field(default_factory=Counter)  # since this node started
+    # preview: attempts shown to an operator, not yet dialed (extension, contact, attempt)
+    previews: dict[int, tuple[str, dict[str, Any], Attempt]] = field(default_factory=dict)
     stopping: bool = False  # paused or stopped: no new calls, those up go on
 
 
@@ -454,38 +457,125 @@ class CampaignManager:
                 log.error("broadcast without its flow", extra={"campaign": run.id})
                 return
         for contact, attempt in await self._claim(run, n, now):
-            dial = CampaignDial(
-                attempt_id=attempt.id,
-                campaign_id=run.id,
-                queue=run.queue if run.mode != "broadcast" else None,
-                detect_machines=run.settings.detects(run.mode),
-                ring_seconds=run.settings.ring_seconds,
-                abandon_prompt=run.abandon_prompt,
-                machine_prompt=run.machine_prompt,
-                report=self._reported(run),
-                priority=run.settings.queue_priority,
-                flow=flow,
-                variables={"name": contact["name"] or "", **contact["variables"]},
-                campaign_name=run.name,
-                survey_id=run.survey_id,
-                case_id=contact["case_id"],
-                contact={"name": contact["name"], "variables": contact["variables"]},
+            self._place(run, trunk, contact, attempt, flow)
+
+    def _place(
+        self,
+        run: CampaignRun,
+        trunk: Trunk,
+        contact: dict[str, Any],
+        attempt: Attempt,
+        flow: Flow | None = None,
+        agent: str | None = None,
+    ) -> None:
+        """Dial a claimed contact (``agent``: a preview's operator, rung when it answers)."""
+        dial = CampaignDial(
+            attempt_id=attempt.id,
+            campaign_id=run.id,
+            queue=run.queue if run.mode not in ("broadcast", "preview") else None,
+            detect_machines=run.settings.detects(run.mode),
+            ring_seconds=run.settings.ring_seconds,
+            abandon_prompt=run.abandon_prompt,
+            machine_prompt=run.machine_prompt,
+            report=self._reported(run),
+            priority=run.settings.queue_priority,
+            flow=flow,
+            variables={"name": contact["name"] or "", **contact["variables"]},
+            campaign_name=run.name,
+            survey_id=run.survey_id,
+            case_id=contact["case_id"],
+            contact={"name": contact["name"], "variables": contact["variables"]},
+            agent=agent,
+        )
+        run.in_flight[attempt.id] = attempt
+        run.pacer.handle(epoch_ms(self.clock()), "call_placed", attempt.id)
+        caller_id = run.settings.caller_id or trunk.username or "anonymous"
+        call = campaign_call.place(
+            self.calls,
+            trunk,
+            contact["phone"],
+            dial,
+            caller_id=caller_id,
+            customer_id=contact["customer_id"],
+        )
+        if call is None:  # no media resources: the attempt fails, retried by the rules
+            self._reported(run)(
+                dial, "ended", {"outcome": "failed", "sip_call_id": None, "keys": ""}
             )
-            run.in_flight[attempt.id] = attempt
-            run.pacer.handle(epoch_ms(self.clock()), "call_placed", attempt.id)
-            caller_id = run.settings.caller_id or trunk.username or "anonymous"
-            call = campaign_call.place(
-                self.calls,
-                trunk,
-                contact["phone"],
-                dial,
-                caller_id=caller_id,
-                customer_id=contact["customer_id"],
+
+    # --- preview: the operator asks for each contact, sees it, dials it or passes ---
+
+    def preview_campaigns(self, extension: str) -> list[CampaignRun]:
+        """The running preview campaigns this operator works (by their shift's groups)."""
+        groups = self.acd.working.get(extension, ())
+        return [
+            r for r in self.runs.values()
+            if r.mode == "preview" and not r.stopping and r.queue in groups
+        ]  # fmt: skip
+
+    async def preview_next(self, extension: str) -> dict[str, Any] | None:
+        """The next contact of a preview campaign the operator works, claimed for them (its
+        attempt written); None when none is due."""
+        for run in self.preview_campaigns(extension):
+            claimed = await self._claim(run, 1, self.clock(), previewed_by=extension)
+            if claimed:
+                contact, attempt = claimed[0]
+                run.previews[attempt.id] = (extension, contact, attempt)
+                return {
+                    "attempt": attempt.id,
+                    "campaign": {"id": run.id, "name": run.name, "survey": run.survey_id},
+                    "phone": contact["phone"],
+                    "name": contact["name"],
+                    "customer_id": contact["customer_id"],
+                    "variables": contact["variables"],
+                }
+        return None
+
+    def _preview(
+        self, attempt_id: int, extension: str
+    ) -> tuple[CampaignRun, dict[str, Any], Attempt]:
+        for run in self.runs.values():
+            held = run.previews.get(attempt_id)
+            if held is not None and held[0] == extension:
+                return run, held[1], held[2]
+        raise KeyError(attempt_id)
+
+    def preview_dial(self, attempt_id: int, extension: str) -> bool:
+        """Dial the contact shown to the operator; their phone rings once the customer
+        answers. False when this operator has no such contact shown, or no trunk is up."""
+        try:
+            run, contact, attempt = self._preview(attempt_id, extension)
+        except KeyError:
+            return False
+        trunk = self._trunk()
+        if trunk is None:
+            return False
+        run.previews.pop(attempt_id, None)
+        self._place(run, trunk, contact, attempt, agent=extension)
+        return True
+
+    def preview_skip(self, attempt_id: int, extension: str) -> bool:
+        """The operator passes over the contact shown: it goes back to the list (later)."""
+        try:
+            run, _, attempt = self._preview(attempt_id, extension)
+        except KeyError:
+            return False
+        run.previews.pop(attempt_id, None)
+
+        async def write(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "UPDATE campaign_attempts SET ended_at = now(), outcome = 'skipped' WHERE id = %s",
+                (attempt.id,),
             )
-            if call is None:  # no media resources: the attempt fails, retried by the rules
-                self._reported(run)(
-                    dial, "ended", {"outcome": "failed", "sip_call_id": None, "keys": ""}
-                )
+            await conn.execute(
+                "UPDATE campaign_contacts SET state = 'retry', last_outcome = 'skipped',"
+                " attempts = attempts - 1, next_attempt_at = now() + interval '10 minutes'"
+                " WHERE id = %s",
+                (attempt.contact_id,),
+            )
+
+        self._writes.put_nowait(write)
+        return True
 
     def _warming_up(self, run: CampaignRun, now: int) -> bool:
         """Fewer than ``WARM_UP_LIVE`` live answers in 30 days: the pacer's guesses are
@@ -502,7 +592,7 @@ class CampaignManager:
         return free
 
     async def _claim(
-        self, run: CampaignRun, n: int, now: dt.datetime
+        self, run: CampaignRun, n: int, now: dt.datetime, previewed_by: str | None = None
     ) -> list[tuple[dict[str, Any], Attempt]]:
         """Up to ``n`` contacts that may be called now, marked dialing with their attempts
         written, in one transaction; those outside their window move to its next opening."""
@@ -549,9 +639,9 @@ class CampaignManager:
                     (contact["id"],),
                 )
                 await cur.execute(
-                    "INSERT INTO campaign_attempts (campaign_id, contact_id, phone, started_at)"
-                    " VALUES (%s, %s, %s, %s) RETURNING id",
-                    (run.id, contact["id"], contact["phone"], now),
+                    "INSERT INTO campaign_attempts (campaign_id, contact_id, phone, started_at,"
+                    " previewed_by) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    (run.id, contact["id"], contact["phone"], now, previewed_by),
                 )
                 row = await cur.fetchone()
                 assert row is not None

@@ -134,7 +134,10 @@ export class Desk {
     }
     if (
       e.type.startsWith("call.") &&
-      (e["call"] === this.offer?.call || e["call"] === this.call?.id)
+      (e["call"] === this.offer?.call ||
+        e["call"] === this.call?.id ||
+        // a call the operator placed (preview, click-to-dial) rings or reaches their phone
+        e["target"] === ext)
     ) {
       if (e.type === "call.answered" && e["target"] === ext) this.callStartedAt = Date.now();
       void this.loadCall();
