@@ -331,6 +331,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     async def _start_sms(app: Sanic[Any, Any]) -> None:
         app.ctx.sms = SmsGateway(app.ctx.pool, config.sms)
         await app.ctx.sms.start()
+        campaigns: CampaignManager | None = getattr(app.ctx, "campaigns", None)
+        if campaigns is not None:  # SMS campaigns send through it
+            campaigns.sms = app.ctx.sms
 
     @app.before_server_stop
     async def _stop_sms(app: Sanic[Any, Any]) -> None:

@@ -219,3 +219,60 @@ def test_an_operator_texts_the_customer_from_the_desktop(
     )
     shot(page, "desktop-sms")
     assert "".join(e["text"] for e in smsc.events("submit_sm")) == text
+
+
+def test_an_sms_campaign_texts_each_contact_its_own_words(
+    sms_node: tuple[Node, Smsc, str],
+) -> None:
+    import base64
+
+    node, smsc, db = sms_node
+    boss = _token(node, "sup7009", "agent7009")
+    assert wait_for(lambda: smsc.events("bound"), 15)
+    status, campaign = _call(
+        node,
+        "POST",
+        "/api/campaigns",
+        {"name": "Outage SMS", "mode": "sms",
+         "rules": {"window_start": "00:00", "window_end": "23:59",
+                   "weekdays": [1, 2, 3, 4, 5, 6, 7]},
+         "dialing": {"sms_text": "{name}, по адресу {address} завтра плановые работы."}},
+        boss,
+    )  # fmt: skip
+    assert status == 201, campaign
+    people = {
+        "380501110001": ("Олена", "Хрещатик, 1"),
+        "380501110002": ("Тарас", "Саксаганського, 12"),
+        "380501110003": ("Ivan", "Lesi Ukrainky, 7"),
+    }
+    csv = "phone,name,address\n" + "".join(f'+{p},{n},"{a}"\n' for p, (n, a) in people.items())
+    status, imported = _call(
+        node,
+        "POST",
+        f"/api/campaigns/{campaign['id']}/contacts",
+        {"file_name": "sms.csv", "format": "csv",
+         "content_base64": base64.b64encode(csv.encode()).decode(),
+         "mapping": {"phone": "phone", "name": "name", "variables": {"address": "address"}}},
+        boss,
+    )  # fmt: skip
+    assert status == 200 and imported["accepted"] == 3, imported
+    cid = campaign["id"]
+    assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+
+    def delivered() -> int:
+        with psycopg.connect(db) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM sms_messages WHERE campaign_id = %s AND state = 'delivered'",
+                (cid,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    assert wait_for(lambda: delivered() == 3, 20)
+    got = {e["destination"]: e["text"] for e in smsc.events("submit_sm")}
+    assert got == {p: f"{n}, по адресу {a} завтра плановые работы." for p, (n, a) in people.items()}
+    assert wait_for(
+        lambda: _call(node, "GET", f"/api/campaigns/{cid}", None, boss)[1]["status"] == "finished",
+        15,
+    )
+    _, page = _call(node, "GET", f"/api/campaigns/{cid}", None, boss)
+    assert page["attempts"] == {"sent": 3} and page["contacts"] == {"done": 3}

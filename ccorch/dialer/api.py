@@ -44,12 +44,12 @@ from ccorch.errors import RequestRefused
 from ccorch.phones import PhoneError, normalize
 
 SUPERVISORS = ("supervisor", "admin")
-MODES = ("preview", "progressive", "power", "predictive", "broadcast")
+MODES = ("preview", "progressive", "power", "predictive", "broadcast", "sms")
 
 
 class NewCampaign(Body):
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    mode: Literal["preview", "progressive", "power", "predictive", "broadcast"]
+    mode: Literal["preview", "progressive", "power", "predictive", "broadcast", "sms"]
     queue: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     rules: dict[str, Any] | None = None  # CallingRules; checked below
     dialing: dict[str, Any] | None = None  # DialingSettings; checked below
@@ -111,6 +111,9 @@ async def create_campaign(request: Request) -> HTTPResponse:
         if "flow" not in dialing or (flows is not None and dialing["flow"] not in flows.by_name):
             known = ", ".join(sorted(flows.by_name)) if flows is not None else ""
             raise ValidationFailed({"dialing.flow": f"a broadcast plays a flow: one of {known}"})
+    elif mode == "sms":
+        if "sms_text" not in dialing:
+            raise ValidationFailed({"dialing.sms_text": "an SMS campaign sends a text"})
     elif queue is None:
         raise ValidationFailed({"queue": f"a {mode} campaign needs its operators' queue"})
     survey = fields.get("survey_id")

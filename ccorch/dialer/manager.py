@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from ccorch.ivr.flow import Flow
     from ccorch.ivr.store import FlowStore
     from ccorch.sip.trunks import Trunk
+    from ccorch.sms.gateway import SmsGateway
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ MONTH_MS = 30 * DAY_MS
 # outcomes that end the contact (a person was reached, or heard the broadcast)
 REACHED = ("connected", "completed", "confirmed")
 OUTCOMES = ("busy", "no_answer", "failed", "machine", "abandoned", "connected", "hung_up",
-            "completed", "confirmed")  # fmt: skip
+            "completed", "confirmed", "sent")  # fmt: skip
 # an operator's wrap-up codes that change what became of the attempt
 DISPOSITIONS = ("answering_machine", "wrong_number")
 # retry rules that apply to outcomes without their own: nobody spoke with the person
@@ -130,6 +131,7 @@ class CampaignRun:
     # (ms, "live" | "abandoned") over the last 30 days: the abandon rates
     ledger: deque[tuple[int, str]] = field(default_factory=deque)
     outcomes: Counter[str] = field(default_factory=Counter)  # since this node started
+    sms_credit: float = 0.0  # an SMS campaign's messages it may send now (its rate)
     # preview: attempts shown to an operator, not yet dialed (extension, contact, attempt)
     previews: dict[int, tuple[str, dict[str, Any], Attempt]] = field(default_factory=dict)
     stopping: bool = False  # paused or stopped: no new calls, those up go on
@@ -154,6 +156,7 @@ class CampaignManager:
         self.tts_dir = tts_dir
         self.clock = clock
         self.time_zone = time_zone  # a callback's calling window is in the center's time
+        self.sms: SmsGateway | None = None  # SMS campaigns send through it (set at start)
         self.runs: dict[int, CampaignRun] = {}
         self.holidays: list[dt.date] = []
         self._writes: asyncio.Queue[Callable[[AsyncConnection[Any]], Awaitable[None]]] = (
@@ -303,7 +306,7 @@ class CampaignManager:
             log.error("campaign not started", extra={"campaign": row["id"], "error": str(e)})
             return None
         mode = row["mode"]
-        pacer_mode = {"broadcast": "progressive"}.get(mode, mode)
+        pacer_mode = {"broadcast": "progressive", "sms": "progressive"}.get(mode, mode)
         pacer = DialerPacer(
             pacer_mode,
             ratio=(settings.ratio or 2.0) if mode == "power" else None,
@@ -436,6 +439,9 @@ class CampaignManager:
         if run.stopping:
             return
         now = self.clock()
+        if run.mode == "sms":
+            await self._text(run, now)
+            return
         if run.mode == "broadcast":
             n = run.settings.max_lines - len(run.in_flight)
         elif run.mode == "preview":
@@ -576,6 +582,45 @@ class CampaignManager:
 
         self._writes.put_nowait(write)
         return True
+
+    async def _text(self, run: CampaignRun, now: dt.datetime) -> None:
+        """An SMS campaign's tick: the due contacts, at ``sms_per_second``, each its text."""
+        sms = self.sms
+        if sms is None or not sms.enabled:
+            return
+        run.sms_credit = min(
+            run.settings.sms_per_second, run.sms_credit + run.settings.sms_per_second * TICK
+        )
+        n = int(run.sms_credit)
+        if n <= 0:
+            return
+        for contact, attempt in await self._claim(run, n, now):
+            run.sms_credit -= 1
+            variables = {"name": contact["name"] or "", **contact["variables"]}
+            sms_id = await sms.send(
+                contact["phone"],
+                run.settings.sms_for(variables),
+                customer_id=contact["customer_id"],
+                campaign_id=run.id,
+                contact_id=contact["id"],
+            )
+            run.outcomes["sent"] += 1
+
+            async def write(
+                conn: AsyncConnection[Any], a: Attempt = attempt, m: int = sms_id
+            ) -> None:
+                await conn.execute(
+                    "UPDATE campaign_attempts SET ended_at = now(), outcome = 'sent', sms_id = %s"
+                    " WHERE id = %s",
+                    (m, a.id),
+                )
+                await conn.execute(
+                    "UPDATE campaign_contacts SET state = 'done', last_outcome = 'sent'"
+                    " WHERE id = %s",
+                    (a.contact_id,),
+                )
+
+            self._writes.put_nowait(write)
 
     def _warming_up(self, run: CampaignRun, now: int) -> bool:
         """Fewer than ``WARM_UP_LIVE`` live answers in 30 days: the pacer's guesses are

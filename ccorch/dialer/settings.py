@@ -9,7 +9,8 @@ the call was not a sales call, then hang up.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +37,17 @@ class DialingSettings(BaseModel):
     flow: Annotated[str, Field(min_length=1, max_length=100)] | None = None  # broadcast
     # a callback campaign: it takes the callback tasks callers leave in its queue
     callbacks: bool = False
+    # an SMS campaign's text: {name} and the list's columns ({address}, ...) are filled in
+    sms_text: Annotated[str, Field(min_length=1, max_length=1600)] | None = None
+    sms_per_second: Annotated[float, Field(gt=0, le=1000)] = 5.0
+
+    def sms_for(self, variables: dict[str, Any]) -> str:
+        """The SMS text for a contact: each ``{column}`` the list has, filled in."""
+        return re.sub(
+            r"\{(\w+)\}",
+            lambda m: str(variables.get(m.group(1), m.group(0))),
+            self.sms_text or "",
+        )
 
     def abandon_text(self) -> str:
         return self.abandon_message or DEFAULT_ABANDON[self.language]
