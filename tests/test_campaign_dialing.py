@@ -104,6 +104,32 @@ def center(pg_admin_url: str, tmp_path: Path) -> Iterator[Center]:
         yield c
 
 
+def _carrier(center: Center, *, calls: int = 1, timeout: int = 120) -> Uas:
+    """SIPp as the carrier (``carrier_campaign.xml``), logging every number it is asked."""
+    return Uas(
+        "carrier_campaign.xml",
+        port=center.trunk_port,
+        cwd=center.cwd,
+        extra=["-i", "127.0.0.2", "-trace_logs"],
+        m=calls,
+        timeout=timeout,
+    )
+
+
+def _operator_phone(
+    center: Center, ext: str, *, talk_ms: int = 3000, calls: int = 100, timeout: int = 120
+) -> Uas:
+    """``ext``'s SIPp phone, registered: answers, talks ``talk_ms``, hangs up; logged."""
+    return Uas(
+        "agent_answer_talk.xml",
+        port=register_phone(center.target, center.cwd, ext),
+        cwd=center.cwd,
+        extra=["-d", str(talk_ms), "-trace_logs"],
+        m=calls,
+        timeout=timeout,
+    )
+
+
 def _logged(cwd: Path, scenario: str, word: str) -> list[str]:
     """The numbers SIPp logged after ``word`` (its -trace_logs files for ``scenario``)."""
     numbers: list[str] = []
@@ -174,14 +200,7 @@ def test_a_predictive_campaign_dials_detects_connects_and_abandons_as_the_peers_
     )
     assert _call(node, "POST", "/api/do-not-call", {"phone": numbers[4]}, boss)[0] == 201
     dialed_expected = len(numbers) - len(never)
-    carrier = Uas(
-        "carrier_campaign.xml",
-        port=center.trunk_port,
-        cwd=center.cwd,
-        extra=["-i", "127.0.0.2", "-trace_logs"],
-        m=dialed_expected,
-        timeout=300,
-    )
+    carrier = _carrier(center, calls=dialed_expected, timeout=300)
     operators = []
     for ext in ("7001", "7002", "7003"):
         port = register_phone(center.target, center.cwd, ext)
@@ -357,14 +376,7 @@ def test_a_node_killed_mid_campaign_loses_no_attempt_and_the_campaign_goes_on(
          "dialing": {"ring_seconds": 5}},
         csv,
     )  # fmt: skip
-    carrier = Uas(
-        "carrier_campaign.xml",
-        port=center.trunk_port,
-        cwd=center.cwd,
-        extra=["-i", "127.0.0.2", "-trace_logs"],
-        m=200,
-        timeout=300,
-    )
+    carrier = _carrier(center, calls=200, timeout=300)
     operators = [
         Uas(
             "agent_answer_talk.xml",
@@ -487,13 +499,7 @@ def test_a_voice_broadcast_speaks_each_contacts_own_words_and_takes_their_keys(
         m=2,
         timeout=180,
     )
-    operator = Uas(
-        "agent_answer_talk.xml",
-        port=register_phone(center.target, center.cwd, "7003"),
-        cwd=center.cwd,
-        extra=["-d", "2000", "-trace_logs"],
-        timeout=180,
-    )
+    operator = _operator_phone(center, "7003", talk_ms=2000, timeout=180)
     try:
         assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
         assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
@@ -566,20 +572,8 @@ def test_the_operator_works_the_survey_script_and_the_answers_land_in_the_crm(
     page = open_app(browser, center)
     sign_in(page, "op7001", "agent7001")
     start_shift(page, {"survey"})  # (before the desk phone registers and logs in)
-    carrier = Uas(
-        "carrier_campaign.xml",
-        port=center.trunk_port,
-        cwd=center.cwd,
-        extra=["-i", "127.0.0.2", "-trace_logs"],
-        timeout=120,
-    )
-    phone = Uas(
-        "agent_answer_talk.xml",
-        port=register_phone(center.target, center.cwd, "7001"),
-        cwd=center.cwd,
-        extra=["-d", "90000"],
-        timeout=120,
-    )
+    carrier = _carrier(center)
+    phone = _operator_phone(center, "7001", talk_ms=90000)
     try:
         assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
         expect(page.get_by_test_id("customer-name")).to_have_text("Ivan Petrenko")
@@ -633,20 +627,8 @@ def test_a_supervisor_builds_imports_and_runs_a_campaign_from_the_console(
 ) -> None:
     from tests.test_desktop import open_app, shot, sign_in
 
-    carrier = Uas(
-        "carrier_campaign.xml",
-        port=center.trunk_port,
-        cwd=center.cwd,
-        extra=["-i", "127.0.0.2", "-trace_logs"],
-        m=2,
-        timeout=120,
-    )
-    phone = Uas(
-        "agent_answer_talk.xml",
-        port=register_phone(center.target, center.cwd, "7001"),
-        cwd=center.cwd,
-        timeout=120,
-    )
+    carrier = _carrier(center, calls=2)
+    phone = _operator_phone(center, "7001")
     try:
         assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
         page = open_app(browser, center)
@@ -686,6 +668,7 @@ def test_a_callback_left_in_the_ivr_is_dialed_to_its_queue_with_the_case_linked(
     center: Center,
 ) -> None:
     import asyncio
+    import concurrent.futures
     import datetime as dt
 
     from ccorch.crm import cases
@@ -704,7 +687,9 @@ def test_a_callback_left_in_the_ivr_is_dialed_to_its_queue_with_the_case_linked(
                 started_at=now, now=now, hours=cases.BusinessHours(), queue="survey",
             )  # fmt: skip
 
-    case_id = asyncio.run(leave_callback())
+    # (in a thread of its own: Playwright's sync API may hold this thread's event loop)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        case_id = pool.submit(asyncio.run, leave_callback()).result(30)
     status, campaign = _call(
         node,
         "POST",
@@ -714,20 +699,8 @@ def test_a_callback_left_in_the_ivr_is_dialed_to_its_queue_with_the_case_linked(
         boss,
     )  # fmt: skip
     assert status == 201, campaign
-    carrier = Uas(
-        "carrier_campaign.xml",
-        port=center.trunk_port,
-        cwd=center.cwd,
-        extra=["-i", "127.0.0.2", "-trace_logs"],
-        timeout=120,
-    )
-    phone = Uas(
-        "agent_answer_talk.xml",
-        port=register_phone(center.target, center.cwd, "7001"),
-        cwd=center.cwd,
-        extra=["-d", "2000", "-trace_logs"],
-        timeout=120,
-    )
+    carrier = _carrier(center)
+    phone = _operator_phone(center, "7001", talk_ms=2000)
     try:
         assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
         cid = campaign["id"]
@@ -776,20 +749,8 @@ def test_a_machine_the_operator_finds_is_retried_as_one_and_not_counted_live(
         {"name": "Machines", "mode": "progressive", "queue": "survey", "rules": rules},
         "phone,name,tz\n+380445550403,Machine,Europe/Kyiv\n",
     )
-    carrier = Uas(
-        "carrier_campaign.xml",
-        port=center.trunk_port,
-        cwd=center.cwd,
-        extra=["-i", "127.0.0.2"],
-        timeout=120,
-    )
-    phone = Uas(
-        "agent_answer_talk.xml",
-        port=register_phone(center.target, center.cwd, "7001"),
-        cwd=center.cwd,
-        extra=["-d", "3000"],
-        timeout=120,
-    )
+    carrier = _carrier(center)
+    phone = _operator_phone(center, "7001", talk_ms=3000)
     call_id = None
     try:
         assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10)
@@ -849,20 +810,8 @@ def test_preview_the_operator_sees_the_contact_passes_one_and_dials_the_next(
     page = open_app(browser, center)
     sign_in(page, "op7001", "agent7001")
     start_shift(page, {"survey"})
-    carrier = Uas(
-        "carrier_campaign.xml",
-        port=center.trunk_port,
-        cwd=center.cwd,
-        extra=["-i", "127.0.0.2", "-trace_logs"],
-        timeout=120,
-    )
-    phone = Uas(
-        "agent_answer_talk.xml",
-        port=register_phone(center.target, center.cwd, "7001"),
-        cwd=center.cwd,
-        extra=["-d", "60000", "-trace_logs"],
-        timeout=120,
-    )
+    carrier = _carrier(center)
+    phone = _operator_phone(center, "7001", talk_ms=60000)
     try:
         page.reload()  # (the preview panel asks for the operator's campaigns as it opens)
         page.click("[data-testid=preview-next]")
