@@ -3,6 +3,7 @@ malformed one is a 422 naming the body), the JSON error answer, and who is actin
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -77,3 +78,8 @@ async def command_reply(ref: Any, key: str, work: Awaitable[dict[str, Any]]) -> 
         return {"type": "reply", "id": ref, "status": 422, "error": "validation",
                 "fields": e.fields}  # fmt: skip
     return {"type": "reply", "id": ref, "status": 200, key: result}
+
+
+def iso_times(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row for JSON: its timestamps as ISO 8601 text."""
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}

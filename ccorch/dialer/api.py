@@ -33,7 +33,7 @@ from pydantic import Field, ValidationError
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.api.http import actor_of, int_param, json_body
+from ccorch.api.http import actor_of, int_param, iso_times, json_body
 from ccorch.api.routes import Param, Route
 from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import audit
@@ -91,10 +91,6 @@ class DoNotCall(Body):
     phone: Annotated[str, Field(min_length=1, max_length=32)]
     campaign_id: Id | None = None
     reason: Annotated[str, Field(max_length=500)] | None = None
-
-
-def _iso(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
 
 
 async def create_campaign(request: Request) -> HTTPResponse:
@@ -171,7 +167,7 @@ async def _campaign(request: Request, campaign_id: int) -> dict[str, Any]:
         rates = await abandon_rates(cur, campaign_id, request.app.ctx.clock())
     manager = getattr(request.app.ctx, "campaigns", None)
     live = manager.live(campaign_id) if manager is not None else None
-    return {**_iso(row), "contacts": counts, "attempts": attempts, **rates, "live": live}
+    return {**iso_times(row), "contacts": counts, "attempts": attempts, **rates, "live": live}
 
 
 async def abandon_rates(
@@ -208,7 +204,7 @@ async def list_campaigns(request: Request) -> HTTPResponse:
         await cur.execute(
             "SELECT id, name, mode, status, queue, created_at FROM campaigns ORDER BY id DESC"
         )
-        return json({"items": [_iso(r) for r in await cur.fetchall()]})
+        return json({"items": [iso_times(r) for r in await cur.fetchall()]})
 
 
 async def get_campaign(request: Request, campaign_id: int) -> HTTPResponse:
@@ -420,7 +416,7 @@ async def list_contacts(request: Request, campaign_id: int) -> HTTPResponse:
                 ORDER BY id DESC LIMIT %s""",
             (campaign_id, state, state, before, before, limit),
         )
-        items = [_iso(r) for r in await cur.fetchall()]
+        items = [iso_times(r) for r in await cur.fetchall()]
     return json({"items": items, "next_before": items[-1]["id"] if len(items) == limit else None})
 
 
@@ -469,7 +465,7 @@ async def list_do_not_call(request: Request) -> HTTPResponse:
             "SELECT id, phone, campaign_id, reason, added_at FROM do_not_call"
             " ORDER BY id DESC LIMIT 1000"
         )
-        return json({"items": [_iso(r) for r in await cur.fetchall()]})
+        return json({"items": [iso_times(r) for r in await cur.fetchall()]})
 
 
 async def remove_do_not_call(request: Request, entry_id: int) -> HTTPResponse:

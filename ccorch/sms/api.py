@@ -11,7 +11,6 @@ An operator sees and sends only what concerns customers they may see.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from psycopg.rows import dict_row
@@ -19,7 +18,7 @@ from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.api.http import int_param, json_body
+from ccorch.api.http import int_param, iso_times, json_body
 from ccorch.api.routes import Param, Route
 from ccorch.api.validation import Body, Id, ValidationFailed, parse
 from ccorch.crm.store import audit, can_see_customer
@@ -35,10 +34,6 @@ class NewSms(Body):
     customer_id: Id | None = None
     phone: Annotated[str, Field(min_length=3, max_length=32)] | None = None
     case_id: Id | None = None
-
-
-def _iso(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in row.items()}
 
 
 async def send_sms(request: Request) -> HTTPResponse:
@@ -107,7 +102,7 @@ async def _message(request: Request, sms_id: int) -> dict[str, Any]:
             )
         ):
             raise RequestRefused(404, f"no message {sms_id}")
-    return _iso(row)
+    return iso_times(row)
 
 
 async def get_sms(request: Request, sms_id: int) -> HTTPResponse:
@@ -131,7 +126,7 @@ async def list_sms(request: Request) -> HTTPResponse:
             " ORDER BY id DESC LIMIT %s",
             (customer, limit),
         )
-        return json({"items": [_iso(r) for r in await cur.fetchall()]})
+        return json({"items": [iso_times(r) for r in await cur.fetchall()]})
 
 
 # fmt: off
