@@ -336,7 +336,9 @@ def test_a_person_nobody_takes_hears_the_abandon_message_within_2_seconds(
     assert first_voice is not None
     # the message began within 2 s of detection's verdict (the greeting's end: here the
     # person said nothing, so the verdict is the initial silence's)
-    assert 0 <= first_voice - live_at.timestamp() <= 2.0 + 0.1, first_voice - live_at.timestamp()
+    delta = first_voice - live_at.timestamp()
+    print(f"the abandon message began {delta:.3f} s after the verdict")  # (shown with -s)
+    assert 0 <= delta <= 2.0, delta
     # what the person heard is the abandon message, as spoken by the node's voice
     spoken = tts.render(DEFAULT_ABANDON["ru"], "ru", center.cwd / "tts")
     with wave.open(str(spoken)) as w:

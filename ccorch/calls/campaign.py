@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A person is connected within this long after the end of their greeting, or abandoned.
-CONNECT_WITHIN = 2.0
+# A person is connected within this long after the end of their greeting, or abandoned:
+# the rule's 2 s, less what the message takes to reach their ear (the media engine's 20 ms
+# tick, a packet, the network; measured 20-40 ms on loopback).
+CONNECT_WITHIN = 2.0 - 0.1
 # Detection says "human" this long after the greeting ended (AMD's after-greeting silence).
 AFTER_GREETING = 0.8
 
