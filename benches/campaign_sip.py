@@ -269,7 +269,12 @@ def main() -> None:
             "minutes": args.minutes,
             "operators": n,
             "measured": figures,
-            "simulator": {k: sim[k] for k in ("occupancy", "abandon_rate")},
+            # the simulator's talk over operators × window (its own "occupancy" divides by
+            # logged-in time, which a short day's bookkeeping stretches)
+            "simulator": {
+                "talk_occupancy": sum(d["talk_seconds"] for d in sim["days"]) / (n * seconds),
+                "abandon_rate": sim["abandon_rate"],
+            },
             "node_cpu_percent_of_one_core": round(100 * cpu / seconds, 1),
             "peak_calls_in_flight": peak,
             "workdir": str(work),
