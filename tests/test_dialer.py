@@ -49,14 +49,21 @@ def test_spent_budget_falls_back_to_one_call_per_free_operator_and_rates_count_r
     pacer = DialerPacer("predictive", amd_false_positive_share=0.0)
     for a in range(10):
         pacer.handle(0, "agent_joined", a)
-    assert pacer.dials(0) > 10
+    assert pacer.dials(0) == 10  # a day's first calls: one per free operator
+    for c in range(40):  # the day's first answers: 10 people of 40 calls
+        pacer.handle(100, "call_placed", 500 + c)
+        if c % 4 == 0:
+            pacer.handle(200, "call_answered", 500 + c, human=True)
+        else:
+            pacer.handle(200, "call_unanswered", 500 + c)
+    assert pacer.dials(300) > 10  # then it overdials while nobody is busy
     for c in range(100):
         pacer.handle(1000, "call_placed", 1000 + c)
         pacer.handle(2000, "call_answered", 1000 + c, human=True)
     for c in range(5):
         pacer.handle(2500, "call_abandoned", 1000 + c)
-    assert pacer.abandon_rate_30d(3000) == pytest.approx(0.05)
-    assert pacer.abandon_rate_24h(3000) == pytest.approx(0.05)
+    assert pacer.abandon_rate_30d(3000) == pytest.approx(5 / 110)
+    assert pacer.abandon_rate_24h(3000) == pytest.approx(5 / 110)
     assert pacer.dials(3000) == 10
 
 

@@ -46,6 +46,17 @@ fn decision_cost() {
     for a in 1030..1040u64 {
         p.handle(base + 60_000, Event::TalkEnded(a));
     }
+    // the day's first live answers (before them a day dials one call per free operator)
+    for c in 0..40u64 {
+        p.handle(base + 1_000, Event::CallPlaced(2_000_000 + c));
+        p.handle(
+            base + 20_000,
+            Event::CallAnswered {
+                call: 2_000_000 + c,
+                human: c % 4 == 0,
+            },
+        );
+    }
     for c in 0..150u64 {
         p.handle(base + 60_000 + c * 50, Event::CallPlaced(1_000_000 + c));
     }

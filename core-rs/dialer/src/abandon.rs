@@ -39,6 +39,11 @@ const BUCKETS: usize = 30 * 24;
 /// Counted in calls, not hours, because a campaign's night is a gap: at the end of a day
 /// the calls that leave next are the morning's, at the next day's start.
 pub const LOOKAHEAD_SHARE: f64 = 0.125;
+/// The share of the target the rolling 24-hour budget aims at: calls already ringing when
+/// the budget runs out cannot be recalled, and a jump in the answer rate makes more of
+/// them abandon than expected (30-day runs, 6 scenarios, 4 seeds: the worst exact rolling
+/// window was 3.01% at 1.0, 2.94% at 0.97; talk occupancy within 0.2 points).
+pub const ROLLING_24H_AIM: f64 = 0.97;
 
 /// (version, first count in the window, target's bits), valid until, value.
 type CachedLookAhead = ((u64, usize, u64), Millis, f64);
@@ -274,11 +279,13 @@ impl AbandonLedger {
         let tsr = target * m.live as f64 - m.abandoned as f64;
         // (a + fp + x) / (l + fp) ≤ t  ⇔  x ≤ t (l + fp) − a − fp
         let share = self.amd_false_positive_share;
+        // the rolling 24 hours aim under the target (``ROLLING_24H_AIM``)
+        let aim = target * ROLLING_24H_AIM;
         let ofcom = move |d: WindowCounts| {
             let fp = d.machine as f64 * share;
-            target * (d.live as f64 + fp) - d.abandoned as f64 - fp
+            aim * (d.live as f64 + fp) - d.abandoned as f64 - fp
         };
-        tsr.min(self.rolling_24_hours(now, target, ofcom))
+        tsr.min(self.rolling_24_hours(now, aim, ofcom))
     }
 
     /// The 24-hour part of the rolling budget. It changes only when a count is added or
@@ -364,8 +371,10 @@ mod tests {
         let ofcom = l.rate_24_hours(HOUR - 1).unwrap();
         assert!((ofcom - 5.0 / 102.0).abs() < 1e-12);
         // Budget at 3%: TSR 3 − 3 = 0; Ofcom 0.03 · 102 − 5 = −1.94 now, and once the
-        // oldest eighth of the answers (13) has left: 0.03 · (87 + 2) − 5 = −2.33.
-        assert!((l.budget(HOUR - 1, 0.03) - (0.03 * 89.0 - 5.0)).abs() < 1e-12);
+        // oldest eighth of the answers (13) has left, at the rolling aim:
+        // 0.03 · 0.97 · (87 + 2) − 5 = −2.41.
+        let aimed = 0.03 * ROLLING_24H_AIM * 89.0 - 5.0;
+        assert!((l.budget(HOUR - 1, 0.03) - aimed).abs() < 1e-12);
     }
 
     #[test]
@@ -467,9 +476,12 @@ mod tests {
         let w = l.last_24_hours(now);
         assert!((0.03 * w.live as f64 - w.abandoned as f64 - 30.0).abs() < 1e-9);
         // the look-ahead reaches the windows that lost up to an eighth of the answers
-        // (138 of 1,100): 0.03 * 962 - 3
+        // (138 of 1,100), at the rolling aim: 0.03 * 0.97 * 962 - 3
         let b = l.rolling_budget(now, 0.03);
-        assert!((b - (0.03 * 962.0 - 3.0)).abs() < 1e-9, "{b}");
+        assert!(
+            (b - (0.03 * ROLLING_24H_AIM * 962.0 - 3.0)).abs() < 1e-9,
+            "{b}"
+        );
         assert!(b < 30.0);
     }
 
