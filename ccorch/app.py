@@ -41,7 +41,8 @@ from ccorch.crm import bootstrap as crm_bootstrap
 from ccorch.crm.cases import BusinessHours, count_overdue, raise_overdue_alarms
 from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
-from ccorch.dialer.manager import CampaignCollector, CampaignManager
+from ccorch.dialer.manager import CampaignManager
+from ccorch.dialer.metrics import CampaignCollector
 from ccorch.errors import CcorchError
 from ccorch.events import InProcessStream
 from ccorch.ivr.runner import IvrDeps
