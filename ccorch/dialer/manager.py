@@ -624,8 +624,18 @@ class CampaignManager:
         """Fewer than ``WARM_UP_LIVE`` live answers in 30 days: the pacer's guesses are
         priors, not this campaign's figures, and its abandon budget is not yet in force;
         until then it dials no more than one call per free operator."""
-        live = sum(1 for t, k in run.ledger if k == "live" and t >= now - MONTH_MS)
-        return live < WARM_UP_LIVE
+        # (asked every tick: counted from the newest, stopping at the bar, not over 30 days
+        # of answers; live entries are appended in time order)
+        live = 0
+        for t, k in reversed(run.ledger):
+            if k != "live":
+                continue
+            if t < now - MONTH_MS:
+                break
+            live += 1
+            if live >= WARM_UP_LIVE:
+                return False
+        return True
 
     def _free_operators(self, run: CampaignRun) -> int:
         free = 0
