@@ -2,8 +2,9 @@
 //! `cargo bench -p ccorch-dialer --bench campaigns` (DAYS=n to change the days per run,
 //! default 200 for the predictive pacer; the references run DAYS/10, and the best fixed
 //! ratio is searched over 1.0 to RATIO_MAX (6.0) in RATIO_STEP (0.2) steps; ONLY=text
-//! keeps the scenarios whose name contains it; SEED=n draws other days (default 1); PREDICTIVE=0 runs the references only, REFS=0
-//! ccorch's pacer only).
+//! keeps the scenarios whose name contains it; SEED=n draws other days (default 1);
+//! PREDICTIVE=0 runs the references only, REFS=0 ccorch's pacer only, REFS=erlang ccorch's
+//! and the Erlang C reference; REF_DAYS=n the references' days).
 //!
 //! Scenarios: 50 operators, 8-hour days; live-answer probability 0.25 with 120 s mean talk,
 //! 0.15 with 60 s, 0.40 with 300 s; each also with the answer rate drifting ±50% hourly.
@@ -12,7 +13,8 @@
 
 use std::time::Instant;
 
-use ccorch_dialer::pacer::{CampaignPacer, Event, Mode, Pacer, PacerConfig, VicidialAdaptive};
+use ccorch_dialer::pacer::{CampaignPacer, Event, Mode, Pacer, PacerConfig};
+use ccorch_dialer::reference::{ErlangCPacer, VicidialAdaptive};
 use ccorch_dialer::sim::{simulate, Report, Scenario};
 
 fn row(scenario: &str, pacer: &str, days: u32, r: &Report, secs: f64) {
@@ -76,7 +78,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let ref_days = (days / 10).max(1);
+    // REF_DAYS=n: the references' days (default DAYS/10)
+    let ref_days = std::env::var("REF_DAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((days / 10).max(1));
     // SEED=n: another draw of the same scenarios (every pacer sees the same callers).
     let seed: u64 = std::env::var("SEED")
         .ok()
@@ -134,8 +140,42 @@ fn main() {
             );
         }
 
-        if std::env::var("REFS").is_ok_and(|v| v == "0") {
-            continue; // REFS=0: ccorch's pacer only
+        // REFS=0: ccorch's pacer only; REFS=erlang: and the Erlang C reference
+        let refs = std::env::var("REFS").unwrap_or_default();
+        if refs == "0" {
+            continue;
+        }
+        // Erlang C with feedback: the aim (abandons over live answers it steers to) that
+        // gives the most talk with no window over 3%, chosen in hindsight.
+        let t = Instant::now();
+        let mut best: Option<(f64, Report)> = None;
+        for aim in [0.01, 0.015, 0.02, 0.025, 0.028] {
+            let mut p = ErlangCPacer::new(aim, s.connect_window, s.amd_false_positive_share());
+            let r = simulate(s, &mut p, seed, ref_days).unwrap();
+            if r.windows_over(0.03) == (0, 0)
+                && r.max_rolling_24h <= 0.03
+                && best
+                    .as_ref()
+                    .is_none_or(|(_, b)| r.occupancy() > b.occupancy())
+            {
+                best = Some((aim, r));
+            }
+        }
+        if let Some((aim, r)) = best {
+            row(
+                name,
+                &format!(
+                    "Erlang C with feedback, best aim in hindsight ({:.1}%)",
+                    100.0 * aim
+                ),
+                ref_days,
+                &r,
+                t.elapsed().as_secs_f64(),
+            );
+        }
+
+        if refs == "erlang" {
+            continue;
         }
         let t = Instant::now();
         let mut p = CampaignPacer::new(config(Mode::Progressive)).unwrap();
@@ -170,6 +210,7 @@ fn main() {
             let mut p = CampaignPacer::new(cfg).unwrap();
             let r = simulate(s, &mut p, seed, ref_days).unwrap();
             if r.windows_over(0.03) == (0, 0)
+                && r.max_rolling_24h <= 0.03
                 && best
                     .as_ref()
                     .is_none_or(|(_, b)| r.occupancy() > b.occupancy())

@@ -5,4 +5,5 @@
 pub mod abandon;
 pub mod dist;
 pub mod pacer;
+pub mod reference;
 pub mod sim;

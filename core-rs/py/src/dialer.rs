@@ -1,7 +1,8 @@
 //! `ccorch._core.DialerPacer` and `simulate_campaign`: type conversion and error mapping.
 
 use ccorch_dialer::dist::{Dist, ParamError};
-use ccorch_dialer::pacer::{CampaignPacer, Event, Mode, Pacer, PacerConfig, VicidialAdaptive};
+use ccorch_dialer::pacer::{CampaignPacer, Event, Mode, Pacer, PacerConfig};
+use ccorch_dialer::reference::{ErlangCPacer, VicidialAdaptive};
 use ccorch_dialer::sim::{simulate, Scenario};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -136,7 +137,7 @@ fn float(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<f64>> {
 }
 
 fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
-    const KNOWN: [&str; 16] = [
+    const KNOWN: [&str; 18] = [
         "agents",
         "day_hours",
         "p_live",
@@ -147,6 +148,8 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
         "no_answer_after",
         "talk_mean",
         "talk_sd",
+        "talk_min",
+        "talk_max",
         "wrap",
         "amd_detects_machine",
         "amd_false_positive",
@@ -185,6 +188,16 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
             sd,
         };
     }
+    // A uniform talk time (e.g. a bench's phones drawing it so), instead of log-normal.
+    match (float(d, "talk_min")?, float(d, "talk_max")?) {
+        (Some(lo), Some(hi)) => s.talk = Dist::Uniform { lo, hi },
+        (None, None) => {}
+        _ => {
+            return Err(DialerParamError::new_err(
+                "talk_min and talk_max go together".to_string(),
+            ))
+        }
+    }
     if let Some(w) = float(d, "wrap")? {
         s.wrap = Dist::Constant(w);
     }
@@ -201,7 +214,7 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
 
 /// Simulate `days` campaign days of `scenario` (a dict; see `ccorch.dialer`) under a
 /// pacer ("preview" is not simulated; "progressive", "predictive", "power:<ratio>",
-/// "vicidial"), reproducibly from `seed`. Returns totals and per-day figures.
+/// "erlang:<aim>" (the Erlang C reference), "vicidial"), reproducibly from `seed`. Returns totals and per-day figures.
 #[pyfunction]
 #[pyo3(signature = (scenario, pacer, seed = 1, days = 1))]
 pub fn simulate_campaign<'py>(
@@ -225,6 +238,16 @@ pub fn simulate_campaign<'py>(
             })?;
             Box::new(CampaignPacer::new(config(Mode::Power { ratio })).map_err(param_error)?)
         }
+        Some(("erlang", aim)) => {
+            let aim: f64 = aim
+                .parse()
+                .ok()
+                .filter(|a| (0.0..0.5).contains(a) && *a > 0.0)
+                .ok_or_else(|| {
+                    DialerParamError::new_err(format!("Erlang C aim {aim:?}: a share in (0, 0.5)"))
+                })?;
+            Box::new(ErlangCPacer::new(aim, s.connect_window, share))
+        }
         None if pacer == "progressive" => {
             Box::new(CampaignPacer::new(config(Mode::Progressive)).map_err(param_error)?)
         }
@@ -234,7 +257,7 @@ pub fn simulate_campaign<'py>(
         None if pacer == "vicidial" => Box::new(VicidialAdaptive::new(share)),
         _ => {
             return Err(DialerParamError::new_err(format!(
-            "unknown pacer {pacer:?}: expected progressive, predictive, power:<ratio> or vicidial"
+            "unknown pacer {pacer:?}: expected progressive, predictive, power:<ratio>, erlang:<aim> or vicidial"
         )))
         }
     };
