@@ -79,8 +79,13 @@ async def publish_calls(
             agents.setdefault(ev.call, set()).add(ev.target)
         if isinstance(ev, CallRinging) and find_call is not None and offers is not None:
             call = find_call(ev.call)
-            # an outgoing call rings its own operator first: that is no offer of a caller
-            if call is not None and call.direction != "out" and offers.add(ev.call, ev.target):
+            # an outgoing call rings its own operator first: that is no offer of a caller,
+            # unless a personal callback rings its operator (the card was not open)
+            if (
+                call is not None
+                and (call.direction != "out" or _personal_callback(call))
+                and offers.add(ev.call, ev.target)
+            ):
                 pop = call.screen_pop(call.queue or "")
                 stream.publish("call.offered", {**pop, "agent": ev.target}, agents={ev.target})
         if isinstance(ev, CallControlled):
@@ -94,6 +99,10 @@ async def publish_calls(
             agents.pop(ev.call, None)
             if offers is not None:
                 offers.by_call.pop(ev.call, None)
+
+
+def _personal_callback(call: Any) -> bool:
+    return call.campaign is not None and call.campaign.personal
 
 
 def acd_listener(

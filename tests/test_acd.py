@@ -199,3 +199,44 @@ def test_the_customers_manager_is_preferred_however_long_the_node_has_run(
         return call.rung
 
     assert asyncio.run(scenario()) == ["7004"]
+
+
+def test_an_operator_held_for_a_call_placed_for_them_gets_no_offer_until_released() -> None:
+    """A preview shown or a personal callback dialing holds the operator (Not ready,
+    "outbound"): a caller waits rather than taking them; released, they are offered it. A
+    state the operator chose meanwhile is not undone by the release."""
+    import asyncio
+
+    from ccorch.acd import Reason
+    from ccorch.acd.service import AcdService, AgentConfig, QueueConfig
+
+    async def scenario() -> None:
+        service = AcdService(
+            [QueueConfig("general", "general")],
+            [AgentConfig("7003", {"general": 5}, ("general",))],
+        )
+        service.start()
+        service.phone_registered("7003")
+        assert service.hold_for_outbound("7003")
+        assert service.agent_state("7003") == ("not_ready", int(Reason.OUTBOUND))
+        assert service.reason_name(int(Reason.OUTBOUND)) == "outbound"
+        assert not service.hold_for_outbound("7003")  # not Ready: nothing more to hold
+        call = _Call(1)
+        service.enqueue(call, "general", priority=10)
+        assert call.rung == []
+        service.end_outbound("7003")
+        assert call.rung == ["7003"]
+        # an operator who went to lunch while held stays at lunch
+        other = AcdService(
+            [QueueConfig("general", "general")],
+            [AgentConfig("7004", {"general": 5}, ("general",))],
+        )
+        other.set_reasons(["lunch"])
+        other.start()
+        other.phone_registered("7004")
+        assert other.hold_for_outbound("7004")
+        other.set_not_ready("7004", other.reasons["lunch"])
+        other.end_outbound("7004")
+        assert other.agent_state("7004") == ("not_ready", other.reasons["lunch"])
+
+    asyncio.run(scenario())

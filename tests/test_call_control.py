@@ -202,7 +202,7 @@ def test_hold_mute_consult_conference_recording_pause_and_disposition(
     other = Desk(center, "op7003", "agent7003")
     with answered_call(center, operator) as (customer, carrier, _), desk, other:
         (call,) = desk.calls()
-        cid = call["id"]
+        cid, caller = call["id"], call["ani"].lstrip("+")
         assert call["state"] == "answered" and call["agent"] == "7001" and call["recording"]
         assert other.calls() == []
         assert other.post(f"/api/calls/{cid}/hold")[0] == 403
@@ -302,6 +302,29 @@ def test_hold_mute_consult_conference_recording_pause_and_disposition(
     assert (i_disposition, i_notes) == ("escalated", "router replaced")
     ((start, end),) = gaps
     assert 0 < start < end and 800 <= end - start <= 5000, gaps
+
+    # "call back at": a callback task of the queue the call came through, for this operator
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).replace(microsecond=0)
+    for bad, why in (
+        ({"callback_at": "2020-01-01T10:00:00+00:00"}, "in the past"),
+        ({"callback_at": later.replace(tzinfo=None).isoformat()}, "offset"),
+        ({"personal": True}, "only with callback_at"),
+    ):
+        status, body = desk.post(
+            f"/api/calls/{cid}/disposition", {"code": "callback_requested", **bad}
+        )
+        assert status == 422 and why in str(body["fields"]), (bad, body)
+    status, body = desk.post(
+        f"/api/calls/{cid}/disposition",
+        {"code": "callback_requested", "callback_at": later.isoformat(), "personal": True},
+    )
+    assert status == 200 and body["callback"]["agent"] == "7001", body
+    with psycopg.connect(center.db) as conn:
+        task = conn.execute(
+            "SELECT kind, status, phone, queue, agent, due_at FROM tasks WHERE id = %s",
+            (body["callback"]["task"],),
+        ).fetchone()
+    assert task == ("callback", "open", caller, "tech", "7001", later), task
 
 
 def _connected(customer: Phone, party: Phone, hz: int) -> bool:

@@ -66,13 +66,14 @@ queues = ["survey", "general"]
 ALWAYS = {"window_start": "00:00", "window_end": "23:59", "weekdays": [1, 2, 3, 4, 5, 6, 7]}
 
 
-def hello_pcap(path: Path) -> None:
-    """A person's greeting for SIPp to play: 0.6 s of voice, then 2 s of quiet (PCMA RTP
-    in Ethernet/IPv4/UDP frames, as SIPp's play_pcap_audio reads them)."""
+def hello_pcap(path: Path, *, quiet_seconds: float = 2.0, law: str = "PCMA") -> None:
+    """A person's greeting for SIPp to play: 0.6 s of voice, then ``quiet_seconds`` of
+    quiet, still sent as RTP (a phone keeps sending; the node ends a leg silent for 30 s)
+    (G.711 ``law`` RTP in Ethernet/IPv4/UDP frames, as SIPp's play_pcap_audio reads them)."""
     import math
 
     frames: list[bytes] = []
-    for f in range(130):
+    for f in range(30 + int(quiet_seconds * 50)):
         loud = f < 30
         pcm = b"".join(
             struct.pack(
@@ -81,10 +82,11 @@ def hello_pcap(path: Path) -> None:
             )
             for i in range(160)
         )
-        frames.append(g711_encode(pcm, "PCMA"))
+        frames.append(g711_encode(pcm, law))
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    pt = 8 if law == "PCMA" else 0
     for n, payload in enumerate(frames):
-        rtp = struct.pack("!BBHII", 0x80, 8, n, n * 160, 0x1234) + payload
+        rtp = struct.pack("!BBHII", 0x80, pt, n & 0xFFFF, n * 160, 0x1234) + payload
         udp = struct.pack("!HHHH", 40000, 40002, 8 + len(rtp), 0) + rtp
         ip = struct.pack(
             "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n, 0, 64, 17, 0,
@@ -845,3 +847,83 @@ def test_preview_the_operator_sees_the_contact_passes_one_and_dials_the_next(
     assert _logged(center.cwd, "carrier_campaign.xml", "invite") == ["380671234567"]
     [(state,)] = _db(center, "SELECT state FROM campaign_contacts WHERE phone = '380445550505'", ())
     assert state == "retry"
+
+
+def test_call_back_at_a_time_for_the_same_operator_rings_them_not_a_free_colleague(
+    center: Center, browser: Browser
+) -> None:
+    """The customer asks to be called back: the operator gives "call back at" in the
+    desktop's wrap-up with the time and "I will make the callback myself". At that time
+    the campaign dials the customer again and rings that operator (the screen pops with the
+    customer), while a colleague of the same group stays free and is never rung."""
+    from tests.test_desktop import open_app, shot, sign_in, start_shift
+
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    cid = _campaign(
+        center,
+        boss,
+        {"name": "Callbacks", "mode": "progressive", "queue": "survey", "rules": ALWAYS},
+        "phone,name,tz\n0671234567,Ivan Petrenko,Europe/Kyiv\n",
+    )
+    page = open_app(browser, center)
+    sign_in(page, "op7001", "agent7001")
+    start_shift(page, {"survey"})
+    carrier = _carrier(center, calls=2)
+    phone = _operator_phone(center, "7001", talk_ms=6000)
+    colleague: Uas | None = None
+    try:
+        assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+        expect(page.get_by_test_id("wrap-up-panel")).to_be_visible(timeout=20_000)
+        colleague = _operator_phone(center, "7002")  # free from now on
+        page.select_option("[data-testid=disposition-code]", "callback_requested")
+        # the current minute of the browser's clock: due at once
+        now = page.evaluate(
+            "() => { const d = new Date(); const p = (n) => String(n).padStart(2, '0');"
+            " return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T"
+            "${p(d.getHours())}:${p(d.getMinutes())}`; }"
+        )
+        page.fill("[data-testid=callback-at]", now)
+        page.check("[data-testid=callback-personal]")
+        page.fill("[data-testid=disposition-note]", "after 18:00 is better")
+        page.click("[data-testid=disposition-save]")
+        expect(page.get_by_test_id("disposition-saved")).to_contain_text("Call back later")
+        shot(page, "desktop-wrap-up-callback")
+
+        def called_twice() -> bool:
+            return len(_logged(center.cwd, "carrier_campaign.xml", "invite")) == 2
+
+        assert wait_for(called_twice, 40), _db(center, "SELECT * FROM campaign_contacts")
+        # the second call pops the customer on the same operator's desktop
+        expect(page.get_by_test_id("call-ani")).to_contain_text("380671234567", timeout=20_000)
+
+        def done() -> bool:
+            q = "SELECT state FROM campaign_contacts WHERE campaign_id = %s"
+            return _db(center, q, (cid,)) == [("done",)]
+
+        assert wait_for(done, 30)
+    finally:
+        carrier.kill()
+        phone.kill()
+        if colleague is not None:
+            colleague.kill()
+    attempts = _db(
+        center,
+        "SELECT agent, outcome, disposition FROM campaign_attempts WHERE campaign_id = %s"
+        " ORDER BY id",
+        (cid,),
+    )
+    assert attempts == [("7001", "connected", "callback_requested"), ("7001", "connected", None)]
+    # 7001's phone answered both calls; the colleague's was never rung
+    assert colleague is not None
+    answered = {
+        who: sum(
+            line.startswith("agent-answer")
+            for f in center.cwd.glob(f"agent_answer_talk_{uas.proc.pid}_logs.log")
+            for line in f.read_text(errors="replace").splitlines()
+        )
+        for who, uas in (("7001", phone), ("7002", colleague))
+    }
+    assert answered == {"7001": 2, "7002": 0}, answered
+    [(note,)] = _db(center, "SELECT note FROM cdrs WHERE disposition = 'callback_requested'")
+    assert note == "after 18:00 is better"

@@ -52,6 +52,7 @@ class Reason(IntEnum):
     MISSED_OFFER = 1
     SUPERVISOR = 2
     DEVICE_LOST = 3  # the phone unregistered while the operator was logged in
+    OUTBOUND = 4  # held for a call the node places for them (a preview, a personal callback)
 
 
 FIRST_CENTER_REASON = 10

@@ -163,10 +163,16 @@ def _operator(acd: AcdService, actor: Actor, *, logged_in: bool = True) -> str:
 
 
 async def me(app: Any, actor: Actor, body: Any = None) -> dict[str, Any]:
-    """The operator's own state, and the reasons it may give for Not ready."""
+    """The operator's own state, the reasons it may give for Not ready and the wrap-up codes
+    it may give a call."""
     acd = _acd(app)
     ext = _operator(acd, actor, logged_in=False)
-    return {**describe(acd, ext), "reasons": list(acd.reasons), "since": _since(app, ext)}
+    return {
+        **describe(acd, ext),
+        "reasons": list(acd.reasons),
+        "dispositions": list(app.ctx.config.calls.dispositions),
+        "since": _since(app, ext),
+    }
 
 
 def _since(app: Any, ext: str) -> str | None:

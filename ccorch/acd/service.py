@@ -52,6 +52,7 @@ ENGINE_WINDOW_FIELDS = (
     "aht_seconds",
 )  # fmt: skip
 DEVICE_LOST = int(Reason.DEVICE_LOST)
+OUTBOUND = int(Reason.OUTBOUND)
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,22 @@ class AcdService:
         """Not ready at once, or after the call in progress (the engine defers it)."""
         self.acd.set_not_ready(self.now_ms(), int(extension), reason)
         self._pump()
+
+    def hold_for_outbound(self, extension: str) -> bool:
+        """Keep a Ready operator from queue offers while the node dials a call for them (a
+        preview they look at, a personal callback): Not ready (outbound) until
+        ``end_outbound``. False when the operator is not Ready (nothing is held)."""
+        state = self.agent_state(extension)
+        if state is None or state[0] != "ready":
+            return False
+        self.set_not_ready(extension, OUTBOUND)
+        return True
+
+    def end_outbound(self, extension: str) -> None:
+        """The call placed for the operator is over: Ready again, unless they chose another
+        state meanwhile (a break asked for, logged out)."""
+        if self.agent_state(extension) == ("not_ready", OUTBOUND):
+            self.set_ready(extension)
 
     def end_wrap_up(self, extension: str) -> None:
         """The after-call work is done: Ready, or the Not ready asked for during the call."""

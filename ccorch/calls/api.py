@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
@@ -40,6 +40,7 @@ from ccorch.api.validation import Body, Id, OneOf, ValidationFailed, parse
 from ccorch.calls import cdr, commands
 from ccorch.calls.commands import Refused
 from ccorch.crm import store as crm_store
+from ccorch.dialer import callbacks
 
 OPERATORS = ("operator", "supervisor", "admin")
 SEE_ALL = frozenset({"supervisor", "admin"})
@@ -159,6 +160,29 @@ class RecordingPause(Body):
 class Disposition(Body):
     code: Annotated[str, Field(min_length=1, max_length=40)]
     note: Annotated[str, Field(max_length=4000)] | None = None
+    # "call back at": when the customer asked to be called (ISO 8601 with its offset), and
+    # whether this operator makes the call (else anyone of the queue)
+    callback_at: Annotated[dt.datetime, Field(strict=False)] | None = None
+    personal: bool = False
+
+    @model_validator(mode="after")
+    def _callback(self) -> Disposition:
+        at = self.callback_at
+        if at is not None:
+            if at.tzinfo is None:
+                raise ValueError("callback_at: give the offset (e.g. 2026-12-08T10:00:00+02:00)")
+            now = dt.datetime.now(dt.UTC)
+            # (a minute's field given as "now" is a callback due at once)
+            if at < now - dt.timedelta(minutes=5):
+                raise ValueError("callback_at: in the past")
+            if at > now + CALLBACK_HORIZON:
+                raise ValueError("callback_at: at most 90 days ahead")
+        elif self.personal:
+            raise ValueError("personal: only with callback_at")
+        return self
+
+
+CALLBACK_HORIZON = dt.timedelta(days=90)
 
 
 class CallerIs(Body):
@@ -317,6 +341,16 @@ async def run(app: Any, actor: Actor, name: str, call_id: int, body: Any) -> dic
     if command.check is not None:
         await command.check(app, actor, fields)
     command.act(app)(call, fields, actor)
+    scheduled = None
+    if name == "disposition" and fields.get("callback_at") is not None:
+        scheduled = await callbacks.schedule(
+            app.ctx.pool,
+            getattr(app.ctx, "campaigns", None),
+            _asked(fields, actor),
+            sip_call_id=call.sip_call_id,
+            attempt_id=call.campaign.attempt_id if call.campaign is not None else None,
+            facts=callbacks.CallFacts(call.ani, call.queue, call.customer_id, call.case_id),
+        )
     if name in AUDITED:  # a supervisor in someone's call: who, which call, how
         async with app.ctx.pool.connection() as conn:
             await crm_store.audit(
@@ -328,7 +362,17 @@ async def run(app: Any, actor: Actor, name: str, call_id: int, body: Any) -> dic
                 None,
                 {"mode": fields.get("mode"), "operator": call.agent, "queue": call.queue},
             )
-    return describe(call) if name != "hangup" else {"id": call_id, "ended": True}
+    if name == "hangup":
+        return {"id": call_id, "ended": True}
+    return describe(call) | ({"callback": scheduled} if scheduled else {})
+
+
+def _asked(fields: dict[str, Any], actor: Actor) -> callbacks.CallbackAsked:
+    if fields.get("personal") and actor.extension is None:
+        raise Refused(409, "conflict", "a personal callback needs an operator's extension")
+    return callbacks.CallbackAsked(
+        fields["callback_at"], actor.extension if fields.get("personal") else None
+    )
 
 
 AUDITED = ("monitor", "monitor/stop")
@@ -359,7 +403,12 @@ async def _late_disposition(
             manager = getattr(app.ctx, "campaigns", None)
             if manager is not None:
                 manager.disposition(ended.sip_call_id, fields["code"])
-            return {"id": call_id, "state": "ended", "disposition": fields["code"]}
+            reply = {"id": call_id, "state": "ended", "disposition": fields["code"]}
+            if fields.get("callback_at") is not None:
+                reply["callback"] = await callbacks.schedule(
+                    app.ctx.pool, manager, _asked(fields, actor), sip_call_id=ended.sip_call_id
+                )
+            return reply
         await asyncio.sleep(0.1)
     raise Refused(409, "conflict", "the call's record is not written yet: try again")
 

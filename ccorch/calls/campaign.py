@@ -63,6 +63,7 @@ class CampaignDial:
     survey_id: int | None = None  # the script the operator is shown
     case_id: int | None = None  # a callback's case: the call's interaction joins it
     agent: str | None = None  # preview: the operator who asked for the call (rung directly)
+    personal: bool = False  # a personal callback (its operator is rung with a screen pop)
     contact: dict[str, Any] = field(default_factory=dict)  # name and the list's columns
     flow: Flow | None = None  # a voice broadcast's
     variables: dict[str, Any] = field(default_factory=dict)

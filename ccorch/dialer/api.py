@@ -285,14 +285,14 @@ def _manager(request: Request) -> Any:
 async def preview_campaigns(request: Request) -> HTTPResponse:
     """The running preview campaigns of the operator's groups."""
     extension = await _extension(request)
-    runs = _manager(request).preview_campaigns(extension)
+    runs = _manager(request).operator.preview_campaigns(extension)
     return json({"items": [{"id": r.id, "name": r.name, "queue": r.queue} for r in runs]})
 
 
 async def preview_next(request: Request) -> HTTPResponse:
     """The next contact for this operator to see before dialing (claimed for them)."""
     extension = await _extension(request)
-    contact = await _manager(request).preview_next(extension)
+    contact = await _manager(request).operator.preview_next(extension)
     if contact is None:
         raise RequestRefused(404, "no contact may be called now in your preview campaigns")
     return json(contact)
@@ -300,14 +300,14 @@ async def preview_next(request: Request) -> HTTPResponse:
 
 async def preview_dial(request: Request, attempt_id: int) -> HTTPResponse:
     extension = await _extension(request)
-    if not _manager(request).preview_dial(attempt_id, extension):
+    if not _manager(request).operator.preview_dial(attempt_id, extension):
         raise RequestRefused(404, f"no contact {attempt_id} shown to you to dial")
     return json({"attempt": attempt_id, "dialing": True})
 
 
 async def preview_skip(request: Request, attempt_id: int) -> HTTPResponse:
     extension = await _extension(request)
-    if not _manager(request).preview_skip(attempt_id, extension):
+    if not _manager(request).operator.preview_skip(attempt_id, extension):
         raise RequestRefused(404, f"no contact {attempt_id} shown to you")
     return json({"attempt": attempt_id, "skipped": True})
 

@@ -39,6 +39,8 @@ from ccorch._core import DialerPacer
 from ccorch.acd import AgentChanged
 from ccorch.calls import campaign as campaign_call
 from ccorch.calls.campaign import CampaignDial
+from ccorch.dialer.callbacks import CallbackAsked
+from ccorch.dialer.operator_dialing import OperatorDialing
 from ccorch.dialer.rules import CallingRules, Outcome, next_attempt, opening
 from ccorch.dialer.settings import DialingSettings
 from ccorch.ivr import tts
@@ -73,11 +75,13 @@ RETRY_AS: dict[str, Outcome] = {"abandoned": "no_answer", "hung_up": "no_answer"
 
 
 # A callback campaign's new contacts: the open callback tasks of callers who left its queue
-# (the number they called from, their customer and case), each once.
+# (the number they called from, their customer and case), each once, at the time asked and
+# for the operator asked (a personal callback).
 CALLBACKS_SQL = """
 INSERT INTO campaign_contacts (campaign_id, phone, name, time_zone, customer_id, source,
-                               source_line, task_id, case_id)
-SELECT %(campaign)s, t.phone, cu.name, %(tz)s, t.customer_id, 'callback', t.id, t.id, t.case_id
+                               source_line, task_id, case_id, next_attempt_at, callback_agent)
+SELECT %(campaign)s, t.phone, cu.name, %(tz)s, t.customer_id, 'callback', t.id, t.id, t.case_id,
+       CASE WHEN t.due_at > now() THEN t.due_at END, t.agent
   FROM tasks t LEFT JOIN customers cu ON cu.id = t.customer_id
  WHERE t.kind = 'callback' AND t.status = 'open' AND t.queue = %(queue)s
    AND t.phone ~ '^[1-9][0-9]{6,14}$'
@@ -162,6 +166,10 @@ class CampaignManager:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        # calls placed for one operator: previews and personal callbacks
+        self.operator = OperatorDialing(self)
+        # "call back at" asked during a call, applied when its attempt closes (by attempt)
+        self._callbacks_asked: dict[int, CallbackAsked] = {}
 
     # --- life ---
 
@@ -428,7 +436,7 @@ class CampaignManager:
 
     # --- dialing ---
 
-    def _trunk(self) -> Trunk | None:
+    def trunk(self) -> Trunk | None:
         return next(
             (t for t in self.calls.service.trunks if t.outbound and t.up is not False), None
         )
@@ -440,6 +448,8 @@ class CampaignManager:
         if run.mode == "sms":
             await self._text(run, now)
             return
+        if run.mode != "broadcast":
+            await self.operator.personal_callbacks(run, now)
         if run.mode == "broadcast":
             n = run.settings.max_lines - len(run.in_flight)
         elif run.mode == "preview":
@@ -451,7 +461,7 @@ class CampaignManager:
             n = min(n, run.settings.max_lines - len(run.in_flight))
         if n <= 0:
             return
-        trunk = self._trunk()
+        trunk = self.trunk()
         if trunk is None:
             return
         flow = None
@@ -460,10 +470,10 @@ class CampaignManager:
             if flow is None:
                 log.error("broadcast without its flow", extra={"campaign": run.id})
                 return
-        for contact, attempt in await self._claim(run, n, now):
-            self._place(run, trunk, contact, attempt, flow)
+        for contact, attempt in await self.claim(run, n, now):
+            self.place(run, trunk, contact, attempt, flow)
 
-    def _place(
+    def place(
         self,
         run: CampaignRun,
         trunk: Trunk,
@@ -471,8 +481,10 @@ class CampaignManager:
         attempt: Attempt,
         flow: Flow | None = None,
         agent: str | None = None,
+        personal: bool = False,
     ) -> None:
-        """Dial a claimed contact (``agent``: a preview's operator, rung when it answers)."""
+        """Dial a claimed contact (``agent``: a preview's or a personal callback's operator,
+        rung when it answers)."""
         dial = CampaignDial(
             attempt_id=attempt.id,
             campaign_id=run.id,
@@ -490,6 +502,7 @@ class CampaignManager:
             case_id=contact["case_id"],
             contact={"name": contact["name"], "variables": contact["variables"]},
             agent=agent,
+            personal=personal,
         )
         run.in_flight[attempt.id] = attempt
         run.pacer.handle(epoch_ms(self.clock()), "call_placed", attempt.id)
@@ -507,80 +520,6 @@ class CampaignManager:
                 dial, "ended", {"outcome": "failed", "sip_call_id": None, "keys": ""}
             )
 
-    # --- preview: the operator asks for each contact, sees it, dials it or passes ---
-
-    def preview_campaigns(self, extension: str) -> list[CampaignRun]:
-        """The running preview campaigns this operator works (by their shift's groups)."""
-        groups = self.acd.working.get(extension, ())
-        return [
-            r for r in self.runs.values()
-            if r.mode == "preview" and not r.stopping and r.queue in groups
-        ]  # fmt: skip
-
-    async def preview_next(self, extension: str) -> dict[str, Any] | None:
-        """The next contact of a preview campaign the operator works, claimed for them (its
-        attempt written); None when none is due."""
-        for run in self.preview_campaigns(extension):
-            claimed = await self._claim(run, 1, self.clock(), previewed_by=extension)
-            if claimed:
-                contact, attempt = claimed[0]
-                run.previews[attempt.id] = (extension, contact, attempt)
-                return {
-                    "attempt": attempt.id,
-                    "campaign": {"id": run.id, "name": run.name, "survey": run.survey_id},
-                    "phone": contact["phone"],
-                    "name": contact["name"],
-                    "customer_id": contact["customer_id"],
-                    "variables": contact["variables"],
-                }
-        return None
-
-    def _preview(
-        self, attempt_id: int, extension: str
-    ) -> tuple[CampaignRun, dict[str, Any], Attempt]:
-        for run in self.runs.values():
-            held = run.previews.get(attempt_id)
-            if held is not None and held[0] == extension:
-                return run, held[1], held[2]
-        raise KeyError(attempt_id)
-
-    def preview_dial(self, attempt_id: int, extension: str) -> bool:
-        """Dial the contact shown to the operator; their phone rings once the customer
-        answers. False when this operator has no such contact shown, or no trunk is up."""
-        try:
-            run, contact, attempt = self._preview(attempt_id, extension)
-        except KeyError:
-            return False
-        trunk = self._trunk()
-        if trunk is None:
-            return False
-        run.previews.pop(attempt_id, None)
-        self._place(run, trunk, contact, attempt, agent=extension)
-        return True
-
-    def preview_skip(self, attempt_id: int, extension: str) -> bool:
-        """The operator passes over the contact shown: it goes back to the list (later)."""
-        try:
-            run, _, attempt = self._preview(attempt_id, extension)
-        except KeyError:
-            return False
-        run.previews.pop(attempt_id, None)
-
-        async def write(conn: AsyncConnection[Any]) -> None:
-            await conn.execute(
-                "UPDATE campaign_attempts SET ended_at = now(), outcome = 'skipped' WHERE id = %s",
-                (attempt.id,),
-            )
-            await conn.execute(
-                "UPDATE campaign_contacts SET state = 'retry', last_outcome = 'skipped',"
-                " attempts = attempts - 1, next_attempt_at = now() + interval '10 minutes'"
-                " WHERE id = %s",
-                (attempt.contact_id,),
-            )
-
-        self._writes.put_nowait(write)
-        return True
-
     async def _text(self, run: CampaignRun, now: dt.datetime) -> None:
         """An SMS campaign's tick: the due contacts, at ``sms_per_second``, each its text."""
         sms = self.sms
@@ -592,7 +531,7 @@ class CampaignManager:
         n = int(run.sms_credit)
         if n <= 0:
             return
-        for contact, attempt in await self._claim(run, n, now):
+        for contact, attempt in await self.claim(run, n, now):
             run.sms_credit -= 1
             variables = {"name": contact["name"] or "", **contact["variables"]}
             sms_id = await sms.send(
@@ -644,11 +583,17 @@ class CampaignManager:
             free += state is not None and state[0] == "ready"
         return free
 
-    async def _claim(
-        self, run: CampaignRun, n: int, now: dt.datetime, previewed_by: str | None = None
+    async def claim(
+        self,
+        run: CampaignRun,
+        n: int,
+        now: dt.datetime,
+        previewed_by: str | None = None,
+        personal_for: str | None = None,
     ) -> list[tuple[dict[str, Any], Attempt]]:
         """Up to ``n`` contacts that may be called now, marked dialing with their attempts
-        written, in one transaction; those outside their window move to its next opening."""
+        written, in one transaction; those outside their window move to its next opening.
+        A personal callback is claimed only for its operator (``personal_for``)."""
         claimed: list[tuple[dict[str, Any], Attempt]] = []
         async with (
             self.pool.connection() as conn,
@@ -661,12 +606,13 @@ class CampaignManager:
                      FROM campaign_contacts c
                     WHERE c.campaign_id = %s AND c.state IN ('pending', 'retry')
                       AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %s)
+                      AND c.callback_agent IS NOT DISTINCT FROM %s
                       AND NOT EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone = c.phone
                                        AND (d.campaign_id IS NULL OR d.campaign_id = c.campaign_id))
                       AND NOT EXISTS (SELECT 1 FROM blacklist b WHERE b.number = c.phone)
                     ORDER BY coalesce(c.next_attempt_at, c.created_at), c.id
                     LIMIT %s FOR UPDATE SKIP LOCKED""",
-                (run.id, now, max(n * 4, 20)),
+                (run.id, now, personal_for, max(n * 4, 20)),
             )
             for contact in await cur.fetchall():
                 tz = ZoneInfo(contact["time_zone"])
@@ -764,6 +710,7 @@ class CampaignManager:
             self._count(run, now, "abandoned")
         elif kind == "ended":
             run.in_flight.pop(aid, None)
+            self.operator.release(aid)
             if not attempt.resolved and attempt.live:
                 self._resolve(run, attempt, now)  # a broadcast, or hung up while waiting
             elif not attempt.resolved:
@@ -777,6 +724,28 @@ class CampaignManager:
             self._close(run, attempt, outcome, keys, data.get("sip_call_id"), disposition, at)
             if isinstance(disposition, str) and disposition in DISPOSITIONS:
                 self.disposition(str(data.get("sip_call_id")), disposition)
+
+    def callback(self, attempt_id: int, asked: CallbackAsked) -> None:
+        """ "Call back at" on a campaign call: the contact is called again at that time (by
+        the operator when personal), whatever its retry rules say; asked during the call it
+        applies when the attempt closes."""
+        if any(attempt_id in run.in_flight for run in self.runs.values()):
+            self._callbacks_asked[attempt_id] = asked
+            return
+
+        async def write(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(
+                """UPDATE campaign_contacts c SET state = 'retry', next_attempt_at = %s,
+                          callback_agent = %s, last_outcome = 'callback'
+                     FROM campaign_attempts a WHERE a.id = %s AND c.id = a.contact_id""",
+                (asked.at, asked.agent, attempt_id),
+            )
+
+        self._writes.put_nowait(write)
+
+    def write(self, write: Callable[[AsyncConnection[Any]], Awaitable[None]]) -> None:
+        """An update in the ordered writer's turn (after those already queued)."""
+        self._writes.put_nowait(write)
 
     def disposition(self, sip_call_id: str, code: str) -> None:
         """The operator's wrap-up code on a campaign call, during it or after: a machine
@@ -855,8 +824,11 @@ class CampaignManager:
         at: dt.datetime,
     ) -> None:
         tried = dict(attempt.tried)
-        state, next_at = "done", None
-        if outcome not in REACHED:
+        state, next_at, personal, last_outcome = "done", None, None, outcome
+        asked = self._callbacks_asked.pop(attempt.id, None)
+        if asked is not None and outcome in REACHED:  # "call back at", asked during the call
+            state, next_at, personal, last_outcome = "retry", asked.at, asked.agent, "callback"
+        elif outcome not in REACHED:
             # each outcome counted apart; an abandon is retried by no_answer's rule
             tried[outcome] = tried.get(outcome, 0) + 1
             rule = RETRY_AS.get(outcome) or _as_outcome(outcome)
@@ -878,8 +850,8 @@ class CampaignManager:
             )
             await conn.execute(
                 "UPDATE campaign_contacts SET state = %s, next_attempt_at = %s, tried = %s,"
-                " last_outcome = %s WHERE id = %s",
-                (state, next_at, Jsonb(tried), outcome, attempt.contact_id),
+                " last_outcome = %s, callback_agent = %s WHERE id = %s",
+                (state, next_at, Jsonb(tried), last_outcome, personal, attempt.contact_id),
             )
             if attempt.task_id is not None and state == "done":  # the callback is made
                 await conn.execute(

@@ -32,6 +32,10 @@ export class Desk {
   /** A Not ready asked during the call: it applies after the call. */
   pending = $state<string | null>(null);
   call = $state<Call | null>(null);
+  /** The last call the operator was on (its wrap-up code may come after it ended). */
+  lastCallId = $state<number | null>(null);
+  /** The wrap-up code given to that call, once the node took it. */
+  disposed = $state<string | null>(null);
   offer = $state<Offer | null>(null);
   callStartedAt = $state<number | null>(null);
   callEnded = $state(false);
@@ -87,7 +91,11 @@ export class Desk {
     if (this.agent?.state !== agent.state || this.agent?.reason !== agent.reason) {
       this.stateSince = agent.since ? Date.parse(agent.since) : Date.now();
     }
-    this.agent = { ...agent, reasons: agent.reasons ?? this.agent?.reasons ?? [] };
+    this.agent = {
+      ...agent,
+      reasons: agent.reasons ?? this.agent?.reasons ?? [],
+      dispositions: agent.dispositions ?? this.agent?.dispositions ?? [],
+    };
     if (agent.state !== "wrap_up") this.wrapUpEndsAt = null;
   }
 
@@ -100,7 +108,9 @@ export class Desk {
         this.callEnded = false;
         this.callStartedAt ??= Date.now();
       }
+      if (this.lastCallId !== mine.id) this.disposed = null;
       this.call = mine;
+      this.lastCallId = mine.id;
     } else if (this.call !== null) {
       this.call = null;
       this.callEnded = true;
@@ -225,6 +235,26 @@ export class Desk {
     const reply = await this.stream.command(name, { call: id, ...fields });
     const ok = this.check(reply);
     if (ok && reply["call"]) this.call = reply["call"] as Call;
+    return ok;
+  }
+
+  /** The wrap-up code of the current or last call, with a note, and "call back at" (ISO
+   * 8601 with the offset; personal: this operator makes the callback). */
+  async dispose(
+    code: string,
+    note: string,
+    callback: { at: string; personal: boolean } | null,
+  ): Promise<boolean> {
+    const id = this.call?.id ?? this.lastCallId;
+    if (id === null) return false;
+    const fields: Record<string, unknown> = { call: id, code };
+    if (note.trim()) fields["note"] = note.trim();
+    if (callback !== null) {
+      fields["callback_at"] = callback.at;
+      fields["personal"] = callback.personal;
+    }
+    const ok = this.check(await this.stream.command("disposition", fields));
+    if (ok) this.disposed = code;
     return ok;
   }
 

@@ -20,6 +20,8 @@ export interface Agent {
   phone_registered: boolean;
   from_desktop: boolean;
   reasons?: string[];
+  /** The wrap-up codes a call may be given (the center's). */
+  dispositions?: string[];
   since?: string | null;
 }
 
