@@ -33,6 +33,7 @@ import base64
 import datetime as dt
 import json
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,20 +104,97 @@ def measure(
         # operator talk inside the window, from the calls' records
         talk = conn.execute(
             """SELECT coalesce(sum(extract(epoch FROM least(c.ended_at, %(t1)s)
-                                       - greatest(c.answered_at, %(t0)s))), 0)
+                                       - greatest(c.answered_at, %(t0)s))), 0),
+                      count(*), avg(extract(epoch FROM c.ended_at - c.answered_at))
                  FROM cdrs c JOIN campaign_attempts a ON a.sip_call_id = c.sip_call_id
                 WHERE a.campaign_id = %(id)s AND c.answered_at IS NOT NULL
                   AND c.answered_at < %(t1)s AND c.ended_at > %(t0)s""",
             {"t0": t0, "t1": t1, "id": campaign},
         ).fetchone()
+        # what detection did, by what each number really is (its last digit, see numbers())
+        by_class = conn.execute(
+            """SELECT CASE WHEN right(phone, 1) = '3' THEN 'machine'
+                           WHEN right(phone, 1) IN ('0','4','5','6','7','8','9') THEN 'person'
+                           ELSE 'other' END AS truth,
+                      count(*) FILTER (WHERE answered_at IS NOT NULL),
+                      count(*) FILTER (WHERE detected = 'machine'),
+                      avg(extract(epoch FROM live_at - answered_at))
+                 FROM campaign_attempts WHERE campaign_id = %s AND started_at < %s
+                GROUP BY 1""",
+            (campaign, t1),
+        ).fetchall()
+        # how the operators' calls ended (a media timeout would cut the talk short)
+        endings = dict(
+            conn.execute(
+                """SELECT c.outcome, count(*) FROM cdrs c
+                     JOIN campaign_attempts a ON a.sip_call_id = c.sip_call_id
+                    WHERE a.campaign_id = %s AND c.answered_at IS NOT NULL
+                      AND c.answered_at < %s GROUP BY 1""",
+                (campaign, t1),
+            ).fetchall()
+        )
+    detection = {
+        truth: {"answered": n, "taken_for_machines": m, "seconds_to_verdict": float(d or 0)}
+        for truth, n, m, d in by_class
+    }
     seconds = (t1 - t0).total_seconds()
     return {
+        "detection": detection,
+        "operator_call_endings": endings,
         "placed": sum(outcomes.values()),
         "outcomes": outcomes,
         "live": live,
         "abandoned": abandoned,
         "abandon_rate": abandoned / live if live else None,
         "talk_occupancy": float(talk[0]) / (ops * seconds) if talk else None,
+        "operator_calls": talk[1] if talk else 0,
+        "mean_talk_seconds": float(talk[2] or 0) if talk else None,
+    }
+
+
+def simulator(args: argparse.Namespace, measured: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The campaign simulator for the same setup, over many seeds: a 30-minute window's
+    talk occupancy spreads by tens of points from one draw to the next, so one draw is
+    no reference. Detection's rates are the ones this run measured on the carrier's
+    people and machines; the carrier answers after 300 ms; talk is uniform as the
+    phones draw it; wrap-up 0.5 s longer for the answer and BYE round trips."""
+    from ccorch.dialer import simulate_campaign
+    from ccorch.dialer.manager import WARM_UP_LIVE
+
+    det = measured["detection"]
+
+    def share(truth: str) -> float:
+        c = det.get(truth) or {}
+        return c["taken_for_machines"] / c["answered"] if c.get("answered") else 0.0
+
+    scenario = {
+        "agents": args.operators, "day_hours": seconds / 3600, "p_live": args.live,
+        "p_machine": args.machines, "p_busy": args.busy,
+        "ring_mean": 0.3, "ring_sd": 0.05,
+        "talk_min": args.talk_min, "talk_max": args.talk_max,
+        "wrap": args.wrap + 0.5,
+        "amd_detects_machine": share("machine"), "amd_false_positive": share("person"),
+    }  # fmt: skip
+    occupancy, abandon = [], []
+    for seed in range(1, args.sim_seeds + 1):
+        # (as the campaign manager sets it: one call per free operator until 50 live answers)
+        sim = simulate_campaign(scenario, args.mode, seed, 1, warm_up_live=WARM_UP_LIVE)
+        # talk over operators × window (the simulator's own "occupancy" divides by
+        # logged-in time, which a short day's bookkeeping stretches)
+        occupancy.append(sum(d["talk_seconds"] for d in sim["days"]) / (args.operators * seconds))
+        abandon.append(sim["abandon_rate"])
+    occupancy.sort()
+    return {
+        "scenario": scenario,
+        "seeds": args.sim_seeds,
+        "talk_occupancy_mean": statistics.fmean(occupancy),
+        "talk_occupancy_sd": statistics.stdev(occupancy) if len(occupancy) > 1 else 0.0,
+        "talk_occupancy_p10_p90": [
+            occupancy[len(occupancy) // 10],
+            occupancy[(9 * len(occupancy)) // 10 - 1],
+        ],
+        "abandon_rate_mean": statistics.fmean(abandon),
+        "abandon_rate_max": max(abandon),
     }
 
 
@@ -133,9 +211,20 @@ def main() -> None:
     ap.add_argument("--wrap", type=float, default=5)
     ap.add_argument("--contacts", type=int, default=12000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sim-seeds", type=int, default=40)
+    ap.add_argument(
+        "--simulate-from",
+        type=Path,
+        help="a report this script wrote: recompute its simulator column only",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
+    if args.simulate_from:
+        old = json.loads(args.simulate_from.read_text())
+        old["simulator"] = simulator(args, old["measured"], old["minutes"] * 60)
+        print(json.dumps(old["simulator"], indent=2))
+        return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ccorch-campaign-"))
     work.mkdir(parents=True, exist_ok=True)
     n = args.operators
@@ -164,13 +253,18 @@ def main() -> None:
         f'[ivr]\nflows_dir = "{flows}"\ntts_cache_dir = "{work / "tts"}"\n'
         "[database]\npool_max = 20\n"
     )
-    hello_pcap(work / "hello.pcap")
+    # People and operators send RTP all through the call, as phones do (a leg silent for
+    # 30 s is ended by the node's media timeout): a greeting, then quiet frames.
+    longest = args.talk_max + 60
+    hello_pcap(work / "hello.pcap", quiet_seconds=longest)
+    hello_pcap(work / "operator.pcap", quiet_seconds=longest, law="PCMU")
     talk_scenario = work / "agent_talk.xml"
     talk_scenario.write_text(
         (SCEN / "agent_answer_talk.xml")
         .read_text()
         .replace(
             "<pause/>",
+            '<nop><action><exec play_pcap_audio="operator.pcap"/></action></nop>'
             f'<pause distribution="uniform" min="{int(args.talk_min * 1000)}"'
             f' max="{int(args.talk_max * 1000)}"/>',
         )
@@ -249,32 +343,13 @@ def main() -> None:
         api(base, "PATCH", f"/api/campaigns/{campaign['id']}", {"status": "paused"}, token)
         time.sleep(90)  # the calls up at the end finish (their records are written)
         figures = measure(db_url, campaign["id"], t0, t1, n)
-        from ccorch.dialer import simulate_campaign
-
-        p_busy = args.busy
-        sim = simulate_campaign(
-            {
-                "agents": n, "day_hours": seconds / 3600, "p_live": args.live,
-                "p_machine": args.machines, "p_busy": p_busy,
-                "talk_mean": (args.talk_min + args.talk_max) / 2,
-                "talk_sd": (args.talk_max - args.talk_min) / 12**0.5,
-                "wrap": args.wrap + 0.5,  # (the phone's answer and the BYE round trip)
-            },
-            args.mode,
-            args.seed,
-            1,
-        )  # fmt: skip
+        sim = simulator(args, figures, seconds)
         report = {
             "mode": args.mode,
             "minutes": args.minutes,
             "operators": n,
             "measured": figures,
-            # the simulator's talk over operators × window (its own "occupancy" divides by
-            # logged-in time, which a short day's bookkeeping stretches)
-            "simulator": {
-                "talk_occupancy": sum(d["talk_seconds"] for d in sim["days"]) / (n * seconds),
-                "abandon_rate": sim["abandon_rate"],
-            },
+            "simulator": sim,
             "node_cpu_percent_of_one_core": round(100 * cpu / seconds, 1),
             "peak_calls_in_flight": peak,
             "workdir": str(work),

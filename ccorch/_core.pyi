@@ -149,6 +149,7 @@ class DialerPacer:
         prior_talk_seconds: float = 120.0,
         prior_wrap_seconds: float = 10.0,
         utc_offset_minutes: int = 0,
+        warm_up_live: int = 0,
     ) -> DialerPacer: ...
     def handle(
         self,
@@ -164,7 +165,7 @@ class DialerPacer:
     def abandon_rate_30d(self, now_ms: int) -> float | None: ...
 
 def simulate_campaign(
-    scenario: dict[str, Any], pacer: str, seed: int = 1, days: int = 1
+    scenario: dict[str, Any], pacer: str, seed: int = 1, days: int = 1, *, warm_up_live: int = 0
 ) -> dict[str, Any]: ...
 
 @final

@@ -62,7 +62,9 @@ TICK = 0.25  # seconds between the pacer's decisions
 REFRESH = 2.0  # seconds between reading the campaigns' statuses
 DAY_MS = 86_400_000
 PRIOR_FALSE_POSITIVES = 0.02  # machines detection passes as people, until measured
-WARM_UP_LIVE = 50  # live answers before predictive pacing takes over (the pacer's own bar)
+# live answers over 30 days before power or predictive pacing (until then one call per free
+# operator: the pacer's figures are priors), and before the AMD share is the campaign's own
+WARM_UP_LIVE = 50
 MONTH_MS = 30 * DAY_MS
 # outcomes that end the contact (a person was reached, or heard the broadcast)
 REACHED = ("connected", "completed", "confirmed")
@@ -318,6 +320,7 @@ class CampaignManager:
             ratio=(settings.ratio or 2.0) if mode == "power" else None,
             utc_offset_minutes=0,
             amd_false_positive_share=await self._false_positive_share(row["id"]),
+            warm_up_live=WARM_UP_LIVE,
         )
         run = CampaignRun(
             id=row["id"],
@@ -456,8 +459,6 @@ class CampaignManager:
             return  # the operator asks for each call from the desktop
         else:
             n = run.pacer.dials(epoch_ms(now))
-            if run.mode in ("predictive", "power") and self._warming_up(run, epoch_ms(now)):
-                n = min(n, self._free_operators(run) - len(run.in_flight))
             n = min(n, run.settings.max_lines - len(run.in_flight))
         if n <= 0:
             return
@@ -558,30 +559,6 @@ class CampaignManager:
                 )
 
             self._writes.put_nowait(write)
-
-    def _warming_up(self, run: CampaignRun, now: int) -> bool:
-        """Fewer than ``WARM_UP_LIVE`` live answers in 30 days: the pacer's guesses are
-        priors, not this campaign's figures, and its abandon budget is not yet in force;
-        until then it dials no more than one call per free operator."""
-        # (asked every tick: counted from the newest, stopping at the bar, not over 30 days
-        # of answers; live entries are appended in time order)
-        live = 0
-        for t, k in reversed(run.ledger):
-            if k != "live":
-                continue
-            if t < now - MONTH_MS:
-                break
-            live += 1
-            if live >= WARM_UP_LIVE:
-                return False
-        return True
-
-    def _free_operators(self, run: CampaignRun) -> int:
-        free = 0
-        for agent in run.agents:
-            state = self.acd.agent_state(str(agent))
-            free += state is not None and state[0] == "ready"
-        return free
 
     async def claim(
         self,

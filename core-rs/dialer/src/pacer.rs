@@ -82,6 +82,10 @@ pub struct PacerConfig {
     /// The campaign's time zone, minutes east of UTC: Ofcom's 24 hours are also counted
     /// as its calendar day, so times given to the pacer are Unix epoch milliseconds.
     pub utc_offset_minutes: i32,
+    /// Live answers the campaign has over 30 days before power or predictive pacing
+    /// (until then one call per free operator): its estimates are priors, not its own
+    /// figures, and the abandon budget is not yet in force. 0: none (the benches' days).
+    pub campaign_warm_up_live: u64,
 }
 
 impl PacerConfig {
@@ -97,6 +101,7 @@ impl PacerConfig {
             prior_wrap_seconds: 10.0,
             budget_fallback: true,
             utc_offset_minutes: 0,
+            campaign_warm_up_live: 0,
         }
     }
 
@@ -598,6 +603,12 @@ impl Pacer for CampaignPacer {
             Mode::Power { .. } | Mode::Predictive => {}
         }
         self.forget_if_stale(now);
+        if self.cfg.campaign_warm_up_live > 0
+            && (self.cfg.budget_fallback || matches!(self.cfg.mode, Mode::Predictive))
+            && self.ledger.window(now, 30 * 24).live < self.cfg.campaign_warm_up_live
+        {
+            return self.idle.saturating_sub(in_flight);
+        }
         // A day's first calls go one per free operator until the day has its own answers:
         // the answer rate after a night may not be yesterday evening's, and every operator
         // is free at once, so a predictive burst on the old figures abandons in a heap.
@@ -713,6 +724,44 @@ mod tests {
         // An idle operator: it dials.
         p.handle(410_000, Event::AgentJoined(2));
         assert!(p.dials(410_250) >= 1);
+    }
+
+    #[test]
+    fn a_new_campaign_dials_one_per_free_operator_until_its_own_live_answers() {
+        let mut cfg = PacerConfig::new(Mode::Predictive);
+        cfg.campaign_warm_up_live = 50;
+        let mut p = CampaignPacer::new(cfg).unwrap();
+        for a in 0..10 {
+            p.handle(0, Event::AgentJoined(a));
+        }
+        // n live answers (each talked 60 s, the operator free again) among 4n calls
+        let mut call = 0;
+        let mut at = 1_000;
+        let mut live = |p: &mut CampaignPacer, n: u64| -> Millis {
+            for i in 0..n {
+                let agent = i % 10;
+                call += 1;
+                p.handle(at, Event::CallPlaced(call));
+                p.handle(at + 5_000, Event::CallAnswered { call, human: true });
+                p.handle(at + 5_000, Event::CallConnected { call, agent });
+                p.handle(at + 65_000, Event::TalkEnded(agent));
+                p.handle(at + 70_000, Event::AgentReady(agent));
+                for _ in 0..3 {
+                    call += 1;
+                    p.handle(at, Event::CallPlaced(call));
+                    p.handle(at + 20_000, Event::CallUnanswered(call));
+                }
+                at += 7_000;
+            }
+            at + 100_000
+        };
+        let now = live(&mut p, 49);
+        assert_eq!(p.dials(now), 10, "49 live answers: one per free operator");
+        let now = live(&mut p, 1);
+        assert!(
+            p.dials(now) > 10,
+            "50: predictive overdials for free operators"
+        );
     }
 
     #[test]

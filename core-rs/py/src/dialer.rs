@@ -48,7 +48,7 @@ impl PyDialerPacer {
         mode_name, *, ratio = None, max_abandon_rate = 0.03, aim_abandon_rate = 0.025,
         amd_false_positive_share = 0.02, prior_live_probability = 0.25,
         prior_ring_seconds = 10.0, prior_talk_seconds = 120.0, prior_wrap_seconds = 10.0,
-        utc_offset_minutes = 0,
+        utc_offset_minutes = 0, warm_up_live = 0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -62,6 +62,7 @@ impl PyDialerPacer {
         prior_talk_seconds: f64,
         prior_wrap_seconds: f64,
         utc_offset_minutes: i32,
+        warm_up_live: u64,
     ) -> PyResult<Self> {
         let mut cfg = PacerConfig::new(mode(mode_name, ratio)?);
         cfg.max_abandon_rate = max_abandon_rate;
@@ -72,6 +73,7 @@ impl PyDialerPacer {
         cfg.prior_talk_seconds = prior_talk_seconds;
         cfg.prior_wrap_seconds = prior_wrap_seconds;
         cfg.utc_offset_minutes = utc_offset_minutes;
+        cfg.campaign_warm_up_live = warm_up_live;
         Ok(PyDialerPacer {
             pacer: CampaignPacer::new(cfg).map_err(param_error)?,
         })
@@ -214,21 +216,25 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
 
 /// Simulate `days` campaign days of `scenario` (a dict; see `ccorch.dialer`) under a
 /// pacer ("preview" is not simulated; "progressive", "predictive", "power:<ratio>",
-/// "erlang:<aim>" (the Erlang C reference), "vicidial"), reproducibly from `seed`. Returns totals and per-day figures.
+/// "erlang:<aim>" (the Erlang C reference), "vicidial"), reproducibly from `seed`;
+/// `warm_up_live`: the campaign's live answers before power or predictive pacing, as the
+/// campaign manager sets it. Returns totals and per-day figures.
 #[pyfunction]
-#[pyo3(signature = (scenario, pacer, seed = 1, days = 1))]
+#[pyo3(signature = (scenario, pacer, seed = 1, days = 1, *, warm_up_live = 0))]
 pub fn simulate_campaign<'py>(
     py: Python<'py>,
     scenario: &Bound<'py, PyDict>,
     pacer: &str,
     seed: u64,
     days: u32,
+    warm_up_live: u64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let s = scenario_from(scenario)?;
     let share = s.amd_false_positive_share();
     let config = |m: Mode| {
         let mut c = PacerConfig::new(m);
         c.amd_false_positive_share = share;
+        c.campaign_warm_up_live = warm_up_live;
         c
     };
     let mut boxed: Box<dyn Pacer + Send> = match pacer.split_once(':') {
