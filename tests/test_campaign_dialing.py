@@ -6,6 +6,7 @@ operators' phones saw."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 import struct
 import time
@@ -60,6 +61,16 @@ queues = ["survey"]
 extension = "7003"
 skills = { survey = 5, general = 5 }
 queues = ["survey", "general"]
+
+[[agent]]
+extension = "7004"
+skills = { survey = 5 }
+queues = ["survey"]
+
+[[agent]]
+extension = "7009"
+skills = { survey = 5 }
+queues = ["survey"]
 """
 
 # every day, all day, in the contact's time: the test runs at any hour
@@ -927,3 +938,157 @@ def test_call_back_at_a_time_for_the_same_operator_rings_them_not_a_free_colleag
     assert answered == {"7001": 2, "7002": 0}, answered
     [(note,)] = _db(center, "SELECT note FROM cdrs WHERE disposition = 'callback_requested'")
     assert note == "after 18:00 is better"
+
+
+def _zone_at(hours: range) -> str:
+    """A fixed-offset time zone whose local hour is now within ``hours``."""
+    now = dt.datetime.now(dt.UTC)
+    for offset in range(-12, 15):
+        if (now.hour + offset) % 24 in hours:
+            # (Etc/GMT's sign is the POSIX one: Etc/GMT-3 is three hours east of UTC)
+            return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"
+    raise AssertionError(hours)
+
+
+def test_the_seeds_survey_campaign_over_200_contacts_with_5_operators(
+    center: Center, browser: Browser
+) -> None:
+    """Seed 002's survey campaign at the issue's scale: 200 contacts, 5 operators (one of
+    them works the script in Chromium, four are SIPp phones). Every contact ends as its
+    rules say, those on the do-not-call list (before or after the import) and those whose
+    window is closed are never dialed, and the survey responses in the CRM are the answers
+    clicked and typed for each customer."""
+    from tests.test_desktop import open_app, sign_in, start_shift
+
+    node = center.node
+    boss = _token(node, "sup7009", "agent7009")
+    with psycopg.connect(center.db) as conn:
+        survey = conn.execute(
+            "SELECT id FROM surveys WHERE name = 'ABC Internet satisfaction'"
+        ).fetchone()
+    assert survey is not None
+    # by last digit: 1 busy, 2 rings out, 3 a machine, else a person
+    kinds = "0456789" * 12 + "3" * 40 + "1" * 30 + "2" * 26  # 180 in their window
+    open_zone, closed_zone = _zone_at(range(10, 17)), _zone_at(range(22, 24))
+    contacts = [(f"38044777{i:03d}{d}", open_zone) for i, d in enumerate(kinds)]
+    contacts += [(f"38044778{i:03d}7", closed_zone) for i in range(20)]  # window closed
+    numbers = [n for n, _ in contacts]
+    dnc_before, dnc_after = numbers[:3], numbers[3:8]  # people, all of them
+    for n in dnc_before:
+        assert _call(node, "POST", "/api/do-not-call", {"phone": n}, boss)[0] == 201
+    rules = {
+        "window_start": "09:00", "window_end": "20:00", "weekdays": [1, 2, 3, 4, 5, 6, 7],
+        "retries": {k: {"attempts": 1, "interval_minutes": 60}
+                    for k in ("busy", "no_answer", "machine", "failed")},
+    }  # fmt: skip
+    csv = "phone,name,tz\n" + "".join(f"+{n},Contact {n[-4:]},{z}\n" for n, z in contacts)
+    cid = _campaign(
+        center,
+        boss,
+        {"name": "Satisfaction 200", "mode": "predictive", "queue": "survey", "rules": rules,
+         "survey_id": survey[0], "dialing": {"ring_seconds": 5, "max_lines": 20}},
+        csv,
+    )  # fmt: skip
+    for n in dnc_after:
+        body = {"phone": n, "campaign_id": cid}
+        assert _call(node, "POST", "/api/do-not-call", body, boss)[0] == 201
+    page = open_app(browser, center)
+    sign_in(page, "op7001", "agent7001")
+    start_shift(page, {"survey"})
+    dialable = [n for n, z in contacts if z == open_zone and n not in dnc_before + dnc_after]
+    carrier = _carrier(center, calls=len(dialable), timeout=400)
+    clicking = _operator_phone(center, "7001", talk_ms=12000, timeout=400)
+    phones = [_operator_phone(center, ext, talk_ms=1000, timeout=400)
+              for ext in ("7002", "7003", "7004", "7009")]  # fmt: skip
+    answered: dict[str, str] = {}  # number → the text typed for it
+
+    def settled() -> bool:
+        q = ("SELECT count(*) FROM campaign_contacts WHERE campaign_id = %s"
+             " AND state IN ('pending', 'retry', 'dialing') AND time_zone = %s")  # fmt: skip
+        return _db(center, q, (cid, open_zone))[0][0] == 0
+
+    first = "Удовлетворены ли Вы сервисом предоставления услуг Интернета?"
+    try:
+        assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 5, 15)
+        assert _call(node, "PATCH", f"/api/campaigns/{cid}", {"status": "running"}, boss)[0] == 200
+        deadline = time.monotonic() + 300
+        while not settled() and time.monotonic() < deadline:
+            question = page.get_by_test_id("script-question")
+            number = (page.get_by_test_id("call-ani").all_inner_texts() or [""])[0].strip()
+            if (
+                number
+                and number not in answered
+                and question.count() == 1
+                and question.inner_text() == first
+            ):
+                page.click("[data-testid=script-option-yes]")
+                expect(question).to_have_text(
+                    "Какими сервисами Вы бы хотели пользоваться в будущем?"
+                )
+                answered[number] = f"IPTV for {number}"
+                page.fill("[data-testid=script-input]", answered[number])
+                page.click("[data-testid=script-next]")
+                expect(question).to_have_text("Оцените наш сервис от 1 до 5")
+                page.fill("[data-testid=script-input]", "4")
+                page.click("[data-testid=script-next]")
+                expect(page.get_by_test_id("script-done")).to_be_visible()
+            time.sleep(0.2)
+        assert settled(), _db(
+            center,
+            "SELECT state, count(*) FROM campaign_contacts WHERE campaign_id = %s GROUP BY 1",
+            (cid,),
+        )
+    finally:
+        carrier.kill()
+        clicking.kill()
+        for p in phones:
+            p.kill()
+    # the carrier was asked for every number in its window once, and for no other
+    invited = _logged(center.cwd, "carrier_campaign.xml", "invite")
+    assert sorted(invited) == sorted(dialable), set(invited) ^ set(dialable)
+    states = dict(
+        _db(
+            center,
+            "SELECT phone, state || ':' || coalesce(last_outcome, '') FROM campaign_contacts"
+            " WHERE campaign_id = %s",
+            (cid,),
+        )
+    )
+    for n in numbers:
+        if n in dnc_before:
+            assert n not in states  # refused at the import
+        elif n in dnc_after:
+            assert states[n].startswith("dnc"), states[n]
+        elif n not in dialable:
+            assert states[n] == "pending:", states[n]  # its window opens later
+        elif n[-1] == "1":
+            assert states[n] == "failed:busy"
+        elif n[-1] == "2":
+            assert states[n] == "failed:no_answer"
+        elif n[-1] == "3":
+            assert states[n] == "failed:machine"
+        else:
+            assert states[n] in ("done:connected", "failed:abandoned"), (n, states[n])
+    later = _db(
+        center,
+        "SELECT count(*) FROM campaign_contacts WHERE campaign_id = %s AND time_zone = %s"
+        " AND next_attempt_at > now()",
+        (cid, closed_zone),
+    )
+    assert later == [(20,)]
+    # the responses in the CRM: one per call the operator worked, with what was typed
+    assert len(answered) >= 2, answered
+    rows = _db(
+        center,
+        """SELECT a.phone, array_agg(s.answer ORDER BY s.seq), r.completed_at IS NOT NULL
+             FROM survey_responses r JOIN campaign_attempts a ON a.id = r.campaign_attempt_id
+             JOIN survey_answers s ON s.response_id = r.id
+            WHERE a.campaign_id = %s GROUP BY a.phone, r.completed_at""",
+        (cid,),
+    )
+    stored = {phone: (answers, done) for phone, answers, done in rows}
+    assert stored == {n: (["yes", text, "4"], True) for n, text in answered.items()}, stored
+    # the four phones' operators and the browser's took calls
+    reached = _logged(center.cwd, "agent_answer_talk.xml", "agent-answer")
+    connected = [n for n in numbers if states.get(n) == "done:connected"]
+    assert sorted(reached) == sorted(connected)
