@@ -286,6 +286,10 @@ PUT_EXAMPLES = {
         {"language": "en", "title": "Matrix v2", "body": "Text"},
     ),
     "/api/flows/<name:str>": ("/api/flows/hello", {"source": HELLO_FLOW}),
+    "/api/flows/<name:str>/layout": (
+        "/api/flows/hello/layout",
+        {"positions": {"hi": {"x": 10, "y": 20}}},
+    ),
     "/api/cases/<case_id:int>/assignment": (
         "/api/cases/1/assignment",
         {"department_id": 1},
@@ -405,6 +409,8 @@ EXAMPLES |= {
     "/api/flows/<name:str>": ("/api/flows/hello", None),
     "/api/flows/<name:str>/versions/<version:int>": ("/api/flows/hello/versions/1", None),
     "/api/flows/<name:str>/rollback": ("/api/flows/hello/rollback", {"version": 1}),
+    "/api/flows/schema": ("/api/flows/schema", None),
+    "/api/flows/check": ("/api/flows/check", {"source": HELLO_FLOW}),
 }
 
 
@@ -784,6 +790,37 @@ def test_flows_are_uploaded_checked_versioned_and_rolled_back_over_the_api(
     assert (node.cwd / "flows" / "hello.yaml").read_text() == HELLO_FLOW
     assert call(node, "POST", "/api/flows/hello/rollback", {"version": 99}, admin)[0] == 404
     assert call(node, "POST", "/api/flows/hello/rollback", {"version": "x"}, admin)[0] == 422
+    # The editor's ground: the node types as the loader takes them, a check that publishes
+    # nothing and names the node each problem concerns, a version check, the layout.
+    status, types = call(node, "GET", "/api/flows/schema", token=crm["tokens"]["supervisor"])
+    menu = next(t for t in types["types"] if t["name"] == "menu")
+    assert menu["exits"] == ["options", "on_fail"] and menu["one_of"] == ["prompt", "prompt_file"]
+    timeout = next(f for f in menu["fields"] if f["key"] == "timeout")
+    assert (timeout["kind"], timeout["min"], timeout["max"]) == ("seconds", 0, 300)
+    dangling = HELLO_FLOW.replace(
+        "  hi:\n    type: hangup\n", "  hi:\n    type: say\n    next: bye\n"
+    )
+    status, checked = call(node, "POST", "/api/flows/check", {"source": dangling}, admin)
+    assert status == 200 and not checked["ok"], checked
+    assert [(p["node"], p["line"], p["reason"]) for p in checked["problems"]] == [
+        ("hi", 8, "node 'hi': target 'bye' is not a node")
+    ]
+    assert call(node, "GET", "/api/flows/hello", token=admin)[1]["source"] == HELLO_FLOW
+    status, checked = call(node, "POST", "/api/flows/check", {"source": HELLO_FLOW}, admin)
+    assert checked == {"ok": True, "problems": [], "name": "hello", "nodes": 1}, checked
+    opened = call(node, "GET", "/api/flows/hello", token=admin)[1]["version"]
+    mine = {"source": HELLO_FLOW.replace("Hello.", "Hi."), "base_version": opened}
+    theirs = {"source": HELLO_FLOW.replace("Hello.", "Hey."), "base_version": opened}
+    assert call(node, "PUT", "/api/flows/hello", mine, admin)[0] == 200
+    status, body = call(node, "PUT", "/api/flows/hello", theirs, admin)
+    assert status == 409 and "changed since you opened it" in body["message"], body
+    assert call(node, "GET", "/api/flows/hello", token=admin)[1]["source"] == mine["source"]
+    layout = {"positions": {"hi": {"x": 120.5, "y": -40}, "gone": {"x": 0, "y": 0}}}
+    status, saved = call(node, "PUT", "/api/flows/hello/layout", layout, admin)
+    assert status == 200 and saved["positions"] == {"hi": {"x": 120.5, "y": -40.0}}
+    assert call(node, "GET", "/api/flows/hello", token=admin)[1]["layout"] == saved["positions"]
+    assert call(node, "PUT", "/api/flows/nope/layout", layout, admin)[0] == 404
+    assert call(node, "PUT", "/api/flows/hello/layout", {"positions": {"hi": 1}}, admin)[0] == 422
     # Every change is in the audit log.
     status, log = call(node, "GET", "/api/audit?entity=ivr_flow", token=admin)
     assert status == 200

@@ -559,3 +559,30 @@ def test_the_estimated_wait_is_said_as_a_caller_should_hear_it() -> None:
     assert said[569] == ("около девяти минут", "about 9 minutes", "大约9分钟")
     assert said[1000] == ("около пятнадцати минут", "about 15 minutes", "大约15分钟")  # by fives
     assert said[3700] == ("больше часа", "more than an hour", "超过一个小时")
+
+
+def test_the_node_types_schema_is_what_the_loader_checks() -> None:
+    """The flow editor builds its palette and property panels from the schema the API
+    publishes; the loader takes its keys, targets and bounds from the same schema."""
+    from ccorch.ivr import flow as flow_module
+    from ccorch.ivr.schema import NODE_TYPES, as_json
+
+    for t in NODE_TYPES.values():
+        assert flow_module._KEYS[t.name] == (t.required, t.optional)
+    published = {t["name"]: t for t in as_json()["types"]}
+    assert set(published) == set(NODE_TYPES)
+    assert published["collect"]["exits"] == ["next", "on_fail"]
+    assert published["branch"]["exits"] == ["cases", "else"]
+    # bounds: the schema's words and limits are the loader's
+    for edit, reason in (
+        ("    timeout: 3\n", "timeout is more than 0 and at most 300 seconds"),
+        ("    retries: 2\n", "retries is 0 to 64"),
+    ):
+        bad = GOOD.replace(edit, edit.split(":")[0] + ": 900\n")
+        with pytest.raises(FlowError) as e:
+            parse_flow(bad, "t.yaml")
+        assert any(reason in why for _, _, why in e.value.problems), e.value.problems
+    bad = GOOD.replace("    min: 2\n", "    min: 2\n    terminator: x\n")
+    with pytest.raises(FlowError) as e:
+        parse_flow(bad, "t.yaml")
+    assert any("terminator is one of '#', '*', ''" in why for _, _, why in e.value.problems)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -22,12 +23,29 @@ from ccorch.api.http import pool as _pool
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, Id, parse
 from ccorch.crm import store as crm_store
-from ccorch.ivr.flow import Flow, FlowError
+from ccorch.ivr import schema
+from ccorch.ivr.flow import Flow, FlowError, node_at_lines, node_of
 from ccorch.ivr.store import FlowStore
 
 
 class FlowUpload(Body):
     source: Annotated[str, Field(min_length=1, max_length=262_144, description="the flow's YAML")]
+    # the version the editor opened: refused (409) when another was published since
+    base_version: Id | None = None
+
+
+class FlowCheck(Body):
+    source: Annotated[str, Field(min_length=1, max_length=262_144, description="the flow's YAML")]
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+class Position(Body):
+    x: Annotated[float, Field(strict=False, ge=-1e6, le=1e6)]
+    y: Annotated[float, Field(strict=False, ge=-1e6, le=1e6)]
+
+
+class FlowLayout(Body):
+    positions: Annotated[dict[str, Position], Field(max_length=2000)]
 
 
 class FlowRollback(Body):
@@ -58,12 +76,27 @@ def _unavailable() -> HTTPResponse:
     return _error(503, "unavailable", "flows are not loaded on this node")
 
 
-def _problems(e: FlowError) -> HTTPResponse:
+_NODE_NAMED = re.compile(r"node '([^']+)'")
+
+
+def _problem_list(e: FlowError, text: str | None = None) -> list[dict[str, Any]]:
+    """Each problem with file, line and reason, and the node it concerns (the one its
+    reason names, else the one whose block holds its line) for the editor to mark."""
+    starts = node_at_lines(text, "flow.yaml") if text is not None else []
+    out = []
+    for f, n, r in e.problems:
+        named = _NODE_NAMED.match(r)
+        node = named.group(1) if named else node_of(starts, n) if n else None
+        out.append({"file": f, "line": n, "reason": r, "node": node})
+    return out
+
+
+def _problems(e: FlowError, text: str | None = None) -> HTTPResponse:
     return _error(
         422,
         "flow_refused",
         "the flow was refused; the running version stays",
-        problems=[{"file": f, "line": n, "reason": r} for f, n, r in e.problems],
+        problems=_problem_list(e, text),
     )
 
 
@@ -90,10 +123,12 @@ async def get_flow(request: Request, name: str) -> HTTPResponse:
     if current is None:
         return _error(404, "not_found", f"no flow {name!r}")
     history = await asyncio.to_thread(flows.history, name)
+    layout = await asyncio.to_thread(flows.layout, name)
     return json(
         {
             **_summary(current),
             "source": current.source,
+            "layout": layout,
             "versions": [
                 {
                     "version": n,
@@ -130,19 +165,68 @@ async def _audited(request: Request, action: str, before: Flow | None, after: Fl
         )
 
 
+# one publication at a time: the version check and the write are one step
+_PUBLISHING = asyncio.Lock()
+
+
 async def put_flow(request: Request, name: str) -> HTTPResponse:
     flows = _flows(request)
     if flows is None:
         return _unavailable()
-    text = parse(FlowUpload, _body(request))["source"]
-    before = flows.by_name.get(name)
-    filename = before.path.rsplit("/", 1)[-1] if before is not None else f"{name}.yaml"
-    try:
-        flow = await asyncio.to_thread(flows.upload, text, filename, name)
-    except FlowError as e:
-        return _problems(e)
+    fields = parse(FlowUpload, _body(request))
+    text = fields["source"]
+    async with _PUBLISHING:
+        before = flows.by_name.get(name)
+        base = fields.get("base_version")
+        if base is not None and (before is None or before.version != base):
+            return _error(
+                409,
+                "conflict",
+                f"flow {name!r} changed since you opened it (version {base}); it is now "
+                f"version {before.version if before else 'gone'}: reload it and apply your "
+                "changes again",
+                current_version=before.version if before else None,
+            )
+        filename = before.path.rsplit("/", 1)[-1] if before is not None else f"{name}.yaml"
+        try:
+            flow = await asyncio.to_thread(flows.upload, text, filename, name)
+        except FlowError as e:
+            return _problems(e, text)
     await _audited(request, "upload", before, flow)
     return json(_summary(flow), status=200 if before is not None else 201)
+
+
+async def check_flow(request: Request) -> HTTPResponse:
+    """Check a flow's text as publishing would, without publishing it."""
+    flows = _flows(request)
+    if flows is None:
+        return _unavailable()
+    fields = parse(FlowCheck, _body(request))
+    text, name = fields["source"], fields.get("name")
+    before = flows.by_name.get(name) if name else None
+    filename = before.path.rsplit("/", 1)[-1] if before is not None else f"{name or 'new'}.yaml"
+    try:
+        flow = await asyncio.to_thread(flows.check, text, filename, name)
+    except FlowError as e:
+        return json({"ok": False, "problems": _problem_list(e, text)})
+    return json({"ok": True, "problems": [], "name": flow.name, "nodes": len(flow.nodes)})
+
+
+async def flow_schema(request: Request) -> HTTPResponse:
+    return json(schema.as_json())
+
+
+async def put_layout(request: Request, name: str) -> HTTPResponse:
+    flows = _flows(request)
+    if flows is None:
+        return _unavailable()
+    current = flows.by_name.get(name)
+    if current is None:
+        return _error(404, "not_found", f"no flow {name!r}")
+    positions = parse(FlowLayout, _body(request))["positions"]
+    kept = {n: p for n, p in positions.items() if n in current.nodes}
+    await asyncio.to_thread(flows.save_layout, name, kept)
+    return json({"name": name, "positions": kept})
 
 
 async def rollback_flow(request: Request, name: str) -> HTTPResponse:
@@ -165,6 +249,34 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/flows", "The IVR flows in service, and refused files", READ, list_flows),
     Route(
         "GET",
+        "/api/flows/schema",
+        "The node types, their fields and exits: what the loader accepts (the flow editor's"
+        " palette and property panels)",
+        READ,
+        flow_schema,
+    ),
+    Route(
+        "POST",
+        "/api/flows/check",
+        "Check a flow's text as publishing would (problems with line, reason and node);"
+        " nothing is published",
+        READ,
+        check_flow,
+        body=FlowCheck,
+        max_body=1024 * 1024,
+    ),
+    Route(
+        "PUT",
+        "/api/flows/<name:str>/layout",
+        "Where the editor drew the flow's nodes, kept beside the flow",
+        CHANGE,
+        put_layout,
+        body=FlowLayout,
+        responses={404: "no such flow"},
+        max_body=1024 * 1024,
+    ),
+    Route(
+        "GET",
         "/api/flows/<name:str>",
         "A flow: the version served, its text, the versions kept",
         READ,
@@ -184,7 +296,12 @@ ROUTES: tuple[Route, ...] = (
         CHANGE,
         put_flow,
         body=FlowUpload,
-        responses={200: "a new version of a flow", 201: "a new flow", 422: "refused, with lines"},
+        responses={
+            200: "a new version of a flow",
+            201: "a new flow",
+            409: "changed since base_version",
+            422: "refused, with lines",
+        },
         max_body=1024 * 1024,
     ),
     Route(

@@ -77,67 +77,18 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ccorch.errors import CcorchError
+from ccorch.ivr.schema import NODE_TYPES
 from ccorch.yaml_lines import LineMap, LineSeq, YamlProblems, compose
 
 LANGUAGES = ("ru", "en", "zh")
 
 _COMMON = {"type"}
+# type: (required keys, optional keys), and the keys that name another node: from the
+# node types' schema (ccorch.ivr.schema), which the flow editor is given too
 _KEYS: dict[str, tuple[set[str], set[str]]] = {
-    # type: (required keys, optional keys)
-    "say": ({"text", "next"}, set()),
-    "play": ({"file", "next"}, set()),
-    "menu": ({"options"}, {"prompt", "prompt_file", "timeout", "retries", "invalid", "on_fail"}),
-    "collect": (
-        {"var", "next"},
-        {
-            "prompt",
-            "prompt_file",
-            "min",
-            "max",
-            "terminator",
-            "timeout",
-            "retries",
-            "invalid",
-            "on_fail",
-        },
-    ),
-    "authorize": ({"contract", "pin", "ok", "fail"}, {"locked"}),
-    "lookup": ({"vars", "next", "on_fail"}, {"url", "crm", "contract", "timeout"}),
-    "set": ({"vars", "next"}, set()),
-    "branch": ({"cases", "else"}, set()),
-    "transfer": ({"to"}, {"on_fail"}),
-    "queue": (
-        {"queue"},
-        {
-            "priority",
-            "prefer_seconds",
-            "busy_text",
-            "busy_unknown_text",
-            "announce_every",
-            "music",
-            "on_fail",
-            "options",
-            "options_text",
-            "options_after",
-        },
-    ),
-    "voicemail": ({"next"}, {"prompt", "prompt_file", "max_seconds", "on_fail"}),
-    "callback": ({"next"}, {"number", "on_fail"}),
-    "hours": ({"open", "open_next", "closed_next"}, {"timezone", "holidays", "holiday_next"}),
-    "hangup": (set(), {"text"}),
+    name: (t.required, t.optional) for name, t in NODE_TYPES.items()
 }
-# keys whose value is the name of another node
-_TARGETS = {
-    "next",
-    "on_fail",
-    "ok",
-    "fail",
-    "locked",
-    "else",
-    "open_next",
-    "closed_next",
-    "holiday_next",
-}
+_TARGETS = {f.key for t in NODE_TYPES.values() for f in t.fields if f.kind == "node"}
 
 
 _VAR_ONLY = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -181,6 +132,29 @@ def _compose(text: str, path: str) -> Any:
         return compose(text, path)
     except YamlProblems as e:
         raise FlowError(e.problems) from None
+
+
+def node_at_lines(text: str, path: str) -> list[tuple[int, str]]:
+    """Where each node's block starts in a flow's text, (line, node) in order, to say which
+    node a problem's line concerns (empty when the text has no nodes to find)."""
+    try:
+        doc = compose(text, path)
+    except YamlProblems:
+        return []
+    nodes = doc.get("nodes") if isinstance(doc, LineMap) else None
+    if not isinstance(nodes, LineMap):
+        return []
+    return sorted((nodes.lines[n], str(n)) for n in nodes)
+
+
+def node_of(starts: list[tuple[int, str]], line: int) -> str | None:
+    """The node whose block holds ``line`` (by :func:`node_at_lines`), or None."""
+    found = None
+    for start, name in starts:
+        if start > line:
+            break
+        found = name
+    return found
 
 
 # --- checking --------------------------------------------------------------------------------
@@ -315,20 +289,21 @@ def _check_node(
             targets.append((v, spec.lines[k]))
         else:
             bad(spec.lines[k], f"node {name!r}: {k} must name a node")
-    for k in ("timeout",):
-        if k in spec and (not isinstance(spec[k], int | float) or not 0 < spec[k] <= 300):
-            bad(spec.lines[k], f"node {name!r}: {k} is seconds, 0 to 300")
-    for k in ("retries", "min", "max"):
-        if k in spec and (not isinstance(spec[k], int) or not 0 <= spec[k] <= 64):
-            bad(spec.lines[k], f"node {name!r}: {k} is a whole number up to 64")
-    for k in ("text", "prompt", "invalid"):
-        if k in spec and not isinstance(spec[k], str):
-            bad(spec.lines[k], f"node {name!r}: {k} is text")
-    if "announce_every" in spec and (
-        not isinstance(spec["announce_every"], int | float)
-        or not 5 <= spec["announce_every"] <= 3600
-    ):
-        bad(spec.lines["announce_every"], f"node {name!r}: announce_every is 5 to 3600 seconds")
+    # the fields' kinds and bounds, from the schema
+    for f in NODE_TYPES[ntype].fields:
+        if f.key not in spec:
+            continue
+        if f.kind in ("seconds", "integer"):
+            why = f.out_of_bounds(spec[f.key])
+            if why:
+                bad(spec.lines[f.key], f"node {name!r}: {why}")
+        elif f.kind == "text" and not isinstance(spec[f.key], str):
+            bad(spec.lines[f.key], f"node {name!r}: {f.key} is text")
+        elif f.kind == "choice" and spec[f.key] not in f.choices:
+            bad(
+                spec.lines[f.key],
+                f"node {name!r}: {f.key} is one of {', '.join(repr(c) for c in f.choices)}",
+            )
     if "priority" in spec and not (
         (isinstance(spec["priority"], int) and 0 <= spec["priority"] <= 100)
         or (isinstance(spec["priority"], str) and _VAR_ONLY.fullmatch(spec["priority"]))
@@ -337,13 +312,6 @@ def _check_node(
             spec.lines["priority"],
             f'node {name!r}: priority is 0 to 100, or a variable as "{{name}}"',
         )
-    if "prefer_seconds" in spec and (
-        not isinstance(spec["prefer_seconds"], int) or not 0 <= spec["prefer_seconds"] <= 600
-    ):
-        bad(spec.lines["prefer_seconds"], f"node {name!r}: prefer_seconds is 0 to 600")
-    for k in ("busy_text", "busy_unknown_text"):
-        if k in spec and not isinstance(spec[k], str):
-            bad(spec.lines[k], f"node {name!r}: {k} is text")
     for k in ("file", "prompt_file", "music"):
         if k in spec:
             f = spec[k]
@@ -353,16 +321,6 @@ def _check_node(
                 bad(spec.lines[k], f"node {name!r}: prompt file {f!r} does not exist")
     if ntype == "queue" and "options" in spec:
         _check_key_options(name, spec, bad, targets)
-        after = spec.get("options_after", 0)
-        if not isinstance(after, int | float) or not 0 <= after <= 3600:
-            bad(
-                spec.lines.get("options_after", spec.line),
-                f"node {name!r}: options_after is 0 to 3600 s",
-            )
-    if ntype == "voicemail":
-        most = spec.get("max_seconds", 60)
-        if not isinstance(most, int) or not 5 <= most <= 600:
-            bad(spec.lines.get("max_seconds", spec.line), f"node {name!r}: max_seconds is 5 to 600")
     if ntype == "callback" and "number" in spec and not isinstance(spec["number"], str):
         bad(spec.lines["number"], f"node {name!r}: number names a variable")
     if ntype == "menu":
@@ -372,9 +330,6 @@ def _check_node(
     if ntype == "collect":
         if "prompt" not in spec and "prompt_file" not in spec:
             bad(spec.line, f"node {name!r}: collect needs prompt or prompt_file")
-        term = spec.get("terminator", "#")
-        if term not in ("#", "*", ""):
-            bad(spec.lines.get("terminator", spec.line), f"node {name!r}: terminator is # or *")
         lo, hi = spec.get("min", 1), spec.get("max", 20)
         if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
             bad(spec.line, f"node {name!r}: min {lo} is more than max {hi}")
@@ -423,14 +378,9 @@ def _check_node(
             isinstance(url, str) and url.startswith(("http://", "https://"))
         ):
             bad(spec.lines["url"], f"node {name!r}: url is http:// or https://")
-        if "crm" in spec and spec["crm"] not in ("customer", "account"):
-            bad(spec.lines["crm"], f"node {name!r}: crm is customer or account")
         fields = spec.get("vars")
         if not isinstance(fields, LineMap) or not fields:
             bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to fields")
-        timeout = spec.get("timeout", 2)
-        if not isinstance(timeout, int | float) or not 0 < timeout <= 10:
-            bad(spec.lines.get("timeout", spec.line), f"node {name!r}: timeout is 0 to 10 s")
     if ntype == "set" and not isinstance(spec.get("vars"), LineMap):
         bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to values")
     if ntype == "transfer" and not isinstance(spec.get("to"), str | int):

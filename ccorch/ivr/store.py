@@ -13,6 +13,7 @@ and serves it, so the rollback survives a restart too.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from ccorch.ivr.flow import Flow, FlowError, load_flow, parse_flow
 log = logging.getLogger(__name__)
 
 HISTORY = ".versions"  # under the flows folder: every accepted version's text
+LAYOUT = ".layout"  # under the flows folder: where the editor drew each flow's nodes
 
 
 class FlowStore:
@@ -80,9 +82,9 @@ class FlowStore:
             del self.files[path]
         return changed
 
-    def upload(self, text: str, filename: str, name: str | None = None) -> Flow:
-        """A new version from the API: checked (and, given ``name``, that it is that flow),
-        written to the folder, then served."""
+    def check(self, text: str, filename: str, name: str | None = None) -> Flow:
+        """A text checked as an upload would be (and, given ``name``, that it is that flow),
+        nothing written; raises ``FlowError``."""
         if Path(filename).name != filename or Path(filename).suffix not in (".yaml", ".yml"):
             raise FlowError([(filename, 0, "a flow file is <name>.yaml, in the flows folder")])
         path = self.folder / filename
@@ -94,6 +96,13 @@ class FlowStore:
         clash = self._dnis_clash(flow)
         if clash is not None:
             raise FlowError([(str(path), 0, clash)])
+        return flow
+
+    def upload(self, text: str, filename: str, name: str | None = None) -> Flow:
+        """A new version from the API: checked (and, given ``name``, that it is that flow),
+        written to the folder, then served."""
+        flow = self.check(text, filename, name)
+        path = self.folder / filename
         tmp = path.with_suffix(".uploading")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
@@ -129,6 +138,30 @@ class FlowStore:
         flow = self.upload(text, filename)
         log.info("flow rolled back", extra={"flow": name, "version": flow.version})
         return flow
+
+    def layout(self, name: str) -> dict[str, dict[str, float]]:
+        """Where the flow editor drew the flow's nodes ({node: {x, y}}); kept beside the
+        flow, not in it, so the interpreter's schema and the file stay as written."""
+        path = self._layout_path(name)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path else {}
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_layout(self, name: str, positions: dict[str, dict[str, float]]) -> None:
+        path = self._layout_path(name)
+        if path is None:
+            raise KeyError(f"no flow {name!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".saving")
+        tmp.write_text(json.dumps(positions, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+
+    def _layout_path(self, name: str) -> Path | None:
+        if Path(name).name != name or name.startswith("."):
+            return None  # a name from a URL is never a way out of the folder
+        return self.folder / LAYOUT / f"{name}.json"
 
     def _dnis_clash(self, flow: Flow) -> str | None:
         for other in self.by_name.values():
