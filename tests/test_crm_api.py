@@ -411,6 +411,9 @@ EXAMPLES |= {
     "/api/flows/<name:str>/rollback": ("/api/flows/hello/rollback", {"version": 1}),
     "/api/flows/schema": ("/api/flows/schema", None),
     "/api/flows/check": ("/api/flows/check", {"source": HELLO_FLOW}),
+    "/api/flows/try": ("/api/flows/try", {"name": "hello"}),
+    # (a language it has no voice for: 422, so the answer stays JSON)
+    "/api/flows/say": ("/api/flows/say", {"text": "Hi", "language": "xx"}),
 }
 
 

@@ -490,14 +490,17 @@ async def authorize_pin(
     *,
     max_attempts: int = 3,
     lockout: dt.timedelta = dt.timedelta(minutes=30),
+    dry_run: bool = False,
 ) -> PinResult:
     """Check a contract's PIN. ``max_attempts`` wrong PINs in a row lock it for ``lockout``;
     while locked even the right PIN is refused. The row is locked while checking, so two
-    simultaneous guesses cannot both slip under the limit."""
+    simultaneous guesses cannot both slip under the limit. ``dry_run`` (the flow editor's
+    simulator): the same answer, nothing counted or written."""
     async with conn.transaction():
         cur = await conn.execute(
             """SELECT id, pin_hash, failed_attempts, locked_until, balance, currency, customer_id
-               FROM accounts WHERE contract_no = %s FOR UPDATE""",
+               FROM accounts WHERE contract_no = %s"""
+            + ("" if dry_run else " FOR UPDATE"),
             (contract_no.strip(),),
         )
         row = await cur.fetchone()
@@ -511,6 +514,10 @@ async def authorize_pin(
         if locked_until is not None:  # the lock has run out: a fresh set of attempts
             failed = 0
         ok = await asyncio.to_thread(verify_secret, pin, pin_hash)
+        if dry_run:
+            if ok:
+                return PinResult("ok", max_attempts, None, balance, currency, customer_id)
+            return PinResult("wrong_pin", max(0, max_attempts - failed - 1))
         if ok:
             await conn.execute(
                 "UPDATE accounts SET failed_attempts = 0, locked_until = NULL WHERE id = %s",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from sanic import Request
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse, json, raw
 
 from ccorch.api.http import error as _error
 from ccorch.api.http import json_body as _body
@@ -23,7 +24,7 @@ from ccorch.api.http import pool as _pool
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, Id, parse
 from ccorch.crm import store as crm_store
-from ccorch.ivr import schema
+from ccorch.ivr import dry_run, schema, tts
 from ccorch.ivr.flow import Flow, FlowError, node_at_lines, node_of
 from ccorch.ivr.store import FlowStore
 
@@ -37,6 +38,19 @@ class FlowUpload(Body):
 class FlowCheck(Body):
     source: Annotated[str, Field(min_length=1, max_length=262_144, description="the flow's YAML")]
     name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+class FlowTry(Body):
+    source: Annotated[str, Field(min_length=1, max_length=262_144)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    ani: Annotated[str, Field(pattern=r"^\+?[0-9]{1,20}$")] = "0000000"
+    dnis: Annotated[str, Field(max_length=32)] = ""
+    keys: Annotated[str, Field(pattern=r"^[0-9*#t]{0,200}$")] = ""
+
+
+class SayText(Body):
+    text: Annotated[str, Field(min_length=1, max_length=2000)]
+    language: Literal["ru", "en", "zh"]
 
 
 class Position(Body):
@@ -212,6 +226,48 @@ async def check_flow(request: Request) -> HTTPResponse:
     return json({"ok": True, "problems": [], "name": flow.name, "nodes": len(flow.nodes)})
 
 
+async def try_flow(request: Request) -> HTTPResponse:
+    """Walk a flow (the text given, or the flow in service by name) as a caller pressing
+    keys, without a call and without writing anything (``ccorch.ivr.dry_run``)."""
+    flows = _flows(request)
+    if flows is None:
+        return _unavailable()
+    fields = parse(FlowTry, _body(request))
+    text, name = fields.get("source"), fields.get("name")
+    if text is None:
+        current = flows.by_name.get(name or "")
+        if current is None:
+            return _error(404, "not_found", f"no flow {name!r}")
+        flow = current
+        text = current.source
+    else:
+        try:
+            flow = await asyncio.to_thread(flows.check, text, f"{name or 'try'}.yaml", name)
+        except FlowError as e:
+            return _problems(e, text)
+    walked = await dry_run.walk(
+        flow,
+        ani=fields.get("ani", "0000000"),
+        dnis=fields.get("dnis") or (flow.dnis[0] if flow.dnis else ""),
+        keys=fields.get("keys", ""),
+        pool=_pool(request),
+        clock=request.app.ctx.clock,
+        country=request.app.ctx.config.crm.default_country,
+    )
+    return json({"flow": flow.name, "language": flow.language, **walked})
+
+
+async def say_text(request: Request) -> HTTPResponse:
+    """A prompt's text as the callers would hear it (8 kHz WAV), to listen in the editor."""
+    fields = parse(SayText, _body(request))
+    folder = Path(request.app.ctx.config.ivr.tts_cache_dir)
+    try:
+        path = await asyncio.to_thread(tts.render, fields["text"], fields["language"], folder)
+    except tts.TtsError as e:
+        return _error(503, "unavailable", str(e))
+    return raw(await asyncio.to_thread(path.read_bytes), content_type="audio/wav")
+
+
 async def flow_schema(request: Request) -> HTTPResponse:
     return json(schema.as_json())
 
@@ -264,6 +320,26 @@ ROUTES: tuple[Route, ...] = (
         check_flow,
         body=FlowCheck,
         max_body=1024 * 1024,
+    ),
+    Route(
+        "POST",
+        "/api/flows/try",
+        "Walk a flow as a caller pressing keys: the path, what is said, the variables, where"
+        " it ends; no call, nothing written (the CRM and lookups are read)",
+        CHANGE,
+        try_flow,
+        body=FlowTry,
+        responses={404: "no such flow", 422: "the text is refused, with lines"},
+        max_body=1024 * 1024,
+    ),
+    Route(
+        "POST",
+        "/api/flows/say",
+        "A prompt's text spoken in a language, as an 8 kHz WAV",
+        CHANGE,
+        say_text,
+        body=SayText,
+        responses={200: "audio/wav", 503: "no voice for the language"},
     ),
     Route(
         "PUT",

@@ -371,15 +371,7 @@ class IvrRunner:
     async def _lookup(self, a: Lookup) -> dict[str, Any] | None:
         """The lookup's variables, or None: the flow's fallback (logged with the reason)."""
         try:
-            if a.url is not None:
-                data = await asyncio.wait_for(
-                    asyncio.to_thread(_http_json, a.url, a.timeout), a.timeout + 0.5
-                )
-            else:
-                data = await asyncio.wait_for(self._crm_lookup(a), a.timeout)
-            if data is None:
-                raise LookupError("nothing found")
-            return {var: _field(data, path) for var, path in a.fields}
+            return await fetch(self.deps.pool, a)
         except (TimeoutError, LookupError, OSError, ValueError) as e:
             log.warning(
                 "ivr lookup failed; the flow's fallback follows",
@@ -392,23 +384,42 @@ class IvrRunner:
             return None
 
     async def _crm_lookup(self, a: Lookup) -> dict[str, Any] | None:
-        if self.deps.pool is None or not a.key:
-            return None
-        async with self.deps.pool.connection() as conn:
-            if a.crm == "customer":
-                if not a.key.isdigit():
-                    return None
-                return await store.customer_card(conn, int(a.key), dt.date.today())
-            cur = await conn.execute(
-                """SELECT contract_no, balance, currency, last_payment_at, last_payment_amount
-                   FROM accounts WHERE contract_no = %s""",
-                (a.key,),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        names = ("contract_no", "balance", "currency", "last_payment_at", "last_payment_amount")
-        return dict(zip(names, row, strict=True))
+        return await crm_lookup(self.deps.pool, a)
+
+
+async def crm_lookup(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> dict[str, Any] | None:
+    """A ``lookup`` node's CRM record (read only): the customer's card or the account."""
+    if pool is None or not a.key:
+        return None
+    async with pool.connection() as conn:
+        if a.crm == "customer":
+            if not a.key.isdigit():
+                return None
+            return await store.customer_card(conn, int(a.key), dt.date.today())
+        cur = await conn.execute(
+            """SELECT contract_no, balance, currency, last_payment_at, last_payment_amount
+               FROM accounts WHERE contract_no = %s""",
+            (a.key,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    names = ("contract_no", "balance", "currency", "last_payment_at", "last_payment_amount")
+    return dict(zip(names, row, strict=True))
+
+
+async def fetch(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> dict[str, Any]:
+    """A lookup's variables; raises (TimeoutError, LookupError, OSError, ValueError) when
+    the flow's fallback should follow."""
+    if a.url is not None:
+        data = await asyncio.wait_for(
+            asyncio.to_thread(_http_json, a.url, a.timeout), a.timeout + 0.5
+        )
+    else:
+        data = await asyncio.wait_for(crm_lookup(pool, a), a.timeout)
+    if data is None:
+        raise LookupError("nothing found")
+    return {var: _field(data, path) for var, path in a.fields}
 
 
 _LOOKUP_MAX_BYTES = 65536
