@@ -412,6 +412,7 @@ EXAMPLES |= {
     "/api/flows/schema": ("/api/flows/schema", None),
     "/api/flows/check": ("/api/flows/check", {"source": HELLO_FLOW}),
     "/api/flows/try": ("/api/flows/try", {"name": "hello"}),
+    "/api/flows/<name:str>/diff": ("/api/flows/hello/diff?from=1", None),
     # (a language it has no voice for: 422, so the answer stays JSON)
     "/api/flows/say": ("/api/flows/say", {"text": "Hi", "language": "xx"}),
 }
@@ -824,6 +825,17 @@ def test_flows_are_uploaded_checked_versioned_and_rolled_back_over_the_api(
     assert call(node, "GET", "/api/flows/hello", token=admin)[1]["layout"] == saved["positions"]
     assert call(node, "PUT", "/api/flows/nope/layout", layout, admin)[0] == 404
     assert call(node, "PUT", "/api/flows/hello/layout", {"positions": {"hi": 1}}, admin)[0] == 422
+    # Who published which version; the difference between two as text.
+    status, now = call(node, "GET", "/api/flows/hello", token=admin)
+    latest = now["versions"][-1]
+    assert (latest["published_by"], latest["published_as"]) == ("admin", "upload"), latest
+    status, diff = call(
+        node, "GET", f"/api/flows/hello/diff?from={before['version']}&to={latest['version']}",
+        token=admin,
+    )  # fmt: skip
+    assert status == 200 and '-    text: "Hello."\n+    text: "Hi."\n' in diff["diff"], diff
+    assert call(node, "GET", "/api/flows/hello/diff?from=x", token=admin)[0] == 422
+    assert call(node, "GET", "/api/flows/hello/diff?from=99", token=admin)[0] == 404
     # Every change is in the audit log.
     status, log = call(node, "GET", "/api/audit?entity=ivr_flow", token=admin)
     assert status == 200

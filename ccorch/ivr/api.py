@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -138,6 +139,7 @@ async def get_flow(request: Request, name: str) -> HTTPResponse:
         return _error(404, "not_found", f"no flow {name!r}")
     history = await asyncio.to_thread(flows.history, name)
     layout = await asyncio.to_thread(flows.layout, name)
+    published = await _publications(request, name)
     return json(
         {
             **_summary(current),
@@ -148,11 +150,60 @@ async def get_flow(request: Request, name: str) -> HTTPResponse:
                     "version": n,
                     "digest": d,
                     "kept_at": dt.datetime.fromtimestamp(t, dt.UTC).isoformat(),
+                    # the last time it was published over the API, and by whom (a version
+                    # that came from editing the file has none)
+                    **published.get(n, {"published_by": None, "published_at": None}),
                 }
                 for n, d, t in history
             ],
         }
     )
+
+
+async def _publications(request: Request, name: str) -> dict[int, dict[str, Any]]:
+    """Who last published (uploaded or rolled back to) each version, from the audit log."""
+    async with _pool(request).connection() as conn:
+        cur = await conn.execute(
+            """SELECT DISTINCT ON ((a.after->>'version')::int) (a.after->>'version')::int,
+                      u.login, a.at, a.action
+                 FROM audit_log a LEFT JOIN users u ON u.id = a.user_id
+                WHERE a.entity = 'ivr_flow' AND a.entity_id = %s
+                  AND a.action IN ('upload', 'rollback')
+                ORDER BY (a.after->>'version')::int, a.at DESC""",
+            (name,),
+        )
+        rows = await cur.fetchall()
+    return {
+        v: {"published_by": login, "published_at": at.isoformat(), "published_as": action}
+        for v, login, at, action in rows
+    }
+
+
+async def diff_versions(request: Request, name: str) -> HTTPResponse:
+    """Two versions' texts as a unified diff (``?from=1&to=2``; ``to`` defaults to the one
+    served)."""
+    flows = _flows(request)
+    if flows is None:
+        return _unavailable()
+    current = flows.by_name.get(name)
+    if current is None:
+        return _error(404, "not_found", f"no flow {name!r}")
+    try:
+        old = int(request.args.get("from", ""))
+        new = int(request.args.get("to", current.version))
+    except ValueError:
+        return _error(
+            422, "invalid", "from and to are version numbers", fields={"from": "a number"}
+        )
+    try:
+        a = await asyncio.to_thread(flows.source, name, old)
+        b = await asyncio.to_thread(flows.source, name, new)
+    except KeyError as e:
+        return _error(404, "not_found", str(e.args[0]))
+    lines = difflib.unified_diff(
+        a.splitlines(keepends=True), b.splitlines(keepends=True), f"{name} v{old}", f"{name} v{new}"
+    )
+    return json({"name": name, "from": old, "to": new, "diff": "".join(lines)})
 
 
 async def get_version(request: Request, name: str, version: int) -> HTTPResponse:
@@ -357,6 +408,14 @@ ROUTES: tuple[Route, ...] = (
         "A flow: the version served, its text, the versions kept",
         READ,
         get_flow,
+    ),
+    Route(
+        "GET",
+        "/api/flows/<name:str>/diff",
+        "Two versions' texts as a unified diff (?from=N&to=M)",
+        READ,
+        diff_versions,
+        responses={404: "no such flow or version", 422: "from and to are numbers"},
     ),
     Route(
         "GET",
