@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from playwright.sync_api import Browser, Page, expect
 
 from tests.test_agents import _call, _token
 from tests.test_inbound import Center, _center
@@ -113,3 +114,84 @@ def test_a_prompt_is_heard_in_each_language(center: Center) -> None:
         with wave.open(io.BytesIO(audio)) as w:
             assert w.getframerate() == 8000 and w.getnframes() > 2000
     assert _wav(center, admin, {"text": "x", "language": "fr"})[0] == 422
+
+
+def _editor(browser: Browser, center: Center, flow: str) -> Page:
+    """The admin's console, on the flow editor, with ``flow`` open."""
+    from tests.test_desktop import open_app, sign_in
+
+    page = open_app(browser, center)
+    page.set_viewport_size({"width": 1500, "height": 1100})
+    sign_in(page, "admin", "x" * 12)
+    page.get_by_test_id("sup-tab-flows").click()
+    page.select_option("[data-testid=flow-choose]", flow)
+    expect(page.get_by_test_id("flow-node-greeting")).to_be_visible()
+    return page
+
+
+def test_the_editor_opens_saves_unchanged_marks_a_broken_arrow_tries_and_rolls_back(
+    center: Center, browser: Browser
+) -> None:
+    from tests.test_desktop import shot
+
+    path = center.cwd / "flows" / "abc-internet-en.yaml"
+    original = path.read_text()
+    page = _editor(browser, center, "abc-internet-en")
+    # every node of the file is a box, the greeting's keys are its exits
+    for name in ("caller", "greeting", "ask_contract", "check", "balance", "goodbye"):
+        expect(page.get_by_test_id(f"flow-node-{name}")).to_be_visible()
+    expect(page.get_by_test_id("flow-state")).to_have_text("As published")
+    shot(page, "flow-editor-open")
+    # saved without a change: the same text, the same version
+    page.get_by_test_id("flow-publish").click()
+    expect(page.get_by_test_id("flow-saved")).to_contain_text("version 1")
+    assert path.read_text() == original
+    # a node taken away leaves the arrows into it dangling: the nodes they leave are
+    # marked, and publishing is refused with the running version kept
+    page.get_by_test_id("flow-node-goodbye").click()
+    page.get_by_test_id("node-remove").click()
+    expect(page.locator("[data-testid=flow-node-balance][data-problems='1']")).to_be_visible()
+    expect(page.get_by_test_id("flow-problems")).to_contain_text("target 'goodbye' is not a node")
+    shot(page, "flow-editor-dangling")
+    page.get_by_test_id("flow-publish").click()
+    expect(page.get_by_test_id("flow-notice")).to_contain_text("refused")
+    assert path.read_text() == original
+    page.get_by_test_id("flow-undo").click()
+    expect(page.get_by_test_id("flow-node-goodbye")).to_be_visible()
+    expect(page.locator("[data-testid=flow-node-balance][data-problems='0']")).to_be_visible()
+    # a change in the property panel: the balance is said another way, tried, published
+    page.get_by_test_id("flow-node-balance").click()
+    text = page.get_by_test_id("input-text")
+    text.fill("On your account: {balance:money}.")
+    text.press("Tab")
+    page.get_by_test_id("try-keys").fill("31001#1234#")
+    page.get_by_test_id("try-run").click()
+    expect(page.get_by_test_id("try-steps")).to_contain_text("On your account: 50 hryvnias.")
+    expect(page.locator("[data-testid=flow-node-balance][data-lit='true']")).to_be_visible()
+    expect(page.locator("[data-testid=flow-node-tech][data-lit='false']")).to_be_visible()
+    shot(page, "flow-editor-try")
+    page.get_by_test_id("flow-publish").click()
+    expect(page.get_by_test_id("flow-saved")).to_contain_text("version 2")
+    assert "On your account: {balance:money}." in path.read_text()
+    assert path.read_text().startswith('# "ABC Internet" support line')  # comments kept
+    # roll back from the versions list: the first text serves again
+    page.get_by_test_id("rollback-1").click()
+    expect(page.get_by_test_id("flow-saved")).to_contain_text("Rolled back to version 1")
+    assert path.read_text() == original
+
+
+def test_two_editors_of_one_flow_the_second_save_is_refused(
+    center: Center, browser: Browser
+) -> None:
+    first = _editor(browser, center, "abc-internet-en")
+    second = _editor(browser, center, "abc-internet-en")
+    for page, words in ((first, "Bye now."), (second, "Farewell.")):
+        page.get_by_test_id("flow-node-goodbye").click()
+        text = page.get_by_test_id("input-text")
+        text.fill(words)
+        text.press("Tab")
+    first.get_by_test_id("flow-publish").click()
+    expect(first.get_by_test_id("flow-saved")).to_contain_text("version 2")
+    second.get_by_test_id("flow-publish").click()
+    expect(second.get_by_test_id("flow-notice")).to_contain_text("changed since you opened it")
+    assert "Bye now." in (center.cwd / "flows" / "abc-internet-en.yaml").read_text()

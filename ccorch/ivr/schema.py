@@ -107,7 +107,7 @@ NODE_TYPES: dict[str, NodeType] = {
         NodeType("say", "Say a text (TTS), then go on", (
             _f("text", "text", True, "what is said"),
             _f("next", "node", True),
-        ), icon="🗨"),
+        ), icon="“"),
         NodeType("play", "Play a recorded WAV, then go on", (
             _f("file", "file", True, "a WAV file (8 kHz), beside the flow"),
             _f("next", "node", True),
@@ -136,7 +136,7 @@ NODE_TYPES: dict[str, NodeType] = {
             _f("ok", "node", True),
             _f("fail", "node", True),
             _f("locked", "node", help="after too many wrong PINs"),
-        ), icon="🔑"),
+        ), icon="✔"),
         NodeType("lookup", "Read data from the CRM or a URL into variables", (
             _f("crm", "choice", help="the caller by ANI, or the account in {contract}",
                choices=("customer", "account")),
@@ -147,7 +147,7 @@ NODE_TYPES: dict[str, NodeType] = {
                above_min=True),
             _f("next", "node", True),
             _f("on_fail", "node", True, "on a timeout, an error or a missing field"),
-        ), icon="🔎", one_of=("crm", "url")),
+        ), icon="⌕", one_of=("crm", "url")),
         NodeType("set", "Set variables", (
             _f("vars", "templates", True, "variable → value ({var} allowed)"),
             _f("next", "node", True),
@@ -155,7 +155,7 @@ NODE_TYPES: dict[str, NodeType] = {
         NodeType("branch", "Go by conditions on variables", (
             _f("cases", "cases", True, "if expression → node, the first true one"),
             _f("else", "node", True),
-        ), icon="⑂"),
+        ), icon="◇"),
         NodeType("transfer", "Transfer to an extension or an outside number", (
             _f("to", "destination", True, "extension or number; {var} allowed"),
             _f("on_fail", "node"),
@@ -193,7 +193,7 @@ NODE_TYPES: dict[str, NodeType] = {
             _f("open_next", "node", True),
             _f("closed_next", "node", True),
             _f("holiday_next", "node", help="default closed_next"),
-        ), icon="🕘"),
+        ), icon="◷"),
         NodeType("hangup", "Say a text (optional) and hang up", (
             _f("text", "text"),
         ), icon="✕"),

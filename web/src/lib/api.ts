@@ -5,12 +5,21 @@ export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
   readonly fields: Record<string, string>;
+  /** The whole answer (e.g. a refused flow's problems). */
+  readonly body: Record<string, unknown>;
 
-  constructor(status: number, code: string, message: string, fields: Record<string, string>) {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    fields: Record<string, string>,
+    body: Record<string, unknown> = {},
+  ) {
     super(message);
     this.status = status;
     this.code = code;
     this.fields = fields;
+    this.body = body;
   }
 }
 
@@ -53,7 +62,20 @@ export async function api<T>(method: Method, path: string, body?: unknown): Prom
       e.error ?? "error",
       e.message ?? response.statusText,
       e.fields ?? {},
+      (data ?? {}) as Record<string, unknown>,
     );
   }
   return data as T;
+}
+
+/** A POST whose answer is a file (e.g. a prompt's audio), as a Blob. */
+export async function apiBlob(path: string, body: unknown): Promise<Blob> {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-csrf-token": cookie("ccorch_csrf") },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  if (!response.ok) throw new ApiError(response.status, "error", response.statusText, {});
+  return response.blob();
 }
