@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.test_agents import _call, _token
 from tests.test_inbound import Center, _center
+from tests.test_ivr import Phone
 
 
 @pytest.fixture
@@ -195,3 +196,97 @@ def test_two_editors_of_one_flow_the_second_save_is_refused(
     second.get_by_test_id("flow-publish").click()
     expect(second.get_by_test_id("flow-notice")).to_contain_text("changed since you opened it")
     assert "Bye now." in (center.cwd / "flows" / "abc-internet-en.yaml").read_text()
+
+
+def test_the_seeds_menu_built_by_clicks_answers_a_call_on_a_new_number(
+    center: Center, browser: Browser
+) -> None:
+    """Seed 002's menu built from an empty flow in the editor, by clicks and typing only:
+    greeting with 1/2/3, the recording notice and queue, the contract and PIN, the balance
+    said from the CRM; published on a new number, a call to it presses 3, 1001#, 1234#
+    and hears its balance."""
+    from ccorch.ivr import tts
+    from tests.test_desktop import open_app, shot, sign_in
+    from tests.test_inbound import _call_and_listen, _pcm_in
+
+    page = open_app(browser, center)
+    page.set_viewport_size({"width": 1500, "height": 1100})
+    sign_in(page, "admin", "x" * 12)
+    page.get_by_test_id("sup-tab-flows").click()
+    page.get_by_test_id("flow-new-name").fill("abc-built")
+    page.get_by_test_id("flow-new").click()
+    expect(page.get_by_test_id("flow-node-start")).to_be_visible()
+
+    def field(key: str, value: str) -> None:
+        box = page.get_by_test_id(f"input-{key}")
+        box.fill(value)
+        box.press("Tab")
+
+    def add(kind: str, **fields: str) -> None:
+        page.get_by_test_id(f"palette-{kind}").click()
+        for key, value in fields.items():
+            field(key, value)
+
+    def choose(node: str) -> None:
+        page.select_option("[data-testid=node-choose]", node)
+        if node:
+            expect(page.get_by_test_id("props-name")).to_have_text(node)
+        else:
+            expect(page.get_by_test_id("flow-dnis")).to_be_visible()
+
+    def target(key: str, node: str) -> None:
+        page.select_option(f"[data-testid=input-{key}]", node)
+
+    greeting = (
+        "Good afternoon, ABC Internet. For support press 1, for questions 2, for your account 3."
+    )
+    add("menu", prompt=greeting)  # menu_1
+    add("say", text="This call will be recorded.")  # say_1
+    add("queue", queue="tech")  # queue_1
+    add("queue", queue="general")  # queue_2
+    add("collect", prompt="Your contract number, then hash.", var="contract")  # collect_1
+    add("collect", prompt="Your PIN, then hash.", var="pin")  # collect_2
+    add("authorize", contract="contract", pin="pin")  # authorize_1
+    add("say", text="Your balance is {balance:money}.")  # say_2
+    choose("menu_1")
+    for i, to in enumerate(("say_1", "queue_2", "collect_1")):
+        page.get_by_test_id("row-add-options").click()
+        page.select_option(f"[data-testid=row-target-options-{i}]", to)
+    target("on_fail", "start")
+    choose("say_1")
+    target("next", "queue_1")
+    choose("collect_1")
+    target("next", "collect_2")
+    target("on_fail", "start")
+    choose("collect_2")
+    target("next", "authorize_1")
+    target("on_fail", "start")
+    choose("authorize_1")
+    target("ok", "say_2")
+    target("fail", "start")
+    choose("say_2")
+    target("next", "start")
+    choose("")  # the flow's settings
+    page.get_by_test_id("flow-dnis").fill("777")
+    page.get_by_test_id("flow-dnis").press("Tab")
+    page.select_option("[data-testid=flow-start]", "menu_1")
+    expect(page.get_by_test_id("flow-state")).to_have_text("Changed, not published")
+    page.get_by_test_id("flow-layout").click()
+    page.get_by_test_id("flow-publish").click()
+    expect(page.get_by_test_id("flow-saved")).to_contain_text("version 1")
+    shot(page, "flow-editor-built")
+    written = (center.cwd / "flows" / "abc-built.yaml").read_text()
+    assert 'options: { "1": say_1, "2": queue_2, "3": collect_1 }' in written, written
+
+    def keys(phone: Phone) -> None:
+        phone.listen(1.5)
+        phone.press("3")
+        phone.listen(1.0)
+        phone.press("1001#")
+        phone.listen(1.0)
+        phone.press("1234#")
+
+    heard = _call_and_listen(center, "777", keys)
+    folder = center.cwd / "tts"
+    assert _pcm_in(tts.render(greeting, "en", folder), heard), "the greeting"
+    assert _pcm_in(tts.render("Your balance is 50 hryvnias.", "en", folder), heard), "balance"

@@ -2,7 +2,7 @@
 // and the way values are written survive an edit elsewhere), the graph derived from it by
 // the node types' schema (GET /api/flows/schema), and the edits the editor makes.
 
-import { Document, isMap, isSeq, parseDocument, YAMLMap } from "yaml";
+import { Document, isMap, isNode, isSeq, parseDocument, YAMLMap } from "yaml";
 
 export type FieldKind =
   | "node"
@@ -77,7 +77,8 @@ export class FlowDoc {
   }
 
   top(key: string): Value {
-    return this.doc.get(key);
+    const v = this.doc.get(key);
+    return isNode(v) ? v.toJSON() : v;
   }
 
   setTop(key: string, value: Value): void {
