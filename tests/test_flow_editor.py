@@ -253,8 +253,19 @@ def test_the_seeds_menu_built_by_clicks_answers_a_call_on_a_new_number(
         page.get_by_test_id("row-add-options").click()
         page.select_option(f"[data-testid=row-target-options-{i}]", to)
     target("on_fail", "start")
+    # an arrow drawn on the canvas: from say_1's "next" to queue_1
+    page.get_by_test_id("flow-layout").click()
+    start = page.locator(
+        "[data-testid=flow-node-say_1] .svelte-flow__handle[data-handleid=next]"
+    ).bounding_box()
+    end = page.locator("[data-testid=flow-node-queue_1] .svelte-flow__handle.target").bounding_box()
+    assert start is not None and end is not None
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=12)
+    page.mouse.up()
     choose("say_1")
-    target("next", "queue_1")
+    expect(page.get_by_test_id("input-next")).to_have_value("queue_1")
     choose("collect_1")
     target("next", "collect_2")
     target("on_fail", "start")
