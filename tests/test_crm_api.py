@@ -413,6 +413,8 @@ EXAMPLES |= {
     "/api/flows/check": ("/api/flows/check", {"source": HELLO_FLOW}),
     "/api/flows/try": ("/api/flows/try", {"name": "hello"}),
     "/api/flows/<name:str>/diff": ("/api/flows/hello/diff?from=1", None),
+    # (POST: not a WAV, 422; GET: the list)
+    "/api/flows/prompts": ("/api/flows/prompts", {"name": "x.wav", "content_base64": "AAAA"}),
     # (a language it has no voice for: 422, so the answer stays JSON)
     "/api/flows/say": ("/api/flows/say", {"text": "Hi", "language": "xx"}),
 }

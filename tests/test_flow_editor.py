@@ -179,6 +179,22 @@ def test_the_editor_opens_saves_unchanged_marks_a_broken_arrow_tries_and_rolls_b
     page.get_by_test_id("rollback-1").click()
     expect(page.get_by_test_id("flow-saved")).to_contain_text("Rolled back to version 1")
     assert path.read_text() == original
+    # a text is heard in a language; a recorded prompt is uploaded into a play node
+    page.select_option("[data-testid=node-choose]", "goodbye")
+    with page.expect_response("**/api/flows/say") as said:
+        page.get_by_test_id("listen-text-ru").click()
+    assert said.value.status == 200 and said.value.headers["content-type"] == "audio/wav"
+    page.get_by_test_id("palette-play").click()
+    recorded = center.cwd / "hello-44k.wav"
+    with wave.open(str(recorded), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(b"\x10\x00" * 44100)
+    page.get_by_test_id("upload-file").set_input_files(str(recorded))
+    expect(page.get_by_test_id("input-file")).to_have_value("prompts/hello-44k.wav")
+    with wave.open(str(center.cwd / "flows" / "prompts" / "hello-44k.wav")) as w:
+        assert (w.getframerate(), w.getnframes()) == (8000, 8000)
 
 
 def test_two_editors_of_one_flow_the_second_save_is_refused(
@@ -301,3 +317,71 @@ def test_the_seeds_menu_built_by_clicks_answers_a_call_on_a_new_number(
     folder = center.cwd / "tts"
     assert _pcm_in(tts.render(greeting, "en", folder), heard), "the greeting"
     assert _pcm_in(tts.render("Your balance is 50 hryvnias.", "en", folder), heard), "balance"
+
+
+def test_a_recorded_prompt_at_any_common_rate_is_kept_at_8_khz_for_flows(
+    center: Center,
+) -> None:
+    import base64
+    import math
+    import struct
+
+    import numpy as np
+
+    admin = _admin(center)
+
+    def wav(rate: int, channels: int, width: int, seconds: float, hz: float) -> str:
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(width)
+            w.setframerate(rate)
+            frames = bytearray()
+            for i in range(int(rate * seconds)):
+                v = int(0.5 * 32767 * math.sin(2 * math.pi * hz * i / rate))
+                one = struct.pack("<h", v) if width == 2 else struct.pack("<i", v << 8)[1:]
+                frames += one * channels
+            w.writeframes(bytes(frames))
+        return base64.b64encode(out.getvalue()).decode()
+
+    status, kept = _call(
+        center.node,
+        "POST",
+        "/api/flows/prompts",
+        {"name": "tone.wav", "content_base64": wav(44100, 2, 2, 1.5, 1000)},
+        admin,
+    )
+    assert status == 201 and kept == {
+        "file": "prompts/tone.wav", "seconds": 1.5, "uploaded_rate": 44100
+    }, kept  # fmt: skip
+    with wave.open(str(center.cwd / "flows" / "prompts" / "tone.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(float)
+    assert len(pcm) == 12000
+    peak = np.argmax(np.abs(np.fft.rfft(pcm))) * 8000 / len(pcm)
+    assert abs(peak - 1000) < 5, peak  # the same tone, resampled
+    status, kept = _call(
+        center.node,
+        "POST",
+        "/api/flows/prompts",
+        {"name": "hi24.wav", "content_base64": wav(16000, 1, 3, 0.5, 440)},
+        admin,
+    )
+    assert status == 201 and kept["uploaded_rate"] == 16000
+    # a flow names it; a file that is not a WAV, or a rate out of range, is refused
+    for name, content, why in (
+        ("bad.wav", base64.b64encode(b"RIFF....not a wave").decode(), "not a PCM WAV"),
+        ("hi.wav", wav(96000, 1, 2, 0.2, 440), "96000 Hz"),
+        ("../up.wav", wav(8000, 1, 2, 0.2, 440), "a prompt's name"),
+    ):
+        status, body = _call(
+            center.node, "POST", "/api/flows/prompts", {"name": name, "content_base64": content},
+            admin,
+        )  # fmt: skip
+        assert status == 422 and why in body["message"], body
+    status, listed = _call(center.node, "GET", "/api/flows/prompts", None, admin)
+    assert [p["file"] for p in listed["items"]] == ["prompts/hi24.wav", "prompts/tone.wav"]
+    flow = "flow: tone\ndnis: ['776']\nlanguage: en\nstart: t\nnodes:\n  t:\n    type: play\n"
+    flow += "    file: prompts/tone.wav\n    next: bye\n  bye:\n    type: hangup\n"
+    status, checked = _call(center.node, "POST", "/api/flows/check", {"source": flow}, admin)
+    assert checked["ok"], checked

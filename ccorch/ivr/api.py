@@ -9,6 +9,7 @@ running version stays. Every upload and rollback goes to the audit log.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import difflib
 import re
@@ -25,7 +26,7 @@ from ccorch.api.http import pool as _pool
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, Id, parse
 from ccorch.crm import store as crm_store
-from ccorch.ivr import dry_run, schema, tts
+from ccorch.ivr import dry_run, prompts, schema, tts
 from ccorch.ivr.flow import Flow, FlowError, node_at_lines, node_of
 from ccorch.ivr.store import FlowStore
 
@@ -47,6 +48,11 @@ class FlowTry(Body):
     ani: Annotated[str, Field(pattern=r"^\+?[0-9]{1,20}$")] = "0000000"
     dnis: Annotated[str, Field(max_length=32)] = ""
     keys: Annotated[str, Field(pattern=r"^[0-9*#t]{0,200}$")] = ""
+
+
+class PromptUpload(Body):
+    name: Annotated[str, Field(min_length=5, max_length=85, description="e.g. greeting-ru.wav")]
+    content_base64: Annotated[str, Field(min_length=4, max_length=80_000_000)]
 
 
 class SayText(Body):
@@ -319,6 +325,36 @@ async def say_text(request: Request) -> HTTPResponse:
     return raw(await asyncio.to_thread(path.read_bytes), content_type="audio/wav")
 
 
+async def upload_prompt(request: Request) -> HTTPResponse:
+    """A recorded prompt: checked, converted to 8 kHz mono, kept for flows to name."""
+    flows = _flows(request)
+    if flows is None:
+        return _unavailable()
+    fields = parse(PromptUpload, _body(request))
+    try:
+        data = base64.b64decode(fields["content_base64"], validate=True)
+    except ValueError:
+        return _error(
+            422, "invalid", "content_base64 is not base64", fields={"content_base64": "not base64"}
+        )
+    try:
+        kept = await asyncio.to_thread(prompts.save, flows.folder, fields["name"], data)
+    except prompts.PromptError as e:
+        return _error(422, "invalid", str(e), fields={"content_base64": str(e)})
+    async with _pool(request).connection() as conn, conn.transaction():
+        await crm_store.audit(
+            conn, request.ctx.user.id, "upload", "ivr_prompt", kept["file"], None, kept
+        )
+    return json(kept, status=201)
+
+
+async def list_prompts(request: Request) -> HTTPResponse:
+    flows = _flows(request)
+    if flows is None:
+        return _unavailable()
+    return json({"items": await asyncio.to_thread(prompts.listed, flows.folder)})
+
+
 async def flow_schema(request: Request) -> HTTPResponse:
     return json(schema.as_json())
 
@@ -383,6 +419,18 @@ ROUTES: tuple[Route, ...] = (
         responses={404: "no such flow", 422: "the text is refused, with lines"},
         max_body=1024 * 1024,
     ),
+    Route(
+        "POST",
+        "/api/flows/prompts",
+        "Upload a recorded prompt (WAV, 8-48 kHz): checked, converted to 8 kHz mono, kept as"
+        " prompts/<name> for flows to name",
+        CHANGE,
+        upload_prompt,
+        body=PromptUpload,
+        responses={201: "kept", 422: "not a WAV the IVR can play, with the reason"},
+        max_body=64 * 1024 * 1024,
+    ),
+    Route("GET", "/api/flows/prompts", "The recorded prompts kept", READ, list_prompts),
     Route(
         "POST",
         "/api/flows/say",
