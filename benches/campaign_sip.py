@@ -174,6 +174,8 @@ def simulator(args: argparse.Namespace, measured: dict[str, Any], seconds: float
         "talk_min": args.talk_min, "talk_max": args.talk_max,
         "wrap": args.wrap + 0.5,
         "amd_detects_machine": share("machine"), "amd_false_positive": share("person"),
+        # a person is known as one when detection has heard the greeting's end
+        "detect_seconds": (det.get("person") or {}).get("seconds_to_verdict", 0.0),
     }  # fmt: skip
     occupancy, abandon = [], []
     for seed in range(1, args.sim_seeds + 1):

@@ -11,8 +11,8 @@ power (fixed ratio) and predictive, which keeps the abandon rate under the legal
 (all optional; the defaults are the standard 50-operator, 8-hour day): agents, day_hours,
 p_live, p_machine, p_busy, ring_mean, ring_sd, no_answer_after (≥ 15 s), talk_mean and
 talk_sd (log-normal) or talk_min and talk_max (uniform), wrap, amd_detects_machine,
-amd_false_positive, connect_window, drift (answer-rate multipliers applied in turn),
-drift_every (seconds).
+amd_false_positive, connect_window, detect_seconds (answer to detection's verdict), drift
+(answer-rate multipliers applied in turn), drift_every (seconds).
 """
 
 from ccorch._core import DialerPacer, simulate_campaign

@@ -35,6 +35,9 @@ pub struct Scenario {
     pub amd_false_positive: f64,
     /// A person not bridged within this many seconds is abandoned.
     pub connect_window: f64,
+    /// Seconds from an answer to detection's verdict (the greeting heard): the call is
+    /// still in flight for the pacer, and nobody can take it yet.
+    pub detect_seconds: f64,
     /// Answer-rate multipliers applied in turn, each for `drift_every` seconds.
     pub drift: Vec<f64>,
     pub drift_every: f64,
@@ -63,6 +66,7 @@ impl Scenario {
             amd_detects_machine: 0.85,
             amd_false_positive: 0.01,
             connect_window: 2.0,
+            detect_seconds: 0.0,
             drift: Vec::new(),
             drift_every: 3600.0,
             breaks: vec![(2.0, 15.0, 0.2), (4.0, 30.0, 0.3), (6.0, 15.0, 0.2)],
@@ -97,6 +101,7 @@ impl Scenario {
         self.talk.validate("talk")?;
         self.wrap.validate("wrap")?;
         check_duration("connect_window", self.connect_window)?;
+        check_duration("detect_seconds", self.detect_seconds)?;
         check_duration("day_hours", self.day_hours)?;
         if !(self.no_answer_after.is_finite() && self.no_answer_after >= 15.0) {
             return Err(ParamError {
@@ -398,6 +403,12 @@ pub fn simulate(
                             (Outcome::Unanswered, 3.0)
                         } else {
                             (Outcome::Unanswered, scenario.no_answer_after)
+                        };
+                        // an answer is known as a person or a machine after detection
+                        let after = if outcome == Outcome::Unanswered {
+                            after
+                        } else {
+                            after + scenario.detect_seconds
                         };
                         w.pending.insert(call, outcome);
                         w.at(now + World::ms(after), Ev::Resolve(call));

@@ -139,7 +139,7 @@ fn float(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<f64>> {
 }
 
 fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
-    const KNOWN: [&str; 18] = [
+    const KNOWN: [&str; 19] = [
         "agents",
         "day_hours",
         "p_live",
@@ -156,6 +156,7 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
         "amd_detects_machine",
         "amd_false_positive",
         "connect_window",
+        "detect_seconds",
         "drift",
         "drift_every",
     ];
@@ -206,6 +207,7 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
     s.amd_detects_machine = float(d, "amd_detects_machine")?.unwrap_or(s.amd_detects_machine);
     s.amd_false_positive = float(d, "amd_false_positive")?.unwrap_or(s.amd_false_positive);
     s.connect_window = float(d, "connect_window")?.unwrap_or(s.connect_window);
+    s.detect_seconds = float(d, "detect_seconds")?.unwrap_or(s.detect_seconds);
     if let Some(v) = d.get_item("drift")? {
         s.drift = v.extract()?;
     }
