@@ -318,10 +318,13 @@ async def say_text(request: Request) -> HTTPResponse:
     """A prompt's text as the callers would hear it (8 kHz WAV), to listen in the editor."""
     fields = parse(SayText, _body(request))
     folder = Path(request.app.ctx.config.ivr.tts_cache_dir)
+    missing = tts.voice_problem(fields["language"])
+    if missing:
+        return _error(503, "unavailable", missing)
     try:
         path = await asyncio.to_thread(tts.render, fields["text"], fields["language"], folder)
-    except tts.TtsError as e:
-        return _error(503, "unavailable", str(e))
+    except tts.TtsError as e:  # the voice is there: it is this text it cannot say
+        return _error(422, "invalid", f"the text cannot be spoken: {e}", fields={"text": str(e)})
     return raw(await asyncio.to_thread(path.read_bytes), content_type="audio/wav")
 
 

@@ -61,8 +61,12 @@ def render(text: str, language: str, cache_dir: Path) -> Path:
     if problem:
         raise TtsError(problem)
     exe = shutil.which("espeak-ng") or "espeak-ng"
+    # the text on stdin, never as an argument: one starting with "-" would be an option
     p = subprocess.run(
-        [exe, "-v", voice, "-s", "150", "--stdout", text], capture_output=True, timeout=60
+        [exe, "-v", voice, "-s", "150", "--stdout", "--stdin"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=60,
     )
     if p.returncode != 0 or not p.stdout:
         raise TtsError(
