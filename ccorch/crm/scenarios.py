@@ -458,6 +458,11 @@ async def add_step(request: Request) -> HTTPResponse:
     call = await _call(request, data.get("call_id"))
     async with pool(request).connection() as conn:
         await _customer_ok(conn, user, data.get("customer_id"))
+        topic = data.get("topic_id")
+        if topic is not None:
+            cur = await conn.execute("SELECT 1 FROM topics WHERE id = %s", (topic,))
+            if await cur.fetchone() is None:  # (a 422 naming it, not the foreign key's 500)
+                raise ValidationFailed({"topic_id": f"no topic {topic}"})
         sid = await record_step(
             conn, user, data["step"], call=call, customer_id=data.get("customer_id"),
             scenario=data.get("scenario"), topic_id=data.get("topic_id"), data=data.get("data"),
