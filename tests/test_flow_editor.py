@@ -179,6 +179,22 @@ def test_the_editor_opens_saves_unchanged_marks_a_broken_arrow_tries_and_rolls_b
     page.get_by_test_id("rollback-1").click()
     expect(page.get_by_test_id("flow-saved")).to_contain_text("Rolled back to version 1")
     assert path.read_text() == original
+    # the next call follows the version rolled back to
+    from ccorch.ivr import tts
+    from tests.test_inbound import _call_and_listen, _pcm_in
+
+    def keys(phone: Phone) -> None:
+        phone.listen(1.5)
+        phone.press("3")
+        phone.listen(1.0)
+        phone.press("1001#")
+        phone.listen(1.0)
+        phone.press("1234#")
+
+    heard = _call_and_listen(center, "101", keys)
+    folder = center.cwd / "tts"
+    assert _pcm_in(tts.render("Your account balance is 50 hryvnias.", "en", folder), heard)
+    assert not _pcm_in(tts.render("On your account: 50 hryvnias.", "en", folder), heard)
     # a text is heard in a language; a recorded prompt is uploaded into a play node
     page.select_option("[data-testid=node-choose]", "goodbye")
     with page.expect_response("**/api/flows/say") as said:
