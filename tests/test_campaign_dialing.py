@@ -66,7 +66,10 @@ queues = ["survey", "general"]
 extension = "7004"
 skills = { survey = 5 }
 queues = ["survey"]
-
+"""
+# the supervisor's phone (7009) as a fifth operator, for the test at the issue's scale only:
+# elsewhere sup7009 signs in to the console, not to an operator's shift
+FIFTH = """
 [[agent]]
 extension = "7009"
 skills = { survey = 5 }
@@ -113,6 +116,13 @@ def hello_pcap(path: Path, *, quiet_seconds: float = 2.0, law: str = "PCMA") -> 
 @pytest.fixture
 def center(pg_admin_url: str, tmp_path: Path) -> Iterator[Center]:
     with _center(pg_admin_url, tmp_path, queues=QUEUES) as c:
+        hello_pcap(tmp_path / "hello.pcap")
+        yield c
+
+
+@pytest.fixture
+def center5(pg_admin_url: str, tmp_path: Path) -> Iterator[Center]:
+    with _center(pg_admin_url, tmp_path, queues=QUEUES + FIFTH) as c:
         hello_pcap(tmp_path / "hello.pcap")
         yield c
 
@@ -951,7 +961,7 @@ def _zone_at(hours: range) -> str:
 
 
 def test_the_seeds_survey_campaign_over_200_contacts_with_5_operators(
-    center: Center, browser: Browser
+    center5: Center, browser: Browser
 ) -> None:
     """Seed 002's survey campaign at the issue's scale: 200 contacts, 5 operators (one of
     them works the script in Chromium, four are SIPp phones). Every contact ends as its
@@ -960,6 +970,7 @@ def test_the_seeds_survey_campaign_over_200_contacts_with_5_operators(
     clicked and typed for each customer."""
     from tests.test_desktop import open_app, sign_in, start_shift
 
+    center = center5
     node = center.node
     boss = _token(node, "sup7009", "agent7009")
     with psycopg.connect(center.db) as conn:
