@@ -117,6 +117,16 @@ def test_a_prompt_is_heard_in_each_language(center: Center) -> None:
     assert _wav(center, admin, {"text": "x", "language": "fr"})[0] == 422
 
 
+def _balance_keys(phone: Phone) -> None:
+    """The seed's balance: 3, the contract 1001#, the PIN 1234#."""
+    phone.listen(1.5)
+    phone.press("3")
+    phone.listen(1.0)
+    phone.press("1001#")
+    phone.listen(1.0)
+    phone.press("1234#")
+
+
 def _editor(browser: Browser, center: Center, flow: str) -> Page:
     """The admin's console, on the flow editor, with ``flow`` open."""
     from tests.test_desktop import open_app, sign_in
@@ -183,15 +193,7 @@ def test_the_editor_opens_saves_unchanged_marks_a_broken_arrow_tries_and_rolls_b
     from ccorch.ivr import tts
     from tests.test_inbound import _call_and_listen, _pcm_in
 
-    def keys(phone: Phone) -> None:
-        phone.listen(1.5)
-        phone.press("3")
-        phone.listen(1.0)
-        phone.press("1001#")
-        phone.listen(1.0)
-        phone.press("1234#")
-
-    heard = _call_and_listen(center, "101", keys)
+    heard = _call_and_listen(center, "101", _balance_keys)
     folder = center.cwd / "tts"
     assert _pcm_in(tts.render("Your account balance is 50 hryvnias.", "en", folder), heard)
     assert not _pcm_in(tts.render("On your account: 50 hryvnias.", "en", folder), heard)
@@ -321,15 +323,7 @@ def test_the_seeds_menu_built_by_clicks_answers_a_call_on_a_new_number(
     written = (center.cwd / "flows" / "abc-built.yaml").read_text()
     assert 'options: { "1": say_1, "2": queue_2, "3": collect_1 }' in written, written
 
-    def keys(phone: Phone) -> None:
-        phone.listen(1.5)
-        phone.press("3")
-        phone.listen(1.0)
-        phone.press("1001#")
-        phone.listen(1.0)
-        phone.press("1234#")
-
-    heard = _call_and_listen(center, "777", keys)
+    heard = _call_and_listen(center, "777", _balance_keys)
     folder = center.cwd / "tts"
     assert _pcm_in(tts.render(greeting, "en", folder), heard), "the greeting"
     assert _pcm_in(tts.render("Your balance is 50 hryvnias.", "en", folder), heard), "balance"

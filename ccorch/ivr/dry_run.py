@@ -37,7 +37,7 @@ from ccorch.ivr.interpreter import (
     Transfer,
     Visited,
 )
-from ccorch.ivr.runner import fetch
+from ccorch.ivr.runner import authorize, fetch
 
 MAX_STEPS = 500  # actions in one walk (a flow looping on itself)
 TIMEOUT_KEY = "t"
@@ -131,7 +131,7 @@ async def _do(
     elif isinstance(a, StopPrompts | StopVoicemail | LeaveQueue):
         pass
     elif isinstance(a, Authorize):
-        outcome, values = await _authorize(pool, a)
+        outcome, values = await authorize(pool, a, dry_run=True)
         w.steps.append({"kind": "authorize", "node": _node(session), "outcome": outcome})
         return session.on_authorized(now, outcome, values)
     elif isinstance(a, Lookup):
@@ -157,28 +157,6 @@ async def _do(
     elif isinstance(a, Hangup):
         w.outcome = {"kind": "hangup", "node": _node(session), "reason": a.reason}
     return None
-
-
-async def _authorize(
-    pool: AsyncConnectionPool[Any] | None, a: Authorize
-) -> tuple[str, dict[str, Any]]:
-    """The runner's answer to a PIN, from the CRM, with nothing counted or written."""
-    if pool is None or not a.contract or not a.pin:
-        return "fail", {}
-    async with pool.connection() as conn:
-        r = await store.authorize_pin(
-            conn, a.contract, a.pin, dt.datetime.now(dt.UTC), dry_run=True
-        )
-    if r.outcome == "ok":
-        return "ok", {
-            "balance": r.balance,
-            "currency": r.currency or "UAH",
-            "contract_no": a.contract,
-            "customer_id": r.customer_id,
-        }
-    if r.outcome == "locked":
-        return "locked", {}
-    return "fail", {"attempts_left": r.attempts_left}
 
 
 def _node(session: Session) -> str | None:

@@ -299,23 +299,11 @@ class IvrRunner:
         return b"".join(chunks)
 
     async def _authorize(self, a: Authorize) -> tuple[str, dict[str, Any]]:
-        if self.deps.pool is None or not a.contract or not a.pin:
-            return "fail", {}
-        async with self.deps.pool.connection() as conn:
-            r = await store.authorize_pin(conn, a.contract, a.pin, dt.datetime.now(dt.UTC))
-        self.call.authorized = r.outcome == "ok"
-        if r.outcome == "ok" and r.customer_id is not None:
-            self.call.identified(r.customer_id)
-        if r.outcome == "ok":
-            return "ok", {
-                "balance": r.balance,
-                "currency": r.currency or "UAH",
-                "contract_no": a.contract,
-                "customer_id": r.customer_id,
-            }
-        if r.outcome == "locked":
-            return "locked", {}
-        return "fail", {"attempts_left": r.attempts_left}
+        outcome, values = await authorize(self.deps.pool, a)
+        self.call.authorized = outcome == "ok"
+        if outcome == "ok" and values.get("customer_id") is not None:
+            self.call.identified(values["customer_id"])
+        return outcome, values
 
     # --- voicemail and callback requests ---
 
@@ -385,6 +373,29 @@ class IvrRunner:
 
     async def _crm_lookup(self, a: Lookup) -> dict[str, Any] | None:
         return await crm_lookup(self.deps.pool, a)
+
+
+async def authorize(
+    pool: AsyncConnectionPool[Any] | None, a: Authorize, *, dry_run: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """An ``authorize`` node's answer from the CRM: ok (with the balance), locked or fail.
+    ``dry_run``: the same answer with no failure counted (the flow editor's simulator)."""
+    if pool is None or not a.contract or not a.pin:
+        return "fail", {}
+    async with pool.connection() as conn:
+        r = await store.authorize_pin(
+            conn, a.contract, a.pin, dt.datetime.now(dt.UTC), dry_run=dry_run
+        )
+    if r.outcome == "ok":
+        return "ok", {
+            "balance": r.balance,
+            "currency": r.currency or "UAH",
+            "contract_no": a.contract,
+            "customer_id": r.customer_id,
+        }
+    if r.outcome == "locked":
+        return "locked", {}
+    return "fail", {"attempts_left": r.attempts_left}
 
 
 async def crm_lookup(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> dict[str, Any] | None:
