@@ -169,6 +169,15 @@ def _db(center: Center, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[An
         return conn.execute(sql, params).fetchall()
 
 
+def _states(center: Center, campaign: int) -> dict[str, str]:
+    """Each contact's "state:last_outcome", by number."""
+    q = (
+        "SELECT phone, state || ':' || coalesce(last_outcome, '') FROM campaign_contacts"
+        " WHERE campaign_id = %s"
+    )
+    return {str(p): str(s) for p, s in _db(center, q, (campaign,))}
+
+
 def _campaign(center: Center, token: str, body: dict[str, Any], csv: str) -> int:
     status, campaign = _call(center.node, "POST", "/api/campaigns", body, token)
     assert status == 201, campaign
@@ -283,14 +292,7 @@ def test_a_predictive_campaign_dials_detects_connects_and_abandons_as_the_peers_
     abandoned = [n for n, o in attempts.items() if o == "abandoned"]
     assert sorted(abandoned) == sorted(set(persons) - never - set(reached))
     # the contacts' states follow the rules: busy once of two → retried in 30 min
-    states = dict(
-        _db(
-            center,
-            "SELECT phone, state || ':' || coalesce(last_outcome, '') FROM campaign_contacts"
-            " WHERE campaign_id = %s",
-            (cid,),
-        )
-    )
+    states = _states(center, cid)
     for n in numbers:
         if n == numbers[0]:  # refused at the import (on the list already)
             assert n not in states
@@ -1057,14 +1059,7 @@ def test_the_seeds_survey_campaign_over_200_contacts_with_5_operators(
     # the carrier was asked for every number in its window once, and for no other
     invited = _logged(center.cwd, "carrier_campaign.xml", "invite")
     assert sorted(invited) == sorted(dialable), set(invited) ^ set(dialable)
-    states = dict(
-        _db(
-            center,
-            "SELECT phone, state || ':' || coalesce(last_outcome, '') FROM campaign_contacts"
-            " WHERE campaign_id = %s",
-            (cid,),
-        )
-    )
+    states = _states(center, cid)
     for n in numbers:
         if n in dnc_before:
             assert n not in states  # refused at the import
