@@ -825,11 +825,18 @@ class CampaignManager:
                 " sip_call_id = %s, disposition = coalesce(%s, disposition) WHERE id = %s",
                 (at, outcome, keys or None, sip_call_id, disposition, attempt.id),
             )
+            # a personal callback stays its operator's while it is retried; a new "call back
+            # at" names its own; a contact reached is nobody's any more
             await conn.execute(
-                "UPDATE campaign_contacts SET state = %s, next_attempt_at = %s, tried = %s,"
-                " last_outcome = %s, callback_agent = %s WHERE id = %s",
-                (state, next_at, Jsonb(tried), last_outcome, personal, attempt.contact_id),
-            )
+                """UPDATE campaign_contacts SET state = %s, next_attempt_at = %s, tried = %s,
+                          last_outcome = %s,
+                          callback_agent = CASE WHEN %s THEN %s
+                                                WHEN %s = 'done' THEN NULL
+                                                ELSE callback_agent END
+                    WHERE id = %s""",
+                (state, next_at, Jsonb(tried), last_outcome, last_outcome == "callback",
+                 personal, state, attempt.contact_id),
+            )  # fmt: skip
             if attempt.task_id is not None and state == "done":  # the callback is made
                 await conn.execute(
                     "UPDATE tasks SET status = 'done' WHERE id = %s AND status = 'open'",
