@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -75,3 +77,41 @@ def test_after_a_kill_9_the_next_stop_still_stops_the_embedded_database(
         or psutil.Process(postmaster_pid).status() == psutil.STATUS_ZOMBIE
     )
     assert not (pgdata / "postmaster.pid").exists()
+
+
+def test_another_embedded_server_on_the_machine_does_not_hold_up_a_start_or_stop(
+    tmp_path: Path, nodes: list[Node]
+) -> None:
+    """pgserver's own lock is one for every server of the user: while another process held
+    it (another instance running initdb, say), a node's start and stop waited. With the lock
+    beside the data folder, a node starts and stops while the user-wide one stays taken."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_USER_WIDE_LOCK],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        node = start_node(tmp_path, {})
+        nodes.append(node)
+        with urllib.request.urlopen(node.base + "/healthz", timeout=10) as r:
+            assert json.loads(r.read())["database"] == "up"
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(timeout=30) == 0
+        assert not (tmp_path / "var" / "pgdata" / "postmaster.pid").exists()
+        assert holder.poll() is None  # the other process held the lock all along
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+_HOLD_THE_USER_WIDE_LOCK = """
+import time, warnings
+warnings.simplefilter("ignore")
+import pgserver
+with pgserver.postgres_server.PostgresServer._lock:
+    print("holding", flush=True)
+    time.sleep(600)
+"""
