@@ -30,12 +30,58 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.sipp import free_udp_port  # noqa: E402
 
 SCEN = REPO / "sip" / "sipp"
 TICKS = os.sysconf("SC_CLK_TCK")
 PIN_SUT = ["taskset", "-c", "1"]
 PIN_LOAD = ["taskset", "-c", "0"]
+
+
+class Ports:
+    """The bench's own ports, handed out in order from a range given on the command line
+    (the kernel's ephemeral range overlaps the node's RTP range, and a SIPp bound there
+    could take a port the media engine hands out a moment later)."""
+
+    def __init__(self, span: str) -> None:
+        low, high = parse_range(span, "--bench-ports")
+        self._next, self._high = low, high
+
+    def take(self) -> int:
+        import socket
+
+        while self._next <= self._high:
+            port, self._next = self._next, self._next + 1
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+                try:
+                    u.bind(("127.0.0.1", port))
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+        raise SystemExit("--bench-ports: the range is used up; give a wider one")
+
+
+def parse_range(span: str, option: str) -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in span.split("-"))
+    except ValueError:
+        raise SystemExit(f"{option}: expected LOW-HIGH, got {span!r}") from None
+    if not 1024 <= low <= high <= 65535:
+        raise SystemExit(f"{option}: {span} is not a range of ports between 1024 and 65535")
+    return low, high
+
+
+def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def postmaster_pid(work: Path) -> int | None:
+    """The embedded PostgreSQL's postmaster: pg_ctl starts it detached, outside the node's
+    process tree, so its CPU (and its backends') is measured apart."""
+    try:
+        return int((work / "var" / "pgdata" / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -90,7 +136,9 @@ def wait_port(port: int, timeout: float = 90) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
-def start_ccorch(work: Path, sip_port: int, trunk_port: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_ccorch(
+    work: Path, sip_port: int, trunk_port: int, http: int, media: tuple[int, int]
+) -> tuple[subprocess.Popen[bytes], str]:
     (work / "trunks.toml").write_text(
         f'[[trunk]]\nname = "load"\nhost = "127.0.0.1"\nport = {trunk_port}\n'
         'match = "host+port"\noptions_interval = 0\n'
@@ -98,9 +146,8 @@ def start_ccorch(work: Path, sip_port: int, trunk_port: int) -> tuple[subprocess
     (work / "ccorch.toml").write_text(
         f'[sip]\nport = {sip_port}\ntrunks_file = "{work / "trunks.toml"}"\n'
         'auth_algorithms = "MD5,SHA-256"\n[log]\nlevel = "warning"\n'
-        "[media]\nport_min = 20000\nport_max = 40000\n"
+        f"[media]\nport_min = {media[0]}\nport_max = {media[1]}\n"
     )
-    http = free_udp_port()
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("CCORCH_") and k != "DATABASE_URL"
     }
@@ -149,6 +196,17 @@ def sipp(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def finish(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait for a SIPp to end by itself; past the timeout, kill it. Whether it ended."""
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
 def step(
     name: str,
     pid: int,
@@ -159,6 +217,8 @@ def step(
     agent_port: int,
     trunk_port: int,
     base: str | None,
+    ports: Ports,
+    database_pid: int | None,
 ) -> dict[str, float]:
     count = int(rate * seconds)
     stats = work / f"{name}-{rate}.csv"
@@ -173,7 +233,7 @@ def step(
             "-m",
             str(count),
             "-mp",
-            str(free_udp_port()),
+            str(ports.take()),
             "-timeout",
             f"{int(seconds + 60)}s",
         ],
@@ -181,6 +241,7 @@ def step(
     )
     time.sleep(0.5)
     lost_acks0 = metric(base, "cc_sip_ack_timeouts_total") if base else 0.0
+    db0 = tree_cpu_seconds(database_pid) if database_pid else 0.0
     cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
     uac = sipp(
         [
@@ -197,7 +258,7 @@ def step(
             "-p",
             str(trunk_port),
             "-mp",
-            str(free_udp_port()),
+            str(ports.take()),
             "-l",
             str(max(200, rate * 2)),
             "-trace_stat",
@@ -214,12 +275,11 @@ def step(
         ],
         work,
     )
-    uac.wait(seconds + 90)
+    # SIPp's own -timeout ends it; this bound is for a SIPp that hangs all the same
+    uac_ended = finish(uac, seconds + 90)
     cpu1, t1 = tree_cpu_seconds(pid), time.monotonic()
-    try:
-        uas.wait(20)
-    except subprocess.TimeoutExpired:
-        uas.kill()
+    db1 = tree_cpu_seconds(database_pid) if database_pid else 0.0
+    uas_ended = finish(uas, 20)
     rows = list(csv.DictReader(stats.open(), delimiter=";")) if stats.exists() else []
     last = rows[-1] if rows else {}
     ok = float(last.get("SuccessfulCall(C)", 0) or 0)
@@ -234,7 +294,16 @@ def step(
         "achieved_cps": round((ok + failed) / wall, 1),
         "cpu_percent": round(100 * (cpu1 - cpu0) / wall, 1),
         "rss_mib": round(tree_rss_kib(pid) / 1024, 1),
+        "sipp_killed": int(not uac_ended) + int(not uas_ended),
     }
+    if database_pid:
+        out["database_cpu_percent"] = round(100 * (db1 - db0) / wall, 1)
+    if ok + failed:
+        out["cpu_ms_per_call"] = round(1000 * (cpu1 - cpu0) / (ok + failed), 3)
+        if database_pid:
+            out["cpu_ms_per_call_with_database"] = round(
+                1000 * (cpu1 - cpu0 + db1 - db0) / (ok + failed), 3
+            )
     if base:
         time.sleep(0.5)
         out["lost_acks"] = metric(base, "cc_sip_ack_timeouts_total") - lost_acks0
@@ -243,7 +312,7 @@ def step(
     return out
 
 
-def register(target: str, agent_port: int, work: Path) -> None:
+def register(target: str, agent_port: int, work: Path, ports: Ports) -> None:
     r = subprocess.run(
         [
             "sipp",
@@ -265,7 +334,7 @@ def register(target: str, agent_port: int, work: Path) -> None:
             "-m",
             "1",
             "-p",
-            str(free_udp_port()),
+            str(ports.take()),
             "-timeout",
             "10s",
             target,
@@ -284,19 +353,34 @@ def main() -> None:
     ap.add_argument("--systems", default="ccorch,kamailio")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path, help="keep logs and SIPp statistics here")
+    ap.add_argument("--media-ports", default="20000-29999", help="the node's RTP range (LOW-HIGH)")
+    ap.add_argument(
+        "--bench-ports",
+        default="40000-44999",
+        help="SIP, HTTP and SIPp media ports of the bench and its peers (LOW-HIGH)",
+    )
     a = ap.parse_args()
+    media = parse_range(a.media_ports, "--media-ports")
+    ports = Ports(a.bench_ports)
+    if overlaps(media, parse_range(a.bench_ports, "--bench-ports")):
+        raise SystemExit("--media-ports and --bench-ports overlap")
     rates = [int(r) for r in a.rates.split(",")]
     results: dict[str, list[dict[str, float]]] = {}
+    memory: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = a.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for system in a.systems.split(","):
-            sip_port, trunk_port, agent_port = free_udp_port(), free_udp_port(), free_udp_port()
+            sip_port, trunk_port, agent_port = ports.take(), ports.take(), ports.take()
             target = f"127.0.0.1:{sip_port}"
             base = None
+            database_pid = None
             if system == "ccorch":
-                proc, base = start_ccorch(work, sip_port, trunk_port)
-                register(target, agent_port, work)
+                proc, base = start_ccorch(work, sip_port, trunk_port, ports.take(), media)
+                register(target, agent_port, work, ports)
+                database_pid = postmaster_pid(work)
+                idle_rss = round(tree_rss_kib(proc.pid) / 1024, 1)
+                print(system, json.dumps({"idle_rss_mib": idle_rss}), flush=True)
             else:
                 proc = start_kamailio(work, sip_port, agent_port)
             results[system] = []
@@ -312,10 +396,21 @@ def main() -> None:
                         agent_port,
                         trunk_port,
                         base,
+                        ports,
+                        database_pid,
                     )
                     results[system].append(r)
                     print(system, json.dumps(r), flush=True)
                     time.sleep(2)
+                if system == "ccorch":
+                    # memory once the load is over: back to idle, or held
+                    time.sleep(15)
+                    settled = {
+                        "idle_rss_mib": idle_rss,
+                        "settled_rss_mib": tree_rss_kib(proc.pid) / 1024,
+                    }
+                    print(system, json.dumps(settled), flush=True)
+                    memory[system] = settled
             finally:
                 proc.terminate()
                 try:
@@ -323,7 +418,7 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     if a.json:
-        a.json.write_text(json.dumps(results, indent=2))
+        a.json.write_text(json.dumps({"steps": results, "memory": memory}, indent=2))
     print("\nrate  " + "  ".join(f"{s:>36}" for s in results))
     for i, rate in enumerate(rates):
         cells = []
@@ -331,6 +426,7 @@ def main() -> None:
             r = results[s][i]
             cells.append(
                 f"{r['achieved_cps']:>7} cps {r['failed']:>4.0f} fail {r['retransmissions']:>5.0f} rtx {r['cpu_percent']:>5}% cpu"
+                + (f" +{r['database_cpu_percent']}% db" if "database_cpu_percent" in r else "")
             )
         print(f"{rate:>5} " + "  ".join(cells))
 

@@ -49,6 +49,7 @@ from ccorch.ivr.runner import IvrDeps
 from ccorch.ivr.store import FlowStore
 from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
 from ccorch.sip import registrar as sip_registrar
+from ccorch.sip.call_limits import Limit
 from ccorch.sip.guard import Guard
 from ccorch.sip.service import SipService, TlsSettings
 from ccorch.sip.transaction import Timers
@@ -163,6 +164,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             udp=sc.udp,
             tcp=sc.tcp,
             auth_algorithms=sc.auth_algorithms,
+            source_limit=Limit(sc.source_max_calls, sc.source_max_calls_per_second),
             tcp_limits=TcpLimits(
                 per_source=sc.tcp_max_per_source,
                 # RTP sockets (two per leg over the port range), HTTP and the rest keep theirs

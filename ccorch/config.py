@@ -274,6 +274,10 @@ class SipConfig:
     rate_limit: float = _key(_float_rule(0.1, 100000), 20.0)
     rate_burst: float = _key(_float_rule(1, 100000), 60.0)
     flood_ban_seconds: float = _key(_float_rule(0, 86400), 60.0)
+    # Calls a phone's address may have up at once and start per second (0: no limit); past
+    # them, 503. A trunk's limits are in the trunks file.
+    source_max_calls: int = _key(_int_rule(0, 1_000_000), 100)
+    source_max_calls_per_second: float = _key(_float_rule(0, 100000), 10.0)
     # Failed authentications per source (within a minute) before a ban, and its length.
     auth_failures: int = _key(_int_rule(1, 1000), 5)
     auth_ban_seconds: float = _key(_float_rule(0, 86400), 600.0)

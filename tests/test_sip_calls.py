@@ -65,7 +65,12 @@ class SipNode:
 
 
 def _write_config(
-    cwd: Path, sip_port: int, trunk_port: int, probe_port: int, min_se: int = 1
+    cwd: Path,
+    sip_port: int,
+    trunk_port: int,
+    probe_port: int,
+    min_se: int = 1,
+    carrier_extra: str = "",
 ) -> None:
     (cwd / "trunks.toml").write_text(
         f"""
@@ -78,6 +83,7 @@ options_interval = 0
 outbound = true
 username = "trunkuser"
 password = "trunkpass"
+{carrier_extra}
 
 [[trunk]]
 name = "probed"
@@ -113,14 +119,14 @@ port_max = {rtp + 99}
 
 @contextlib.contextmanager
 def own_sip_node(
-    pg_admin_url: str, cwd: Path, env: dict[str, str]
+    pg_admin_url: str, cwd: Path, env: dict[str, str], carrier_extra: str = ""
 ) -> Iterator[tuple[SipNode, str]]:
     """A node of its own (database, ports, the test trunks) for one test: (node, its DB)."""
     name = f"ccorch_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     sip_port, trunk_port, probe_port = free_udp_port(), free_udp_port(), free_udp_port()
-    _write_config(cwd, sip_port, trunk_port, probe_port)
+    _write_config(cwd, sip_port, trunk_port, probe_port, carrier_extra=carrier_extra)
     db = _with_dbname(pg_admin_url, name)
     sn = SipNode(
         start_node(cwd, {"DATABASE_URL": db, **env}), sip_port, trunk_port, cwd, {}, probe_port

@@ -118,3 +118,73 @@ def test_an_invite_the_node_has_no_media_for_gets_503(limited_node: SipNode) -> 
     finally:
         for s in held:
             s.close()
+
+
+def _invite(sip_port: int, trunk_port: int, call_id: str, user: str = "7001") -> bytes:
+    body = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    return (
+        f"INVITE sip:{user}@127.0.0.1:{sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{trunk_port};branch=z9hG4bK-{uuid.uuid4().hex}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:0441234567@carrier>;tag=t1\r\n"
+        f"To: <sip:{user}@127.0.0.1>\r\nCall-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\nContact: <sip:carrier@127.0.0.1>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def _first_answer(trunk: socket.socket, call_id: str, *, final: bool) -> str:
+    """The node's first response (``final``: its first final one) to the call's INVITE."""
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        try:
+            data = trunk.recv(65535).decode()
+        except TimeoutError:
+            continue
+        if not data.startswith("SIP/2.0") or f"call-id: {call_id}" not in data.lower():
+            continue
+        if not final or int(data.split(" ", 2)[1]) >= 200:
+            return data
+    raise AssertionError("no answer from the node")
+
+
+def test_a_trunk_past_its_call_limit_gets_503_and_a_call_that_ends_makes_room(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
+    """The carrier's trunk allows 2 calls up at once: a third gets 503 with the reason and
+    Retry-After while two ring; when they end (the phone never answers: 3 s ring), the
+    next call is taken again."""
+    env = {"CCORCH_CRM_ADMIN_PASSWORD": "x" * 12}
+    with (
+        own_sip_node(pg_admin_url, tmp_path, env, carrier_extra="max_calls = 2") as (sn, _),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk,
+    ):
+        phone.bind(("127.0.0.1", 0))  # 7001's phone: rings, never answers
+        register_phone(
+            f"127.0.0.1:{sn.sip_port}", tmp_path, "7001", contact_port=phone.getsockname()[1]
+        )
+        trunk.bind(("127.0.0.1", sn.trunk_port))
+        trunk.settimeout(0.5)
+        node = ("127.0.0.1", sn.sip_port)
+        ringing = [f"{uuid.uuid4().hex}@carrier" for _ in range(2)]
+        for call_id in ringing:
+            trunk.sendto(_invite(sn.sip_port, sn.trunk_port, call_id), node)
+            assert _first_answer(trunk, call_id, final=False).startswith("SIP/2.0 100")
+        third = f"{uuid.uuid4().hex}@carrier"
+        trunk.sendto(_invite(sn.sip_port, sn.trunk_port, third), node)
+        refused = _first_answer(trunk, third, final=True)
+        assert refused.startswith(
+            "SIP/2.0 503 Service Unavailable (trunk carrier: its limit of 2 calls up at once)"
+        ), refused
+        assert "retry-after: 5" in refused.lower()
+        assert wait_for(lambda: sn.m().get("cc_sip_limit_rejects_total") == 1, 5)
+        # the two ringing calls end unanswered (480 each); then a call is taken again
+        ended = [_first_answer(trunk, call_id, final=True) for call_id in ringing]
+        assert all(e.split("\r\n", 1)[0].startswith("SIP/2.0 480") for e in ended), ended
+        fourth = f"{uuid.uuid4().hex}@carrier"
+        trunk.sendto(_invite(sn.sip_port, sn.trunk_port, fourth), node)
+        assert _first_answer(trunk, fourth, final=False).startswith("SIP/2.0 100")
+        assert sn.m().get("cc_sip_limit_rejects_total") == 1

@@ -468,6 +468,8 @@ async def originate(request: Request) -> HTTPResponse:
     trunk = next((t for t in svc.trunks if t.outbound and t.up is not False), None)
     if trunk is None:
         return _error(409, "conflict", "no outbound trunk is up")
+    if svc.call_limits.room(svc.now(), trunk.limit_key, trunk.limit) == 0:
+        return _error(409, "conflict", f"trunk {trunk.name} is at its call limit; try again")
     call = ctl.originate(extension, number, trunk)
     return json(describe(call), status=201)
 

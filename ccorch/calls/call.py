@@ -110,6 +110,8 @@ class Call:
         self.recording_path: str | None = None
         self.recording_started = 0.0  # the service clock when recording began
         self.recording_gaps: list[list[int]] = []  # paused stretches, ms from its start
+        # the limits this call counts in (its trunks, the phone's address), released at its end
+        self.limit_keys: list[str] = []
         # call control (ccorch.calls.commands)
         self.priority = 0  # in the queue (kept when an operator transfers it back)
         self.moh: int | None = None  # the music-on-hold playback on leg A
@@ -536,7 +538,16 @@ class Call:
         )
 
     def ring_trunk(self, trunk: Trunk, number: str, from_user: str | None = None) -> Leg | None:
-        """Call ``number`` through ``trunk`` (its credentials answer a 401/407)."""
+        """Call ``number`` through ``trunk`` (its credentials answer a 401/407); None when
+        the trunk is at its limits or no media could be had (nothing was sent)."""
+        svc = self.ctl.service
+        refused = svc.call_limits.admit(svc.now(), trunk.limit_key, trunk.limit)
+        if refused is not None:
+            svc.stats["limit_rejects"] += 1
+            log.warning(
+                "trunk at its limit", extra={"call": self.id, "trunk": trunk.name, "why": refused}
+            )
+            return None
         uri = Uri.parse(trunk.request_uri(number))
         leg = self._invite_out(
             number,
@@ -547,8 +558,11 @@ class Call:
             srtp=trunk.srtp,
             from_user=from_user,
         )
-        if leg is not None:
-            leg.trunk = trunk
+        if leg is None:
+            svc.call_limits.release(trunk.limit_key)
+            return None
+        leg.trunk = trunk
+        self.limit_keys.append(trunk.limit_key)
         return leg
 
     def _invite_out(
@@ -910,6 +924,9 @@ class Call:
         if self.state == "ended":
             return
         self.state = "ended"
+        for key in self.limit_keys:  # the trunk's or the phone's count falls at once
+            self.ctl.service.call_limits.release(key)
+        self.limit_keys.clear()
         self._cancel_ring_timer()
         if self.ivr is not None:
             self.ivr.stop()

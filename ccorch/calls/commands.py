@@ -229,6 +229,8 @@ def _ring_target(call: Call, kind: str, to: str) -> Leg:
         trunk = next((t for t in svc.trunks if t.outbound and t.up is not False), None)
         if trunk is None:
             raise _conflict("no outbound trunk is up")
+        if svc.call_limits.room(svc.now(), trunk.limit_key, trunk.limit) == 0:
+            raise _conflict(f"trunk {trunk.name} is at its call limit; try again")
         leg = call.ring_trunk(trunk, to)
         if leg is None:
             raise _conflict("no media for the outside leg")

@@ -102,12 +102,28 @@ class CallController:
         if se is not None and se[0] < self.min_se:
             self.service.reply(txn, 422, headers=[("min-se", str(self.min_se))])
             return
-        user = req.uri.user or ""
         trunk = origin.trunk
+        svc = self.service
+        limit_key, limit = (
+            (trunk.limit_key, trunk.limit) if trunk else (f"source:{source.host}", svc.source_limit)
+        )
+        refused = svc.call_limits.admit(svc.now(), limit_key, limit)
+        if refused is not None:
+            svc.stats["limit_rejects"] += 1
+            who = f"trunk {trunk.name}" if trunk else "this address"
+            svc.reply(
+                txn,
+                503,
+                f"Service Unavailable ({who}: {refused})",
+                headers=[("retry-after", "5")],
+            )
+            return
+        user = req.uri.user or ""
         dnis = trunk.normalize_number(user) if trunk else user
         ani_user = req.from_.uri.user or ""
         ani = trunk.normalize_number(ani_user) if trunk and ani_user else ani_user
         call = Call(self, req, origin, ani, dnis)
+        call.limit_keys.append(limit_key)
         self.calls[key] = call
         self.service.add_dialog(req.call_id, call.a.local_tag, call.a)
         self.service.spawn(call.start(req, source, txn))

@@ -465,6 +465,12 @@ class CampaignManager:
         trunk = self.trunk()
         if trunk is None:
             return
+        svc = self.calls.service
+        room = svc.call_limits.room(svc.now(), trunk.limit_key, trunk.limit)
+        if room is not None:  # the carrier's contract: no more calls than the trunk takes
+            n = min(n, room)
+            if n <= 0:
+                return
         flow = None
         if run.mode == "broadcast":
             flow = self.flows.by_name.get(run.settings.flow or "") if self.flows else None

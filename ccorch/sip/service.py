@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from psycopg_pool import AsyncConnectionPool
 
 from ccorch.sip import registrar as reg
+from ccorch.sip.call_limits import CallLimits, Limit
 from ccorch.sip.digest import DigestServer
 from ccorch.sip.guard import Guard
 from ccorch.sip.message import (
@@ -107,6 +108,7 @@ class SipService:
         max_loop_lag: float = 0.1,
         tcp_limits: TcpLimits | None = None,
         tls: TlsSettings | None = None,
+        source_limit: Limit | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -131,6 +133,9 @@ class SipService:
         self.accounts: dict[str, reg.Account] = {}
         self.guard = guard
         self.trunks = trunks
+        # calls up and started per trunk and per phone address (503 past them)
+        self.call_limits = CallLimits()
+        self.source_limit = source_limit or Limit()
         self.pool = pool
         self.calls: CallHandler | None = None
         # told (user, reachable) when a phone's registrations appear or all go away

@@ -17,6 +17,8 @@ Trunks are declared in a TOML file (``sip.trunks_file``), one ``[[trunk]]`` tabl
     options_interval = 30       # seconds between OPTIONS probes; 0: no probing
     match = "host"              # host: any source port is this trunk; host+port: only `port`
     outbound = false            # agents' calls to outside numbers leave through this trunk
+    max_calls = 0               # calls up at once on this trunk, both directions (0: no limit)
+    max_calls_per_second = 0    # calls started per second, burst twice that (0: no limit)
 
 A bad file stops start-up with the trunk, key and reason.
 """
@@ -31,9 +33,12 @@ from typing import Any
 
 from ccorch.errors import ConfigError
 from ccorch.phones import PhoneError, normalize
+from ccorch.sip.call_limits import Limit
 from ccorch.sip.transaction import Addr
 
 _KEYS = {
+    "max_calls",
+    "max_calls_per_second",
     "verify",
     "srtp",
     "name",
@@ -68,9 +73,20 @@ class Trunk:
     # TLS: the trunk's certificate is checked (against sip.tls_ca, or the system's CAs)
     verify: bool = True
     srtp: str = "off"  # off, optional, required
+    # what the carrier's contract allows, both directions (0: no limit); past it, 503
+    max_calls: int = 0
+    max_calls_per_second: float = 0.0
     # run-time state
     up: bool | None = field(default=None, compare=False)
     failures: int = field(default=0, compare=False)
+
+    @property
+    def limit(self) -> Limit:
+        return Limit(self.max_calls, self.max_calls_per_second)
+
+    @property
+    def limit_key(self) -> str:
+        return f"trunk:{self.name}"
 
     @property
     def addr(self) -> Addr:
@@ -176,6 +192,16 @@ def _trunk(t: dict[str, Any], where: str, src: str) -> Trunk:
         )
         == "host+port",
         outbound=need("outbound", bool, lambda v: True, "true or false", False),
+        max_calls=need("max_calls", int, lambda v: 0 <= v <= 1_000_000, "0 to 1000000", 0),
+        max_calls_per_second=float(
+            need(
+                "max_calls_per_second",
+                (int, float),
+                lambda v: 0 <= v <= 100_000,
+                "0 to 100000 calls per second",
+                0,
+            )
+        ),
         verify=need("verify", bool, lambda v: True, "true or false", True),
         srtp=need(
             "srtp",

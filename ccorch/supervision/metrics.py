@@ -198,6 +198,11 @@ class SipCollector(Collector):
                 "overload_rejects",
                 "New calls refused with 503 while overloaded",
             ),
+            (
+                "cc_sip_limit_rejects",
+                "limit_rejects",
+                "Calls refused over a trunk's or a phone address's call limits",
+            ),
             ("cc_calls_started", "calls_started", "Calls routed to a phone"),
             ("cc_calls_answered", "calls_answered", "Calls answered"),
         ):
