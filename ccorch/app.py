@@ -49,6 +49,7 @@ from ccorch.ivr.runner import IvrDeps
 from ccorch.ivr.store import FlowStore
 from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
 from ccorch.sip import registrar as sip_registrar
+from ccorch.sip.admission import Admission
 from ccorch.sip.call_limits import Limit
 from ccorch.sip.guard import Guard
 from ccorch.sip.service import SipService, TlsSettings
@@ -165,6 +166,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             tcp=sc.tcp,
             auth_algorithms=sc.auth_algorithms,
             source_limit=Limit(sc.source_max_calls, sc.source_max_calls_per_second),
+            admission=Admission(
+                target=sc.overload_queue_target_ms / 1000, stale=sc.overload_stale_ms / 1000
+            ),
             tcp_limits=TcpLimits(
                 per_source=sc.tcp_max_per_source,
                 # RTP sockets (two per leg over the port range), HTTP and the rest keep theirs

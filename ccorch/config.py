@@ -278,6 +278,10 @@ class SipConfig:
     # them, 503. A trunk's limits are in the trunks file.
     source_max_calls: int = _key(_int_rule(0, 1_000_000), 100)
     source_max_calls_per_second: float = _key(_float_rule(0, 100000), 10.0)
+    # Overload: new calls get 503 while SIP datagrams wait in the receive queue longer than
+    # the target for 100 ms running, and an INVITE that itself waited past stale.
+    overload_queue_target_ms: int = _key(_int_rule(1, 10000), 50)
+    overload_stale_ms: int = _key(_int_rule(1, 60000), 250)
     # Failed authentications per source (within a minute) before a ban, and its length.
     auth_failures: int = _key(_int_rule(1, 1000), 5)
     auth_ban_seconds: float = _key(_float_rule(0, 86400), 600.0)

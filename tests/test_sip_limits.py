@@ -5,6 +5,7 @@ what is over its limits, and answers a call it cannot carry with 503, never sile
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 import time
 import urllib.request
@@ -188,3 +189,51 @@ def test_a_trunk_past_its_call_limit_gets_503_and_a_call_that_ends_makes_room(
         trunk.sendto(_invite(sn.sip_port, sn.trunk_port, fourth), node)
         assert _first_answer(trunk, fourth, final=False).startswith("SIP/2.0 100")
         assert sn.m().get("cc_sip_limit_rejects_total") == 1
+
+
+def test_invites_that_waited_in_the_queue_get_503_and_an_accepted_ones_retransmission_does_not(
+    limited_node: SipNode, tmp_path: Path
+) -> None:
+    """The node stops reading for 0.6 s (SIGSTOP: every datagram waits in the kernel): the
+    two new INVITEs that waited are refused with 503 and Retry-After by their measured queue
+    delay, while the retransmission of an INVITE accepted before is absorbed by its
+    transaction (a provisional answer again, never a 503). Once the queue has drained, a new
+    call is taken."""
+    sn = limited_node
+    node = ("127.0.0.1", sn.sip_port)
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk,
+    ):
+        phone.bind(("127.0.0.1", 0))  # 7001's phone: rings, never answers
+        register_phone(
+            f"127.0.0.1:{sn.sip_port}", tmp_path, "7001", contact_port=phone.getsockname()[1]
+        )
+        trunk.bind(("127.0.0.1", sn.trunk_port))
+        trunk.settimeout(0.5)
+        accepted = f"{uuid.uuid4().hex}@carrier"
+        invite = _invite(sn.sip_port, sn.trunk_port, accepted)
+        trunk.sendto(invite, node)
+        assert _first_answer(trunk, accepted, final=False).startswith("SIP/2.0 100")
+        late = [f"{uuid.uuid4().hex}@carrier" for _ in range(2)]
+        sn.node.proc.send_signal(signal.SIGSTOP)
+        try:
+            for call_id in late:
+                trunk.sendto(_invite(sn.sip_port, sn.trunk_port, call_id), node)
+            trunk.sendto(invite, node)  # the accepted call's INVITE, retransmitted
+            time.sleep(0.6)
+        finally:
+            sn.node.proc.send_signal(signal.SIGCONT)
+        for call_id in late:
+            refused = _first_answer(trunk, call_id, final=True)
+            assert refused.startswith("SIP/2.0 503 Service Unavailable (overloaded)"), refused
+            assert "retry-after: 5" in refused.lower()
+        again = _first_answer(trunk, accepted, final=False)
+        assert int(again.split(" ", 2)[1]) < 200, again  # absorbed: 100/180 again
+        m = sn.m()
+        assert m["cc_sip_overload_rejects_total"] == 2
+        assert m["cc_sip_queue_delay_seconds"] >= 0.5  # measured from the kernel's time
+        time.sleep(0.5)
+        fresh = f"{uuid.uuid4().hex}@carrier"
+        trunk.sendto(_invite(sn.sip_port, sn.trunk_port, fresh), node)
+        assert _first_answer(trunk, fresh, final=False).startswith("SIP/2.0 100")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from psycopg_pool import AsyncConnectionPool
 
 from ccorch.sip import registrar as reg
+from ccorch.sip.admission import Admission
 from ccorch.sip.call_limits import CallLimits, Limit
 from ccorch.sip.digest import DigestServer
 from ccorch.sip.guard import Guard
@@ -109,6 +110,7 @@ class SipService:
         tcp_limits: TcpLimits | None = None,
         tls: TlsSettings | None = None,
         source_limit: Limit | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -153,6 +155,8 @@ class SipService:
         # queueing until the callers' retransmissions melt the node down.
         self.max_loop_lag = max_loop_lag
         self.overloaded_until = 0.0
+        # ...and while requests wait in the receive queue (``ccorch.sip.admission``)
+        self.admission = admission or Admission()
 
     # --- life ---
 
@@ -252,8 +256,11 @@ class SipService:
 
     # --- input ---
 
-    def on_data(self, data: bytes, source: Addr) -> None:
+    def on_data(self, data: bytes, source: Addr, queued: float = 0.0) -> None:
+        """One message from a transport; ``queued``: how long it waited to be read (UDP)."""
         now = self.now()
+        if queued:
+            self.admission.observe(now, queued)
         if self.guard.banned(now, source.host) and self.trunk_for(source) is None:
             self.stats["dropped_banned"] += 1
             return
@@ -264,8 +271,14 @@ class SipService:
             return
         if isinstance(msg, Request):
             self.stats[f"in_request_{msg.method}"] += 1
-            if msg.method == "INVITE" and now < self.overloaded_until and msg.to.tag is None:
-                # shed new calls before they cost a transaction; in-dialog traffic goes on
+            if (
+                msg.method == "INVITE"
+                and msg.to.tag is None
+                and (now < self.overloaded_until or not self.admission.admit(queued))
+                and not self.txn.known(msg)
+            ):
+                # shed new calls before they cost a transaction; a retransmission of an
+                # accepted INVITE is absorbed by its transaction, in-dialog traffic goes on
                 self.stats["overload_rejects"] += 1
                 resp = make_response(msg, 503, "Service Unavailable (overloaded)")
                 resp.headers.append(("retry-after", "5"))
@@ -616,4 +629,6 @@ class SipService:
             "tcp_connections": self.transports.open_total,
             "tcp_refused": dict(self.transports.refused),
             "tcp_closed": dict(self.transports.closed_idle),
+            "queue_delay": self.admission.last_delay,
+            "shedding": int(self.admission.standing or now < self.overloaded_until),
         }

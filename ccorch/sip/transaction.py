@@ -252,6 +252,11 @@ class TransactionLayer:
             self._arm(now, txn, "F", 64 * self.t.t1)
         return txn
 
+    def known(self, req: Request) -> bool:
+        """Whether ``req`` belongs to a server transaction already under way (a
+        retransmission): it is absorbed by it, never refused as a new request."""
+        return _server_key(req, req.method) in self.server
+
     def send_stateless(self, data: bytes, dest: Addr) -> None:
         self._out.append(Send(data, dest))
 

@@ -4,8 +4,10 @@ TLS (SIPS, RFC 3261 §26.2 and RFC 5630) is the stdlib ``ssl`` in memory-BIO mod
 asyncio's TLS transports run it: the handshake and records are worked out in memory over
 the same stream protocol as TCP, so the SIP layer above sees one more stream transport.
 
-Incoming bytes go to ``on_data(data, source)`` (one datagram, or one framed message from a
-TCP stream). ``send(data, dest)`` writes to UDP, or to the TCP connection with that peer,
+Incoming bytes go to ``on_data(data, source, queued)`` (one datagram, or one framed message
+from a TCP stream). UDP is read from a socket of our own with each datagram's kernel arrival
+time (``SO_TIMESTAMPNS``): ``queued`` is how long it waited before the node read it, which the
+overload control admits new calls by (0 for streams, where a message has no such time). ``send(data, dest)`` writes to UDP, or to the TCP connection with that peer,
 opening one if there is none (RFC 3261 §18.1.1; connections are reused in both directions).
 """
 
@@ -17,17 +19,24 @@ import logging
 import resource
 import socket
 import ssl
-from collections import Counter
+import struct
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from ccorch.sip.message import ParseError, StreamFramer
 from ccorch.sip.transaction import Addr
 
 log = logging.getLogger(__name__)
 
-OnData = Callable[[bytes, Addr], None]
+OnData = Callable[[bytes, Addr, float], None]
+
+# Datagrams read in one go before other work gets the loop (a burst is read in batches, and
+# their timestamps still tell how long each waited).
+UDP_BATCH = 64
+_TIMESTAMP_SPACE = socket.CMSG_SPACE(16)  # struct timespec
 
 
 @dataclass(frozen=True)
@@ -79,21 +88,92 @@ def tcp_budget(wanted: int, reserved: int) -> int:
 UDP_RCVBUF = 1024 * 1024
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: Transports) -> None:
+class _Udp:
+    """SIP over UDP on a non-blocking socket the loop watches: reads in batches, each
+    datagram with the kernel's arrival time; writes at once, or queued until writable."""
+
+    def __init__(self, owner: Transports, sock: socket.socket) -> None:
         self.owner = owner
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._backlog: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio's, so no isinstance check here
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def _readable(self) -> None:
+        for _ in range(UDP_BATCH):
+            try:
+                data, ancillary, _flags, addr = self.sock.recvmsg(65535, _TIMESTAMP_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # ICMP port unreachable from a phone that went away: nothing to do but note it
+                self.owner.send_errors += 1
+                continue
+            queued = 0.0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    queued = max(0.0, time.time() - (sec + nsec / 1e9))
+            self.owner.on_data(data, Addr("UDP", str(addr[0]), int(addr[1])), queued)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
-        self.owner.on_data(data, Addr("UDP", str(addr[0]), int(addr[1])))
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self._backlog:
+            try:
+                self.sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop.add_writer(self.sock.fileno(), self._writable)
+            except OSError:
+                self.owner.send_errors += 1
+                return
+        if len(self._backlog) >= 10_000:  # a peer that never drains: UDP may lose, so we do
+            self.owner.send_errors += 1
+            return
+        self._backlog.append((data, addr))
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a phone that went away: nothing to do but note it.
-        self.owner.send_errors += 1
+    def _writable(self) -> None:
+        while self._backlog:
+            data, addr = self._backlog[0]
+            try:
+                self.sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.owner.send_errors += 1
+            self._backlog.popleft()
+        self._loop.remove_writer(self.sock.fileno())
+
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.sock.fileno())
+        if self._backlog:
+            self._loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+
+
+# SO_TIMESTAMPNS is Linux's (socket module names it only on some builds)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        # a burst must wait in the kernel, not be dropped, while the loop catches up
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_RCVBUF)
+        with contextlib.suppress(OSError):  # without it, queued is 0: admission by loop lag
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Tcp(asyncio.Protocol):
@@ -135,7 +215,7 @@ class _Tcp(asyncio.Protocol):
             return
         self.messages += len(messages)
         for m in messages:
-            self.owner.on_data(m, self.peer)
+            self.owner.on_data(m, self.peer, 0.0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.owner.tcp.get(self.peer) is self:
@@ -208,16 +288,7 @@ class Transports:
     ) -> None:
         loop = asyncio.get_running_loop()
         if udp:
-            _, proto = await loop.create_datagram_endpoint(
-                lambda: _Udp(self), local_addr=(host, port)
-            )
-            self.udp = proto
-            sock = proto.transport.get_extra_info("socket") if proto.transport else None
-            if sock is not None:
-                # a burst must wait in the kernel, not be dropped, while the loop catches up
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_RCVBUF)
+            self.udp = _Udp(self, _udp_socket(host, port))
         if tcp:
             self.tcp_server = await loop.create_server(
                 lambda: _Tcp(self), host, port, reuse_address=True
@@ -259,11 +330,10 @@ class Transports:
             del self.per_source[host]
 
     def local_port(self) -> int | None:
-        if self.udp is not None and self.udp.transport is not None:
-            port: int = self.udp.transport.get_extra_info("sockname")[1]
-            return port
+        if self.udp is not None:
+            return self.udp.port()
         if self.tcp_server is not None and self.tcp_server.sockets:
-            port = self.tcp_server.sockets[0].getsockname()[1]
+            port: int = self.tcp_server.sockets[0].getsockname()[1]
             return port
         return None
 
@@ -291,10 +361,10 @@ class Transports:
                 self.send_errors += 1
             return
         if dest.transport == "UDP":
-            if self.udp is None or self.udp.transport is None:
+            if self.udp is None:
                 self.send_errors += 1
                 return
-            self.udp.transport.sendto(data, (dest.host, dest.port))
+            self.udp.sendto(data, (dest.host, dest.port))
             return
         conn = self.tcp.get(dest)
         if conn is not None and conn.transport is not None and not conn.transport.is_closing():
@@ -367,8 +437,9 @@ class Transports:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        if self.udp is not None and self.udp.transport is not None:
-            self.udp.transport.close()
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
         for conn in list(self.tcp.values()):
             if conn.transport is not None:
                 conn.transport.close()

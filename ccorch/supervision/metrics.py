@@ -239,6 +239,12 @@ class SipCollector(Collector):
             ("cc_sip_banned_sources", "bans", "Sources banned now"),
             ("cc_calls_active", "calls_active", "Calls in progress"),
             ("cc_events_subscribers", "event_clients", "Readers of the live event stream"),
+            (
+                "cc_sip_queue_delay_seconds",
+                "queue_delay",
+                "How long the last SIP datagram waited in the receive queue",
+            ),
+            ("cc_sip_shedding", "shedding", "1 while new calls are refused as overload"),
         ):
             yield GaugeMetricFamily(name, text, value=s.get(key, 0))
         yield CounterMetricFamily(
