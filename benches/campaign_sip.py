@@ -176,6 +176,10 @@ def simulator(args: argparse.Namespace, measured: dict[str, Any], seconds: float
         "amd_detects_machine": share("machine"), "amd_false_positive": share("person"),
         # a person is known as one when detection has heard the greeting's end
         "detect_seconds": (det.get("person") or {}).get("seconds_to_verdict", 0.0),
+        # a machine put through holds the operator as long as the bench's operator talks
+        # (uniform talk_min-talk_max) or until it goes quiet: its 7 s recording, then the
+        # node's 30 s media timeout; the mean of that
+        "machine_talk": mean_min_uniform(args.talk_min, args.talk_max, MACHINE_HOLDS),
     }  # fmt: skip
     occupancy, abandon = [], []
     for seed in range(1, args.sim_seeds + 1):
@@ -198,6 +202,21 @@ def simulator(args: argparse.Namespace, measured: dict[str, Any], seconds: float
         "abandon_rate_mean": statistics.fmean(abandon),
         "abandon_rate_max": max(abandon),
     }
+
+
+# A machine of the bench plays its 7 s recording and then sends nothing: the node's 30 s
+# media timeout ends a call it is put through on.
+MACHINE_HOLDS = 7 + 30
+
+
+def mean_min_uniform(lo: float, hi: float, cap: float) -> float:
+    """E[min(U(lo, hi), cap)]."""
+    if cap >= hi:
+        return (lo + hi) / 2
+    if cap <= lo:
+        return cap
+    below = (cap - lo) / (hi - lo)
+    return below * (lo + cap) / 2 + (1 - below) * cap
 
 
 def main() -> None:
@@ -224,6 +243,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.simulate_from:
         old = json.loads(args.simulate_from.read_text())
+        # the run's own mode and operators, whatever the command line's defaults say
+        args.mode, args.operators = old["mode"], old["operators"]
         old["simulator"] = simulator(args, old["measured"], old["minutes"] * 60)
         print(json.dumps(old["simulator"], indent=2))
         return

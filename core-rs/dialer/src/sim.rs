@@ -38,6 +38,9 @@ pub struct Scenario {
     /// Seconds from an answer to detection's verdict (the greeting heard): the call is
     /// still in flight for the pacer, and nobody can take it yet.
     pub detect_seconds: f64,
+    /// Seconds an operator spends on a machine that detection let through (or that was
+    /// never checked: progressive and power modes) before hanging up.
+    pub machine_talk: f64,
     /// Answer-rate multipliers applied in turn, each for `drift_every` seconds.
     pub drift: Vec<f64>,
     pub drift_every: f64,
@@ -67,6 +70,7 @@ impl Scenario {
             amd_false_positive: 0.01,
             connect_window: 2.0,
             detect_seconds: 0.0,
+            machine_talk: 5.0,
             drift: Vec::new(),
             drift_every: 3600.0,
             breaks: vec![(2.0, 15.0, 0.2), (4.0, 30.0, 0.3), (6.0, 15.0, 0.2)],
@@ -102,6 +106,7 @@ impl Scenario {
         self.wrap.validate("wrap")?;
         check_duration("connect_window", self.connect_window)?;
         check_duration("detect_seconds", self.detect_seconds)?;
+        check_duration("machine_talk", self.machine_talk)?;
         check_duration("day_hours", self.day_hours)?;
         if !(self.no_answer_after.is_finite() && self.no_answer_after >= 15.0) {
             return Err(ParamError {
@@ -443,7 +448,7 @@ pub fn simulate(
                             let talk = if outcome == Outcome::Person {
                                 scenario.talk.sample(&mut w.rng)
                             } else {
-                                5.0
+                                scenario.machine_talk
                             };
                             if let Some(a) = w.idle.pop_front() {
                                 w.connect(now, call, a, talk, pacer);
@@ -485,7 +490,7 @@ pub fn simulate(
                         let talk = if outcome == Some(Outcome::Person) {
                             scenario.talk.sample(&mut w.rng)
                         } else {
-                            5.0
+                            scenario.machine_talk
                         };
                         w.connect(now, call, a, talk, pacer);
                     } else {

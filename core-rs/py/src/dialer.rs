@@ -139,7 +139,7 @@ fn float(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<f64>> {
 }
 
 fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
-    const KNOWN: [&str; 19] = [
+    const KNOWN: [&str; 20] = [
         "agents",
         "day_hours",
         "p_live",
@@ -157,6 +157,7 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
         "amd_false_positive",
         "connect_window",
         "detect_seconds",
+        "machine_talk",
         "drift",
         "drift_every",
     ];
@@ -208,6 +209,7 @@ fn scenario_from(d: &Bound<'_, PyDict>) -> PyResult<Scenario> {
     s.amd_false_positive = float(d, "amd_false_positive")?.unwrap_or(s.amd_false_positive);
     s.connect_window = float(d, "connect_window")?.unwrap_or(s.connect_window);
     s.detect_seconds = float(d, "detect_seconds")?.unwrap_or(s.detect_seconds);
+    s.machine_talk = float(d, "machine_talk")?.unwrap_or(s.machine_talk);
     if let Some(v) = d.get_item("drift")? {
         s.drift = v.extract()?;
     }
