@@ -29,14 +29,13 @@ from ccorch.calls import (
     cdr,
     commands,
     originate,
-    screening,
     transfer,
 )
 from ccorch.calls.journal import SavedDialog
 from ccorch.calls.leg import Leg, session_expires
 from ccorch.calls.routing import Reject, RingTrunk, RunFlow
 from ccorch.crm import screen
-from ccorch.crm import store as crm_store
+from ccorch.db.pool import autocommit
 from ccorch.errors import MediaError
 from ccorch.ivr.flow import Flow
 from ccorch.ivr.interpreter import Session
@@ -200,12 +199,10 @@ class Call:
                 self.started,
             )
         )
-        reason = await self._screen()
-        if reason is not None:
+        if await self._look_up_caller():
             log.info("caller refused: blacklisted", extra={"call": self.id, "ani": self.ani})
             self._fail_a(603, "Decline", "blacklisted")
             return
-        await self._identify()
         try:
             decision = await self.ctl.router.route(self)
         except Exception:
@@ -255,32 +252,24 @@ class Call:
         except Exception as e:  # the call goes on unrecorded; the CDR says so (no path)
             log.error("recording not started", extra={"call": self.id, "error": str(e)})
 
-    async def _screen(self) -> str | None:
-        """The blacklist, before anything is said or anyone is rung (trunk calls only)."""
-        deps = self.ctl.ivr
-        if deps is None or deps.pool is None or not self.ani or self.origin.trunk is None:
-            return None
+    async def _look_up_caller(self) -> bool:
+        """Before anything is said or anyone is rung (trunk calls): the blacklist (True:
+        refused), ANI → the customer (one match only; several are for the desktop), the
+        screen pop and the customer's preferred operators, on one connection."""
+        deps, trunk = self.ctl.ivr, self.origin.trunk
+        if deps is None or deps.pool is None or not self.ani or trunk is None:
+            return False
         try:
-            async with deps.pool.connection() as conn:
-                return await screening.blacklisted(conn, self.ani)
+            async with autocommit(deps.pool) as conn:
+                caller = await screen.look_up_caller(conn, self.ani, trunk.country, dt.date.today())
         except Exception as e:  # the database is away: serve the call rather than refuse it
-            log.warning("blacklist not checked", extra={"call": self.id, "error": str(e)})
-            return None
-
-    async def _identify(self) -> None:
-        """ANI → the customer, before the IVR (one match only; several are for the desktop)."""
-        deps = self.ctl.ivr
-        if deps is None or deps.pool is None or not self.ani or self.origin.trunk is None:
-            return
-        try:
-            async with deps.pool.connection() as conn:
-                matches = await crm_store.identify_by_ani(conn, self.ani, self.origin.trunk.country)
-        except Exception as e:
-            log.warning("caller not identified", extra={"call": self.id, "error": str(e)})
-            return
-        await self._gather_screen(None)
-        if len(matches) == 1:
-            m = matches[0]
+            log.warning("caller not looked up", extra={"call": self.id, "error": str(e)})
+            return False
+        if caller.blacklisted is not None:
+            return True
+        self.screen = caller.screen
+        if len(caller.matches) == 1:
+            m = caller.matches[0]
             self.customer_id = m.customer_id
             self._publish_identified("ani")
             self.customer = {
@@ -288,11 +277,8 @@ class Call:
                 "customer_name": m.name,
                 "segment": m.segment or "",
             }
-            try:
-                async with deps.pool.connection() as conn:
-                    self.preferred = await crm_store.preferred_extensions(conn, m.customer_id)
-            except Exception as e:
-                log.warning("preferred operators unknown", extra={"call": self.id, "error": str(e)})
+            self.preferred = caller.preferred
+        return False
 
     async def _gather_screen(self, customer_id: int | None) -> None:
         """What the operator's screen shows about the caller (``ccorch.crm.screen``)."""

@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from ccorch.crm import recordings
+from ccorch.db.pool import autocommit
 
 log = logging.getLogger(__name__)
 
@@ -62,67 +63,60 @@ class Cdr:
 _COLUMNS = [c for c in Cdr.__dataclass_fields__ if c not in ("recording_gaps", "case_id")]
 
 
+# The CDR, its recording, the interaction in the customer's history and the guided-service
+# steps joining it, as one statement: one round trip, atomic on its own (autocommit), and
+# nothing after the CDR when the CDR was already there (a replay, a retry).
+_WRITE = f"""
+WITH cdr AS (
+    INSERT INTO cdrs ({", ".join(_COLUMNS)})
+    VALUES ({", ".join(f"%(c_{c})s" for c in _COLUMNS)})
+    ON CONFLICT (sip_call_id, arrived_at) DO NOTHING RETURNING id
+), rec AS (
+    INSERT INTO recordings (path, kind, sip_call_id, customer_id, created_at, gaps)
+    SELECT %(rec_path)s::text, 'call', %(c_sip_call_id)s, %(c_customer_id)s::bigint,
+           %(rec_created)s::timestamptz, %(rec_gaps)s
+      FROM cdr WHERE %(rec_path)s::text IS NOT NULL
+    ON CONFLICT (path) DO UPDATE SET path = EXCLUDED.path RETURNING id
+), interaction AS (
+    INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at, queue,
+                              agent_id, disposition, notes, recording_id, cdr_id, case_id)
+    SELECT %(c_customer_id)s::bigint, 'call', %(c_direction)s, %(c_arrived_at)s,
+           %(c_ended_at)s, %(c_queue)s,
+           -- the CRM user whose phone is the extension that answered
+           (SELECT id FROM users WHERE extension = %(c_agent)s::text),
+           %(disposition)s::text, %(notes)s::text, (SELECT id FROM rec), cdr.id,
+           %(case_id)s::bigint
+      FROM cdr WHERE %(c_customer_id)s::bigint IS NOT NULL
+    RETURNING id
+), steps AS (
+    -- the guided-service steps the operator took on the call join its interaction
+    UPDATE service_steps s SET interaction_id = interaction.id FROM interaction
+     WHERE s.sip_call_id = %(c_sip_call_id)s AND s.call_arrived_at = %(c_arrived_at)s
+       AND s.interaction_id IS NULL
+)
+SELECT id FROM cdr
+"""
+
+
 async def write(
     pool: AsyncConnectionPool, cdr: Cdr, acquire_timeout: float | None = None
 ) -> int | None:
     """Insert the CDR (and the interaction): its id, or None when it was already there.
     ``acquire_timeout``: the longest wait for a pooled connection (default: the pool's)."""
     row: dict[str, Any] = asdict(cdr)
-    async with pool.connection(timeout=acquire_timeout) as conn, conn.transaction():
-        cur = await conn.execute(
-            f"INSERT INTO cdrs ({', '.join(_COLUMNS)}) VALUES ({', '.join('%s' for _ in _COLUMNS)})"
-            " ON CONFLICT (sip_call_id, arrived_at) DO NOTHING RETURNING id",
-            [row[c] for c in _COLUMNS],
-        )
+    params: dict[str, Any] = {f"c_{c}": row[c] for c in _COLUMNS}
+    params |= {
+        "rec_path": cdr.recording_path or None,
+        "rec_created": cdr.answered_at or cdr.arrived_at,
+        "rec_gaps": Jsonb(cdr.recording_gaps or []),
+        "disposition": cdr.disposition or cdr.outcome,
+        "notes": cdr.note or f"DNIS {cdr.dnis}" + (f", operator {cdr.agent}" if cdr.agent else ""),
+        "case_id": cdr.case_id,
+    }
+    async with autocommit(pool, acquire_timeout=acquire_timeout) as conn:
+        cur = await conn.execute(_WRITE, params)
         got = await cur.fetchone()
-        if got is None:
-            return None
-        recording_id = (
-            await recordings.link(
-                conn,
-                cdr.recording_path,
-                "call",
-                sip_call_id=cdr.sip_call_id,
-                customer_id=cdr.customer_id,
-                created_at=cdr.answered_at or cdr.arrived_at,
-                gaps=cdr.recording_gaps,
-            )
-            if cdr.recording_path
-            else None
-        )
-        if cdr.customer_id is not None:
-            # agent_id: the CRM user whose phone is the extension that answered
-            cur = await conn.execute(
-                """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
-                                             queue, agent_id, disposition, notes, recording_id,
-                                             cdr_id, case_id)
-                   VALUES (%s, 'call', %s, %s, %s, %s,
-                           (SELECT id FROM users WHERE extension = %s), %s, %s, %s, %s, %s)
-                   RETURNING id""",
-                (
-                    cdr.customer_id,
-                    cdr.direction,
-                    cdr.arrived_at,
-                    cdr.ended_at,
-                    cdr.queue,
-                    cdr.agent,
-                    cdr.disposition or cdr.outcome,
-                    cdr.note
-                    or f"DNIS {cdr.dnis}" + (f", operator {cdr.agent}" if cdr.agent else ""),
-                    recording_id,
-                    got[0],
-                    cdr.case_id,
-                ),
-            )
-            interaction = await cur.fetchone()
-            assert interaction is not None
-            # the guided-service steps the operator took on the call join its interaction
-            await conn.execute(
-                """UPDATE service_steps SET interaction_id = %s
-                   WHERE sip_call_id = %s AND call_arrived_at = %s AND interaction_id IS NULL""",
-                (interaction[0], cdr.sip_call_id, cdr.arrived_at),
-            )
-    return int(got[0])
+    return None if got is None else int(got[0])
 
 
 def to_json(cdr: Cdr) -> str:

@@ -6,13 +6,14 @@ the database."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from ccorch.crm import store
-from ccorch.phones import PhoneError, normalize
+from ccorch.phones import PhoneError, normalize, prefixes_of
 
 LAST_CONTACTS = 5
 
@@ -41,13 +42,26 @@ async def about_caller(
             pop["candidates"] = [m.as_dict() for m in matches[:10]]
     if customer_id is None:
         return pop
+    await _customer_part(conn, pop, customer_id, today)
+    return pop
+
+
+def _empty_pop(region: str | None) -> dict[str, Any]:
+    return {"region": region, "customer": None, "candidates": [],
+            "reminders_due": [], "last_contacts": []}  # fmt: skip
+
+
+async def _customer_part(
+    conn: AsyncConnection[Any], pop: dict[str, Any], customer_id: int, today: dt.date
+) -> None:
+    """The customer, their reminders due and last contacts, into ``pop``."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "SELECT id, name, segment, kind, region FROM customers WHERE id = %s", (customer_id,)
     )
     customer = await cur.fetchone()
     if customer is None:
-        return pop
+        return
     pop["customer"] = customer
     if pop["region"] is None:
         pop["region"] = customer["region"]
@@ -71,4 +85,59 @@ async def about_caller(
     pop["last_contacts"] = [
         {**r, "started_at": r["started_at"].isoformat()} for r in await cur.fetchall()
     ]
-    return pop
+
+
+@dataclass
+class Caller:
+    """What a trunk call's start knows about its caller."""
+
+    blacklisted: str | None = None  # why the number is refused
+    matches: list[store.Match] = field(default_factory=list)
+    screen: dict[str, Any] = field(default_factory=lambda: _empty_pop(None))
+    preferred: list[str] = field(default_factory=list)  # the customer's operators first
+
+
+async def look_up_caller(
+    conn: AsyncConnection[Any], ani: str, country: str, today: dt.date
+) -> Caller:
+    """The blacklist, the identification by ANI, the screen pop and the preferred operators
+    of a new call, in as few round trips as the answers allow: the blacklist, the number's
+    region and the exact matches come in one; the last-digits match only when nobody owns
+    the exact number; the customer's card and operators only when one customer matched.
+    (Separately, these were six queries and two identifications for an unknown caller.)"""
+    key = store.ani_key(ani, country) if ani else None
+    try:
+        prefixes = prefixes_of(normalize(ani, country)) if ani else []
+    except PhoneError:
+        prefixes = []
+    cur = await conn.execute(
+        """SELECT b.listed, b.reason,
+                  (SELECT region FROM phone_prefixes WHERE prefix = ANY(%(prefixes)s)
+                    ORDER BY length(prefix) DESC LIMIT 1),
+                  (SELECT coalesce(json_agg(json_build_array(m.id, m.name, m.segment)
+                                            ORDER BY m.id), '[]'::json)
+                     FROM (SELECT DISTINCT c.id, c.name, c.segment
+                             FROM customer_phones p JOIN customers c ON c.id = p.customer_id
+                            WHERE p.e164 = %(key)s ORDER BY c.id LIMIT 20) m)
+             FROM (SELECT count(*) > 0 AS listed, max(reason) AS reason
+                     FROM blacklist WHERE number = %(ani)s) b""",
+        {"ani": ani, "key": key, "prefixes": prefixes},
+    )
+    row = await cur.fetchone()
+    assert row is not None  # an aggregate always gives its row
+    listed, reason, region, exact = row
+    caller = Caller(screen=_empty_pop(region))
+    if listed:
+        caller.blacklisted = str(reason or "blacklisted")
+        return caller
+    if exact:
+        caller.matches = [store.Match(i, n, seg, "ani", 1.0) for i, n, seg in exact]
+    elif key is not None:
+        caller.matches = await store.identify_by_tail(conn, key)
+    if len(caller.matches) != 1:
+        caller.screen["candidates"] = [m.as_dict() for m in caller.matches[:10]]
+        return caller
+    customer_id = caller.matches[0].customer_id
+    await _customer_part(conn, caller.screen, customer_id, today)
+    caller.preferred = await store.preferred_extensions(conn, customer_id)
+    return caller

@@ -107,16 +107,22 @@ async def preferred_extensions(
     return out
 
 
+def ani_key(ani: str, country: str) -> str | None:
+    """What a calling number is looked up by: its E.164 form, or its digits when it cannot
+    be normalized (None when fewer than seven: nothing to match)."""
+    try:
+        return normalize(ani, country)
+    except PhoneError:
+        digits = "".join(ch for ch in ani if ch.isdigit())
+        return digits if len(digits) >= 7 else None
+
+
 async def identify_by_ani(conn: AsyncConnection[Any], ani: str, country: str) -> list[Match]:
     """Customers owning the calling number: exact E.164 first; else the same last seven
     digits, ranked by how many trailing digits agree. No match: an empty list."""
-    try:
-        e164 = normalize(ani, country)
-    except PhoneError:
-        digits = "".join(ch for ch in ani if ch.isdigit())
-        if len(digits) < 7:
-            return []
-        e164 = digits
+    e164 = ani_key(ani, country)
+    if e164 is None:
+        return []
     cur = await conn.execute(
         """SELECT DISTINCT c.id, c.name, c.segment FROM customer_phones p JOIN customers c ON c.id = p.customer_id
            WHERE p.e164 = %s ORDER BY c.id LIMIT 20""",
@@ -125,6 +131,11 @@ async def identify_by_ani(conn: AsyncConnection[Any], ani: str, country: str) ->
     exact = await cur.fetchall()
     if exact:
         return [Match(r[0], r[1], r[2], "ani", 1.0) for r in exact]
+    return await identify_by_tail(conn, e164)
+
+
+async def identify_by_tail(conn: AsyncConnection[Any], e164: str) -> list[Match]:
+    """Customers whose number ends in the same seven digits, best agreement first."""
     cur = await conn.execute(
         """SELECT c.id, c.name, c.segment, p.e164 FROM customer_phones p JOIN customers c ON c.id = p.customer_id
            WHERE p.tail7 = right(%s, 7) LIMIT 50""",
