@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,7 @@ async def write(
 ) -> int | None:
     """Insert the CDR (and the interaction): its id, or None when it was already there.
     ``acquire_timeout``: the longest wait for a pooled connection (default: the pool's)."""
-    row: dict[str, Any] = asdict(cdr)
-    params: dict[str, Any] = {f"c_{c}": row[c] for c in _COLUMNS}
+    params: dict[str, Any] = {f"c_{c}": getattr(cdr, c) for c in _COLUMNS}
     params |= {
         "rec_path": cdr.recording_path or None,
         "rec_created": cdr.answered_at or cdr.arrived_at,
@@ -119,11 +118,21 @@ async def write(
     return None if got is None else int(got[0])
 
 
+_FIELDS = tuple(f.name for f in fields(Cdr))
+
+
+def json_ready(cdr: Cdr) -> dict[str, Any]:
+    """The record as JSON types (times as ISO 8601). Field by field, not ``asdict``: that
+    deep-copies every value, and the journal takes this at every answer of every call."""
+    out: dict[str, Any] = {}
+    for name in _FIELDS:
+        v = getattr(cdr, name)
+        out[name] = v.isoformat() if isinstance(v, dt.datetime) else v
+    return out
+
+
 def to_json(cdr: Cdr) -> str:
-    return json.dumps(
-        {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in asdict(cdr).items()},
-        ensure_ascii=False,
-    )
+    return json.dumps(json_ready(cdr), ensure_ascii=False)
 
 
 _TIMES = {f.name for f in fields(Cdr) if "datetime" in str(f.type)}

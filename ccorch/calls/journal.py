@@ -21,11 +21,11 @@ import contextlib
 import datetime as dt
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccorch.calls.cdr import Cdr, from_json, to_json
+from ccorch.calls.cdr import Cdr, from_json, json_ready
 from ccorch.sip.dialog import Dialog
 from ccorch.sip.message import Uri
 from ccorch.sip.transaction import Addr
@@ -108,7 +108,10 @@ class Journal:
         path = self._path(cdr.call_ref, cdr.arrived_at)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(
-            json.dumps({"cdr": json.loads(to_json(cdr)), "dialogs": [asdict(d) for d in dialogs]}),
+            json.dumps(
+                {"cdr": json_ready(cdr), "dialogs": [vars(d) for d in dialogs]},
+                ensure_ascii=False,
+            ),
             encoding="utf-8",
         )
         os.replace(tmp, path)
