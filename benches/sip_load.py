@@ -353,6 +353,7 @@ def main() -> None:
     ap.add_argument("--systems", default="ccorch,kamailio")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path, help="keep logs and SIPp statistics here")
+    ap.add_argument("--settle", type=float, default=35, help="seconds idle before the last RSS")
     ap.add_argument("--media-ports", default="20000-29999", help="the node's RTP range (LOW-HIGH)")
     ap.add_argument(
         "--bench-ports",
@@ -404,7 +405,7 @@ def main() -> None:
                     time.sleep(2)
                 if system == "ccorch":
                     # memory once the load is over: back to idle, or held
-                    time.sleep(15)
+                    time.sleep(a.settle)
                     settled = {
                         "idle_rss_mib": idle_rss,
                         "settled_rss_mib": tree_rss_kib(proc.pid) / 1024,

@@ -48,7 +48,6 @@ from ccorch.events import InProcessStream
 from ccorch.ivr.runner import IvrDeps
 from ccorch.ivr.store import FlowStore
 from ccorch.media import MediaEngine, MediaEvents, raise_open_file_limit
-from ccorch.memory import give_back_when_quieter
 from ccorch.sip import registrar as sip_registrar
 from ccorch.sip.admission import Admission
 from ccorch.sip.call_limits import Limit
@@ -184,6 +183,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             if sc.tls_cert
             else None,
         )
+        pool: AsyncConnectionPool = app.ctx.pool
+        service.backlog = lambda: pool.get_stats().get("requests_waiting", 0)
+        service.max_backlog = sc.overload_database_waiting
         # Records spooled while the database was away go in before new calls come.
         cdrs = CdrSink(app.ctx.pool, var_dir / "cdr-spool.jsonl")
         await cdrs.replay()
@@ -314,7 +316,6 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             "queues_feed",
             "state_time_writer",
             "alarms_watch",
-            "memory_task",
         ):
             task = getattr(app.ctx, name, None)
             if task is not None:
@@ -331,14 +332,6 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
-
-    @app.after_server_start
-    async def _start_giving_memory_back(app: Sanic[Any, Any]) -> None:
-        calls: CallController | None = app.ctx.calls
-        if calls is not None:
-            app.ctx.memory_task = asyncio.create_task(
-                give_back_when_quieter(calls.active_calls), name="memory_back"
-            )
 
     @app.after_server_start
     async def _start_overdue_watch(app: Sanic[Any, Any]) -> None:

@@ -282,6 +282,8 @@ class SipConfig:
     # the target for 100 ms running, and an INVITE that itself waited past stale.
     overload_queue_target_ms: int = _key(_int_rule(1, 10000), 50)
     overload_stale_ms: int = _key(_int_rule(1, 60000), 250)
+    # ...and while more than this many database requests wait for a pooled connection
+    overload_database_waiting: int = _key(_int_rule(1, 100000), 20)
     # Failed authentications per source (within a minute) before a ban, and its length.
     auth_failures: int = _key(_int_rule(1, 1000), 5)
     auth_ban_seconds: float = _key(_float_rule(0, 86400), 600.0)

@@ -155,8 +155,12 @@ class SipService:
         # queueing until the callers' retransmissions melt the node down.
         self.max_loop_lag = max_loop_lag
         self.overloaded_until = 0.0
-        # ...and while requests wait in the receive queue (``ccorch.sip.admission``)
+        # ...and while requests wait in the receive queue (``ccorch.sip.admission``), or
+        # more than ``max_backlog`` of the calls' database work waits for a connection: a
+        # call taken then would wait for its lookups and its record behind the others
         self.admission = admission or Admission()
+        self.backlog: Callable[[], int] = lambda: 0
+        self.max_backlog = 20
 
     # --- life ---
 
@@ -274,7 +278,11 @@ class SipService:
             if (
                 msg.method == "INVITE"
                 and msg.to.tag is None
-                and (now < self.overloaded_until or not self.admission.admit(queued))
+                and (
+                    now < self.overloaded_until
+                    or not self.admission.admit(queued)
+                    or self.backlog() > self.max_backlog
+                )
                 and not self.txn.known(msg)
             ):
                 # shed new calls before they cost a transaction; a retransmission of an
