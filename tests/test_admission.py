@@ -1,8 +1,15 @@
-"""Admission of new calls by queue delay (sans-IO): a burst passes, a standing queue sheds."""
+"""Admission of new calls by queue delay and database backlog (sans-IO): a burst passes, a
+standing queue sheds, a retransmission of a taken INVITE is never refused."""
 
 from __future__ import annotations
 
+import asyncio
+
 from ccorch.sip.admission import Admission
+from ccorch.sip.guard import Guard
+from ccorch.sip.service import SipService
+from ccorch.sip.transaction import Addr, Timers
+from ccorch.sip.trunks import Trunk
 
 
 def test_a_burst_that_drains_within_the_interval_refuses_nothing() -> None:
@@ -35,3 +42,59 @@ def test_an_invite_that_waited_past_stale_is_refused_on_its_own() -> None:
     assert not adm.standing
     assert not adm.admit(0.3)  # its caller has retransmitted it by now
     assert adm.admit(0.04)
+
+
+def _service() -> tuple[SipService, list[bytes]]:
+    svc = SipService(
+        host="127.0.0.1",
+        port=5060,
+        realm="ccorch",
+        timers=Timers(),
+        trunks=[Trunk("carrier", "127.0.0.1", 5070, match_port=True, options_interval=0)],
+        guard=Guard(),
+        udp=False,
+        tcp=False,
+    )
+    sent: list[bytes] = []
+    svc.transports.send = lambda data, dest: sent.append(data)  # type: ignore[method-assign]
+    return svc, sent
+
+
+def _invite(branch: str, call_id: str) -> bytes:
+    return (
+        "INVITE sip:7001@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{branch}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:0441234567@carrier>;tag=t1\r\n"
+        f"To: <sip:7001@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+        "Contact: <sip:carrier@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+CARRIER = Addr("UDP", "127.0.0.1", 5070)
+
+
+def test_the_service_sheds_new_invites_on_queue_delay_or_database_backlog_only() -> None:
+    """New INVITEs get 503 with Retry-After when they waited too long or too much database
+    work waits; an INVITE already taken (its retransmission) never does, whatever the load."""
+
+    async def go() -> None:
+        svc, sent = _service()
+        svc._loop = asyncio.get_running_loop()
+        taken = _invite("a1", "taken@carrier")
+        svc.on_data(taken, CARRIER, 0.001)  # taken: a transaction (no call layer: 503 by it)
+        assert svc.stats["overload_rejects"] == 0
+        sent.clear()
+        svc.on_data(_invite("b1", "late@carrier"), CARRIER, 0.4)  # waited past stale
+        assert svc.stats["overload_rejects"] == 1
+        assert sent[-1].startswith(b"SIP/2.0 503 Service Unavailable (overloaded)")
+        assert b"retry-after: 5" in sent[-1].lower()
+        svc.backlog = lambda: 21  # the database is behind
+        svc.on_data(_invite("c1", "busy@carrier"), CARRIER, 0.0)
+        assert svc.stats["overload_rejects"] == 2
+        svc.on_data(taken, CARRIER, 0.4)  # the taken INVITE again: absorbed, not refused
+        assert svc.stats["overload_rejects"] == 2
+        svc.backlog = lambda: 20  # at the bound, not past it
+        svc.on_data(_invite("d1", "ok@carrier"), CARRIER, 0.0)
+        assert svc.stats["overload_rejects"] == 2
+
+    asyncio.run(go())
