@@ -11,6 +11,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,21 @@ def _first_answer(trunk: socket.socket, call_id: str, *, final: bool) -> str:
     raise AssertionError("no answer from the node")
 
 
+@contextmanager
+def _ringing_phone_and_trunk(sn: SipNode, cwd: Path) -> Iterator[socket.socket]:
+    """7001 registered at a socket that never answers (its calls ring), and the carrier's
+    socket at the trunk's port (0.5 s reads): the trunk's socket."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk,
+    ):
+        phone.bind(("127.0.0.1", 0))
+        register_phone(f"127.0.0.1:{sn.sip_port}", cwd, "7001", contact_port=phone.getsockname()[1])
+        trunk.bind(("127.0.0.1", sn.trunk_port))
+        trunk.settimeout(0.5)
+        yield trunk
+
+
 def test_a_trunk_past_its_call_limit_gets_503_and_a_call_that_ends_makes_room(
     pg_admin_url: str, tmp_path: Path
 ) -> None:
@@ -160,15 +176,8 @@ def test_a_trunk_past_its_call_limit_gets_503_and_a_call_that_ends_makes_room(
     env = {"CCORCH_CRM_ADMIN_PASSWORD": "x" * 12}
     with (
         own_sip_node(pg_admin_url, tmp_path, env, carrier_extra="max_calls = 2") as (sn, _),
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk,
+        _ringing_phone_and_trunk(sn, tmp_path) as trunk,
     ):
-        phone.bind(("127.0.0.1", 0))  # 7001's phone: rings, never answers
-        register_phone(
-            f"127.0.0.1:{sn.sip_port}", tmp_path, "7001", contact_port=phone.getsockname()[1]
-        )
-        trunk.bind(("127.0.0.1", sn.trunk_port))
-        trunk.settimeout(0.5)
         node = ("127.0.0.1", sn.sip_port)
         ringing = [f"{uuid.uuid4().hex}@carrier" for _ in range(2)]
         for call_id in ringing:
@@ -201,16 +210,7 @@ def test_invites_that_waited_in_the_queue_get_503_and_an_accepted_ones_retransmi
     call is taken."""
     sn = limited_node
     node = ("127.0.0.1", sn.sip_port)
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk,
-    ):
-        phone.bind(("127.0.0.1", 0))  # 7001's phone: rings, never answers
-        register_phone(
-            f"127.0.0.1:{sn.sip_port}", tmp_path, "7001", contact_port=phone.getsockname()[1]
-        )
-        trunk.bind(("127.0.0.1", sn.trunk_port))
-        trunk.settimeout(0.5)
+    with _ringing_phone_and_trunk(sn, tmp_path) as trunk:
         accepted = f"{uuid.uuid4().hex}@carrier"
         invite = _invite(sn.sip_port, sn.trunk_port, accepted)
         trunk.sendto(invite, node)
