@@ -329,11 +329,15 @@ def test_the_language_setting_is_the_users_and_outranks_the_browsers(
     page.wait_for_selector("[data-testid=shift]")
     page.select_option("[data-testid=language]", "zh")
     expect(page.get_by_test_id("start-shift")).to_have_text("开始")
+    token = _token(center.node, "op7004", "agent7004")
+    # the page saves the choice in the background: closing it at once could cut that off
+    assert wait_for(
+        lambda: _call(center.node, "GET", "/api/auth/me", token=token)[1]["language"] == "zh", 10
+    )
     page.context.close()
     again = open_app(browser, center, "ru")  # another browser, Russian: the setting wins
     sign_in(again, "op7004", "agent7004")
     expect(again.get_by_test_id("start-shift")).to_have_text("开始")
-    token = _token(center.node, "op7004", "agent7004")
     status, me = _call(center.node, "GET", "/api/auth/me", token=token)
     assert status == 200 and me["language"] == "zh" and me["extension"] == "7004", me
     status, refused = _call(center.node, "PATCH", "/api/auth/me", {"language": "fr"}, token)
