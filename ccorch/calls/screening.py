@@ -1,4 +1,5 @@
-"""Who is refused before the IVR says a word: the blacklist (table ``blacklist``)."""
+"""Who is refused before the IVR says a word: the blacklist (table ``blacklist``), checked
+with the caller's identification in one query (``ccorch.crm.screen.look_up_caller``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,6 @@ from psycopg import AsyncConnection
 
 # The demo's nuisance caller (README): +380 44 111 22 33.
 DEMO_BLACKLIST = {"380441112233": "demo: a nuisance caller"}
-
-
-async def blacklisted(conn: AsyncConnection[Any], e164: str) -> str | None:
-    """The reason ``e164`` is refused, or None."""
-    cur = await conn.execute("SELECT reason FROM blacklist WHERE number = %s", (e164,))
-    row = await cur.fetchone()
-    return None if row is None else str(row[0] or "blacklisted")
 
 
 async def load_demo_blacklist(conn: AsyncConnection[Any]) -> None:

@@ -28,8 +28,7 @@ async def about_caller(
     """The region of the number, the customer (one match, or ``customer_id`` when the flow
     authorized the caller) or the candidates (several match), that customer's reminders due
     within a week and last contacts."""
-    pop: dict[str, Any] = {"region": None, "customer": None, "candidates": [],
-                           "reminders_due": [], "last_contacts": []}  # fmt: skip
+    pop = _empty_pop(None)
     try:
         pop["region"] = await store.region_of(conn, normalize(ani, country)) if ani else None
     except PhoneError:

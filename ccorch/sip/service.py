@@ -278,12 +278,12 @@ class SipService:
             if (
                 msg.method == "INVITE"
                 and msg.to.tag is None
+                and not self.txn.known(msg)
                 and (
                     now < self.overloaded_until
                     or not self.admission.admit(queued)
                     or self.backlog() > self.max_backlog
                 )
-                and not self.txn.known(msg)
             ):
                 # shed new calls before they cost a transaction; a retransmission of an
                 # accepted INVITE is absorbed by its transaction, in-dialog traffic goes on

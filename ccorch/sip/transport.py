@@ -6,9 +6,10 @@ the same stream protocol as TCP, so the SIP layer above sees one more stream tra
 
 Incoming bytes go to ``on_data(data, source, queued)`` (one datagram, or one framed message
 from a TCP stream). UDP is read from a socket of our own with each datagram's kernel arrival
-time (``SO_TIMESTAMPNS``): ``queued`` is how long it waited before the node read it, which the
-overload control admits new calls by (0 for streams, where a message has no such time). ``send(data, dest)`` writes to UDP, or to the TCP connection with that peer,
-opening one if there is none (RFC 3261 §18.1.1; connections are reused in both directions).
+time (``SO_TIMESTAMPNS``): ``queued`` is how long it waited before the node read it, which
+the overload control admits new calls by (0 for streams, where a message has no such time).
+``send(data, dest)`` writes to UDP, or to the TCP connection with that peer, opening one if
+there is none (RFC 3261 §18.1.1; connections are reused in both directions).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ OnData = Callable[[bytes, Addr, float], None]
 # their timestamps still tell how long each waited).
 UDP_BATCH = 64
 _TIMESTAMP_SPACE = socket.CMSG_SPACE(16)  # struct timespec
+# SO_TIMESTAMPNS is Linux's (socket module names it only on some builds)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 @dataclass(frozen=True)
@@ -152,10 +155,6 @@ class _Udp:
         if self._backlog:
             self._loop.remove_writer(self.sock.fileno())
         self.sock.close()
-
-
-# SO_TIMESTAMPNS is Linux's (socket module names it only on some builds)
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 def _udp_socket(host: str, port: int) -> socket.socket:
