@@ -18,6 +18,10 @@ Modes: ``decoded`` (jitter buffer, RFC 4733 detection, decode/mix/encode every 2
 forwarding), ``rtpengine`` (Debian's rtpengine, userspace relaying: --table=-1), and
 ``record`` (one stereo recording per leg; every recorded frame is checked afterwards).
 Only loopback is used and every run is bounded by --warmup + --duration seconds.
+
+``--baseline DIR`` also runs every one of our modes against another build of ccorch (a
+directory holding its ``ccorch`` package, e.g. an unpacked wheel of an earlier commit), in
+the same run, labelled ``<mode>@baseline``: before and after side by side.
 """
 
 from __future__ import annotations
@@ -155,13 +159,15 @@ class Relay:
 
 
 class Ours(Relay):
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, build: Path = REPO) -> None:
+        # `build` is where `import ccorch` finds the package: this checkout or a baseline.
+        self.build = build
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ENGINE_CHILD, "0", mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            cwd=REPO,
+            cwd=build,
         )
         self.mode = mode
         self.pid = self.proc.pid
@@ -179,7 +185,7 @@ class Ours(Relay):
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            cwd=REPO,
+            cwd=self.build,
         )
         self.pid = self.proc.pid
         self._line()
@@ -266,8 +272,10 @@ class RtpEngine(Relay):
         self.tmp.cleanup()
 
 
-def run(mode: str, legs: int, warmup: float, duration: float) -> dict[str, Any]:
-    relay: Relay = RtpEngine() if mode == "rtpengine" else Ours(mode)
+def run(
+    mode: str, legs: int, warmup: float, duration: float, baseline: Path | None = None
+) -> dict[str, Any]:
+    relay: Relay = RtpEngine() if mode == "rtpengine" else Ours(mode, baseline or REPO)
     try:
         # The generator binds its sockets first when the relay must know them (rtpengine).
         # Generator ports come from 10000-19999, clear of both relays' ranges.
@@ -308,7 +316,7 @@ def run(mode: str, legs: int, warmup: float, duration: float) -> dict[str, Any]:
         os.unlink(f.name)
         load = json.loads(out)
         return {
-            "mode": mode,
+            "mode": mode + ("@baseline" if baseline else ""),
             "legs": legs,
             "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
             "cpu_us_per_leg_second": round(1e6 * (cpu1 - cpu0) / (t1 - t0) / legs, 2),
@@ -343,13 +351,21 @@ def main() -> None:
     p.add_argument("--modes", default="decoded,passthrough,rtpengine")
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a directory holding another build's ccorch package: its modes run too",
+    )
     a = p.parse_args()
     if not LOADGEN.exists():
         sys.exit(
             f"build the generator first: cargo build --release --example rtp_load -p ccorch-media ({LOADGEN})"
         )
+    duration = min(a.duration, 120.0)
     for mode in a.modes.split(","):
-        print(json.dumps(run(mode, a.legs, a.warmup, min(a.duration, 120.0))), flush=True)
+        print(json.dumps(run(mode, a.legs, a.warmup, duration)), flush=True)
+        if a.baseline and mode != "rtpengine":
+            print(json.dumps(run(mode, a.legs, a.warmup, duration, a.baseline)), flush=True)
 
 
 if __name__ == "__main__":

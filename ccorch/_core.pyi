@@ -16,6 +16,8 @@ __all__ = [
     "g711_encode",
     "g711_transcode",
     "simulate_campaign",
+    "sip_is_ack_of_refusal",
+    "sip_refuse_new_invite",
     "sip_split",
     "staffing_erlang_a",
     "staffing_erlang_c",
@@ -37,6 +39,21 @@ def g711_transcode(codes: bytes | bytearray, src: str, dst: str) -> bytes:
 
 def sip_split(data: bytes) -> tuple[str, list[tuple[str, str]], bytes] | None:
     """The start line, headers and body of a well-formed SIP message, else None."""
+
+def sip_refuse_new_invite(
+    data: bytes,
+    source_host: str,
+    source_port: int,
+    status: int,
+    reason: str,
+    retry_after: int,
+) -> tuple[str, bytes, int | None] | None:
+    """Refuse a new INVITE straight from its datagram: ``(server transaction key, response,
+    port)`` where port None means the source's (rport), else None for anything that is not
+    a well-formed new INVITE (the full parser's job)."""
+
+def sip_is_ack_of_refusal(data: bytes) -> bool:
+    """Whether ``data`` is the ACK of a response made by ``sip_refuse_new_invite``."""
 
 @final
 class Acd:

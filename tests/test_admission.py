@@ -7,6 +7,7 @@ import asyncio
 
 from ccorch.sip.admission import Admission
 from ccorch.sip.guard import Guard
+from ccorch.sip.message import Request, Response, parse
 from ccorch.sip.service import SipService
 from ccorch.sip.transaction import Addr, Timers
 from ccorch.sip.trunks import Trunk
@@ -96,5 +97,96 @@ def test_the_service_sheds_new_invites_on_queue_delay_or_database_backlog_only()
         svc.backlog = lambda: 20  # at the bound, not past it
         svc.on_data(_invite("d1", "ok@carrier"), CARRIER, 0.0)
         assert svc.stats["overload_rejects"] == 2
+
+    asyncio.run(go())
+
+
+def _shedding_service() -> tuple[SipService, list[tuple[bytes, Addr]]]:
+    svc, _ = _service()
+    sent: list[tuple[bytes, Addr]] = []
+    svc.transports.send = lambda data, dest: sent.append((data, dest))  # type: ignore[method-assign]
+    svc.backlog = lambda: 99  # the database is behind: every new INVITE is refused
+    return svc, sent
+
+
+def test_a_refusal_made_from_the_datagram_answers_as_the_full_parser_would() -> None:
+    """Under overload a new INVITE is refused in Rust before it is parsed; the 503 carries
+    what §8.2.6 asks (every Via in order, From, To with a tag, Call-ID, CSeq), the top Via
+    stamped (§18.2.1, RFC 3581), and goes where the full path would send it."""
+
+    async def go() -> None:
+        svc, sent = _shedding_service()
+        svc._loop = asyncio.get_running_loop()
+        invite = (
+            b"INVITE sip:7001@127.0.0.1:5060 SIP/2.0\r\n"
+            b"v: SIP/2.0/UDP 10.0.0.9:5072;rport;branch=z9hG4bK-x1, SIP/2.0/UDP 10.0.0.8\r\n"
+            b"Via: SIP/2.0/TCP proxy.example;branch=z9hG4bK-up\r\n"
+            b'Max-Forwards: 70\r\nf: "Ann" <sip:0441234567@carrier>;tag=t1\r\n'
+            b"t: Support <sip:7001@127.0.0.1>\r\ni: fast@carrier\r\nCSeq: 7 INVITE\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        svc.on_data(invite, CARRIER, 0.0)
+        assert svc.stats["overload_rejects"] == 1
+        ((data, dest),) = sent
+        assert dest == CARRIER  # rport: the source address
+        resp = parse(data)
+        req = parse(invite)
+        assert isinstance(resp, Response) and isinstance(req, Request)
+        assert (resp.status, resp.reason) == (503, "Service Unavailable (overloaded)")
+        vias = resp.get_all("via")
+        assert (
+            vias[0] == "SIP/2.0/UDP 10.0.0.9:5072;rport=5070;branch=z9hG4bK-x1;received=127.0.0.1"
+        )
+        assert vias[1:] == req.get_all("via")[1:]
+        assert resp.get("from") == req.get("from")
+        assert resp.get("call-id") == "fast@carrier" and resp.get("cseq") == "7 INVITE"
+        assert resp.to.tag and (resp.get("to") or "").startswith("Support <sip:7001@127.0.0.1>;tag=")
+        assert resp.get("retry-after") == "5"
+        # Its retransmission gets the same answer (the same To-tag), and its ACK is
+        # dropped before parsing: there is no transaction to match it.
+        svc.on_data(invite, CARRIER, 0.0)
+        assert sent[1][0] == data
+        ack = (
+            "ACK sip:7001@127.0.0.1:5060 SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 10.0.0.9:5072;rport;branch=z9hG4bK-x1\r\n"
+            f"From: {req.get('from')}\r\nTo: {resp.get('to')}\r\nCall-ID: fast@carrier\r\n"
+            "CSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        svc.on_data(ack, CARRIER, 0.0)
+        assert svc.stats["overload_acks"] == 1 and len(sent) == 2
+        assert not svc.txn.server  # nothing was kept for any of it
+
+    asyncio.run(go())
+
+
+def test_what_the_fast_refusal_declines_the_full_path_refuses_or_lets_through() -> None:
+    async def go() -> None:
+        svc, sent = _shedding_service()
+        svc._loop = asyncio.get_running_loop()
+        # No rport: the response goes to the Via's port, as the full path sends it.
+        svc.on_data(_invite("p1", "via-port@carrier"), Addr("UDP", "127.0.0.1", 40000), 0.0)
+        assert sent[-1][1] == Addr("UDP", "127.0.0.1", 5070)
+        # A quoted Via parameter: declined by the Rust cut, refused by the Python path.
+        quoted = _invite("q1", "quoted@carrier").replace(
+            b";branch=z9hG4bK-q1", b';branch=z9hG4bK-q1;x="a;b"'
+        )
+        svc.on_data(quoted, CARRIER, 0.0)
+        assert svc.stats["overload_rejects"] == 2
+        assert parse(sent[-1][0]).get("call-id") == "quoted@carrier"  # type: ignore[union-attr]
+        # An in-dialog re-INVITE (To-tag) is never refused, whatever the load.
+        reinvite = _invite("r1", "dialog@carrier").replace(
+            b"To: <sip:7001@127.0.0.1>", b"To: <sip:7001@127.0.0.1>;tag=abc"
+        )
+        svc.on_data(reinvite, CARRIER, 0.0)
+        assert svc.stats["overload_rejects"] == 2
+        # A retransmission of an INVITE taken before the overload: absorbed by its
+        # transaction, not refused.
+        svc.backlog = lambda: 0
+        taken = _invite("t1", "taken@carrier")
+        svc.on_data(taken, CARRIER, 0.0)
+        svc.backlog = lambda: 99
+        before = svc.stats["overload_rejects"]
+        svc.on_data(taken, CARRIER, 0.0)
+        assert svc.stats["overload_rejects"] == before
 
     asyncio.run(go())

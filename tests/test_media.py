@@ -308,6 +308,48 @@ def test_recording_keeps_caller_left_agent_right_and_pauses(
         assert find_run(channel_frames(aligned)[:60], source, 50) == 50
 
 
+def test_a_packet_too_late_for_playout_still_lands_in_its_place_in_the_recording(
+    engine: MediaEngine, tmp_path: Path
+) -> None:
+    # A 40 ms jitter buffer: frame 20, held back 120 ms, is concealed in the live path.
+    leg, port = engine.allocate_leg(9, jitter_min_ms=40, jitter_max_ms=40, media_timeout_ms=0)
+    events = MediaEventsCollector(engine)
+    path = tmp_path / "late.wav"
+    rec = engine.start_recording(path, leg, None)
+    frames = numbered_frames("PCMU", 77)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        start = time.monotonic()
+        held: tuple[float, bytes] | None = None
+        for i in range(80):
+            packet = rtp(0, i, i * 160, 0x4242, frames(i))
+            if i == 20:
+                held = (start + i * 0.02 + 0.12, packet)
+            else:
+                sock.sendto(packet, ("127.0.0.1", port))
+            if held and time.monotonic() >= held[0]:
+                sock.sendto(held[1], ("127.0.0.1", port))
+                held = None
+            time.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+    time.sleep(0.3)
+    stats = engine.leg_stats(leg)
+    engine.stop_recording(rec)
+    events.wait_for(RecordingStopped)
+    with wave.open(str(path)) as w:
+        data = w.readframes(w.getnframes())
+    left = struct.unpack(
+        f"<{len(data) // 4}h", bytes(b for k in range(0, len(data), 4) for b in data[k : k + 2])
+    )
+    recorded = [
+        g711_encode(struct.pack("<160h", *left[k : k + 160]), "PCMU")
+        for k in range(0, len(left) - 159, 160)
+    ]
+    assert stats["late"] >= 1, stats  # the live path could not use it
+    assert stats["recording_late"] == 0, stats
+    # Every one of the 80 frames, in order and exact, frame 20 included.
+    first = recorded.index(frames(0))
+    assert recorded[first : first + 80] == [frames(i) for i in range(80)]
+
+
 def test_transferred_call_keeps_one_recording(
     engine: MediaEngine, phones: Callable[..., Phone], tmp_path: Path
 ) -> None:

@@ -43,9 +43,13 @@ class Admission:
         elif now - self._window_start >= self.interval:
             self.standing = True
 
+    def refuses(self, queued: float) -> bool:
+        """Would a new call whose INVITE waited ``queued`` seconds be refused? (No count.)"""
+        return self.standing or queued > self.stale
+
     def admit(self, queued: float) -> bool:
         """May a new call whose INVITE waited ``queued`` seconds start now?"""
-        if self.standing or queued > self.stale:
+        if self.refuses(queued):
             self.refused += 1
             return False
         return True

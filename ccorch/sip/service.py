@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
+from ccorch._core import sip_is_ack_of_refusal, sip_refuse_new_invite
 from ccorch.sip import registrar as reg
 from ccorch.sip.admission import Admission
 from ccorch.sip.call_limits import CallLimits, Limit
@@ -32,6 +33,7 @@ from ccorch.sip.message import (
     parse,
 )
 from ccorch.sip.transaction import (
+    STREAMS,
     AckTimeout,
     Addr,
     ClientTxn,
@@ -268,6 +270,15 @@ class SipService:
         if self.guard.banned(now, source.host) and self.trunk_for(source) is None:
             self.stats["dropped_banned"] += 1
             return
+        if data.startswith(b"ACK ") and sip_is_ack_of_refusal(data):
+            self.stats["overload_acks"] += 1  # its INVITE was refused with no transaction
+            return
+        if (
+            data.startswith(b"INVITE ")
+            and self._shedding(now, queued)
+            and self._refuse_fast(data, source)
+        ):
+            return
         try:
             msg = parse(data)
         except ParseError as e:
@@ -306,6 +317,37 @@ class SipService:
             self.stats[f"in_response_{msg.status // 100}xx"] += 1
         self.txn.on_message(now, msg, source)
         self._drain()
+
+    def _shedding(self, now: float, queued: float) -> bool:
+        """Whether a new INVITE read now, after waiting ``queued``, would be refused."""
+        return (
+            now < self.overloaded_until
+            or self.admission.refuses(queued)
+            or self.backlog() > self.max_backlog
+        )
+
+    def _refuse_fast(self, data: bytes, source: Addr) -> bool:
+        """Refuse a new INVITE with 503 straight from the datagram (in Rust), before it is
+        parsed: under overload a refusal must cost far less than a call, or the refusals
+        eat the capacity the accepted calls need. False when the datagram is not a plain
+        new INVITE, or is a retransmission of one already taken: the full path decides."""
+        refusal = sip_refuse_new_invite(
+            data, source.host, source.port, 503, "Service Unavailable (overloaded)", 5
+        )
+        if refusal is None:
+            return False
+        key, response, port = refusal
+        if self.txn.known_key(key):
+            return False
+        self.admission.refused += 1
+        self.stats["in_request_INVITE"] += 1
+        self.stats["overload_rejects"] += 1
+        if source.transport in STREAMS or port is None:
+            dest = source
+        else:
+            dest = Addr(source.transport, source.host, port)
+        self.transports.send(response, dest)
+        return True
 
     def _malformed(self, e: ParseError, source: Addr) -> None:
         self.stats["malformed"] += 1

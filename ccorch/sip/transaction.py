@@ -252,6 +252,11 @@ class TransactionLayer:
             self._arm(now, txn, "F", 64 * self.t.t1)
         return txn
 
+    def known_key(self, key: str) -> bool:
+        """Whether a server transaction with this key (as ``_server_key`` makes it) is under
+        way: the Rust refusal computes the key from the datagram without parsing it here."""
+        return key in self.server
+
     def known(self, req: Request) -> bool:
         """Whether ``req`` belongs to a server transaction already under way (a
         retransmission): it is absorbed by it, never refused as a new request."""

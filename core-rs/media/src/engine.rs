@@ -1,9 +1,12 @@
 //! The socket edge: a tokio engine that owns the UDP sockets and drives the sans-IO legs,
 //! rooms and recordings on one 20 ms clock per shard.
 //!
-//! Each shard is one OS thread running a current-thread tokio runtime: a receive task per
-//! socket (a task, not a thread) hands datagrams to the shard's legs, and one ticker task
-//! does all playout, mixing, recording and sending every 20 ms. All legs of a room live on
+//! Each shard is one OS thread running a current-thread tokio runtime with one ticker task
+//! that, every 20 ms, first reads every decoded leg's queued RTP itself (`recvmmsg`, each
+//! packet with its kernel arrival time: no task wake-up per packet), then does all playout,
+//! mixing, recording and sending. Legs forwarded packet by packet (pass-through rooms) and
+//! browser legs have a receive task instead, so their packets are handled as they come; RTCP
+//! sockets too (a packet every few seconds). All legs of a room live on
 //! one shard (legs are placed by a caller-chosen group key, e.g. the call), so the hot path
 //! takes no locks. Recordings are written by one writer thread, so media never waits on disk.
 //! Events (DTMF, prompts finished, timeouts, AMD, recordings closed) go to an [`EventSink`]
@@ -28,6 +31,7 @@ use tokio::sync::{mpsc as tmpsc, Notify};
 use tokio::task::{JoinHandle as TaskHandle, LocalSet};
 
 use crate::amd::{AmdConfig, AmdDecision};
+use crate::batch_recv::{enable_timestamps, BatchReceiver, BATCH};
 use crate::dtmf::{DtmfSource, ToneGenerator};
 use crate::g711::Law;
 use crate::leg::{Leg, LegConfig, LegEvent, LegStats, Received, FRAME};
@@ -1115,12 +1119,20 @@ fn writer_loop(rx: mpsc::Receiver<WriterMsg>, events: &EventSink, pool: &BufferP
 
 struct LegSlot {
     leg: Leg,
-    rtp: Rc<UdpSocket>,
+    /// Sends always go through this (non-blocking) socket. Reads: by the shard's tick (see
+    /// [`BatchReceiver`]) for a leg whose audio is played out on the tick anyway; by
+    /// `rtp_task` (a registered duplicate of it) for a leg forwarded packet by packet (a
+    /// pass-through room: waiting for the tick would delay the audio by up to 20 ms) and
+    /// for a browser (ICE and DTLS answer as soon as a packet comes).
+    rtp: StdUdpSocket,
+    rtp_task: Option<TaskHandle<()>>,
     rtcp: Rc<UdpSocket>,
-    tasks: [TaskHandle<()>; 2],
+    tasks: [TaskHandle<()>; 1],
     room: Option<RoomId>,
     mixed: Option<[i16; FRAME]>,
     recorded: u32,
+    /// This tick's frame of the party's audio for its recordings (by RTP timestamp).
+    rec_frame: [i16; FRAME],
     /// SDES-keyed SRTP: every packet in is checked and decrypted, every packet out protected
     srtp: Option<srtp::Srtp>,
     /// A browser: its WebRTC session carries the leg's RTP (and does its own RTCP).
@@ -1144,11 +1156,17 @@ impl LegSlot {
             }
             return;
         }
-        let sock = if rtcp { &self.rtcp } else { &self.rtp };
+        let send = |bytes: &[u8]| {
+            if rtcp {
+                self.rtcp.try_send_to(bytes, to).is_ok()
+            } else {
+                self.rtp.send_to(bytes, to).is_ok()
+            }
+        };
         let sent = match self.srtp.as_mut() {
-            None => sock.try_send_to(packet, to).is_ok(),
+            None => send(packet),
             Some(s) => match s.protect(packet) {
-                Ok(wire) => sock.try_send_to(&wire, to).is_ok(),
+                Ok(wire) => send(&wire),
                 Err(_) => false,
             },
         };
@@ -1169,7 +1187,7 @@ impl LegSlot {
     /// Send what the browser's session wants sent (STUN, DTLS, SRTP, SRTCP).
     fn flush_webrtc(&mut self, stats: &mut TickStats) {
         for (to, datagram) in &self.webrtc_io.transmit {
-            if self.rtp.try_send_to(datagram, *to).is_err() {
+            if self.rtp.send_to(datagram, *to).is_err() {
                 stats.send_errors += 1;
             }
         }
@@ -1196,7 +1214,7 @@ impl LegSlot {
 
 impl Drop for LegSlot {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.rtp_task) {
             t.abort();
         }
     }
@@ -1255,6 +1273,10 @@ struct Shard {
     pool: BufferPool,
     tick_legs: Vec<LegId>,
     tick_rooms: Vec<RoomId>,
+    recv_legs: Vec<LegId>,
+    rx: BatchReceiver,
+    /// Legs whose RTP reader must change (tick or task), found by the tick.
+    reader_changes: Vec<LegId>,
 }
 
 /// What a shard thread starts with.
@@ -1307,6 +1329,9 @@ fn run_shard(rx: tmpsc::UnboundedReceiver<Cmd>, setup: ShardSetup) {
             pool,
             tick_legs: Vec::new(),
             tick_rooms: Vec::new(),
+            recv_legs: Vec::new(),
+            rx: BatchReceiver::new(),
+            reader_changes: Vec::new(),
         }));
         let ticker = tokio::task::spawn_local(tick_loop(shard.clone(), clock));
         let mut rx = rx;
@@ -1369,21 +1394,31 @@ async fn tick_loop(shard: Rc<RefCell<Shard>>, clock: Arc<Notify>) {
             }
             {
                 let mut s = shard.borrow_mut();
-                if started.saturating_duration_since(scheduled) > CATCH_UP_DRAIN {
-                    // Running late: packets that arrived meanwhile are still in the sockets
-                    // (the receive tasks could not run). Read them first, or this frame would
-                    // be played before its packet is seen and the packet counted late.
-                    s.drain_sockets();
-                }
+                s.receive(started.saturating_duration_since(scheduled) > CATCH_UP_DRAIN);
                 s.tick(u64::from(next) * 20);
                 s.stats.record(started.saturating_duration_since(scheduled));
                 s.stats.busy_us_total += started.elapsed().as_micros() as u64;
             }
+            Shard::place_readers(&shard);
             next = next.wrapping_add(1);
             // Let receive tasks and commands run between catch-up ticks.
             tokio::task::yield_now().await;
         }
     }
+}
+
+/// A task reading a leg's RTP as packets come, on a registered duplicate of its socket.
+fn rtp_reader(
+    shard: &Rc<RefCell<Shard>>,
+    leg: LegId,
+    rtp: &StdUdpSocket,
+) -> Option<TaskHandle<()>> {
+    let sock = UdpSocket::from_std(rtp.try_clone().ok()?).ok()?;
+    Some(tokio::task::spawn_local(recv_loop(
+        shard.clone(),
+        leg,
+        Rc::new(sock),
+    )))
 }
 
 async fn recv_loop(shard: Rc<RefCell<Shard>>, leg: LegId, sock: Rc<UdpSocket>) {
@@ -1393,10 +1428,11 @@ async fn recv_loop(shard: Rc<RefCell<Shard>>, leg: LegId, sock: Rc<UdpSocket>) {
             return;
         }
         let mut s = shard.borrow_mut();
+        let now = s.now_ms();
         // Drain what is queued in one borrow: one wake-up, many datagrams under load.
         for _ in 0..64 {
             match sock.try_recv_from(&mut buf) {
-                Ok((n, src)) => s.on_datagram(leg, src, &buf[..n]),
+                Ok((n, src)) => s.on_datagram(leg, src, &buf[..n], now),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break, // ICMP errors surface here; the socket stays usable
             }
@@ -1405,6 +1441,27 @@ async fn recv_loop(shard: Rc<RefCell<Shard>>, leg: LegId, sock: Rc<UdpSocket>) {
 }
 
 impl Shard {
+    /// Give a leg that entered a pass-through room its own reader task, and hand a leg that
+    /// left one back to the tick (a browser leg keeps its task).
+    fn place_readers(shard: &Rc<RefCell<Shard>>) {
+        let mut s = shard.borrow_mut();
+        let changes = std::mem::take(&mut s.reader_changes);
+        for &id in &changes {
+            let pass = s.in_passthrough_room(id);
+            let Some(slot) = s.legs.get_mut(&id) else {
+                continue;
+            };
+            let wanted = pass || slot.webrtc.is_some();
+            match (wanted, slot.rtp_task.take()) {
+                (true, None) => slot.rtp_task = rtp_reader(shard, id, &slot.rtp),
+                (false, Some(task)) => task.abort(),
+                (_, task) => slot.rtp_task = task,
+            }
+        }
+        s.reader_changes = changes;
+        s.reader_changes.clear();
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -1437,25 +1494,53 @@ impl Shard {
         }
     }
 
-    /// Read every leg's queued datagrams now (see the tick loop's catch-up).
-    fn drain_sockets(&mut self) {
+    /// Read every plain leg's queued RTP, each packet stamped with its kernel arrival time;
+    /// when the tick is `late`, the browser legs' too (their tasks could not run meanwhile, and
+    /// a frame played before its packet is read would count the packet late).
+    fn receive(&mut self, late: bool) {
+        let mut rx = std::mem::take(&mut self.rx);
+        let mut ids = std::mem::take(&mut self.recv_legs);
+        ids.clear();
+        ids.extend(self.legs.keys().copied());
+        let now = self.now_ms();
+        let wall = SystemTime::now();
+        let arrived_ms = |at: Option<SystemTime>| match at.and_then(|t| wall.duration_since(t).ok())
+        {
+            Some(age) => now.saturating_sub(age.as_millis() as u64),
+            None => now,
+        };
         let mut buf = [0u8; 2048];
-        let socks: Vec<(LegId, Rc<UdpSocket>)> = self
-            .legs
-            .iter()
-            .map(|(&id, slot)| (id, slot.rtp.clone()))
-            .collect();
-        for (id, sock) in socks {
-            for _ in 0..64 {
-                match sock.try_recv_from(&mut buf) {
-                    Ok((n, src)) => self.on_datagram(id, src, &buf[..n]),
-                    Err(_) => break,
+        for &id in &ids {
+            for _ in 0..8 {
+                let got = match self.legs.get(&id) {
+                    Some(slot) if slot.rtp_task.is_none() => rx.receive(&slot.rtp),
+                    Some(slot) if late => match slot.rtp.recv_from(&mut buf) {
+                        Ok((n, src)) => {
+                            self.on_datagram(id, src, &buf[..n], now);
+                            continue;
+                        }
+                        Err(_) => break,
+                    },
+                    _ => break,
+                };
+                let Ok(n) = got else {
+                    break; // an ICMP error of an earlier send: read on at the next tick
+                };
+                for i in 0..n {
+                    if let Some((data, src, at)) = rx.get(i) {
+                        self.on_datagram(id, src, data, arrived_ms(at));
+                    }
+                }
+                if n < BATCH {
+                    break;
                 }
             }
         }
+        self.recv_legs = ids;
+        self.rx = rx;
     }
 
-    fn on_datagram(&mut self, id: LegId, src: SocketAddr, wire: &[u8]) {
+    fn on_datagram(&mut self, id: LegId, src: SocketAddr, wire: &[u8], now: u64) {
         let Some(slot) = self.legs.get_mut(&id) else {
             return;
         };
@@ -1465,7 +1550,7 @@ impl Shard {
             slot.flush_webrtc(&mut self.stats);
             let packets = std::mem::take(&mut slot.webrtc_io.rtp);
             for p in &packets {
-                self.on_plain(id, src, p);
+                self.on_plain(id, src, p, now);
             }
             if let Some(slot) = self.legs.get_mut(&id) {
                 slot.webrtc_io.recycle(packets);
@@ -1493,7 +1578,7 @@ impl Shard {
                 }
             },
         };
-        self.on_plain(id, src, data);
+        self.on_plain(id, src, data, now);
         self.publish();
     }
 
@@ -1509,8 +1594,7 @@ impl Shard {
     }
 
     /// One plain RTP or RTCP packet of leg `id` (decrypted when the leg is SRTP or WebRTC).
-    fn on_plain(&mut self, id: LegId, src: SocketAddr, data: &[u8]) {
-        let now = self.now_ms();
+    fn on_plain(&mut self, id: LegId, src: SocketAddr, data: &[u8], now: u64) {
         let Some(slot) = self.legs.get_mut(&id) else {
             return;
         };
@@ -1547,26 +1631,39 @@ impl Shard {
                 ssrc,
                 webrtc,
             } => {
-                let (Ok(rtp), Ok(rtcp)) = (UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp))
-                else {
+                let Ok(rtcp) = UdpSocket::from_std(rtcp) else {
                     return;
                 };
-                let (rtp, rtcp) = (Rc::new(rtp), Rc::new(rtcp));
-                let tasks = [
-                    tokio::task::spawn_local(recv_loop(shard.clone(), id, rtp.clone())),
-                    tokio::task::spawn_local(recv_loop(shard.clone(), id, rtcp.clone())),
-                ];
+                let rtcp = Rc::new(rtcp);
+                let tasks = [tokio::task::spawn_local(recv_loop(
+                    shard.clone(),
+                    id,
+                    rtcp.clone(),
+                ))];
+                // Without kernel stamps a packet's arrival is when the tick read it: still
+                // correct, only up to 20 ms late for the jitter estimate.
+                let _ = enable_timestamps(&rtp);
+                let rtp_task = if webrtc.is_some() {
+                    let Some(task) = rtp_reader(shard, id, &rtp) else {
+                        return;
+                    };
+                    Some(task)
+                } else {
+                    None
+                };
                 let leg = Leg::new(cfg, ssrc, now);
                 s.legs.insert(
                     id,
                     LegSlot {
                         leg,
                         rtp,
+                        rtp_task,
                         rtcp,
                         tasks,
                         room: None,
                         mixed: None,
                         recorded: 0,
+                        rec_frame: [0; FRAME],
                         srtp: None,
                         webrtc,
                         webrtc_io: WebRtcIo::default(),
@@ -1647,6 +1744,10 @@ impl Shard {
                 }
             }
             Cmd::RecStart { rec, left, right } => {
+                // From the next packet on, not the next tick: the first words count too.
+                for l in [left, right].into_iter().flatten() {
+                    s.with_leg(l, |leg| leg.set_recorded(true));
+                }
                 let buf = pooled_buffer(&s.pool);
                 s.recs.insert(
                     rec,
@@ -1668,6 +1769,9 @@ impl Shard {
                 if let Some(r) = s.recs.get_mut(&rec) {
                     r.left = left;
                     r.right = right;
+                }
+                for l in [left, right].into_iter().flatten() {
+                    s.with_leg(l, |leg| leg.set_recorded(true));
                 }
             }
             Cmd::RecStop { rec } => s.stop_recording(rec),
@@ -1822,11 +1926,18 @@ impl Shard {
             let pass = self.in_passthrough_room(id);
             let mut evs = std::mem::take(&mut self.leg_events);
             if let Some(slot) = self.legs.get_mut(&id) {
+                if (pass || slot.webrtc.is_some()) != slot.rtp_task.is_some() {
+                    self.reader_changes.push(id);
+                }
                 slot.leg.set_decode(!pass);
                 if pass {
                     slot.leg.check_timeout(now_ms, &mut evs);
                 } else {
                     slot.leg.pull_frame(now_ms, &mut evs);
+                }
+                slot.leg.set_recorded(slot.recorded > 0);
+                if slot.recorded > 0 {
+                    slot.leg.pull_recorded(&mut slot.rec_frame);
                 }
             }
             self.leg_events = evs;
@@ -1873,9 +1984,11 @@ impl Shard {
             if r.paused {
                 continue;
             }
+            // What each party said, by RTP timestamp: a packet too late for the live
+            // playout (concealed there) still lands in its place in the file.
             let side = |l: Option<LegId>| {
                 l.and_then(|l| self.legs.get(&l))
-                    .map_or([0; FRAME], |s| s.leg.heard)
+                    .map_or([0; FRAME], |s| s.rec_frame)
             };
             let (left, right) = (side(r.left), side(r.right));
             let mut stereo = [0u8; FRAME * 4];

@@ -17,6 +17,7 @@ use crate::dtmf::{
 use crate::g711::Law;
 use crate::jitter::{Frame, JitterBuffer, JitterConfig, JitterStats};
 use crate::player::{Finished, Player, Prompt};
+use crate::record_tap::{RecordTap, TapStats};
 use crate::rtcp::{self, ReceiveStats, ReportBlock, SenderInfo};
 use crate::rtp::{build_rtp, looks_like_rtcp, RtpPacket};
 
@@ -82,6 +83,8 @@ pub struct LegStats {
     pub rtt_ms: Option<f64>,
     /// Loss fraction the peer reported for our stream, 0–1.
     pub remote_fraction_lost: f64,
+    /// The recording's view (by RTP timestamp) while the leg is recorded.
+    pub recording: TapStats,
     pub mos: f64,
 }
 
@@ -124,6 +127,9 @@ pub struct Leg {
     pub heard_audio: bool,
     /// Set by the engine when the leg's audio is needed (mixing, recording): decode it.
     pub decode: bool,
+    /// While recorded: the party's audio placed by RTP timestamp, for the recorder.
+    tap: Option<RecordTap>,
+    tap_stats: TapStats,
     encode_buf: [u8; FRAME],
 }
 
@@ -164,7 +170,32 @@ impl Leg {
             heard: [0; FRAME],
             heard_audio: false,
             decode: true,
+            tap: None,
+            tap_stats: TapStats::default(),
             encode_buf: [0; FRAME],
+        }
+    }
+
+    /// Keep a recording's view of this leg's audio (see [`RecordTap`]) or stop keeping it.
+    pub fn set_recorded(&mut self, on: bool) {
+        match (on, self.tap.is_some()) {
+            (true, false) => self.tap = Some(RecordTap::new()),
+            (false, true) => {
+                if let Some(t) = self.tap.take() {
+                    let s = t.stats();
+                    self.tap_stats.late += s.late;
+                    self.tap_stats.resyncs += s.resyncs;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The recording's next frame of this leg (silence when it is not recorded).
+    pub fn pull_recorded(&mut self, out: &mut [i16; FRAME]) {
+        match self.tap.as_mut() {
+            Some(t) => t.pull(out),
+            None => out.fill(0),
         }
     }
 
@@ -297,6 +328,9 @@ impl Leg {
                 let n = p.payload.len().min(pcm.len());
                 let _ = law.decode(&p.payload[..n], &mut pcm[..n]); // equal lengths
                 self.jb.push(now_ms, p.ssrc, p.timestamp, &pcm[..n]);
+                if let Some(t) = self.tap.as_mut() {
+                    t.push(p.ssrc, law, p.timestamp, p.payload);
+                }
             }
         }
         Received::Audio
@@ -535,6 +569,13 @@ impl Leg {
             malformed: self.malformed,
             rtt_ms: self.rtt_ms,
             remote_fraction_lost: self.remote_fraction_lost,
+            recording: {
+                let now = self.tap.as_ref().map(RecordTap::stats).unwrap_or_default();
+                TapStats {
+                    late: self.tap_stats.late + now.late,
+                    resyncs: self.tap_stats.resyncs + now.resyncs,
+                }
+            },
             mos: rtcp::mos_estimate(loss_pct.max(self.remote_fraction_lost * 100.0), delay),
         }
     }

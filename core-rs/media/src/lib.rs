@@ -9,6 +9,8 @@ pub mod g711;
 
 pub use g711::{G711Error, Law};
 pub mod amd;
+#[cfg(feature = "engine")]
+pub mod batch_recv;
 pub mod dtmf;
 #[cfg(feature = "engine")]
 pub mod engine;
@@ -17,6 +19,7 @@ pub mod leg;
 pub mod mixer;
 pub mod opus_edge;
 pub mod player;
+pub mod record_tap;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;

@@ -113,5 +113,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<media::PyMediaEngine>()?;
     m.add_function(wrap_pyfunction!(dialer::simulate_campaign, m)?)?;
     m.add_function(wrap_pyfunction!(sip::sip_split, m)?)?;
+    m.add_function(wrap_pyfunction!(sip::sip_refuse_new_invite, m)?)?;
+    m.add_function(wrap_pyfunction!(sip::sip_is_ack_of_refusal, m)?)?;
     Ok(())
 }

@@ -373,6 +373,8 @@ impl PyMediaEngine {
         d.set_item("skipped_frames", jb.skipped_frames)?;
         d.set_item("resyncs", jb.resyncs)?;
         d.set_item("jitter_buffer_ms", jb.delay_ms)?;
+        d.set_item("recording_late", s.recording.late)?;
+        d.set_item("recording_resyncs", s.recording.resyncs)?;
         Ok(d)
     }
 
