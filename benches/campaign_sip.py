@@ -296,7 +296,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     seconds = args.minutes * 60
     try:
-        asyncio.run(prepare_db(db_url, n, phone_port, "ccorch"))
+        asyncio.run(prepare_db(db_url, n, [phone_port], "ccorch"))
         node, base = serve(work, db_url, n)
         procs.append(node)
         common = ["-nostdin", "-timeout", f"{int(seconds + 600)}s"]

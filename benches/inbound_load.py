@@ -132,7 +132,7 @@ def voice_file(path: Path) -> Path:
     return path
 
 
-async def prepare_db(url: str, agents: int, contact_port: int, realm: str) -> None:
+async def prepare_db(url: str, agents: int, contact_ports: list[int], realm: str) -> None:
     import psycopg
 
     from ccorch.db.migrate import migrate
@@ -142,6 +142,7 @@ async def prepare_db(url: str, agents: int, contact_port: int, realm: str) -> No
     async with await psycopg.AsyncConnection.connect(url) as conn:
         for i in range(agents):
             user = str(FIRST_AGENT + i)
+            contact_port = contact_ports[i % len(contact_ports)]
             await create_account(conn, user, f"load{user}", realm, f"Load {user}")
             await conn.execute(
                 """INSERT INTO sip_registrations (username, contact, expires_at, call_id, cseq,
@@ -164,6 +165,13 @@ def main() -> None:
     ap.add_argument("--cps", type=float, default=50)
     ap.add_argument("--plateau", type=float, default=20, help="seconds with every call up")
     ap.add_argument("--shards", type=int, default=2, help="media threads")
+    ap.add_argument(
+        "--phone-processes",
+        type=int,
+        default=4,
+        help="SIPp processes sharing the operators' phones (one echoing every operator's "
+        "audio through one socket cannot keep up past ~300 calls)",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workdir", type=Path, help="keep logs, recordings and statistics here")
     args = ap.parse_args()
@@ -195,35 +203,39 @@ def main() -> None:
     db_url, server = database(work)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        asyncio.run(prepare_db(db_url, n, phone_port, "ccorch"))
+        phone_ports = [phone_port] + [free_udp_port() for _ in range(args.phone_processes - 1)]
+        asyncio.run(prepare_db(db_url, n, phone_ports, "ccorch"))
         node, base = serve(work, db_url, n)
         procs.append(node)
-        phones = subprocess.Popen(
-            [
-                "sipp",
-                "-sf",
-                str(SCEN / "agent_answer.xml"),
-                "-d",
-                "100",
-                "-p",
-                str(phone_port),
-                "-mp",
-                str(free_udp_port()),
-                "-rtp_echo",
-                "-m",
-                str(n),
-                "-nostdin",
-                "-timeout",
-                f"{int(n / args.cps + args.plateau + 120)}s",
-                "-trace_err",
-                "-error_file",
-                str(work / "phones-errors.log"),
-            ],
-            cwd=work,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(phones)
+        phones = [
+            subprocess.Popen(
+                [
+                    "sipp",
+                    "-sf",
+                    str(SCEN / "agent_answer.xml"),
+                    "-d",
+                    "100",
+                    "-p",
+                    str(port),
+                    "-mp",
+                    str(free_udp_port()),
+                    "-rtp_echo",
+                    "-m",
+                    str(n),
+                    "-nostdin",
+                    "-timeout",
+                    f"{int(n / args.cps + args.plateau + 120)}s",
+                    "-trace_err",
+                    "-error_file",
+                    str(work / f"phones-{port}-errors.log"),
+                ],
+                cwd=work,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in phone_ports
+        ]
+        procs.extend(phones)
         time.sleep(0.5)
         ramp = n / args.cps
         # Each caller hangs up so long after the IVR answered: the ramp, the greeting and
@@ -289,7 +301,7 @@ def main() -> None:
         window = args.plateau - 1
         m0 = metrics(base)
         cpu0, t0 = tree_cpu_seconds(node.pid), time.monotonic()
-        load0 = tree_cpu_seconds(callers.pid) + tree_cpu_seconds(phones.pid)
+        load0 = tree_cpu_seconds(callers.pid) + sum(tree_cpu_seconds(p.pid) for p in phones)
         drops0 = udp_receive_errors()
         busy_min = m0.get('cc_agents{state="busy"}', 0)
         while time.monotonic() < t0 + window:
@@ -299,7 +311,7 @@ def main() -> None:
             active_peak = max(active_peak, m.get("cc_calls_active", 0))
             rss_peak = max(rss_peak, tree_rss_kib(node.pid))
         cpu1, t1 = tree_cpu_seconds(node.pid), time.monotonic()
-        load1 = tree_cpu_seconds(callers.pid) + tree_cpu_seconds(phones.pid)
+        load1 = tree_cpu_seconds(callers.pid) + sum(tree_cpu_seconds(p.pid) for p in phones)
         drops1 = udp_receive_errors()
         callers.wait(ramp + args.plateau + 150)
         time.sleep(3.0)  # the last CDRs and recordings
@@ -313,6 +325,7 @@ def main() -> None:
             pg_rss = tree_rss_kib(server.pid)
         out = {
             "calls": n,
+            "phone_processes": len(phones),
             "cps": args.cps,
             "successful": float(last.get("SuccessfulCall(C)", 0) or 0),
             "failed": float(last.get("FailedCall(C)", 0) or 0),

@@ -140,7 +140,9 @@ def test_a_refusal_made_from_the_datagram_answers_as_the_full_parser_would() -> 
         assert vias[1:] == req.get_all("via")[1:]
         assert resp.get("from") == req.get("from")
         assert resp.get("call-id") == "fast@carrier" and resp.get("cseq") == "7 INVITE"
-        assert resp.to.tag and (resp.get("to") or "").startswith("Support <sip:7001@127.0.0.1>;tag=")
+        assert resp.to.tag and (resp.get("to") or "").startswith(
+            "Support <sip:7001@127.0.0.1>;tag="
+        )
         assert resp.get("retry-after") == "5"
         # Its retransmission gets the same answer (the same To-tag), and its ACK is
         # dropped before parsing: there is no transaction to match it.

@@ -1843,6 +1843,9 @@ impl Shard {
 
     fn stop_recording(&mut self, rec: RecordingId) {
         if let Some(mut r) = self.recs.remove(&rec) {
+            if !r.paused {
+                self.take_recorded_tail(&mut r);
+            }
             if !r.buf.is_empty() {
                 let _ = self.writer.send(WriterMsg::Data {
                     rec,
@@ -1850,6 +1853,37 @@ impl Shard {
                 });
             }
             let _ = self.writer.send(WriterMsg::Close { rec });
+        }
+    }
+
+    /// A recording that stops takes the audio its legs' taps still hold (the 200 ms they
+    /// read behind), so the last words are in the file. A leg another recording also reads
+    /// is left alone (that one goes on reading it).
+    fn take_recorded_tail(&mut self, r: &mut Recording) {
+        let sole = |l: Option<LegId>, legs: &IdMap<LegId, LegSlot>| {
+            l.filter(|l| legs.get(l).is_some_and(|s| s.recorded <= 1))
+        };
+        let (left, right) = (sole(r.left, &self.legs), sole(r.right, &self.legs));
+        let pending = [left, right]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| self.legs.get(&l))
+            .map(|s| s.leg.recorded_pending_frames())
+            .max()
+            .unwrap_or(0);
+        for _ in 0..pending {
+            let mut side = |l: Option<LegId>| {
+                let mut f = [0i16; FRAME];
+                if let Some(slot) = l.and_then(|l| self.legs.get_mut(&l)) {
+                    slot.leg.pull_recorded(&mut f);
+                }
+                f
+            };
+            let (a, b) = (side(left), side(right));
+            for (x, y) in a.iter().zip(&b) {
+                r.buf.extend_from_slice(&x.to_le_bytes());
+                r.buf.extend_from_slice(&y.to_le_bytes());
+            }
         }
     }
 

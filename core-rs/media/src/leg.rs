@@ -191,6 +191,11 @@ impl Leg {
         }
     }
 
+    /// Frames of this leg's audio its recording has not read yet (see [`RecordTap`]).
+    pub fn recorded_pending_frames(&self) -> usize {
+        self.tap.as_ref().map_or(0, RecordTap::pending_frames)
+    }
+
     /// The recording's next frame of this leg (silence when it is not recorded).
     pub fn pull_recorded(&mut self, out: &mut [i16; FRAME]) {
         match self.tap.as_mut() {

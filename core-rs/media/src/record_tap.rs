@@ -35,6 +35,8 @@ pub struct RecordTap {
     law: Law,
     /// RTP timestamp of the next sample to read; `None` until the first packet.
     read_ts: Option<u32>,
+    /// Just past the newest sample written (what a recording that stops must still take).
+    end_ts: u32,
     ssrc: Option<u32>,
     late_run: u32,
     stats: TapStats,
@@ -52,6 +54,7 @@ impl RecordTap {
             ring: Box::new([Law::Pcmu.silence(); RING]),
             law: Law::Pcmu,
             read_ts: None,
+            end_ts: 0,
             ssrc: None,
             late_run: 0,
             stats: TapStats::default(),
@@ -71,6 +74,7 @@ impl RecordTap {
         self.ssrc = Some(ssrc);
         let read = timestamp.wrapping_sub(DELAY);
         self.read_ts = Some(read);
+        self.end_ts = read;
         self.late_run = 0;
         read
     }
@@ -108,6 +112,12 @@ impl RecordTap {
 
     /// Copy `codes` into the ring from `timestamp`'s position, in at most two pieces.
     fn write(&mut self, timestamp: u32, codes: &[u8]) {
+        let end = timestamp.wrapping_add(codes.len() as u32);
+        if let Some(read) = self.read_ts {
+            if end.wrapping_sub(read) as i32 > self.end_ts.wrapping_sub(read) as i32 {
+                self.end_ts = end;
+            }
+        }
         let at = (timestamp & MASK) as usize;
         let first = codes.len().min(RING - at);
         let (a, b) = codes.split_at(first);
@@ -117,6 +127,16 @@ impl RecordTap {
         if let Some(dst) = self.ring.get_mut(..b.len()) {
             dst.copy_from_slice(b);
         }
+    }
+
+    /// Frames still to read up to the newest sample written: what a recording that stops
+    /// now takes before it closes, so the last words are not cut.
+    pub fn pending_frames(&self) -> usize {
+        let Some(read) = self.read_ts else {
+            return 0;
+        };
+        let ahead = self.end_ts.wrapping_sub(read) as i32;
+        (ahead.max(0) as usize).div_ceil(FRAME).min(RING / FRAME)
     }
 
     /// The next frame of the recording (silence before the first packet and where none came).
@@ -218,6 +238,24 @@ mod tests {
         let mut want: Vec<i16> = (1..=17).collect();
         want[7] = 0;
         assert_eq!(body, want);
+    }
+
+    #[test]
+    fn a_stopping_recording_takes_what_is_still_in_the_ring() {
+        let mut t = RecordTap::new();
+        assert_eq!(t.pending_frames(), 0);
+        for k in 0..20u32 {
+            t.push(1, Law::Pcmu, k * 160, &frame(k as i16 + 1));
+            pull(&mut t);
+        }
+        // 20 packets written, 20 frames read from 200 ms behind: the last 10 are pending.
+        assert_eq!(t.pending_frames(), LAG);
+        let tail: Vec<i16> = (0..t.pending_frames()).map(|_| pull(&mut t)).collect();
+        assert_eq!(tail, (11..=20).collect::<Vec<i16>>());
+        assert_eq!(t.pending_frames(), 0);
+        // A late packet does not move the end back.
+        t.push(1, Law::Pcmu, 5 * 160, &frame(1));
+        assert_eq!(t.pending_frames(), 0);
     }
 
     #[test]
