@@ -92,6 +92,13 @@ pub struct Refusal {
     pub port: Option<u16>,
 }
 
+/// What a refusal answers: status, reason phrase, and the Retry-After seconds.
+pub struct Answer<'a> {
+    pub status: u16,
+    pub reason: &'a str,
+    pub retry_after: u32,
+}
+
 /// The prefix of the To-tag of a refusal, so its ACK is known without a transaction.
 pub const REFUSAL_TAG: &str = "ovl";
 
@@ -165,14 +172,8 @@ fn fnv(s: &str) -> u32 {
 /// The response refusing a new INVITE (no To-tag, RFC 3261 branch), or None for anything
 /// else (in-dialog requests, other methods, what the fast cut declines): those take the
 /// full path. The top Via gets `received` and `rport` as §18.2.1 and RFC 3581 ask.
-pub fn refuse_new_invite(
-    data: &[u8],
-    source_host: &str,
-    source_port: u16,
-    status: u16,
-    reason: &str,
-    retry_after: u32,
-) -> Option<Refusal> {
+pub fn refuse_new_invite(data: &[u8], source: (&str, u16), answer: &Answer) -> Option<Refusal> {
+    let (source_host, source_port) = source;
     let end = data.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(data.get(..end)?).ok()?;
     let mut lines = head.split("\r\n");
@@ -207,7 +208,7 @@ pub fn refuse_new_invite(
     let port_key = top.port.map_or("None", |p| p);
     let key = format!("{}|{}:{}|INVITE", top.branch, top.host, port_key);
     let mut out = String::with_capacity(end + 128);
-    out.push_str(&format!("SIP/2.0 {status} {reason}\r\n"));
+    out.push_str(&format!("SIP/2.0 {} {}\r\n", answer.status, answer.reason));
     for (i, via) in vias.iter().enumerate() {
         out.push_str("Via: ");
         if i > 0 {
@@ -243,7 +244,8 @@ pub fn refuse_new_invite(
     let tag = format!("{REFUSAL_TAG}{:08x}", fnv(top.branch) ^ fnv(call_id));
     out.push_str(&format!(
         "From: {from}\r\nTo: {to};tag={tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n\
-         Retry-After: {retry_after}\r\nContent-Length: 0\r\n\r\n"
+         Retry-After: {}\r\nContent-Length: 0\r\n\r\n",
+        answer.retry_after
     ));
     let port = if top.rport {
         None
@@ -297,7 +299,12 @@ pub fn sip_refuse_new_invite<'py>(
     reason: &str,
     retry_after: u32,
 ) -> Option<(String, Bound<'py, PyBytes>, Option<u16>)> {
-    let r = refuse_new_invite(data, source_host, source_port, status, reason, retry_after)?;
+    let answer = Answer {
+        status,
+        reason,
+        retry_after,
+    };
+    let r = refuse_new_invite(data, (source_host, source_port), &answer)?;
     Some((r.key, PyBytes::new(py, &r.response), r.port))
 }
 
