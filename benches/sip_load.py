@@ -137,7 +137,12 @@ def wait_port(port: int, timeout: float = 90) -> None:
 
 
 def start_ccorch(
-    work: Path, sip_port: int, trunk_port: int, http: int, media: tuple[int, int]
+    work: Path,
+    sip_port: int,
+    trunk_port: int,
+    http: int,
+    media: tuple[int, int],
+    pool_min: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     (work / "trunks.toml").write_text(
         f'[[trunk]]\nname = "load"\nhost = "127.0.0.1"\nport = {trunk_port}\n'
@@ -147,6 +152,11 @@ def start_ccorch(
         f'[sip]\nport = {sip_port}\ntrunks_file = "{work / "trunks.toml"}"\n'
         'auth_algorithms = "MD5,SHA-256"\n[log]\nlevel = "warning"\n'
         f"[media]\nport_min = {media[0]}\nport_max = {media[1]}\n"
+        + (
+            f"[database]\npool_min = {pool_min}\npool_max = {max(pool_min, 10)}\n"
+            if pool_min
+            else ""
+        )
     )
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("CCORCH_") and k != "DATABASE_URL"
@@ -356,6 +366,11 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=35, help="seconds idle before the last RSS")
     ap.add_argument("--media-ports", default="20000-29999", help="the node's RTP range (LOW-HIGH)")
     ap.add_argument(
+        "--pool-min",
+        type=int,
+        help="the node's database.pool_min (default: the node's own, 1): connections opened at start",
+    )
+    ap.add_argument(
         "--bench-ports",
         default="40000-44999",
         help="SIP, HTTP and SIPp media ports of the bench and its peers (LOW-HIGH)",
@@ -377,7 +392,9 @@ def main() -> None:
             base = None
             database_pid = None
             if system == "ccorch":
-                proc, base = start_ccorch(work, sip_port, trunk_port, ports.take(), media)
+                proc, base = start_ccorch(
+                    work, sip_port, trunk_port, ports.take(), media, a.pool_min
+                )
                 register(target, agent_port, work, ports)
                 database_pid = postmaster_pid(work)
                 idle_rss = round(tree_rss_kib(proc.pid) / 1024, 1)

@@ -192,3 +192,24 @@ def test_what_the_fast_refusal_declines_the_full_path_refuses_or_lets_through() 
         assert svc.stats["overload_rejects"] == before
 
     asyncio.run(go())
+
+
+def test_a_late_loop_refuses_new_calls_on_streams_but_udp_goes_by_its_queue_delay() -> None:
+    """A busy machine wakes the loop late while SIP keeps up: over UDP the datagram's own
+    queue delay decides (it is in the kernel's arrival time), so a short stall refuses
+    nobody; over TCP, which has no arrival time, the loop-lag guard still refuses."""
+
+    async def go() -> None:
+        svc, sent = _service()
+        svc._loop = asyncio.get_running_loop()
+        svc.overloaded_until = svc.now() + 60  # the loop woke up late just now
+        svc.on_data(_invite("u1", "udp@carrier"), CARRIER, 0.01)
+        assert svc.stats["overload_rejects"] == 0
+        svc.on_data(_invite("u2", "udp-stale@carrier"), CARRIER, 0.4)  # waited past stale
+        assert svc.stats["overload_rejects"] == 1
+        tcp = Addr("TCP", "127.0.0.1", 40001)
+        svc.on_data(_invite("t1", "tcp@carrier"), tcp, 0.0)
+        assert svc.stats["overload_rejects"] == 2
+        assert sent[-1].startswith(b"SIP/2.0 503 Service Unavailable (overloaded)")
+
+    asyncio.run(go())

@@ -275,7 +275,7 @@ class SipService:
             return
         if (
             data.startswith(b"INVITE ")
-            and self._shedding(now, queued)
+            and self._shedding(now, queued, source)
             and self._refuse_fast(data, source)
         ):
             return
@@ -291,7 +291,7 @@ class SipService:
                 and msg.to.tag is None
                 and not self.txn.known(msg)
                 and (
-                    now < self.overloaded_until
+                    self._loop_lagging(now, source)
                     or not self.admission.admit(queued)
                     or self.backlog() > self.max_backlog
                 )
@@ -318,10 +318,16 @@ class SipService:
         self.txn.on_message(now, msg, source)
         self._drain()
 
-    def _shedding(self, now: float, queued: float) -> bool:
+    def _loop_lagging(self, now: float, source: Addr) -> bool:
+        """The loop-lag guard, for streams only: a UDP datagram's own queue delay says
+        whether the node keeps up (``ccorch.sip.admission``), more precisely than a late
+        wake-up of the loop, which a busy machine also gives while SIP keeps up."""
+        return source.transport in STREAMS and now < self.overloaded_until
+
+    def _shedding(self, now: float, queued: float, source: Addr) -> bool:
         """Whether a new INVITE read now, after waiting ``queued``, would be refused."""
         return (
-            now < self.overloaded_until
+            self._loop_lagging(now, source)
             or self.admission.refuses(queued)
             or self.backlog() > self.max_backlog
         )
@@ -615,7 +621,7 @@ class SipService:
         if self.calls is None:
             self.reply(txn, 503)
             return
-        if self.now() < self.overloaded_until:
+        if self._loop_lagging(self.now(), source):
             self.stats["overload_rejects"] += 1
             self.reply(txn, 503, "Service Unavailable (overloaded)", headers=[("retry-after", "5")])
             return
