@@ -352,6 +352,8 @@ def main() -> None:
             if measured
             else None,
             "legs_mos_at_most_4": m1.get('cc_media_leg_mos_bucket{le="4.0"}', 0),
+            "legs_mos_at_most_4_2": m1.get('cc_media_leg_mos_bucket{le="4.2"}', 0),
+            "legs_mos_at_most_4_3": m1.get('cc_media_leg_mos_bucket{le="4.3"}', 0),
             **{
                 f"packets_{what}_from_{side}": m1.get(
                     f'cc_media_packets_{what}_total{{side="{side}"}}', 0
