@@ -290,14 +290,11 @@ class SipService:
                 msg.method == "INVITE"
                 and msg.to.tag is None
                 and not self.txn.known(msg)
-                and (
-                    self._loop_lagging(now, source)
-                    or not self.admission.admit(queued)
-                    or self.backlog() > self.max_backlog
-                )
+                and self._shedding(now, queued, source)
             ):
                 # shed new calls before they cost a transaction; a retransmission of an
                 # accepted INVITE is absorbed by its transaction, in-dialog traffic goes on
+                self.admission.refused += 1
                 self.stats["overload_rejects"] += 1
                 resp = make_response(msg, 503, "Service Unavailable (overloaded)")
                 resp.headers.append(("retry-after", "5"))

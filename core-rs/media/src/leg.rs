@@ -182,9 +182,7 @@ impl Leg {
             (true, false) => self.tap = Some(RecordTap::new()),
             (false, true) => {
                 if let Some(t) = self.tap.take() {
-                    let s = t.stats();
-                    self.tap_stats.late += s.late;
-                    self.tap_stats.resyncs += s.resyncs;
+                    self.tap_stats = self.tap_stats + t.stats();
                 }
             }
             _ => {}
@@ -574,13 +572,7 @@ impl Leg {
             malformed: self.malformed,
             rtt_ms: self.rtt_ms,
             remote_fraction_lost: self.remote_fraction_lost,
-            recording: {
-                let now = self.tap.as_ref().map(RecordTap::stats).unwrap_or_default();
-                TapStats {
-                    late: self.tap_stats.late + now.late,
-                    resyncs: self.tap_stats.resyncs + now.resyncs,
-                }
-            },
+            recording: self.tap_stats + self.tap.as_ref().map(RecordTap::stats).unwrap_or_default(),
             mos: rtcp::mos_estimate(loss_pct.max(self.remote_fraction_lost * 100.0), delay),
         }
     }

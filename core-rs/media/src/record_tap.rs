@@ -29,6 +29,16 @@ pub struct TapStats {
     pub resyncs: u64,
 }
 
+impl std::ops::Add for TapStats {
+    type Output = TapStats;
+    fn add(self, o: TapStats) -> TapStats {
+        TapStats {
+            late: self.late + o.late,
+            resyncs: self.resyncs + o.resyncs,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct RecordTap {
     ring: Box<[u8; RING]>,
