@@ -140,6 +140,8 @@ def test_region_comes_from_the_number_prefix(demo_db: str) -> None:
         "Olena Kovalenko": "Vodafone Ukraine (mobile)",
         "Alexey Smirnov": "Moscow",
         "王伟": "Beijing",
+        "Maria Sydorenko": "Kyiv",  # the utility line's (seed 003)
+        "Petro Koval": "Kyivstar (mobile)",
     }
 
 

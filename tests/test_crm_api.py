@@ -270,6 +270,7 @@ PATCH_EXAMPLES = {
     "/api/auth/me": ("/api/auth/me", {"language": "en"}),
     "/api/products/<product_id:int>": ("/api/products/1", {"stock": 400}),
     "/api/campaigns/<campaign_id:int>": ("/api/campaigns/999999", {"status": "paused"}),
+    "/api/outages/<outage_id:int>": ("/api/outages/1", {"reason": "Cable repair"}),
     **{
         f"/api/{r}/<key:int>": (f"/api/{r}/{{{r}}}", {"name": f"{body['name']} (renamed)"})
         for r, body in REFERENCE_ROWS.items()
@@ -380,6 +381,33 @@ EXAMPLES |= {
     "/api/orders/<order_id:int>": ("/api/orders/1", None),
     "/api/orders/<order_id:int>/transition": ("/api/orders/1/transition", {"to": "confirmed"}),
     "/api/customers/<customer_id:int>/orders": ("/api/customers/1/orders", None),
+    "/api/customers/<customer_id:int>/utility": ("/api/customers/1/utility", None),
+    "/api/accounts/<contract_no:str>/readings": ("/api/accounts/500101/readings", {"day": 12400}),
+    "/api/outages": (
+        "/api/outages",
+        {
+            "kind": "planned",
+            "locality": "Kyiv",
+            "starts_at": "2030-01-01T10:00:00+02:00",
+            "expected_end": "2030-01-01T12:00:00+02:00",
+        },
+    ),  # fmt: skip
+    "/api/outages/import": (
+        "/api/outages/import",
+        {
+            "csv": "kind,locality,starts_at,expected_end\n"
+            "planned,Kyiv,2030-01-01T10:00+02:00,2030-01-01T12:00+02:00\n"
+        },
+    ),  # fmt: skip
+    "/api/connection-requests": (
+        "/api/connection-requests",
+        {"number": "300001", "customer_id": 1, "address": "Kyiv", "power_kw": 5},
+    ),
+    "/api/connection-requests/<number:str>": ("/api/connection-requests/100234", None),
+    "/api/connection-requests/<number:str>/stage": (
+        "/api/connection-requests/100234/stage",
+        {"stage": "inspection"},
+    ),
     "/api/customers/<customer_id:int>/cases": ("/api/customers/1/cases", None),
     "/api/scenarios": ("/api/scenarios", None),
     "/api/workbench": ("/api/workbench", None),

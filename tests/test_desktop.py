@@ -313,11 +313,61 @@ def test_every_screen_renders_in_each_language_without_a_missing_key(
     expect(page.get_by_test_id("customer-name")).to_have_text("Ivan Petrenko")
     expect(page.get_by_test_id("history")).to_be_visible()
     check("card")
+    page.click("[data-testid=card-close]")
+    page.fill("[data-testid=customer-search]", "Sydorenko")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Maria Sydorenko").click()
+    page.click("[data-testid=tab-utility]")
+    expect(page.get_by_test_id("utility-outage")).to_be_visible()
+    expect(page.get_by_test_id("request-100234")).to_be_visible()
+    check("utility")
     page.click("[data-testid=not-ready-break]")
     state_of(page).to_have_attribute("data-state", "not_ready")
     check("break")
     page.click("[data-testid=end-shift]")
     page.wait_for_selector("[data-testid=shift]")
+    page.context.close()
+
+
+def test_an_operator_takes_a_meter_reading_checked_as_the_ivr_checks_it(
+    center: Center, browser: Browser
+) -> None:
+    """The utility's card (seed 003): Maria's service point shows the emergency outage at
+    her address with when power returns, her readings, and her connection request's
+    stages; a lower reading is refused with the reason, an implausible one only goes in
+    once the operator ticks that it was checked, and both show with who took them."""
+    page = open_app(browser, center)
+    sign_in(page, "op7003", "agent7003")
+    start_shift(page, {"general"})
+    page.fill("[data-testid=customer-search]", "Sydorenko")
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Maria Sydorenko").click()
+    page.click("[data-testid=tab-utility]")
+    point = page.get_by_test_id("service-point-500101")
+    expect(point).to_contain_text("Kyiv, Sadova St 12, apt 5")
+    expect(point).to_contain_text("MT-880011")
+    expect(point.get_by_test_id("utility-outage")).to_contain_text("Power off now: Emergency")
+    expect(point.get_by_test_id("utility-outage")).to_contain_text("Cable damaged")
+    expect(point.get_by_test_id("reading")).to_have_count(2)
+    expect(page.get_by_test_id("request-100234")).to_contain_text("Works under way")
+    last = int(point.get_by_test_id("reading").first.locator("td").nth(1).inner_text())
+
+    point.get_by_test_id("reading-day").fill(str(last - 1))
+    point.get_by_test_id("reading-take").click()
+    expect(point.get_by_test_id("reading-refused")).to_contain_text("lower than the last reading")
+    point.get_by_test_id("reading-day").fill(str(last + 50_000))
+    point.get_by_test_id("reading-take").click()
+    expect(point.get_by_test_id("reading-refused")).to_contain_text("more than the tariff's")
+    expect(point.get_by_test_id("reading")).to_have_count(2)
+    point.get_by_test_id("reading-checked").check()
+    point.get_by_test_id("reading-take").click()
+    expect(point.get_by_test_id("reading")).to_have_count(3)
+    newest = point.get_by_test_id("reading").first
+    expect(newest).to_contain_text(str(last + 50_000))
+    expect(newest).to_contain_text("Operator · Oksana Shevchenko")
+    expect(point.get_by_test_id("reading-refused")).to_have_count(0)
+    shot(page, "utility-card")
+    page.click("[data-testid=end-shift]")
     page.context.close()
 
 

@@ -18,6 +18,7 @@ from ccorch.demo import DemoPhone
 from ccorch.ivr import tts
 from ccorch.ivr.flow import FlowError, load_flow, parse_flow
 from ccorch.ivr.interpreter import Authorize, Hangup, Play, Session, StopPrompts, Transfer
+from ccorch.ivr.schema import NODE_TYPES
 from ccorch.ivr.store import FlowStore
 from tests.conftest import _with_dbname, start_node
 from tests.sipp import DEMO_FLOWS, demo_flows_copy, free_udp_port, metrics, scenario
@@ -72,14 +73,24 @@ nodes:
 def test_demo_flows_load_in_three_languages(tmp_path: Path) -> None:
     store = FlowStore(demo_flows_copy(tmp_path / "flows"))
     assert sorted(store.scan()) == [
-        "abc-internet-en", "abc-internet-ru", "abc-internet-zh", "outage-notice-ru",
+        "abc-internet-en", "abc-internet-ru", "abc-internet-zh", "city-power-en",
+        "city-power-ru", "city-power-zh", "outage-notice-ru",
     ]  # fmt: skip
     assert store.errors == {}
-    assert {d: store.for_dnis(d).language for d in ("100", "101", "102")} == {  # type: ignore[union-attr]
-        "100": "ru",
-        "101": "en",
-        "102": "zh",
-    }
+    dnis = ("100", "101", "102", "110", "111", "112")
+    assert {d: store.for_dnis(d).language for d in dnis} == {  # type: ignore[union-attr]
+        "100": "ru", "101": "en", "102": "zh", "110": "ru", "111": "en", "112": "zh",
+    }  # fmt: skip
+    # the utility's three languages are the same flow: the same nodes, types and exits
+    shapes = []
+    for lang in ("ru", "en", "zh"):
+        flow = store.by_name[f"city-power-{lang}"]
+        shapes.append(
+            {n: (node.type, {k: v for k, v in node.spec.items() if k in NODE_TYPES[node.type].exits
+                             or k in ("vars", "day", "night", "contract", "var", "key")})
+             for n, node in flow.nodes.items()}
+        )  # fmt: skip
+    assert shapes[0] == shapes[1] == shapes[2]
 
 
 @pytest.mark.parametrize(

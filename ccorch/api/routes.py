@@ -109,6 +109,7 @@ def _guard(route: Route) -> Handler:
 ROOMS = (
     "ccorch.crm.api",
     "ccorch.crm.orders",
+    "ccorch.crm.utility_api",
     "ccorch.crm.scenarios",
     "ccorch.crm.workbench",
     "ccorch.ivr.api",

@@ -78,7 +78,7 @@ class CallIdentified:
 
     call: int
     customer_id: int
-    by: str  # "ani" or "pin"
+    by: str  # "ani", "pin", "account" (given in the IVR) or "operator"
     authorized: bool  # a PIN (or questions) checked, not only the number
     at: float
 

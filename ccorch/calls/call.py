@@ -293,12 +293,13 @@ class Call:
         except Exception as e:  # the screen is poorer, the call goes on
             log.warning("screen pop not gathered", extra={"call": self.id, "error": str(e)})
 
-    def identified(self, customer_id: int) -> None:
-        """The flow authorized the caller as this customer: the screen shows them."""
+    def identified(self, customer_id: int, by: str = "pin") -> None:
+        """The flow identified the caller as this customer (a PIN checked, or an account
+        number given): the screen shows them."""
         if self.customer_id is None or self.customer_id != customer_id:
             self.customer_id = customer_id
             self.ctl.service.spawn(self._gather_screen(customer_id))
-        self._publish_identified("pin")
+        self._publish_identified(by)
 
     def identified_by_operator(self, customer_id: int) -> None:
         """The operator says who the caller is (found or just registered): the call's

@@ -10,6 +10,10 @@
   user. The admin's password is ``crm.admin_password``
   (``CCORCH_CRM_ADMIN_PASSWORD``) when set; otherwise a random one is generated and written once to ``var/admin-password``
   (mode 0600), never to the log.
+* The utility line's demo (seed 003): customers Maria Sydorenko (account 500101, a
+  one-rate meter, at an address with an emergency outage on) and Petro Koval (500102, a
+  day/night meter, a planned outage in two days), connection request 100234 at the works
+  stage. Its times are relative to when the demo was loaded.
 """
 
 from __future__ import annotations
@@ -151,6 +155,38 @@ form:
     default: "{account.contract_no}"
 """
 
+# Seed 003's electricity distributor, the second demo line: tariffs, its customers with an
+# account, a service point and a meter each (readings from a month back), an outage on now
+# and one planned, and a connection request under way. Times are relative to the load.
+DEMO_TARIFFS = [
+    ("household", "Household, one rate", 1, 30),
+    ("household-2z", "Household, day and night", 2, 40),
+]
+DEMO_UTILITY_CUSTOMERS: list[dict[str, Any]] = [
+    {
+        "name": "Maria Sydorenko",
+        "phones": ["+380 44 222 33 44"],
+        "addresses": ["Kyiv, Sadova St 12, apt 5"],
+        "segment": "standard",
+        "account": "500101",
+        "point": ("Kyiv", "Sadova St", "12", "5", "household"),
+        "meter": "MT-880011",
+        "readings": [(12100, None, 61), (12345, None, 31)],  # kWh, kWh, days ago
+    },
+    {
+        "name": "Petro Koval",
+        "phones": ["+380 67 333 44 55"],
+        "addresses": ["Kyiv, Lisova St 3"],
+        "segment": "standard",
+        "account": "500102",
+        "point": ("Kyiv", "Lisova St", "3", None, "household-2z"),
+        "meter": "MT-2Z-4417",
+        "readings": [(4100, 1750, 62), (4200, 1800, 32)],
+    },
+]
+DEMO_CONNECTION_REQUEST = ("100234", "Maria Sydorenko", "Kyiv region, Hlevakha, Lisova St 40",
+                           "15.0", ["registered", "documents_sent", "contract_signed", "works"])  # fmt: skip
+
 DEMO_OPERATORS = [
     ("7001", "Taras Melnyk"),
     ("7002", "Iryna Bondar"),
@@ -185,6 +221,7 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
                     "100.00",
                 ),
             )
+    await load_utility_demo(conn, dt.datetime.now(dt.UTC))
     # The demo's operators (their phones are the demo SIP accounts 7001-7004); the VIP
     # customer's manager is 7001, so her calls ring 7001 first.
     for ext, full_name in DEMO_OPERATORS:
@@ -234,6 +271,77 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
     await conn.commit()
     log.info("demo tenant loaded", extra={"customers": len(DEMO_CUSTOMERS)})
     return True
+
+
+async def load_utility_demo(conn: AsyncConnection[Any], now: dt.datetime) -> None:
+    """The utility line's demo data (seed 003), inside ``load_demo``'s transaction."""
+    for code, name, zones, daily in DEMO_TARIFFS:
+        await conn.execute(
+            "INSERT INTO tariffs (code, name, zones, max_daily_kwh) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (code) DO NOTHING",
+            (code, name, zones, daily),
+        )
+    ids: dict[str, int] = {}
+    for c in DEMO_UTILITY_CUSTOMERS:
+        body = {k: c[k] for k in ("name", "phones", "addresses", "segment")}
+        cid = await store.create_customer(conn, body, required=(), country="380", actor=None)
+        ids[c["name"]] = cid
+        cur = await conn.execute(
+            "INSERT INTO accounts (customer_id, contract_no, balance, currency)"
+            " VALUES (%s, %s, 0, 'UAH') RETURNING id",
+            (cid, c["account"]),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        locality, street, house, apartment, tariff = c["point"]
+        cur = await conn.execute(
+            """INSERT INTO service_points (account_id, locality, street, house, apartment, tariff)
+               VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+            (row[0], locality, street, house, apartment, tariff),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        cur = await conn.execute(
+            "INSERT INTO meters (service_point_id, serial, installed_on) VALUES (%s, %s, %s)"
+            " RETURNING id",
+            (row[0], c["meter"], (now - dt.timedelta(days=400)).date()),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        for day, night, ago in c["readings"]:
+            await conn.execute(
+                """INSERT INTO meter_readings (meter_id, day_kwh, night_kwh, taken_at, channel)
+                   VALUES (%s, %s, %s, %s, 'initial')""",
+                (row[0], day, night, now - dt.timedelta(days=ago)),
+            )
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    await conn.execute(
+        """INSERT INTO outages (ref, kind, locality, street, house_from, house_to, starts_at,
+                                expected_end, reason)
+           VALUES ('demo-em-1', 'emergency', 'Kyiv', 'Sadova St', 1, 20, %s, %s,
+                   'Cable damaged by excavation works'),
+                  ('demo-pl-1', 'planned', 'Kyiv', 'Lisova St', NULL, NULL, %s, %s,
+                   'Transformer substation maintenance')""",
+        (hour - dt.timedelta(hours=1), hour + dt.timedelta(hours=6),
+         hour + dt.timedelta(days=2, hours=9 - hour.hour),
+         hour + dt.timedelta(days=2, hours=17 - hour.hour)),
+    )  # fmt: skip
+    number, owner, address, power, stages = DEMO_CONNECTION_REQUEST
+    submitted = now - dt.timedelta(days=45)
+    cur = await conn.execute(
+        """INSERT INTO connection_requests (number, customer_id, address, power_kw, stage,
+                                            submitted_at, due_on)
+           VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id""",
+        (number, ids[owner], address, power, stages[-1], submitted,
+         (submitted + dt.timedelta(days=120)).date()),
+    )  # fmt: skip
+    row = await cur.fetchone()
+    assert row is not None
+    for i, stage in enumerate(stages):
+        await conn.execute(
+            "INSERT INTO connection_request_stages (request_id, stage, at) VALUES (%s, %s, %s)",
+            (row[0], stage, submitted + dt.timedelta(days=10 * i)),
+        )
 
 
 def _write_secret_file(path: Path, secret: str) -> Path:

@@ -5,7 +5,8 @@ order, each as soon as the flow listens; ``t`` lets the flow's timeout pass inst
 key). Prompts are reported as the text they would say, filled with the variables; lookups
 read the real CRM and URLs; a PIN is checked without counting a failure; a voicemail, a
 callback request, a transfer or a queue is reported as what would happen, and the walk
-ends there. Nothing is written and no call is placed. The walk stops where the flow waits
+ends there; a meter reading is checked, not stored. Nothing is written and no call is
+placed. The walk stops where the flow waits
 for a key that was not given, so the editor sends the keys so far and shows where the
 caller is now.
 """
@@ -20,10 +21,12 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from ccorch.crm import store
+from ccorch.ivr import utility_io
 from ccorch.ivr.flow import Flow
 from ccorch.ivr.interpreter import (
     Action,
     Authorize,
+    CheckOutage,
     Enqueue,
     Hangup,
     LeaveQueue,
@@ -34,6 +37,7 @@ from ccorch.ivr.interpreter import (
     Session,
     StopPrompts,
     StopVoicemail,
+    SubmitReading,
     Transfer,
     Visited,
 )
@@ -77,7 +81,7 @@ async def walk(
     pending = list(session.start(now))
     while len(w.steps) < MAX_STEPS and not w.outcome:
         if pending:
-            more = await _do(session, pending.pop(0), w, pool, now)
+            more = await _do(session, pending.pop(0), w, pool, now, clock)
             pending.extend(more or ())
             continue
         # the flow listens now: the next key, or its timeout, or the walk rests here
@@ -120,6 +124,7 @@ async def _do(
     w: Walk,
     pool: AsyncConnectionPool[Any] | None,
     now: float,
+    clock: Callable[[], dt.datetime],
 ) -> list[Action] | None:
     """Carry out one action as a dry run; the interpreter's answer to it, if any."""
     if isinstance(a, Visited):
@@ -145,6 +150,15 @@ async def _do(
                 {"kind": "lookup", "node": _node(session), "found": False, "error": str(e)}
             )
         return session.on_lookup(now, found)
+    elif isinstance(a, SubmitReading):
+        outcome, values = await utility_io.reading(pool, a, clock(), store=False)
+        w.steps.append({"kind": "reading", "node": _node(session), "outcome": outcome,
+                        "error": values.get("reading_error", "")})  # fmt: skip
+        return session.on_reading(now, outcome, values)
+    elif isinstance(a, CheckOutage):
+        outcome, values = await utility_io.outage(pool, a, clock())
+        w.steps.append({"kind": "outage", "node": _node(session), "outcome": outcome})
+        return session.on_outage(now, outcome, values)
     elif isinstance(a, Enqueue):
         w.outcome = {"kind": "queue", "node": _node(session), "queue": a.queue,
                      "priority": a.priority}  # fmt: skip

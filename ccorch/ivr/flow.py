@@ -33,7 +33,12 @@ must be reachable from ``start``):
 - ``lookup``: data from outside into variables, then ``next``; ``on_fail`` on a timeout, an
   error or a missing field. Either ``url`` (HTTP GET of a JSON object; ``{var}`` filled in
   and URL-encoded) or ``crm`` (``customer``: the caller identified by ANI, or ``account``:
-  the contract in ``{contract}``, by default the variable ``contract_no``). ``vars`` maps a
+  the contract in ``{contract}``, by default the variable ``contract_no``;
+  ``service_point``: that account's service point, else the identified caller's, with
+  ``contract_no``, ``address``, ``zones``, ``tariff``, ``meter``, ``last_day``,
+  ``last_night``, ``last_taken_at``; ``connection_request``: the request whose number is
+  in ``{key}``, default ``request_no``, with ``stage``, ``stage_name`` said in the flow's
+  language, ``stage_since``, ``submitted_at``, ``due_on``). ``vars`` maps a
   variable to a field (``plan.name`` for nested ones); ``timeout`` seconds (default 2, at
   most 10)
 - ``branch``: ``cases`` (list of ``{if: expression, goto: node}``), ``else``; expressions
@@ -62,6 +67,19 @@ must be reachable from ``start``):
   (default Europe/Kyiv), ``holidays`` (the calendar: dates closed all day, ``2026-05-01``
   once or ``01-07`` every year), ``open_next``, ``closed_next``, ``holiday_next`` (default
   ``closed_next``)
+- ``meter_reading``: the reading in the variables ``day`` (and ``night`` for a day/night
+  tariff) for the account in ``contract`` (default ``contract_no``) is checked against the
+  meter's last one and stored (channel ivr; voice when the digits were spoken) → ``ok``;
+  refused → ``rejected`` with ``reading_error`` (``lower``, ``implausible``,
+  ``night_missing``), ``previous_day``, ``previous_night``, ``previous_date`` (the day in
+  ``timezone``, default Europe/Kyiv), ``used`` and ``limit`` (kWh) set for the
+  explanation; no meter or no CRM → ``on_fail``
+- ``outage``: the outages at the address of the account's service point (the account in
+  ``contract``, else the caller's): one on now → ``affected``, one starting within
+  ``ahead_hours`` (default 72) → ``planned`` (default ``clear``), none → ``clear``, no
+  address known → ``on_fail``; sets ``outage_kind``, ``outage_start_date``,
+  ``outage_start_time``, ``outage_end_date``, ``outage_end_time`` (local to ``timezone``,
+  default Europe/Kyiv, for ``{var:date}`` and ``{var:time}``) and ``outage_reason``
 - ``hangup``: optional ``text`` said before hanging up
 """
 
@@ -355,11 +373,7 @@ def _check_node(
             parse_hours(str(spec.get("open", "")))
         except ValueError as e:
             bad(spec.lines.get("open", spec.line), f"node {name!r}: open: {e}")
-        tz = spec.get("timezone", "Europe/Kyiv")
-        try:
-            ZoneInfo(str(tz))
-        except (ZoneInfoNotFoundError, ValueError):
-            bad(spec.lines.get("timezone", spec.line), f"node {name!r}: unknown time zone {tz!r}")
+        _check_timezone(name, spec, bad)
         if "holidays" in spec:
             days = spec["holidays"]
             if not isinstance(days, LineSeq):
@@ -381,11 +395,31 @@ def _check_node(
         fields = spec.get("vars")
         if not isinstance(fields, LineMap) or not fields:
             bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to fields")
+    if ntype in ("outage", "meter_reading"):
+        _check_timezone(name, spec, bad)
+    for f in NODE_TYPES[ntype].fields:
+        if (
+            f.kind == "variable"
+            and f.key in spec
+            and not (isinstance(spec[f.key], str) and _NAME.fullmatch(spec[f.key]))
+        ):
+            bad(spec.lines[f.key], f"node {name!r}: {f.key} names a variable")
     if ntype == "set" and not isinstance(spec.get("vars"), LineMap):
         bad(spec.lines.get("vars", spec.line), f"node {name!r}: vars maps names to values")
     if ntype == "transfer" and not isinstance(spec.get("to"), str | int):
         bad(spec.lines.get("to", spec.line), f"node {name!r}: to is an extension")
     return targets
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_timezone(name: str, spec: LineMap, bad: Any) -> None:
+    tz = spec.get("timezone", "Europe/Kyiv")
+    try:
+        ZoneInfo(str(tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        bad(spec.lines.get("timezone", spec.line), f"node {name!r}: unknown time zone {tz!r}")
 
 
 # --- business hours --------------------------------------------------------------------------

@@ -91,9 +91,32 @@ class Lookup:
 
     url: str | None
     crm: str | None
-    key: str  # the CRM lookup's key: the customer id or the contract number
+    key: str  # the CRM lookup's key: the customer id, the contract or the request number
     fields: tuple[tuple[str, str], ...]
     timeout: float
+    customer: str = ""  # the identified caller (service_point without an account)
+    language: str = "en"  # what the CRM says in words (a connection request's stage)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitReading:
+    """Check the meter reading and store it (``on_reading`` follows)."""
+
+    contract: str
+    day: str
+    night: str | None
+    channel: str  # ivr (keys) or voice (the digits were spoken)
+    timezone: str = "Europe/Kyiv"  # the day of the previous reading is said in it
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutage:
+    """The outages at the service point's address (``on_outage`` follows)."""
+
+    contract: str
+    customer: str
+    timezone: str
+    ahead_hours: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +154,8 @@ Action = (
     | StopVoicemail
     | RequestCallback
     | LeaveQueue
+    | SubmitReading
+    | CheckOutage
 )
 
 _URL_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -151,6 +176,7 @@ class Session:
     max_steps: int = 1000  # a flow looping on itself without waiting for the caller
     # wall clock for business hours (the only thing here that needs one; tests set it)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    spoken: set[str] = field(default_factory=set)  # variables the caller said, not keyed
 
     def __post_init__(self) -> None:
         for k, v in self.flow.vars.items():
@@ -254,6 +280,27 @@ class Session:
         self.vars.update(values)
         return self._goto(now, n.spec["next"])
 
+    def on_reading(self, now: float, outcome: str, values: dict[str, Any]) -> list[Action]:
+        """``outcome``: ok (stored), rejected (``values`` say why) or failed (no meter, no
+        CRM)."""
+        n = self.node
+        if n is None or n.type != "meter_reading" or self.phase != "busy":
+            return []
+        self.vars.update(values)
+        exits = {"ok": "ok", "rejected": "rejected"}
+        return self._goto(now, n.spec[exits.get(outcome, "on_fail")])
+
+    def on_outage(self, now: float, outcome: str, values: dict[str, Any]) -> list[Action]:
+        """``outcome``: affected, planned, clear or failed (no address known, no CRM)."""
+        n = self.node
+        if n is None or n.type != "outage" or self.phase != "busy":
+            return []
+        self.vars.update(values)
+        if outcome == "planned":
+            return self._goto(now, n.spec.get("planned", n.spec["clear"]))
+        target = {"affected": "affected", "clear": "clear"}.get(outcome, "on_fail")
+        return self._goto(now, n.spec[target])
+
     def on_request_done(self, now: float, ok: bool) -> list[Action]:
         """A voicemail or callback request was kept (or the CRM could not take it)."""
         n = self.node
@@ -342,12 +389,44 @@ class Session:
                 )
             crm = s.get("crm")
             key = ""
+            customer = str(self.vars.get("customer_id", "") or "")
             if crm == "customer":
-                key = str(self.vars.get("customer_id", ""))
-            elif crm == "account":
-                key = str(self.vars.get(str(s.get("contract", "contract_no")), ""))
+                key = customer
+            elif crm in ("account", "service_point"):
+                key = str(self.vars.get(str(s.get("contract", "contract_no")), "") or "")
+            elif crm == "connection_request":
+                key = str(self.vars.get(str(s.get("key", "request_no")), "") or "")
             fields = tuple((str(k), str(v)) for k, v in s["vars"].items())
-            return [*out, Lookup(url, crm, key, fields, float(s.get("timeout", 2)))]
+            return [
+                *out,
+                Lookup(url, crm, key, fields, float(s.get("timeout", 2)), customer,
+                       self.flow.language),
+            ]  # fmt: skip
+        if n.type == "meter_reading":
+            self.phase = "busy"
+            day_var, night_var = str(s["day"]), s.get("night")
+            spoken = day_var in self.spoken or (night_var is not None and night_var in self.spoken)
+            return [
+                *out,
+                SubmitReading(
+                    str(self.vars.get(str(s.get("contract", "contract_no")), "") or ""),
+                    str(self.vars.get(day_var, "") or ""),
+                    None if night_var is None else str(self.vars.get(night_var, "") or ""),
+                    "voice" if spoken else "ivr",
+                    str(s.get("timezone", "Europe/Kyiv")),
+                ),
+            ]
+        if n.type == "outage":
+            self.phase = "busy"
+            return [
+                *out,
+                CheckOutage(
+                    str(self.vars.get(str(s.get("contract", "contract_no")), "") or ""),
+                    str(self.vars.get("customer_id", "") or ""),
+                    str(s.get("timezone", "Europe/Kyiv")),
+                    float(s.get("ahead_hours", 72)),
+                ),
+            ]
         if n.type == "transfer":
             self.phase = "busy"
             return [*out, Transfer(self.fill(str(s["to"])))]

@@ -18,11 +18,12 @@ from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
-from ccorch.crm import cases, store
-from ccorch.ivr import tts
+from ccorch.crm import cases, store, utility
+from ccorch.ivr import tts, utility_io
 from ccorch.ivr.interpreter import (
     Action,
     Authorize,
+    CheckOutage,
     Enqueue,
     Hangup,
     LeaveQueue,
@@ -34,6 +35,7 @@ from ccorch.ivr.interpreter import (
     Session,
     StopPrompts,
     StopVoicemail,
+    SubmitReading,
     Transfer,
     Visited,
 )
@@ -63,7 +65,7 @@ class IvrCall(Protocol):
     authorized: bool | None  # None: the flow did not ask
 
     def end(self, reason: str) -> None: ...
-    def identified(self, customer_id: int) -> None: ...
+    def identified(self, customer_id: int, by: str = "pin") -> None: ...
     def ivr_step(self, node: str, kind: str) -> None: ...
     def menu_key(self, digit: str) -> None: ...
     def enqueue(self, queue: str, priority: int, prefer_seconds: float = 0.0) -> bool: ...
@@ -159,6 +161,10 @@ class IvrRunner:
                     actions = self.session.on_authorized(now, item[1], item[2])
                 elif kind == "lookup":
                     actions = self.session.on_lookup(now, item[1])
+                elif kind == "reading":
+                    actions = self.session.on_reading(now, item[1], item[2])
+                elif kind == "outage":
+                    actions = self.session.on_outage(now, item[1], item[2])
                 elif kind == "request_done":
                     actions = self.session.on_request_done(now, item[1])
                 elif kind == "transfer_failed":
@@ -199,6 +205,8 @@ class IvrRunner:
                 self.inputs.put_nowait(("auth", outcome, values))
             elif isinstance(a, Lookup):
                 self.inputs.put_nowait(("lookup", await self._lookup(a)))
+            elif isinstance(a, SubmitReading | CheckOutage):
+                self.inputs.put_nowait(await self._utility(a))
             elif isinstance(a, RecordVoicemail):
                 self._start_voicemail()
             elif isinstance(a, StopVoicemail):
@@ -359,7 +367,11 @@ class IvrRunner:
     async def _lookup(self, a: Lookup) -> dict[str, Any] | None:
         """The lookup's variables, or None: the flow's fallback (logged with the reason)."""
         try:
-            return await fetch(self.deps.pool, a)
+            data = await fetch_record(self.deps.pool, a)
+            if a.crm == "service_point" and self.call.customer_id is None:
+                # an account number given in the IVR tells who calls: the operator's card
+                self.call.identified(int(data["customer_id"]), "account")
+            return fields_of(data, a)
         except (TimeoutError, LookupError, OSError, ValueError) as e:
             log.warning(
                 "ivr lookup failed; the flow's fallback follows",
@@ -370,6 +382,26 @@ class IvrRunner:
                 },
             )
             return None
+
+    async def _utility(self, a: SubmitReading | CheckOutage) -> tuple[str, str, dict[str, Any]]:
+        """A meter reading or an outage check: (the input, outcome, variables); a CRM
+        that does not answer is the node's on_fail, logged."""
+        now = dt.datetime.now(dt.UTC)
+        try:
+            if isinstance(a, SubmitReading):
+                got = await utility_io.reading(
+                    self.deps.pool, a, now, sip_call_id=self.call.sip_call_id
+                )
+                if got[0] == "ok":
+                    log.info("meter reading stored",
+                             extra={"call": self.call.id, "contract": a.contract,
+                                    "channel": a.channel})  # fmt: skip
+                return ("reading", *got)
+            return ("outage", *(await utility_io.outage(self.deps.pool, a, now)))
+        except Exception as e:
+            log.error("ivr crm step failed; the flow's on_fail follows",
+                      extra={"call": self.call.id, "error": str(e)})  # fmt: skip
+            return ("reading" if isinstance(a, SubmitReading) else "outage", "failed", {})
 
     async def _crm_lookup(self, a: Lookup) -> dict[str, Any] | None:
         return await crm_lookup(self.deps.pool, a)
@@ -399,10 +431,28 @@ async def authorize(
 
 
 async def crm_lookup(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> dict[str, Any] | None:
-    """A ``lookup`` node's CRM record (read only): the customer's card or the account."""
-    if pool is None or not a.key:
+    """A ``lookup`` node's CRM record (read only): the customer's card, the account, the
+    service point (of the account, else of the caller) or a connection request."""
+    if pool is None:
+        return None
+    if a.crm == "service_point":
+        customer = int(a.customer) if a.customer.isdigit() else None
+        async with pool.connection() as conn:
+            sp = await utility.service_point(conn, contract_no=a.key, customer_id=customer)
+        if sp is None:
+            return None
+        keys = ("contract_no", "customer_id", "address", "zones", "tariff", "meter",
+                "last_day", "last_night")  # fmt: skip
+        found = {k: sp[k] for k in keys}
+        if sp["last_taken_at"] is not None:
+            found["last_taken_at"] = sp["last_taken_at"].date().isoformat()
+        return found
+    if not a.key:
         return None
     async with pool.connection() as conn:
+        if a.crm == "connection_request":
+            language = a.language if a.language in utility.STAGE_NAMES else "en"
+            return await utility.connection_request(conn, a.key, language)
         if a.crm == "customer":
             if not a.key.isdigit():
                 return None
@@ -422,6 +472,15 @@ async def crm_lookup(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> dict[s
 async def fetch(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> dict[str, Any]:
     """A lookup's variables; raises (TimeoutError, LookupError, OSError, ValueError) when
     the flow's fallback should follow."""
+    return fields_of(await fetch_record(pool, a), a)
+
+
+def fields_of(data: Any, a: Lookup) -> dict[str, Any]:
+    return {var: _field(data, path) for var, path in a.fields}
+
+
+async def fetch_record(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> Any:
+    """What a lookup found, whole (its fields are taken by ``fields_of``)."""
     if a.url is not None:
         data = await asyncio.wait_for(
             asyncio.to_thread(_http_json, a.url, a.timeout), a.timeout + 0.5
@@ -430,7 +489,7 @@ async def fetch(pool: AsyncConnectionPool[Any] | None, a: Lookup) -> dict[str, A
         data = await asyncio.wait_for(crm_lookup(pool, a), a.timeout)
     if data is None:
         raise LookupError("nothing found")
-    return {var: _field(data, path) for var, path in a.fields}
+    return data
 
 
 _LOOKUP_MAX_BYTES = 65536

@@ -138,10 +138,13 @@ NODE_TYPES: dict[str, NodeType] = {
             _f("locked", "node", help="after too many wrong PINs"),
         ), icon="✔"),
         NodeType("lookup", "Read data from the CRM or a URL into variables", (
-            _f("crm", "choice", help="the caller by ANI, or the account in {contract}",
-               choices=("customer", "account")),
+            _f("crm", "choice", help="the caller by ANI; the account in {contract}; the "
+               "service point of that account (else of the caller); a connection request",
+               choices=("customer", "account", "service_point", "connection_request")),
             _f("url", "url", help="HTTP GET of a JSON object; {var} filled in"),
             _f("contract", "variable", help="the variable with the account (default contract_no)"),
+            _f("key", "variable", help="connection_request: the variable with its number "
+               "(default request_no)"),
             _f("vars", "fields", True, "variable → field"),
             _f("timeout", "seconds", help="seconds to wait", min=0, max=10, default=2,
                above_min=True),
@@ -194,6 +197,30 @@ NODE_TYPES: dict[str, NodeType] = {
             _f("closed_next", "node", True),
             _f("holiday_next", "node", help="default closed_next"),
         ), icon="◷"),
+        NodeType("meter_reading", "Check a meter reading against the last one and store "
+                 "it; a refusal sets reading_error (lower, implausible, night_missing) and "
+                 "previous_day, previous_night, previous_date, used, limit", (
+            _f("contract", "variable", help="the variable with the account (default contract_no)"),
+            _f("day", "variable", True, "the variable with the reading (a one-zone meter's "
+               "only one)"),
+            _f("night", "variable", help="the variable with the night zone's reading"),
+            _f("timezone", "timezone", default="Europe/Kyiv", help="previous_date's"),
+            _f("ok", "node", True, "stored"),
+            _f("rejected", "node", True, "refused: say why from reading_error"),
+            _f("on_fail", "node", True, "no meter for the account, or the CRM did not answer"),
+        ), icon="⚡"),
+        NodeType("outage", "Outages at the address of the account's service point (else the "
+                 "caller's); sets outage_kind, outage_start_date/time, outage_end_date/time, "
+                 "outage_reason", (
+            _f("contract", "variable", help="the variable with the account (default contract_no)"),
+            _f("timezone", "timezone", default="Europe/Kyiv"),
+            _f("ahead_hours", "integer", help="a planned outage starting within this many "
+               "hours counts", min=0, max=720, default=72),
+            _f("affected", "node", True, "power is off there now"),
+            _f("planned", "node", help="an outage starts there soon (default clear)"),
+            _f("clear", "node", True, "no outage there"),
+            _f("on_fail", "node", True, "no address known, or the CRM did not answer"),
+        ), icon="⚠"),
         NodeType("hangup", "Say a text (optional) and hang up", (
             _f("text", "text"),
         ), icon="✕"),

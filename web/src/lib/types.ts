@@ -320,3 +320,53 @@ export interface SurveyResponse {
   completed_at: string | null;
   answers: number;
 }
+
+/** The utility's records of a customer (seed 003): ``GET /api/customers/{id}/utility``. */
+export interface MeterReading {
+  id: number;
+  day_kwh: number;
+  night_kwh: number | null;
+  taken_at: string;
+  channel: string;
+  entered_by: string | null;
+}
+
+export interface Outage {
+  id: number;
+  ref: string | null;
+  kind: string;
+  locality: string;
+  street: string | null;
+  house_from: number | null;
+  house_to: number | null;
+  starts_at: string;
+  expected_end: string;
+  ended_at: string | null;
+  reason: string;
+  current: boolean;
+}
+
+export interface ServicePoint {
+  contract_no: string;
+  address: string;
+  tariff: { code: string; name: string; zones: number };
+  meter: string | null;
+  readings: MeterReading[];
+  outages: Outage[];
+}
+
+export interface ConnectionRequest {
+  number: string;
+  address: string;
+  power_kw: string;
+  stage: string;
+  submitted_at: string;
+  due_on: string | null;
+  next_stage: string | null;
+  stages: { stage: string; at: string; note: string; by: string | null }[];
+}
+
+export interface CustomerUtility {
+  service_points: ServicePoint[];
+  connection_requests: ConnectionRequest[];
+}
