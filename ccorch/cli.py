@@ -51,7 +51,16 @@ def _parser() -> argparse.ArgumentParser:
         default=3,
         help="the menu key: 3 balance, 1/2 operator",
     )
-    demo.add_argument("--dnis", default="100", help="service number: 100 ru, 101 en, 102 zh")
+    demo.add_argument(
+        "--dnis",
+        default="100",
+        help="service number: 100 ru, 101 en, 102 zh; the utility line 110 ru, 111 en, 112 zh",
+    )
+    demo.add_argument(
+        "--keys",
+        help="the keys to press instead of the option's, in groups a few seconds apart, e.g."
+        " 1,12500#,1 (the utility line: a meter reading, confirmed)",
+    )
     demo.add_argument(
         "--ani",
         default="0671234567",
@@ -169,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo-call":
         from ccorch.demo import demo_call
 
-        return demo_call(config, args.option, args.dnis, args.ani)
+        return demo_call(config, args.option, args.dnis, args.ani, args.keys)
     if args.command == "register-phone":
         from ccorch.demo import register
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import sys
 import time
 import uuid
 import wave
@@ -509,3 +510,29 @@ def test_callers_key_in_readings_and_hear_outages_at_their_address(line: dict[st
         ).fetchall()
     assert rows[0] == (12500, None, "ivr", True)
     assert 12000 not in [r[0] for r in rows]  # the refused one was not kept
+
+
+@pytest.mark.slow
+def test_the_readme_reading_demo_stores_what_it_keys(line: dict[str, Any]) -> None:
+    """`ccorch demo-call --dnis 111 --ani 0442223344 --keys 1,<reading>#,1`, the README's
+    command, keys a reading the flow reads back and stores (its exit code alone would not
+    tell: a flow that timed out also hangs up)."""
+    with psycopg.connect(line["url"]) as conn:
+        row = conn.execute(
+            """SELECT max(r.day_kwh) FROM meter_readings r JOIN meters m ON m.id = r.meter_id
+               WHERE m.serial = 'MT-880011'"""
+        ).fetchone()
+    assert row is not None
+    reading = int(row[0]) + 10  # (within a day of the last: at most 30 kWh is plausible)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "ccorch"), "demo-call", "--dnis", "111",
+         "--ani", "0442223344", "--keys", f"1,{reading}#,1"],
+        cwd=line["cwd"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    with psycopg.connect(line["url"]) as conn:
+        newest = conn.execute(
+            """SELECT r.day_kwh, r.channel FROM meter_readings r JOIN meters m ON m.id = r.meter_id
+               WHERE m.serial = 'MT-880011' ORDER BY r.taken_at DESC, r.id DESC LIMIT 1"""
+        ).fetchone()
+    assert newest == (reading, "ivr"), r.stdout

@@ -4,6 +4,8 @@
   balance; the flow hangs up.
 - option 1 or 2: an operator's phone (7001 or 7003, a SIPp that answers and hangs up after
   a few seconds) registers, and the call goes through the queue to it.
+- ``--keys``: any keys instead, e.g. the utility line's meter reading (``--dnis 111 --ani
+  0442223344 --keys 1,12500#,1``).
 
 The call comes from the configured trunk on loopback (``sip/trunks.toml``: demo-carrier,
 127.0.0.1:5070): SIPp does the signaling, and the caller's RTP end is here (it presses the
@@ -230,7 +232,17 @@ def _say(text: str) -> None:
     print(f"demo-call: {text}", file=sys.stderr, flush=True)
 
 
-def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -> int:
+def demo_call(
+    config: Config, option: int, dnis: str, ani: str = "0671234567", keys: str | None = None
+) -> int:
+    """``keys``: comma-separated groups pressed instead of the option's (the first as the
+    greeting starts, each next one 3 s later, when the flow's next prompt plays)."""
+    if keys is not None:
+        groups = [g.strip() for g in keys.split(",")]
+        if not all(groups) or any(c not in "0123456789*#" for g in groups for c in g):
+            _say("--keys: groups of 0-9, * and #, separated by commas (e.g. 1,12500#,1)")
+            return 2
+        option = 0  # no operator's phone: the flow decides where the call goes
     sipp = shutil.which("sipp")
     if sipp is None:
         _say("SIPp is not installed (Debian package sip-tester; scripts/setup.sh installs it)")
@@ -290,10 +302,12 @@ def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -
             stderr=subprocess.DEVNULL,
         )
         time.sleep(0.5)
-    if option in OPERATORS:
-        keys = [(2.0, str(option))]
+    if keys is not None:
+        pressed = [(2.0 if i == 0 else 3.0, g) for i, g in enumerate(keys.split(","))]
+    elif option in OPERATORS:
+        pressed = [(2.0, str(option))]
     else:
-        keys = [(2.0, "3"), (3.0, "1001#"), (3.5, "1234#")]
+        pressed = [(2.0, "3"), (3.0, "1001#"), (3.5, "1234#")]
     _say(f"calling {dnis} at {target} as {ani} from trunk {trunk.name} ({trunk.host}:{trunk.port})")
     phone = DemoPhone()
     call = subprocess.Popen(
@@ -302,7 +316,7 @@ def demo_call(config: Config, option: int, dnis: str, ani: str = "0671234567") -
         stderr=subprocess.DEVNULL,
     )
     try:
-        for pause, k in keys:
+        for pause, k in pressed:
             phone.listen(pause)
             _say(f"pressing {k}")
             phone.press(k)
