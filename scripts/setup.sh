@@ -12,9 +12,12 @@ cd "$(dirname "$0")/.."
 # baresip-core and linphone-cli are the real softphones that register and answer in them;
 # espeak-ng speaks the IVR's text prompts; curl and jq run the README's API examples;
 # sipvicious is the scanner the abuse tests attack the node with.
+# pocketsphinx-testdata carries the telephone-band digits model of the IVR's recognize node;
+# flite's voices speak the digits the tests and the accuracy bench say to it.
 # chromium is the real browser the web app's tests drive (without the recommended extras);
 # nodejs and npm build the app, from Debian when the machine has no npm of its own.
-apt_packages=(python3-venv sip-tester baresip-core linphone-cli espeak-ng curl jq sipvicious)
+apt_packages=(python3-venv sip-tester baresip-core linphone-cli espeak-ng curl jq sipvicious
+  pocketsphinx-testdata flite)
 lean_packages=(chromium fonts-wqy-zenhei)  # a CJK font: the Chinese screens are readable
 # cmake builds the C libraries the media engine links: libopus (Opus for browsers), aws-lc
 lean_packages+=(cmake)

@@ -391,14 +391,14 @@ EXAMPLES |= {
             "starts_at": "2030-01-01T10:00:00+02:00",
             "expected_end": "2030-01-01T12:00:00+02:00",
         },
-    ),  # fmt: skip
+    ),
     "/api/outages/import": (
         "/api/outages/import",
         {
             "csv": "kind,locality,starts_at,expected_end\n"
             "planned,Kyiv,2030-01-01T10:00+02:00,2030-01-01T12:00+02:00\n"
         },
-    ),  # fmt: skip
+    ),
     "/api/connection-requests": (
         "/api/connection-requests",
         {"number": "300001", "customer_id": 1, "address": "Kyiv", "power_kw": 5},

@@ -4,6 +4,7 @@ connection requests, from the sans-IO rules up to a trunk call through the demo 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import subprocess
 import sys
 import time
@@ -15,14 +16,24 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import psycopg
 import pytest
+import soxr
 
 from ccorch._core import g711_decode, g711_encode
 from ccorch.crm.utility import Reading, check_reading, parse_outages_csv
-from ccorch.ivr import tts
+from ccorch.ivr import asr, tts
 from ccorch.ivr.flow import FlowError, parse_flow
-from ccorch.ivr.interpreter import CheckOutage, Lookup, Play, Session, SubmitReading
+from ccorch.ivr.interpreter import (
+    CheckOutage,
+    Listen,
+    Lookup,
+    Play,
+    Session,
+    StopListening,
+    SubmitReading,
+)
 from tests.conftest import Node, _with_dbname, start_node
 from tests.sipp import DEMO_FLOWS, demo_flows_copy, free_udp_port, scenario
 from tests.test_crm_api import call
@@ -225,6 +236,93 @@ nodes:
         parse_flow(outage, "t.yaml")
     with pytest.raises(FlowError, match="ahead_hours is 0 to 720"):
         parse_flow(outage.replace("Mars/Olympus", "Europe/Kyiv\n    ahead_hours: 1000"), "t.yaml")
+
+
+def test_a_spoken_reading_is_taken_and_the_keypad_is_the_fallback() -> None:
+    """Sans-IO: the English demo flow listens for the reading; heard with enough digits it
+    is read back and stored as said (channel voice); not understood, the keypad prompt
+    follows; typed during the listening, the keys are taken and listening stops."""
+    flow = _demo_flow("en")
+
+    def at_reading() -> tuple[Session, list[Any]]:
+        s = Session(flow, {"ani": "0442223344", "customer_id": 7})
+        s.start(0)
+        s.on_lookup(0, {"contract_no": "500101", "zones": 1})
+        s.on_prompts_done(0)
+        out = s.on_digit(0, "1")
+        assert "say the current reading" in _said(out)
+        return s, s.on_prompts_done(1)
+
+    s, out = at_reading()
+    assert out == [Listen(10.0)]
+    out = s.on_recognized(5, "12634", 29.3)
+    assert "You entered 12634" in _said(out)
+    s.on_prompts_done(6)
+    assert SubmitReading("500101", "12634", "", "voice") in s.on_digit(6, "1")
+    assert s.vars["reading_day_confidence"] == 29.3
+
+    s, _ = at_reading()
+    out = s.on_recognized(5, "", 0.0)  # nothing understood
+    assert "enter the current reading" in _said(out) and s.node is not None
+    assert s.node.name == "ask_single_keys"
+    s, _ = at_reading()
+    assert "ask_single_keys" in _said_node(s, s.on_recognized(5, "1234567890", 40.0))  # too long
+
+    s, _ = at_reading()
+    assert s.on_digit(2, "1") == [StopListening()]
+    for k in "2634#":
+        out = s.on_digit(2, k)
+    assert "You entered 12634" in _said(out)
+    s.on_prompts_done(3)
+    assert SubmitReading("500101", "12634", "", "ivr") in s.on_digit(3, "1")  # typed: ivr
+
+    s, _ = at_reading()  # the recognizer never answered: the fallback once the time is up
+    assert s.on_timeout(10.5) == [] and s.node is not None and s.node.name == "ask_single"
+    s.on_timeout(1 + 10 + 5)
+    assert s.node is not None and s.node.name == "ask_single_keys"
+
+
+def _said_node(s: Session, out: list[Any]) -> str:
+    return s.node.name if s.node is not None else ""
+
+
+def test_recognize_is_refused_in_a_flow_without_a_recognizer_for_its_language() -> None:
+    flow = """flow: t
+dnis: ["9"]
+language: ru
+start: r
+nodes:
+  r:
+    type: recognize
+    prompt: "Назовите показания."
+    var: d
+    next: bye
+    fallback: bye
+  bye:
+    type: hangup
+"""
+    with pytest.raises(FlowError, match="no speech recognizer for ru here"):
+        parse_flow(flow, "t.yaml")
+    parse_flow(flow.replace("language: ru", "language: en"), "t.yaml")
+
+
+def test_the_recognizer_hears_recorded_speech_through_the_telephone_path() -> None:
+    """A TIDIGITS recording Debian ships (a man saying 2 9 3 4 zero, 16 kHz) made telephone
+    audio (8 kHz, G.711 A-law), with pauses around it: each model installed hears 29340."""
+    raw = (asr.TIDIGITS / "dhd.2934z.raw").read_bytes()
+    pcm = soxr.resample(np.frombuffer(raw, dtype="<i2"), 16000, 8000).astype("<i2").tobytes()
+    pcm = b"\0\0" * 4000 + g711_decode(g711_encode(pcm, "PCMA"), "PCMA") + b"\0\0" * 8000
+    names = [m.name for m in asr.models()]
+    assert names == ["tidigits", "en-us"], "scripts/setup.sh installs pocketsphinx-testdata"
+    for model in asr.models():
+        heard = asr.recognize_digits(pcm, asr.Recognizer(model))
+        assert heard.digits == "29340", (model.name, heard)
+        assert 0 < heard.confidence <= 100
+    assert asr.recognize_digits(b"\0\0" * 16000).digits == ""  # silence: nothing
+    tone = (np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000) * 8000).astype("<i2").tobytes()
+    assert not asr.speech_ended(tone + b"\0\0" * 4000)  # 0.5 s quiet: still listening
+    assert asr.speech_ended(tone + b"\0\0" * 8000)  # 1 s quiet: the caller is done
+    assert not asr.speech_ended(b"\0\0" * 16000)  # never spoke
 
 
 # --- the CRM over HTTP and a call through the demo line ---------------------------------------
@@ -536,3 +634,63 @@ def test_the_readme_reading_demo_stores_what_it_keys(line: dict[str, Any]) -> No
                WHERE m.serial = 'MT-880011' ORDER BY r.taken_at DESC, r.id DESC LIMIT 1"""
         ).fetchone()
     assert newest == (reading, "ivr"), r.stdout
+
+
+def _flite(text: str, voice: str = "awb") -> bytes:
+    """``text`` spoken by a flite voice, as 8 kHz PCM16."""
+    out = subprocess.run(
+        ["flite", "-voice", voice, "-t", text, "-o", "/dev/stdout"], capture_output=True, check=True
+    ).stdout
+    with wave.open(io.BytesIO(out)) as w:
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        rate = w.getframerate()
+    return bytes(soxr.resample(x, rate, 8000).astype("<i2").tobytes())
+
+
+def _say(phone: Phone, pcm: bytes, then_quiet: float = 2.0) -> None:
+    """Send ``pcm`` as the caller's RTP (PCMU, paced 20 ms a packet), then silence."""
+    pcm = pcm + b"\0\0" * int(8000 * then_quiet)
+    start = time.monotonic()
+    for i in range(len(pcm) // 320):
+        phone.seq += 1
+        phone.ts += 160
+        phone.send(0, g711_encode(pcm[i * 320 : (i + 1) * 320], "PCMU"))
+        phone.listen(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+
+
+@pytest.mark.slow
+def test_a_caller_says_the_reading_and_it_is_stored_as_said(line: dict[str, Any]) -> None:
+    """Maria says "one two six three four" (a flite voice, as RTP from her phone) when the
+    flow asks for the reading: it reads back 12634, she presses 1, and the reading is in the
+    CRM with channel voice."""
+    node, cwd = line["node"], line["cwd"]
+    op = line["tokens"]["op7003"]
+    # an operator's reading just below, so 12634 is plausible whatever ran before
+    status, body = call(node, "POST", "/api/accounts/500101/readings",
+                        {"day": 12620, "accept_implausible": True}, op)  # fmt: skip
+    assert status == 201, body
+    flow = _demo_flow("en")
+    asked = _rendered(flow.nodes["ask_single"].spec["prompt"], "en", cwd)
+    told = Session(flow, {"reading_day": "12634"})
+    read_back = _rendered(told.fill(flow.nodes["confirm_single"].spec["prompt"]), "en", cwd)
+    stored = _rendered("Thank you, your reading is accepted. Goodbye.", "en", cwd)
+    speech = _flite("one two six three four")
+    phone, sipp = _trunk_call(line, "111", "0442223344")
+    try:
+        phone.press("1")
+        _hear(phone, asked, sipp)  # the whole prompt: now it listens
+        _say(phone, speech)
+        _hear(phone, read_back, sipp)
+        phone.press("1")
+        _hear(phone, stored, sipp)
+        _ended(phone, sipp)
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait(5)
+    with psycopg.connect(line["url"]) as conn:
+        newest = conn.execute(
+            """SELECT r.day_kwh, r.channel FROM meter_readings r JOIN meters m ON m.id = r.meter_id
+               WHERE m.serial = 'MT-880011' ORDER BY r.taken_at DESC, r.id DESC LIMIT 1"""
+        ).fetchone()
+    assert newest == (12634, "voice")

@@ -2,7 +2,8 @@
 
 The sans-IO interpreter walks the flow as a caller from ``ani`` who presses ``keys`` (in
 order, each as soon as the flow listens; ``t`` lets the flow's timeout pass instead of a
-key). Prompts are reported as the text they would say, filled with the variables; lookups
+key; at a ``recognize`` node the keys are typed, and ``t`` is speech not understood).
+Prompts are reported as the text they would say, filled with the variables; lookups
 read the real CRM and URLs; a PIN is checked without counting a failure; a voicemail, a
 callback request, a transfer or a queue is reported as what would happen, and the walk
 ends there; a meter reading is checked, not stored. Nothing is written and no call is
@@ -30,11 +31,13 @@ from ccorch.ivr.interpreter import (
     Enqueue,
     Hangup,
     LeaveQueue,
+    Listen,
     Lookup,
     Play,
     RecordVoicemail,
     RequestCallback,
     Session,
+    StopListening,
     StopPrompts,
     StopVoicemail,
     SubmitReading,
@@ -87,13 +90,15 @@ async def walk(
         # the flow listens now: the next key, or its timeout, or the walk rests here
         if session.phase == "prompting":
             pending.extend(session.on_prompts_done(now))
-        elif session.phase == "waiting":
+        elif session.phase in ("waiting", "listening"):
             if w.keys_used >= len(keys):
                 w.outcome = {"kind": "waiting", "node": _node(session)}
                 break
             key = keys[w.keys_used]
             w.keys_used += 1
-            if key == TIMEOUT_KEY:
+            if key == TIMEOUT_KEY and session.phase == "listening":
+                pending.extend(session.on_recognized(now, "", 0.0))  # nothing understood
+            elif key == TIMEOUT_KEY:
                 now = session.next_timeout or now
                 pending.extend(session.on_timeout(now))
             else:
@@ -101,7 +106,7 @@ async def walk(
                 pending.extend(session.on_digit(now, key))
         else:
             break
-        if not pending and session.phase not in ("prompting", "waiting"):
+        if not pending and session.phase not in ("prompting", "waiting", "listening"):
             break
     if not w.outcome:
         w.outcome = (
@@ -133,8 +138,10 @@ async def _do(
         for p in a.prompts:
             said = {"text": p.text} if p.text is not None else {"file": p.file}
             w.steps.append({"kind": "say", "node": _node(session), **said})
-    elif isinstance(a, StopPrompts | StopVoicemail | LeaveQueue):
+    elif isinstance(a, StopPrompts | StopVoicemail | LeaveQueue | StopListening):
         pass
+    elif isinstance(a, Listen):  # the editor types for the caller; t: nothing understood
+        w.steps.append({"kind": "listen", "node": _node(session)})
     elif isinstance(a, Authorize):
         outcome, values = await authorize(pool, a, dry_run=True)
         w.steps.append({"kind": "authorize", "node": _node(session), "outcome": outcome})

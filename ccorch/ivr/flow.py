@@ -27,6 +27,11 @@ must be reachable from ``start``):
   ``invalid``, ``on_fail``
 - ``collect``: ``prompt`` or ``prompt_file``, ``var``, ``min``, ``max``, ``terminator``
   (default ``#``), ``timeout``, ``retries``, ``invalid``, ``next``, ``on_fail``
+- ``recognize``: ``prompt`` or ``prompt_file``, then the caller is listened to for spoken
+  digits (at most ``max_seconds``, default 8; English flows only: ``ccorch.ivr.asr``), or
+  may type them (``#`` ends); ``var`` gets them (and ``{var}_confidence``, 0-100) → ``next``
+  when ``min``..``max`` digits were heard with at least ``min_confidence``; otherwise →
+  ``fallback`` (e.g. a ``collect`` node)
 - ``authorize``: ``contract`` and ``pin`` (variable names), ``ok``, ``fail``, ``locked``;
   on success sets ``balance``, ``currency``, ``contract_no``
 - ``set``: ``vars`` (name → template), ``next``
@@ -99,6 +104,7 @@ from ccorch.ivr.schema import NODE_TYPES
 from ccorch.yaml_lines import LineMap, LineSeq, YamlProblems, compose
 
 LANGUAGES = ("ru", "en", "zh")
+SPEECH_LANGUAGES = frozenset({"en"})  # what ccorch.ivr.asr recognizes (here: no numpy to load)
 
 _COMMON = {"type"}
 # type: (required keys, optional keys), and the keys that name another node: from the
@@ -242,6 +248,11 @@ def parse_flow(
         for k in set(spec) - required - optional - _COMMON:
             bad(spec.lines[k], f"node {nname!r} ({ntype}): unknown key {k!r}")
         targets = _check_node(nname, ntype, spec, bad, base_dir)
+        if ntype == "recognize" and language not in SPEECH_LANGUAGES:
+            bad(
+                spec.lines.get("type", nline),
+                f"node {nname!r}: no speech recognizer for {language} here (English only)",
+            )
         if ntype == "queue" and queues is not None and spec.get("queue") not in queues:
             bad(
                 spec.lines.get("queue", nline),
@@ -345,9 +356,9 @@ def _check_node(
         _check_key_options(name, spec, bad, targets)
         if "prompt" not in spec and "prompt_file" not in spec:
             bad(spec.line, f"node {name!r}: a menu needs prompt or prompt_file")
-    if ntype == "collect":
+    if ntype in ("collect", "recognize"):
         if "prompt" not in spec and "prompt_file" not in spec:
-            bad(spec.line, f"node {name!r}: collect needs prompt or prompt_file")
+            bad(spec.line, f"node {name!r}: {ntype} needs prompt or prompt_file")
         lo, hi = spec.get("min", 1), spec.get("max", 20)
         if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
             bad(spec.line, f"node {name!r}: min {lo} is more than max {hi}")

@@ -18,6 +18,8 @@ from urllib.parse import quote
 from ccorch.ivr import tts
 from ccorch.ivr.flow import Flow, Node, evaluate, is_holiday, is_open
 
+LISTEN_GRACE = 5.0  # seconds past max_seconds before a silent recognizer means "not heard"
+
 # what a menu says after a wrong key or silence when the flow does not say
 DEFAULT_INVALID = {
     "ru": "Неверный выбор.",
@@ -99,6 +101,19 @@ class Lookup:
 
 
 @dataclass(frozen=True, slots=True)
+class Listen:
+    """Listen to the caller for spoken digits, at most ``max_seconds`` (``on_recognized``
+    follows)."""
+
+    max_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopListening:
+    """The caller typed instead: stop listening (no ``on_recognized`` is expected)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitReading:
     """Check the meter reading and store it (``on_reading`` follows)."""
 
@@ -156,6 +171,8 @@ Action = (
     | LeaveQueue
     | SubmitReading
     | CheckOutage
+    | Listen
+    | StopListening
 )
 
 _URL_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -167,7 +184,7 @@ class Session:
     flow: Flow
     vars: dict[str, Any] = field(default_factory=dict)
     node: Node | None = None
-    phase: str = "idle"  # prompting, waiting, recording, queued, busy (I/O), done
+    phase: str = "idle"  # prompting, waiting, listening, recording, queued, busy (I/O), done
     option: str | None = None  # the node a waiting caller chose, once the queue lets go
     tries: int = 0
     buffer: str = ""
@@ -203,6 +220,11 @@ class Session:
         if n.type in ("menu", "collect"):
             self.phase = "waiting"
             self.deadline = now + float(n.spec.get("timeout", 5 if n.type == "menu" else 10))
+        if n.type == "recognize":
+            self.phase = "listening"
+            most = float(n.spec.get("max_seconds", 8))
+            self.deadline = now + most + LISTEN_GRACE  # the recognizer did not answer
+            return [Listen(most)]
         if n.type == "voicemail":
             self.phase = "recording"
             most = float(n.spec.get("max_seconds", 60))
@@ -221,7 +243,7 @@ class Session:
                 return []
             self.option = target
             return [LeaveQueue()]
-        if n is None or self.phase not in ("prompting", "waiting"):
+        if n is None or self.phase not in ("prompting", "waiting", "listening"):
             return []
         if n.type == "menu":
             target = n.spec["options"].get(digit)
@@ -229,8 +251,10 @@ class Session:
             if target is not None:
                 return out + self._goto(now, target)
             return out + self._retry(now)
-        if n.type == "collect":
+        if n.type in ("collect", "recognize"):
             out = [StopPrompts()] if self.phase == "prompting" else []
+            if self.phase == "listening":
+                out.append(StopListening())  # typed instead of said: the keypad it is
             self.phase = "waiting"
             term = n.spec.get("terminator", "#")
             hi = int(n.spec.get("max", 20))
@@ -253,11 +277,32 @@ class Session:
         if n is not None and self.phase == "recording":
             self.phase = "busy"
             return [StopVoicemail()]
+        if n is not None and self.phase == "listening":
+            return self._goto(now, n.spec["fallback"])
         if n is None or self.phase != "waiting":
             return []
-        if n.type == "collect" and len(self.buffer) >= int(n.spec.get("min", 1)):
+        if n.type in ("collect", "recognize") and len(self.buffer) >= int(n.spec.get("min", 1)):
             return self._collected(now)
         return self._retry(now)
+
+    def on_recognized(self, now: float, digits: str, confidence: float) -> list[Action]:
+        """What the recognizer heard ("" for nothing) and its confidence (0-100)."""
+        n = self.node
+        if n is None or n.type != "recognize" or self.phase != "listening":
+            return []
+        self.deadline = None
+        var = str(n.spec["var"])
+        self.vars[f"{var}_confidence"] = confidence
+        lo, hi = int(n.spec.get("min", 1)), int(n.spec.get("max", 20))
+        if (
+            digits.isdigit()
+            and lo <= len(digits) <= hi
+            and confidence >= float(n.spec.get("min_confidence", 0))
+        ):
+            self.vars[var] = digits
+            self.spoken.add(var)
+            return self._goto(now, n.spec["next"])
+        return self._goto(now, n.spec["fallback"])
 
     def on_authorized(self, now: float, outcome: str, values: dict[str, Any]) -> list[Action]:
         """``outcome``: ok, fail or locked (from the CRM's PIN check)."""
@@ -372,7 +417,7 @@ class Session:
         if n.type == "play":
             self.phase = "prompting"
             return [*out, Play((Prompt(file=s["file"]),), barge_in=False)]
-        if n.type in ("menu", "collect"):
+        if n.type in ("menu", "collect", "recognize"):
             self.phase = "prompting"
             return [*out, Play(self._prompt(n), barge_in=True)]
         if n.type == "authorize":
@@ -478,6 +523,8 @@ class Session:
         self.tries += 1
         self.buffer = ""
         self.deadline = None
+        if n.type == "recognize":  # too few keys typed: the node's own fallback
+            return self._goto(now, n.spec["fallback"])
         if self.tries >= int(n.spec.get("retries", 3)):
             if "on_fail" in n.spec:
                 return self._goto(now, n.spec["on_fail"])
@@ -494,6 +541,7 @@ class Session:
         if len(self.buffer) < lo:
             return self._retry(now)
         self.vars[n.spec["var"]] = self.buffer
+        self.spoken.discard(n.spec["var"])  # keyed, this time
         return self._goto(now, n.spec["next"])
 
     def _priority(self, value: object) -> int:

@@ -7,19 +7,23 @@ a time by the call's own task, in arrival order, so the interpreter never sees t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
+import tempfile
 import urllib.request
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from ccorch.crm import cases, store, utility
-from ccorch.ivr import tts, utility_io
+from ccorch.ivr import asr, tts, utility_io
 from ccorch.ivr.interpreter import (
     Action,
     Authorize,
@@ -27,12 +31,14 @@ from ccorch.ivr.interpreter import (
     Enqueue,
     Hangup,
     LeaveQueue,
+    Listen,
     Lookup,
     Play,
     Prompt,
     RecordVoicemail,
     RequestCallback,
     Session,
+    StopListening,
     StopPrompts,
     StopVoicemail,
     SubmitReading,
@@ -92,6 +98,8 @@ class IvrRunner:
         self.announce_timer: asyncio.TimerHandle | None = None
         # a voicemail being recorded: (recording id, its file, when it started)
         self.voicemail: tuple[int, Path, dt.datetime] | None = None
+        # spoken digits being listened to: (recording id, its file, the listening task)
+        self.listening: tuple[int, Path, asyncio.Task[None]] | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"ivr-{self.call.id}")
@@ -105,6 +113,7 @@ class IvrRunner:
             self.announce_timer.cancel()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
+        self._stop_listening()
         if self.voicemail is not None:
             # The caller hung up while speaking: what they said is the message. The file
             # is closed now, before the call's media goes; the CRM rows follow.
@@ -161,6 +170,9 @@ class IvrRunner:
                     actions = self.session.on_authorized(now, item[1], item[2])
                 elif kind == "lookup":
                     actions = self.session.on_lookup(now, item[1])
+                elif kind == "recognized":
+                    self.listening = None
+                    actions = self.session.on_recognized(now, item[1], item[2])
                 elif kind == "reading":
                     actions = self.session.on_reading(now, item[1], item[2])
                 elif kind == "outage":
@@ -207,6 +219,10 @@ class IvrRunner:
                 self.inputs.put_nowait(("lookup", await self._lookup(a)))
             elif isinstance(a, SubmitReading | CheckOutage):
                 self.inputs.put_nowait(await self._utility(a))
+            elif isinstance(a, Listen):
+                self._listen(a.max_seconds)
+            elif isinstance(a, StopListening):
+                self._stop_listening()
             elif isinstance(a, RecordVoicemail):
                 self._start_voicemail()
             elif isinstance(a, StopVoicemail):
@@ -312,6 +328,54 @@ class IvrRunner:
         if outcome == "ok" and values.get("customer_id") is not None:
             self.call.identified(values["customer_id"])
         return outcome, values
+
+    # --- spoken digits ---
+
+    def _listen(self, max_seconds: float) -> None:
+        """Record what the caller says (the recorder's file, as it grows) until they have
+        spoken and paused, or ``max_seconds``; then recognize it off the loop."""
+        if not asr.available(self.session.flow.language):
+            self.inputs.put_nowait(("recognized", "", 0.0))
+            return
+        fd, name = tempfile.mkstemp(prefix=f"asr-{self.call.id}-", suffix=".wav")
+        os.close(fd)
+        path = Path(name)
+        rec = self.deps.media.start_recording(path, self.leg)
+        task = asyncio.create_task(self._hear(rec, path, max_seconds))
+        self.listening = (rec, path, task)
+
+    async def _hear(self, rec: int, path: Path, max_seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + max_seconds
+        heard = asr.Heard("", 0.0)
+        try:
+            while loop.time() < until:
+                await asyncio.sleep(LISTEN_POLL)
+                if asr.speech_ended(await asyncio.to_thread(_wav_data, path)):
+                    break
+            self.deps.media.stop_recording(rec)
+            pcm = await _final_wav_data(path)
+            heard = await asyncio.to_thread(asr.recognize_digits, pcm)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # no model, a file gone: not understood, the fallback
+            log.error("speech not recognized", extra={"call": self.call.id, "error": str(e)})
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        log.info("ivr heard", extra={"call": self.call.id, "digits": len(heard.digits),
+                                     "confidence": heard.confidence})  # fmt: skip
+        self.inputs.put_nowait(("recognized", heard.digits, heard.confidence))
+
+    def _stop_listening(self) -> None:
+        if self.listening is None:
+            return
+        rec, path, task = self.listening
+        self.listening = None
+        task.cancel()
+        # (already stopped when the listening ended just as the caller typed)
+        with contextlib.suppress(Exception):
+            self.deps.media.stop_recording(rec)
+        path.unlink(missing_ok=True)
 
     # --- voicemail and callback requests ---
 
@@ -536,6 +600,44 @@ def _beep() -> bytes:
     return b"".join(
         struct.pack("<h", int(8000 * math.sin(2 * math.pi * 1000 * i / 8000))) for i in range(n)
     )
+
+
+LISTEN_POLL = 0.25  # seconds between looks at what the caller said so far
+
+
+def _wav_data(path: Path) -> bytes:
+    """The caller's samples a recording has flushed so far (its header is rewritten at
+    each flush)."""
+    try:
+        return _first_channel(path.read_bytes())
+    except OSError:
+        return b""
+
+
+def _first_channel(wav: bytes) -> bytes:
+    """The recorder's PCM16 WAV (44-byte header; a one-leg recording is stereo with the
+    other side silent): its first channel."""
+    if len(wav) < 44:
+        return b""
+    channels = int.from_bytes(wav[22:24], "little") or 1
+    data = wav[44:]
+    if channels == 1:
+        return data
+    samples = np.frombuffer(data[: len(data) // (2 * channels) * 2 * channels], dtype="<i2")
+    return bytes(samples[::channels].tobytes())
+
+
+async def _final_wav_data(path: Path, wait: float = 2.0) -> bytes:
+    """The caller's samples of a stopped recording, once the writer has closed it (its
+    header's data size matches the file)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + wait
+    while True:
+        data = await asyncio.to_thread(path.read_bytes)
+        done = len(data) >= 44 and int.from_bytes(data[40:44], "little") == len(data) - 44
+        if done or loop.time() >= until:
+            return await asyncio.to_thread(_first_channel, data)
+        await asyncio.sleep(0.05)
 
 
 def _pcm8k(path: Path) -> bytes:

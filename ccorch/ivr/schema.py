@@ -129,6 +129,21 @@ NODE_TYPES: dict[str, NodeType] = {
             _f("next", "node", True),
             _f("on_fail", "node", help="after the last retry"),
         ), icon="#", one_of=("prompt", "prompt_file")),
+        NodeType("recognize", "Listen for spoken digits (English flows); the caller may "
+                 "type them instead. Not understood, nothing said, or below min_confidence: "
+                 "the fallback (e.g. the keypad)", (
+            *_PROMPT,
+            _f("var", "variable", True, "the variable the digits go into "
+               "({var}_confidence: 0-100)"),
+            _f("min", "integer", help="fewest digits", min=1, max=64, default=1),
+            _f("max", "integer", help="most digits", min=1, max=64, default=20),
+            _f("max_seconds", "seconds", help="the longest the caller is listened to", min=2,
+               max=30, default=8),
+            _f("min_confidence", "integer", help="the least confidence (0-100) taken",
+               min=0, max=100, default=0),
+            _f("next", "node", True),
+            _f("fallback", "node", True, "not understood: e.g. a collect node (the keypad)"),
+        ), icon="◎", one_of=("prompt", "prompt_file")),
         NodeType("authorize", "Check a contract number and PIN in the CRM; on success "
                  "balance, currency and contract_no are set", (
             _f("contract", "variable", True, "the variable holding the contract number"),
