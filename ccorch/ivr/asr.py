@@ -12,7 +12,7 @@ Calls are 8 kHz; both models take 16 kHz, so the audio is upsampled with an FIR 
 the flow reads the number back for the caller to confirm, and a recognition below the
 node's confidence falls back to the keypad.
 
-Only English: no package from these registries ships a Russian or Chinese model
+Only English: I found no package on these registries with a Russian or Chinese model
 (PocketSphinx's wheel and Debian carry English only; Vosk, sherpa-onnx, faster-whisper and
 openai-whisper download their models at run time).
 """
