@@ -628,12 +628,18 @@ def test_the_readme_reading_demo_stores_what_it_keys(line: dict[str, Any]) -> No
         cwd=line["cwd"], capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, (r.stdout, r.stderr)
-    with psycopg.connect(line["url"]) as conn:
-        newest = conn.execute(
+    newest = _newest_reading(line["url"])
+    assert newest == (reading, "ivr"), r.stdout
+
+
+def _newest_reading(url: str) -> tuple[int, str] | None:
+    """Maria's meter's last reading and its channel."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
             """SELECT r.day_kwh, r.channel FROM meter_readings r JOIN meters m ON m.id = r.meter_id
                WHERE m.serial = 'MT-880011' ORDER BY r.taken_at DESC, r.id DESC LIMIT 1"""
         ).fetchone()
-    assert newest == (reading, "ivr"), r.stdout
+    return (int(row[0]), str(row[1])) if row else None
 
 
 def _flite(text: str, voice: str = "awb") -> bytes:
@@ -688,9 +694,5 @@ def test_a_caller_says_the_reading_and_it_is_stored_as_said(line: dict[str, Any]
         if sipp.poll() is None:
             sipp.kill()
             sipp.wait(5)
-    with psycopg.connect(line["url"]) as conn:
-        newest = conn.execute(
-            """SELECT r.day_kwh, r.channel FROM meter_readings r JOIN meters m ON m.id = r.meter_id
-               WHERE m.serial = 'MT-880011' ORDER BY r.taken_at DESC, r.id DESC LIMIT 1"""
-        ).fetchone()
+    newest = _newest_reading(line["url"])
     assert newest == (12634, "voice")

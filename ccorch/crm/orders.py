@@ -23,7 +23,7 @@ from sanic.response import HTTPResponse, json
 from ccorch.api.http import json_body, pool
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, Day, Id, ValidationFailed, parse
-from ccorch.crm.store import User, audit, can_see_customer
+from ccorch.crm.store import User, audit, can_see_customer, plain_row
 from ccorch.errors import RequestRefused
 
 SLOTS = ("09-12", "12-15", "15-18", "18-21")
@@ -81,19 +81,6 @@ class ProductChange(Body):
     active: bool | None = None
 
 
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (
-            v.isoformat()
-            if isinstance(v, dt.date | dt.datetime)
-            else str(v)
-            if isinstance(v, Decimal)
-            else v
-        )
-        for k, v in row.items()
-    }
-
-
 async def products(conn: AsyncConnection[Any], *, all_: bool = False) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
@@ -101,7 +88,7 @@ async def products(conn: AsyncConnection[Any], *, all_: bool = False) -> list[di
         + ("" if all_ else " WHERE active")
         + " ORDER BY name"
     )
-    return [_plain(r) for r in await cur.fetchall()]
+    return [plain_row(r) for r in await cur.fetchall()]
 
 
 async def place(
@@ -184,7 +171,7 @@ async def get(conn: AsyncConnection[Any], order_id: int) -> dict[str, Any]:
     row = await cur.fetchone()
     if row is None:
         raise RequestRefused(404, f"no order {order_id}")
-    order = _plain(row)
+    order = plain_row(row)
     order["next"] = list(FLOW[order["status"]])
     await cur.execute(
         """SELECT i.product_id, p.sku, p.name, p.unit, i.quantity, i.price
@@ -192,12 +179,12 @@ async def get(conn: AsyncConnection[Any], order_id: int) -> dict[str, Any]:
            WHERE i.order_id = %s ORDER BY p.name""",
         (order_id,),
     )
-    order["items"] = [_plain(r) for r in await cur.fetchall()]
+    order["items"] = [plain_row(r) for r in await cur.fetchall()]
     await cur.execute(
         "SELECT status, at, user_id, comment FROM order_events WHERE order_id = %s ORDER BY at, id",
         (order_id,),
     )
-    order["events"] = [_plain(r) for r in await cur.fetchall()]
+    order["events"] = [plain_row(r) for r in await cur.fetchall()]
     return order
 
 
@@ -293,8 +280,8 @@ async def change_product(request: Request, product_id: int) -> HTTPResponse:
             f"UPDATE products SET {sets} WHERE id = %s", (*values.values(), product_id)
         )
         await audit(conn, request.ctx.user.id, "change", "product", product_id,
-                    _plain(before), _plain(values))  # fmt: skip
-    return json({"id": product_id, **_plain(values)})
+                    plain_row(before), plain_row(values))  # fmt: skip
+    return json({"id": product_id, **plain_row(values)})
 
 
 async def create_order(request: Request) -> HTTPResponse:

@@ -452,6 +452,20 @@ async def customer_card(
     return card
 
 
+def plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row for JSON: dates and times as ISO text, decimals as text."""
+    return {
+        k: (
+            v.isoformat()
+            if isinstance(v, dt.date | dt.datetime)
+            else str(v)
+            if isinstance(v, Decimal)
+            else v
+        )
+        for k, v in row.items()
+    }
+
+
 def _json_default(v: object) -> object:
     if isinstance(v, dt.datetime | dt.date):
         return v.isoformat()

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from ccorch.crm.store import User, audit
+from ccorch.crm.store import User, audit, plain_row
 from ccorch.errors import RequestRefused
 
 STAGES = (
@@ -246,7 +246,7 @@ async def readings(
            WHERE r.meter_id = %s ORDER BY r.taken_at DESC, r.id DESC LIMIT %s""",
         (meter_id, limit),
     )
-    return [plain(r) for r in await cur.fetchall()]
+    return [plain_row(r) for r in await cur.fetchall()]
 
 
 # --- outages -----------------------------------------------------------------------------
@@ -270,7 +270,7 @@ async def outages_at(
         {"now": now, "until": now + ahead, "locality": sp["locality"], "street": sp["street"],
          "house": sp["house_no"]},
     )  # fmt: skip
-    return [plain(r) for r in await cur.fetchall()]
+    return [plain_row(r) for r in await cur.fetchall()]
 
 
 def local_moments(outage: dict[str, Any], tz: str) -> dict[str, str]:
@@ -410,7 +410,7 @@ async def save_outage(
     if user is not None:
         after = {k: getattr(row, k) for k in OUTAGE_COLUMNS}
         await audit(conn, user.id, "create" if created else "change", "outage", oid, None,
-                    plain(after))  # fmt: skip
+                    plain_row(after))  # fmt: skip
     return oid, created
 
 
@@ -425,7 +425,7 @@ async def outage(conn: AsyncConnection[Any], outage_id: int) -> dict[str, Any]:
     row = await cur.fetchone()
     if row is None:
         raise RequestRefused(404, f"no outage {outage_id}")
-    return plain(row)
+    return plain_row(row)
 
 
 # --- connection requests ------------------------------------------------------------------
@@ -449,8 +449,8 @@ async def connection_request(
            LEFT JOIN users u ON u.id = s.user_id WHERE s.request_id = %s ORDER BY s.at, s.id""",
         (req["id"],),
     )
-    stages = [plain(s) for s in await cur.fetchall()]
-    out = plain(req)
+    stages = [plain_row(s) for s in await cur.fetchall()]
+    out = plain_row(req)
     out["stages"] = stages
     out["stage_since"] = stages[-1]["at"][:10] if stages else out["submitted_at"][:10]
     done = STAGES.index(req["stage"]) if req["stage"] in STAGES else -1
@@ -554,16 +554,3 @@ async def customer_utility(
         if r is not None:
             requests.append(r)
     return {"service_points": points, "connection_requests": requests}
-
-
-def plain(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (
-            v.isoformat()
-            if isinstance(v, dt.date | dt.datetime)
-            else str(v)
-            if isinstance(v, Decimal)
-            else v
-        )
-        for k, v in row.items()
-    }

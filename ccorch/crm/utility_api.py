@@ -18,7 +18,7 @@ from ccorch.api.http import int_param, json_body, pool
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, Day, Id, ValidationFailed, anchored, parse
 from ccorch.crm import utility
-from ccorch.crm.store import audit, can_see_customer
+from ccorch.crm.store import audit, can_see_customer, plain_row
 from ccorch.errors import RequestRefused
 
 READERS = ("operator", "supervisor", "admin")
@@ -173,7 +173,7 @@ async def list_outages(request: Request) -> HTTPResponse:
             {"now": _now(request)},
         )
         rows = await cur.fetchall()
-    return json({"items": [utility.plain(r) for r in rows]})
+    return json({"items": [plain_row(r) for r in rows]})
 
 
 async def create_outage(request: Request) -> HTTPResponse:
