@@ -174,13 +174,29 @@ def test_what_the_fast_refusal_declines_the_full_path_refuses_or_lets_through() 
         )
         svc.on_data(quoted, CARRIER, 0.0)
         assert svc.stats["overload_rejects"] == 2
-        assert parse(sent[-1][0]).get("call-id") == "quoted@carrier"  # type: ignore[union-attr]
+        refusal = parse(sent[-1][0])
+        assert isinstance(refusal, Response) and refusal.get("call-id") == "quoted@carrier"
+        # with a To-tag (§8.2.6.2), the same for a retransmission, which the ACK is known by
+        tag = refusal.to.tag
+        assert tag is not None and tag.startswith("ovl")
+        svc.on_data(quoted, CARRIER, 0.0)
+        again = parse(sent[-1][0])
+        assert isinstance(again, Response) and again.to.tag == tag
+        ack = (
+            "ACK sip:7001@127.0.0.1:5060 SIP/2.0\r\n"
+            'Via: SIP/2.0/UDP 10.0.0.9:5072;rport;branch=z9hG4bK-q1;x="a;b"\r\n'
+            f"From: {refusal.get('from')}\r\nTo: {refusal.get('to')}\r\n"
+            "Call-ID: quoted@carrier\r\nCSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        acks, sent_before = svc.stats["overload_acks"], len(sent)
+        svc.on_data(ack, CARRIER, 0.0)
+        assert svc.stats["overload_acks"] == acks + 1 and len(sent) == sent_before
         # An in-dialog re-INVITE (To-tag) is never refused, whatever the load.
         reinvite = _invite("r1", "dialog@carrier").replace(
             b"To: <sip:7001@127.0.0.1>", b"To: <sip:7001@127.0.0.1>;tag=abc"
         )
         svc.on_data(reinvite, CARRIER, 0.0)
-        assert svc.stats["overload_rejects"] == 2
+        assert svc.stats["overload_rejects"] == 3  # (the quoted one's retransmission too)
         # A retransmission of an INVITE taken before the overload: absorbed by its
         # transaction, not refused.
         svc.backlog = lambda: 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -296,7 +297,11 @@ class SipService:
                 # accepted INVITE is absorbed by its transaction, in-dialog traffic goes on
                 self.admission.refused += 1
                 self.stats["overload_rejects"] += 1
-                resp = make_response(msg, 503, "Service Unavailable (overloaded)")
+                # the To-tag the Rust cut gives (RFC 3261 §8.2.6.2): the same for a
+                # retransmission, and its ACK is known by it and dropped unparsed
+                seed = f"{msg.top_via.branch or ''}\n{msg.get('call-id') or ''}".encode()
+                tag = "ovl" + hashlib.blake2s(seed, digest_size=4).hexdigest()
+                resp = make_response(msg, 503, "Service Unavailable (overloaded)", to_tag=tag)
                 resp.headers.append(("retry-after", "5"))
                 with contextlib.suppress(ValueError, IndexError):
                     self.transports.send(resp.to_bytes(), response_dest(msg, source))
