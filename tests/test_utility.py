@@ -3,6 +3,7 @@ connection requests, from the sans-IO rules up to a trunk call through the demo 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import subprocess
@@ -696,3 +697,41 @@ def test_a_caller_says_the_reading_and_it_is_stored_as_said(line: dict[str, Any]
             sipp.wait(5)
     newest = _newest_reading(line["url"])
     assert newest == (12634, "voice")
+
+
+def test_the_flow_editor_walks_the_utility_line_on_the_real_crm(line: dict[str, Any]) -> None:
+    """The dry run (the flow editor's "Try it") of the Russian line with the demo CRM:
+    request 100234's stage is said in Russian with its date; Petro's day/night reading lower
+    than his last is refused with both zones said, and nothing is written."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from ccorch.ivr.dry_run import walk
+
+    flow = _demo_flow("ru")
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any], int]:
+        async with AsyncConnectionPool(line["url"], min_size=1, max_size=2, open=False) as pool:
+            clock = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
+            request = await walk(flow, ani="0500000000", dnis="110", keys="3100234#",
+                                 pool=pool, clock=clock)  # fmt: skip
+            reading = await walk(flow, ani="0673334455", dnis="110", keys="1100#100#1",
+                                 pool=pool, clock=clock)  # fmt: skip
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT count(*) FROM meter_readings")
+                row = await cur.fetchone()
+        assert row is not None
+        return request, reading, int(row[0])
+
+    with psycopg.connect(line["url"]) as conn:
+        row = conn.execute("SELECT count(*) FROM meter_readings").fetchone()
+    assert row is not None
+    request, reading, after = asyncio.run(go())
+    said = " ".join(s["text"] for s in request["steps"] if s["kind"] == "say" and "text" in s)
+    assert "Заявка номер 1 0 0 2 3 4: сетевая организация выполняет работы" in said, said
+    assert request["path"][-1] == "request_status"
+    said = " ".join(s["text"] for s in reading["steps"] if s["kind"] == "say" and "text" in s)
+    assert "Эти показания меньше предыдущих" in said and "ночная зона 1800" in said, said
+    assert {"kind": "reading", "node": "submit", "outcome": "rejected", "error": "lower"} in (
+        reading["steps"]
+    )
+    assert after == int(row[0])  # a dry run writes nothing
