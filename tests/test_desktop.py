@@ -207,6 +207,9 @@ def test_operator_story_screen_pop_hold_and_transfer_through_the_directory(
 
         # transfer to 7002 through the directory: search, see its state, transfer
         phone2 = phone_of(center, "7002", colleague)
+        # the customer speaks again first: 30 s without their RTP ends the call (media
+        # timeout), which a slow CI machine reached during the steps below
+        talk_together([(customer, CUSTOMER_HZ), (operator, OPERATOR_HZ)], 1.0)
         try:
             page.click("[data-testid=transfer]")
             expect(page.get_by_test_id("directory")).to_be_visible()
