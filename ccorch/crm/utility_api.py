@@ -9,6 +9,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import Field
 from sanic import Request
@@ -18,7 +19,7 @@ from ccorch.api.http import int_param, json_body, pool
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, Day, Id, ValidationFailed, anchored, parse
 from ccorch.crm import utility
-from ccorch.crm.store import audit, can_see_customer, plain_row
+from ccorch.crm.store import User, audit, can_see_customer, plain_row
 from ccorch.errors import RequestRefused
 
 READERS = ("operator", "supervisor", "admin")
@@ -102,24 +103,22 @@ def _time(key: str, text: str) -> dt.datetime:
 # --- readings ----------------------------------------------------------------------------
 
 
-async def _account_customer(request: Request, contract_no: str, *, edit: bool) -> int:
-    """The account's customer, when the user may see (or edit) them; else 404."""
-    async with pool(request).connection() as conn:
-        cur = await conn.execute(
-            "SELECT customer_id FROM accounts WHERE contract_no = %s", (contract_no,)
-        )
-        row = await cur.fetchone()
-        if row is None or not await can_see_customer(
-            conn, request.ctx.user, int(row[0]), edit=edit
-        ):
-            raise RequestRefused(404, f"no account {contract_no}")
-    return int(row[0])
+async def _check_account(
+    conn: AsyncConnection[Any], user: User, contract_no: str, *, edit: bool
+) -> None:
+    """404 unless the account exists and the user may see (or edit) its customer."""
+    cur = await conn.execute(
+        "SELECT customer_id FROM accounts WHERE contract_no = %s", (contract_no,)
+    )
+    row = await cur.fetchone()
+    if row is None or not await can_see_customer(conn, user, int(row[0]), edit=edit):
+        raise RequestRefused(404, f"no account {contract_no}")
 
 
 async def add_reading(request: Request, contract_no: str) -> HTTPResponse:
     data = parse(NewReading, json_body(request))
-    await _account_customer(request, contract_no, edit=True)
     async with pool(request).connection() as conn:
+        await _check_account(conn, request.ctx.user, contract_no, edit=True)
         got = await utility.submit_reading(
             conn, contract_no, data["day"], data.get("night"), channel="operator",
             now=_now(request), user=request.ctx.user,
@@ -140,9 +139,9 @@ async def add_reading(request: Request, contract_no: str) -> HTTPResponse:
 
 
 async def account_readings(request: Request, contract_no: str) -> HTTPResponse:
-    await _account_customer(request, contract_no, edit=False)
     limit = int_param(request, "limit", 12, 1, 200)
     async with pool(request).connection() as conn:
+        await _check_account(conn, request.ctx.user, contract_no, edit=False)
         sp = await utility.service_point(conn, contract_no=contract_no)
         if sp is None or sp["meter_id"] is None:
             raise RequestRefused(404, f"account {contract_no} has no meter in service")
