@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -39,21 +40,54 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 
 
+def _outside_ephemeral() -> range | None:
+    """Ports above the kernel's ephemeral range (up to 65000: SIPp's -mp takes a few above
+    its port), which no connect() or bind(0) of any process takes behind our back."""
+    try:
+        lo_hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        span = range(int(lo_hi[1]) + 1, 65001)
+    except (OSError, ValueError, IndexError):
+        return None
+    return span if len(span) >= 1000 else None
+
+
+_SPARE = _outside_ephemeral()
+
+
+def _bindable(host: str, port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP (SIPp binds UDP; the node may use both), and never
     one handed out before in this run: a port chosen for a trunk but not yet bound is free
-    to the kernel, and was once given to a phone as well (two SIPps, one port)."""
+    to the kernel, and was once given to a phone as well (two SIPps, one port).
+
+    Taken above the kernel's ephemeral range where there is room: a port taken from inside
+    it (bind to 0) could be given to some process's outgoing connection before the node
+    binds it (CI saw a node's HTTP port "already in use" that way)."""
+    mine = int(_WORKER or 0) % _WORKERS
+    if _SPARE is not None:
+        for _ in range(len(_SPARE)):
+            port = random.choice(_SPARE)
+            if port in _handed_out or port % _WORKERS != mine:
+                continue
+            if _bindable(host, port):
+                _handed_out.add(port)
+                return port
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind((host, 0))
-            port: int = u.getsockname()[1]
-            if port in _handed_out or port % _WORKERS != int(_WORKER or 0) % _WORKERS:
-                continue
-            with socket.socket() as t:
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    continue
+            port = u.getsockname()[1]
+        if port in _handed_out or port % _WORKERS != mine:
+            continue
+        if _bindable(host, port):
             _handed_out.add(port)
             return port
 

@@ -397,6 +397,8 @@ def test_demo_call_helper_places_the_balance_call(center: Center, tmp_path: Path
     cfg = tmp_path / "demo.toml"
     cfg.write_text(f'[sip]\nport = {center.sip_port}\ntrunks_file = "{trunks}"\n')
     before = center.m().get('cc_calls_ended_total{reason="ivr-flow"}', 0)
+    with psycopg.connect(center.db) as conn:
+        last = conn.execute("SELECT coalesce(max(id), 0) FROM cdrs").fetchone()
     r = subprocess.run(
         [sys.executable, "-m", "ccorch", "--config", str(cfg), "demo-call", "--option", "3"],
         capture_output=True,
@@ -408,11 +410,18 @@ def test_demo_call_helper_places_the_balance_call(center: Center, tmp_path: Path
     assert "the call ended normally" in r.stderr
     ended = {k: v for k, v in center.m().items() if k.startswith("cc_calls_ended")}
     assert ended.get('cc_calls_ended_total{reason="ivr-flow"}', 0) == before + 1, ended
-    with psycopg.connect(center.db) as conn:
-        row = conn.execute(
-            "SELECT outcome, queue, agent FROM cdrs WHERE dnis = '100' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    assert row == ("ivr-flow", None, None)
+
+    def cdr() -> tuple[object, ...] | None:
+        with psycopg.connect(center.db) as conn:
+            return conn.execute(
+                "SELECT outcome, queue, agent FROM cdrs WHERE dnis = '100' AND id > %s"
+                " ORDER BY id DESC LIMIT 1",
+                (last[0] if last else 0,),
+            ).fetchone()
+
+    # (the CDR is written just after the call ends: wait for this call's, not an older one)
+    assert wait_for(lambda: cdr() is not None, 10)
+    assert cdr() == ("ivr-flow", None, None)
 
 
 def test_blacklisted_caller_is_refused_before_the_first_prompt(center: Center) -> None:
@@ -427,11 +436,16 @@ def test_blacklisted_caller_is_refused_before_the_first_prompt(center: Center) -
     assert r.ok, r  # 603, never a 200: nothing was played
     m = center.m()
     assert m['cc_calls_ended_total{reason="blacklisted"}'] == before + 1
-    with psycopg.connect(center.db) as conn:
-        row = conn.execute(
-            "SELECT outcome, status, ivr_ended_at, flow FROM cdrs WHERE ani = '380441112233'"
-        ).fetchone()
-    assert row == ("blacklisted", 603, None, None)
+
+    def cdr() -> tuple[object, ...] | None:
+        with psycopg.connect(center.db) as conn:
+            return conn.execute(
+                "SELECT outcome, status, ivr_ended_at, flow FROM cdrs WHERE ani = '380441112233'"
+            ).fetchone()
+
+    # (the CDR is written just after the call ends: a slow run read it before it landed)
+    assert wait_for(lambda: cdr() is not None, 10)
+    assert cdr() == ("blacklisted", 603, None, None)
 
 
 def test_outside_business_hours_callers_hear_the_closed_message(center: Center) -> None:
