@@ -123,6 +123,12 @@ def test_an_outage_csv_is_taken_whole_or_refused_with_line_and_reason() -> None:
         parse_outages_csv("kind,locality,starts_at\n")
     with pytest.raises(ValueError, match="line 1: unknown column 'colour'"):
         parse_outages_csv(CSV_HEAD.strip() + ",colour\n")
+    # what the route fuzz sent (a lone carriage return: a 500 before), and a field over the
+    # csv module's limit
+    with pytest.raises(ValueError, match=r"^line 1: missing column kind"):
+        parse_outages_csv('\x97\U000d1c00BI»Py"~\xadå/\rº')
+    with pytest.raises(ValueError, match=r"^line 5: not CSV \(field larger than field limit"):
+        parse_outages_csv(good + "op-3,planned,Kyiv," + "x" * 200_000 + ",,x,y,\n")
 
 
 def _demo_flow(lang: str = "en") -> Any:

@@ -359,7 +359,18 @@ def parse_outages_csv(content: str) -> list[OutageRow]:
     """Every row of an operations department's CSV (a header line naming the columns of
     ``OUTAGE_COLUMNS``; ref, street, the houses and reason may be empty). ValueError with
     the line and the reason at the first bad row: a file is taken whole or not at all."""
-    reader = csv.DictReader(io.StringIO(content))
+    # newline="": the csv module reads line ends itself (a carriage return inside a field
+    # is then data, not a broken line)
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    try:
+        return _outage_rows(reader)
+    except csv.Error as e:  # e.g. a field over the module's size limit
+        raise ValueError(
+            f"line {reader.line_num + 1}: not CSV ({e})"
+        ) from None  # (the line it was reading)
+
+
+def _outage_rows(reader: csv.DictReader[str]) -> list[OutageRow]:
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in ("kind", "locality", "starts_at", "expected_end") if c not in header]
     if missing:
