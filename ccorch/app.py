@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import time
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -100,6 +101,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 
     app.ctx.clock = lambda: datetime.now(UTC)
     app.ctx.business_hours = BusinessHours()
+    _own_stop_signals(app)
     var_dir = Path(config.database.data_dir).resolve().parent  # ./var by default
 
     @app.before_server_start
@@ -418,7 +420,42 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     app.add_websocket_route(sip_ws.sip_over_websocket, "/sip", name="sip_ws", subprotocols=["sip"])
     app.blueprint(api_routes.blueprint())
     install_web_app(app)
+
+    @app.after_server_start  # registered last: runs after every other start-up listener
+    async def _serve_pending_stop(app: Sanic[Any, Any]) -> None:
+        asyncio.get_running_loop().call_later(SERVING_MARGIN_SECONDS, _now_serving, app)
+
     return app
+
+
+# A stop asked for while the node starts waits until it serves. Sanic's own SIGTERM handler
+# stops the loop at once: during the start-up listeners that cuts them off with a
+# RuntimeError, and when it lands as they finish, run_until_complete swallows the stop and
+# the node then serves forever (seen in CI: a SIGTERM right after /healthz first answered).
+SERVING_MARGIN_SECONDS = 0.05  # the last listener's callback then runs in run_forever
+
+
+def request_stop(app: Sanic[Any, Any]) -> None:
+    """SIGTERM or SIGINT: stop now if the node serves, else as soon as it does."""
+    if getattr(app.ctx, "serving", False):
+        app.stop(terminate=False)
+    else:
+        app.ctx.stop_requested = True
+
+
+def _now_serving(app: Sanic[Any, Any]) -> None:
+    app.ctx.serving = True
+    if getattr(app.ctx, "stop_requested", False):
+        log.info("stopping: asked to while starting")
+        app.stop(terminate=False)
+
+
+def _own_stop_signals(app: Sanic[Any, Any]) -> None:
+    @app.after_server_start  # registered first: replaces Sanic's handlers before anything
+    async def _take_stop_signals(app: Sanic[Any, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, request_stop, app)
 
 
 async def _keep_alive(journal: Journal) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import ssl
 import sys
 from collections.abc import Sequence
@@ -116,7 +117,7 @@ def cmd_migrate(config: Config) -> int:
 
 def cmd_serve(config: Config) -> int:
     from ccorch import ports
-    from ccorch.app import create_app
+    from ccorch.app import create_app, request_stop
 
     try:
         ports.check(config)  # before the database starts: a taken port costs nothing
@@ -142,6 +143,9 @@ def cmd_serve(config: Config) -> int:
                 "version": ccorch.__version__,
             },
         )
+        # Until the loop takes the signals over, a stop is remembered (see app.request_stop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: request_stop(app))
         # One process: the SIP transports will share this loop and port (see DESIGN.md).
         app.run(
             host=config.http.host,

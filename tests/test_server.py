@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -330,3 +331,32 @@ def test_https_with_a_configured_certificate_and_security_headers_on_every_answe
     )
     assert proc.returncode == 2 and "http.tls_cert" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15])
+def test_a_sigterm_while_the_node_starts_stops_it_cleanly_once_it_serves(
+    fresh_db: str, tmp_path: Path, delay: float
+) -> None:
+    """SIGTERM as soon as the HTTP port takes connections (the start-up listeners still
+    running) or a little later: remembered and acted on once the node serves, exit 0 with
+    the shutdown run. Before, Sanic's handler either was not installed yet (killed, -15),
+    cut the start-up listeners (exit 1), or had its stop swallowed (served forever)."""
+    port, sip = _free_port(), _free_port()
+    log_path = tmp_path / "node.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCORCH_")}
+    env |= {"DATABASE_URL": fresh_db, "CCORCH_SIP_PORT": str(sip)}
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ccorch", "serve", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
+    try:
+        _wait_for(lambda: not _refuses_connections(port), timeout=60)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert "Worker complete" in log_path.read_text()
