@@ -16,6 +16,12 @@ from ccorch.api.validation import ValidationFailed
 from ccorch.errors import RequestRefused
 
 
+def request_now(request: Request) -> dt.datetime:
+    """The node's clock (``app.ctx.clock``: tests may set it), for a request's work."""
+    now: dt.datetime = request.app.ctx.clock()
+    return now
+
+
 def pool(request: Request) -> AsyncConnectionPool:
     p: AsyncConnectionPool = request.app.ctx.pool
     return p

@@ -11,7 +11,6 @@ naming each bad field (``fields``).
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import importlib
 from collections.abc import Callable, Coroutine
@@ -25,6 +24,7 @@ import ccorch
 from ccorch.api import sessions
 from ccorch.api.http import error as _error
 from ccorch.api.http import pool as _pool
+from ccorch.api.http import request_now
 from ccorch.api.validation import Body, ValidationFailed, model_schema, type_schema
 from ccorch.crm import store
 from ccorch.errors import RequestRefused
@@ -59,11 +59,6 @@ class Route:
 ANONYMOUS_MAX_BODY = 4 * 1024  # a login is a few hundred bytes
 
 
-def _now(request: Request) -> dt.datetime:
-    clock: Callable[[], dt.datetime] = request.app.ctx.clock
-    return clock()
-
-
 def _guard(route: Route) -> Handler:
     @functools.wraps(route.handler)
     async def guarded(request: Request, **kwargs: Any) -> HTTPResponse:
@@ -81,7 +76,7 @@ def _guard(route: Route) -> Handler:
             if not token:
                 return _error(401, "unauthorized", "log in first (Authorization: Bearer <token>)")
             async with _pool(request).connection() as conn:
-                user = await store.session_user(conn, token, _now(request))
+                user = await store.session_user(conn, token, request_now(request))
             if user is None:
                 return _error(401, "unauthorized", "session unknown or expired")
             if not user.roles & set(route.roles):

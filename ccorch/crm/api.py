@@ -23,7 +23,7 @@ from sanic.handlers import ContentRangeHandler
 from sanic.response import HTTPResponse, file, json
 
 from ccorch.api import sessions
-from ccorch.api.http import actor_of, int_param
+from ccorch.api.http import actor_of, int_param, request_now
 from ccorch.api.http import error as _error
 from ccorch.api.http import json_body as _body
 from ccorch.api.http import pool as _pool
@@ -48,11 +48,6 @@ class NewUser(Body):
     roles: Annotated[list[Annotated[str, OneOf(store.ROLES)]], Field(min_length=1)]
 
 
-def _now(request: Request) -> dt.datetime:
-    clock: Callable[[], dt.datetime] = request.app.ctx.clock
-    return clock()
-
-
 # ---- handlers -----------------------------------------------------------------------
 
 
@@ -68,7 +63,7 @@ async def login(request: Request) -> HTTPResponse:
     hours = request.app.ctx.config.crm.session_hours
     async with _pool(request).connection() as conn:
         result = await store.login(
-            conn, data["login"], data["password"], _now(request), dt.timedelta(hours=hours)
+            conn, data["login"], data["password"], request_now(request), dt.timedelta(hours=hours)
         )
     if result is None:
         throttle.failed(data["login"], address, now)
@@ -225,7 +220,7 @@ async def get_customer(request: Request, customer_id: int) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         if not await store.can_see_customer(conn, request.ctx.user, customer_id):
             return _error(404, "not_found", f"no customer {customer_id}")
-        card = await store.customer_card(conn, customer_id, _now(request).date())
+        card = await store.customer_card(conn, customer_id, request_now(request).date())
     if card is None:
         return _error(404, "not_found", f"no customer {customer_id}")
     return json(card)
@@ -241,7 +236,11 @@ async def update_customer(request: Request, customer_id: int) -> HTTPResponse:
         found = await store.update_customer(
             conn, customer_id, _body(request), country=country, actor=request.ctx.user.id
         )
-        card = await store.customer_card(conn, customer_id, _now(request).date()) if found else None
+        card = (
+            await store.customer_card(conn, customer_id, request_now(request).date())
+            if found
+            else None
+        )
     return json(card) if card else _error(404, "not_found", f"no customer {customer_id}")
 
 
@@ -269,7 +268,7 @@ async def _authorization_answer(
 
 async def check_pin(request: Request, contract_no: str) -> HTTPResponse:
     pin = parse(PinCheck, _body(request))["pin"]
-    now = _now(request)
+    now = request_now(request)
     return await _authorization_answer(
         request,
         contract_no,
@@ -300,7 +299,7 @@ async def account_questions(request: Request, contract_no: str) -> HTTPResponse:
 
 async def check_answers(request: Request, contract_no: str) -> HTTPResponse:
     data = parse(SecurityAnswers, _body(request))
-    now = _now(request)
+    now = request_now(request)
     return await _authorization_answer(
         request,
         contract_no,
@@ -355,7 +354,11 @@ async def audit_log(request: Request) -> HTTPResponse:
 async def create_case(request: Request) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         case = await cases.create_case(
-            conn, _body(request), request.ctx.user, _now(request), request.app.ctx.business_hours
+            conn,
+            _body(request),
+            request.ctx.user,
+            request_now(request),
+            request.app.ctx.business_hours,
         )
     return json(case, status=201)
 
@@ -375,7 +378,7 @@ async def customer_cases(request: Request, customer_id: int) -> HTTPResponse:
 async def case_transition(request: Request, case_id: int) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         result = await cases.transition(
-            conn, case_id, _body(request), request.ctx.user, _now(request)
+            conn, case_id, _body(request), request.ctx.user, request_now(request)
         )
     if result["status"] == "resolved":
         await _tell_resolved(request, case_id)
@@ -521,7 +524,9 @@ async def _serve_recording(
 
 async def overdue(request: Request) -> HTTPResponse:
     async with _pool(request).connection() as conn:
-        return json({"items": await cases.overdue_report(conn, _now(request), request.ctx.user)})
+        return json(
+            {"items": await cases.overdue_report(conn, request_now(request), request.ctx.user)}
+        )
 
 
 async def add_interaction(request: Request) -> HTTPResponse:
@@ -569,7 +574,8 @@ async def kb_search(request: Request) -> HTTPResponse:
 async def kb_create(request: Request) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         return json(
-            await kb.save_article(conn, _body(request), request.ctx.user, _now(request)), status=201
+            await kb.save_article(conn, _body(request), request.ctx.user, request_now(request)),
+            status=201,
         )
 
 
@@ -578,7 +584,9 @@ async def kb_update(request: Request, article_id: int) -> HTTPResponse:
         if await kb.get_article(conn, article_id) is None:
             return _error(404, "not_found", f"no article {article_id}")
         return json(
-            await kb.save_article(conn, _body(request), request.ctx.user, _now(request), article_id)
+            await kb.save_article(
+                conn, _body(request), request.ctx.user, request_now(request), article_id
+            )
         )
 
 
@@ -590,7 +598,9 @@ async def kb_get(request: Request, article_id: int) -> HTTPResponse:
 
 async def survey_create(request: Request) -> HTTPResponse:
     async with _pool(request).connection() as conn:
-        sid = await surveys.create_survey(conn, _body(request), request.ctx.user, _now(request))
+        sid = await surveys.create_survey(
+            conn, _body(request), request.ctx.user, request_now(request)
+        )
     return json({"id": sid}, status=201)
 
 
@@ -601,7 +611,9 @@ async def survey_start(request: Request, survey_id: int) -> HTTPResponse:
         raise ValidationFailed({"campaign_attempt_id": "no such campaign attempt of yours"})
     async with _pool(request).connection() as conn:
         return json(
-            await surveys.start_response(conn, survey_id, body, request.ctx.user, _now(request)),
+            await surveys.start_response(
+                conn, survey_id, body, request.ctx.user, request_now(request)
+            ),
             status=201,
         )
 
@@ -628,7 +640,9 @@ async def _took_attempt(request: Request, attempt: object) -> bool:
 async def survey_answer(request: Request, response_id: int) -> HTTPResponse:
     async with _pool(request).connection() as conn:
         return json(
-            await surveys.answer(conn, response_id, _body(request), _now(request), request.ctx.user)
+            await surveys.answer(
+                conn, response_id, _body(request), request_now(request), request.ctx.user
+            )
         )
 
 

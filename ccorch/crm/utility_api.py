@@ -15,7 +15,7 @@ from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.api.http import int_param, json_body, pool
+from ccorch.api.http import int_param, json_body, pool, request_now
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, Day, Id, ValidationFailed, anchored, parse
 from ccorch.crm import utility
@@ -85,11 +85,6 @@ class RequestStage(Body):
     note: Annotated[str, Field(max_length=2000)] | None = None
 
 
-def _now(request: Request) -> dt.datetime:
-    now: dt.datetime = request.app.ctx.clock()
-    return now
-
-
 def _time(key: str, text: str) -> dt.datetime:
     try:
         at = dt.datetime.fromisoformat(text)
@@ -121,7 +116,7 @@ async def add_reading(request: Request, contract_no: str) -> HTTPResponse:
         await _check_account(conn, request.ctx.user, contract_no, edit=True)
         got = await utility.submit_reading(
             conn, contract_no, data["day"], data.get("night"), channel="operator",
-            now=_now(request), user=request.ctx.user,
+            now=request_now(request), user=request.ctx.user,
             accept_implausible=data.get("accept_implausible", False),
         )  # fmt: skip
     if got is None:
@@ -153,7 +148,7 @@ async def customer_utility(request: Request, customer_id: int) -> HTTPResponse:
     async with pool(request).connection() as conn:
         if not await can_see_customer(conn, request.ctx.user, customer_id):
             raise RequestRefused(404, f"no customer {customer_id}")
-        return json(await utility.customer_utility(conn, customer_id, _now(request)))
+        return json(await utility.customer_utility(conn, customer_id, request_now(request)))
 
 
 # --- outages -------------------------------------------------------------------------------
@@ -169,7 +164,7 @@ async def list_outages(request: Request) -> HTTPResponse:
             f"""SELECT id, ref, kind, locality, street, house_from, house_to, starts_at,
                        expected_end, ended_at, reason, starts_at <= %(now)s AS current
                 FROM outages {cur_filter} ORDER BY starts_at DESC, id DESC LIMIT 500""",
-            {"now": _now(request)},
+            {"now": request_now(request)},
         )
         rows = await cur.fetchall()
     return json({"items": [plain_row(r) for r in rows]})
@@ -255,7 +250,7 @@ async def create_request(request: Request) -> HTTPResponse:
         await utility.create_request(
             conn, data["number"], data["customer_id"], data["address"],
             Decimal(str(data["power_kw"])), data.get("due_on"), request.ctx.user,
-            _now(request),
+            request_now(request),
         )  # fmt: skip
         found = await utility.connection_request(conn, data["number"])
     return json(found, status=201)
@@ -266,7 +261,12 @@ async def move_request(request: Request, number: str) -> HTTPResponse:
     await _request_visible(request, number)
     async with pool(request).connection() as conn:
         await utility.advance_request(
-            conn, number, data["stage"], data.get("note", ""), request.ctx.user, _now(request)
+            conn,
+            number,
+            data["stage"],
+            data.get("note", ""),
+            request.ctx.user,
+            request_now(request),
         )
         found = await utility.connection_request(conn, number)
     return json(found)

@@ -15,7 +15,7 @@ from pydantic import Field
 from sanic import Request
 from sanic.response import HTTPResponse, json
 
-from ccorch.api.http import json_body, pool
+from ccorch.api.http import json_body, pool, request_now
 from ccorch.api.routes import Route
 from ccorch.api.validation import Body, ValidationFailed, parse
 from ccorch.crm.store import User, audit, reminder_due
@@ -138,14 +138,9 @@ class AgendaItem(Body):
 # --- the API -------------------------------------------------------------------------------
 
 
-def _now(request: Request) -> dt.datetime:
-    now: dt.datetime = request.app.ctx.clock()
-    return now
-
-
 async def get_workbench(request: Request) -> HTTPResponse:
     async with pool(request).connection() as conn:
-        return json(await workbench(conn, request.ctx.user, _now(request)))
+        return json(await workbench(conn, request.ctx.user, request_now(request)))
 
 
 async def task_done(request: Request, task_id: int) -> HTTPResponse:
@@ -198,12 +193,12 @@ async def agenda_done(request: Request, item_id: int) -> HTTPResponse:
 
 async def list_announcements(request: Request) -> HTTPResponse:
     async with pool(request).connection() as conn:
-        return json({"items": await announcements(conn, _now(request))})
+        return json({"items": await announcements(conn, request_now(request))})
 
 
 async def post_announcement(request: Request) -> HTTPResponse:
     data = parse(NewAnnouncement, json_body(request))
-    now = _now(request)
+    now = request_now(request)
     expires = now + dt.timedelta(hours=data.get("hours", 8))
     async with pool(request).connection() as conn, conn.transaction():
         cur = await conn.execute(
@@ -230,7 +225,7 @@ async def delete_announcement(request: Request, announcement_id: int) -> HTTPRes
         cur = await conn.execute(
             "UPDATE announcements SET expires_at = %s WHERE id = %s AND expires_at > %s"
             " RETURNING id",
-            (_now(request), announcement_id, _now(request)),
+            (request_now(request), announcement_id, request_now(request)),
         )
         if await cur.fetchone() is None:
             raise RequestRefused(404, f"no announcement {announcement_id} showing")
