@@ -44,6 +44,7 @@ from ccorch.db.migrate import VERSION_TABLE
 from ccorch.db.pool import open_pool
 from ccorch.dialer.manager import CampaignManager
 from ccorch.dialer.metrics import CampaignCollector
+from ccorch.email.mailbox import Mailbox
 from ccorch.errors import CcorchError
 from ccorch.events import InProcessStream
 from ccorch.ivr.runner import IvrDeps
@@ -352,6 +353,25 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         sms: SmsGateway | None = getattr(app.ctx, "sms", None)
         if sms is not None:
             await sms.stop()
+
+    @app.after_server_start
+    async def _start_mailbox(app: Sanic[Any, Any]) -> None:
+        acd = getattr(app.ctx, "acd", None)
+        app.ctx.mailbox = Mailbox(
+            app.ctx.pool,
+            config.email,
+            app.ctx.business_hours,
+            app.ctx.events,
+            queues=frozenset(acd.queue_ids) if acd is not None else frozenset(),
+            metrics=app.ctx.metrics,
+        )
+        await app.ctx.mailbox.start()
+
+    @app.before_server_stop
+    async def _stop_mailbox(app: Sanic[Any, Any]) -> None:
+        mailbox: Mailbox | None = getattr(app.ctx, "mailbox", None)
+        if mailbox is not None:
+            await mailbox.stop()
 
     @app.after_server_start
     async def _start_webhooks(app: Sanic[Any, Any]) -> None:

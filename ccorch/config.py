@@ -110,6 +110,7 @@ PORT = _int_rule(1, 65535)
 PATH = _Rule("a non-empty path", lambda v: isinstance(v, str) and bool(v.strip()), str, str)
 PG_URL = _Rule("a postgresql:// URL", _is_pg_url, str.strip, str)
 # A file, or "" for none (a feature that needs it is then off).
+OPT_HOST = _Rule("a host name, or empty", lambda v: isinstance(v, str), str.strip, str)
 OPT_PATH = _Rule("a path, or empty", lambda v: isinstance(v, str), str.strip, str, str.strip)
 LOG_LEVEL = _choice_rule("debug", "info", "warning", "error")
 LOG_FORMAT = _choice_rule("auto", "json", "text")
@@ -419,9 +420,7 @@ _TEXT = _Rule("a string", lambda v: isinstance(v, str), str, str)
 class SmsConfig:
     """The carrier's SMSC over SMPP 3.4 (bind transceiver); SMS is off while host is ""."""
 
-    host: str = _key(
-        _Rule("a host name, or empty", lambda v: isinstance(v, str), str.strip, str), ""
-    )
+    host: str = _key(OPT_HOST, "")
     port: int = _key(PORT, 2775)
     system_id: str = _key(_TEXT, "")
     password: str = _key(_TEXT, "")
@@ -433,6 +432,48 @@ class SmsConfig:
     rate_per_second: float = _key(_float_rule(0.1, 1000), 20.0)
     # tell the customer by SMS when their case is resolved ("" for no), {number} is the case
     case_resolved_text: str = _key(_TEXT, "")
+
+
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+SECURITY = _choice_rule("tls", "starttls", "plain")
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """The center's mailbox: mail read over IMAP becomes interactions and cases, replies go
+    out over SMTP. The channel is off while imap_host is ""."""
+
+    # the center's address: replies come from it, and a message is for the center when it
+    # lands in the mailbox below
+    address: str = _key(
+        _Rule(
+            "an e-mail address, or empty",
+            lambda v: isinstance(v, str) and (v == "" or bool(_ADDRESS.fullmatch(v))),
+            str.strip,
+            str,
+        ),
+        "",
+    )
+    display_name: str = _key(_TEXT, "Contact center")
+    imap_host: str = _key(OPT_HOST, "")
+    imap_port: int = _key(PORT, 993)
+    # tls: TLS from the first byte (993); starttls: upgrade a plain connection; plain: none
+    # (a test server on loopback)
+    imap_security: str = _key(SECURITY, "tls")
+    imap_user: str = _key(_TEXT, "")
+    imap_password: str = _key(_TEXT, "")
+    folder: str = _key(
+        _Rule("a folder name", lambda v: isinstance(v, str) and bool(v), str.strip, str), "INBOX"
+    )
+    # how often the mailbox is looked at for new mail
+    poll_seconds: float = _key(_float_rule(0.2, 3600), 15.0)
+    smtp_host: str = _key(OPT_HOST, "")
+    smtp_port: int = _key(PORT, 587)
+    smtp_security: str = _key(SECURITY, "starttls")
+    smtp_user: str = _key(_TEXT, "")
+    smtp_password: str = _key(_TEXT, "")
+    # the most a reply's attachments may weigh together
+    max_attachment_bytes: int = _key(_int_rule(0, 100 * 1024 * 1024), 10 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -450,6 +491,7 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
+    email: EmailConfig = field(default_factory=EmailConfig)
     source: str = "defaults"
 
 
@@ -467,6 +509,7 @@ _SECTIONS: dict[str, type] = {
     "webhooks": WebhooksConfig,
     "supervision": SupervisionConfig,
     "sms": SmsConfig,
+    "email": EmailConfig,
 }
 
 
@@ -570,6 +613,12 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             )
         if cert:
             _check_tls_files(section, cert, key, file_source)
+    mail = config.email
+    if mail.imap_host and not (mail.address and mail.smtp_host):
+        missing = "email.address" if not mail.address else "email.smtp_host"
+        raise ConfigError(
+            missing, "", "set when email.imap_host is (replies need both)", file_source
+        )
     if config.media.port_max - config.media.port_min < 3:
         raise ConfigError(
             "media.port_min",

@@ -24,6 +24,8 @@ lean_packages+=(cmake)
 # prometheus (with promtool) checks dashboards/ against a running node in the tests
 lean_packages+=(prometheus)
 command -v npm >/dev/null 2>&1 || lean_packages+=(nodejs npm)
+# Java runs the tests' mail server (GreenMail), when the machine has none of its own
+command -v java >/dev/null 2>&1 || lean_packages+=(default-jre-headless)
 # apt_install [apt-get options] -- packages: those not installed yet
 apt_install() {
   local opts=() missing=() p
@@ -76,3 +78,14 @@ echo "setup: building the web app"
 (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run -s build >/dev/null)
 # The tests' SMSC (the npm smpp package's server, tests/smsc): its pinned packages.
 (cd tests/smsc && npm ci --no-audit --no-fund --loglevel=error)
+# The tests' mail server: GreenMail standalone (SMTP and IMAP in one Java process), from
+# Maven Central, checked against its pinned digest.
+greenmail=.cache/greenmail-standalone-2.1.3.jar
+if [ ! -f "$greenmail" ]; then
+  echo "setup: fetching GreenMail"
+  mkdir -p .cache
+  curl -fsSL -o "$greenmail.part" \
+    https://repo1.maven.org/maven2/com/icegreen/greenmail-standalone/2.1.3/greenmail-standalone-2.1.3.jar
+  echo "9457fdaf45ded6c87bf84a321a5ced4b4b5e72b1d03686b778df381378afc4c8  $greenmail.part" | sha256sum -c --quiet
+  mv "$greenmail.part" "$greenmail"
+fi

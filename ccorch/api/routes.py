@@ -112,6 +112,7 @@ ROOMS = (
     "ccorch.calls.api",
     "ccorch.dialer.api",
     "ccorch.sms.api",
+    "ccorch.email.api",
     "ccorch.supervision.alarms",
     "ccorch.supervision.lines",
     "ccorch.supervision.recording_search",

@@ -131,6 +131,17 @@ DEMO_TOPICS = [
     ("Internet", "Tariff change"),
     (None, "Billing"),
     (None, "Water delivery"),
+    (None, "Electricity"),
+    ("Electricity", "Outages"),
+    ("Electricity", "Meter readings"),
+    ("Electricity", "Complaints"),
+]
+# The utility's mailbox rules (issue 22): a new e-mail thread is classified by the first
+# rule whose pattern is in its subject or text (the operator classifies the rest).
+DEMO_EMAIL_RULES = [
+    ("subject", r"complain|жалоб|投诉", "Complaints", "escalation"),
+    ("any", r"outage|no power|blackout|отключ|нет света|停电", "Outages", "instant"),
+    ("any", r"meter|reading|показани|сч[её]тчик|读数|电表", "Meter readings", "instant"),
 ]
 DEMO_SCENARIO = """\
 scenario: no-internet
@@ -167,6 +178,7 @@ DEMO_UTILITY_CUSTOMERS: list[dict[str, Any]] = [
         "name": "Maria Sydorenko",
         "phones": ["+380 44 222 33 44"],
         "addresses": ["Kyiv, Sadova St 12, apt 5"],
+        "email": "maria.sydorenko@example.com",
         "segment": "standard",
         "account": "500101",
         "point": ("Kyiv", "Sadova St", "12", "5", "household"),
@@ -267,6 +279,12 @@ async def load_demo(conn: AsyncConnection[Any], var_dir: Path, admin_password: s
             row = await cur.fetchone()
             assert row is not None
             ids[name] = int(row[0])
+        for position, (field, pattern, topic, kind) in enumerate(DEMO_EMAIL_RULES):
+            await conn.execute(
+                "INSERT INTO email_rules (position, field, pattern, topic_id, kind)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (position, field, pattern, ids[topic], kind),
+            )
         await scenarios.save(conn, "no-internet", DEMO_SCENARIO, {"default"}, admin)
     await conn.commit()
     log.info("demo tenant loaded", extra={"customers": len(DEMO_CUSTOMERS)})
@@ -283,7 +301,7 @@ async def load_utility_demo(conn: AsyncConnection[Any], now: dt.datetime) -> Non
         )
     ids: dict[str, int] = {}
     for c in DEMO_UTILITY_CUSTOMERS:
-        body = {k: c[k] for k in ("name", "phones", "addresses", "segment")}
+        body = {k: c[k] for k in ("name", "phones", "addresses", "segment", "email") if k in c}
         cid = await store.create_customer(conn, body, required=(), country="380", actor=None)
         ids[c["name"]] = cid
         cur = await conn.execute(

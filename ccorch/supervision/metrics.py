@@ -48,6 +48,9 @@ class Metrics:
     media_srtp_rejected: Counter
     case_overdue_alarms: Counter
     cases_overdue: Gauge
+    email_received: Counter
+    email_replies: Counter
+    email_mailbox_up: Gauge
 
     @classmethod
     def create(cls, version: str) -> Metrics:
@@ -119,6 +122,25 @@ class Metrics:
                 "Open cases past their SLA deadline (as of the last overdue check)",
                 registry=registry,
             ),
+            email_received=Counter(
+                "cc_email_received",
+                "Messages read from the center's mailbox and kept, by whether each opened a"
+                " new case (new) or joined one (thread)",
+                ["kind"],
+                registry=registry,
+            ),
+            email_replies=Counter(
+                "cc_email_replies",
+                "Replies handed to the SMTP server (sent) or refused by it for good (failed)",
+                ["state"],
+                registry=registry,
+            ),
+            email_mailbox_up=Gauge(
+                "cc_email_mailbox_up",
+                "1 if the last look at the center's mailbox worked, 0 if not (absent while"
+                " e-mail is off)",
+                registry=registry,
+            ),
         )
 
     def __post_init__(self) -> None:
@@ -127,6 +149,10 @@ class Metrics:
             self.case_overdue_alarms.labels(kind=kind)
         for kind in ("rtp", "rtcp"):
             self.media_srtp_rejected.labels(kind=kind)
+        for kind in ("new", "thread"):
+            self.email_received.labels(kind=kind)
+        for state in ("sent", "failed"):
+            self.email_replies.labels(state=state)
 
     def observe_media(self, stats: dict[str, float]) -> None:
         """Copy a ``MediaEngine.stats(reset=True)`` snapshot into the gauges."""

@@ -1,0 +1,2 @@
+"""The e-mail channel: the center's mailbox becomes interactions and cases; replies go out
+threaded in them."""
