@@ -370,3 +370,52 @@ export interface CustomerUtility {
   service_points: ServicePoint[];
   connection_requests: ConnectionRequest[];
 }
+
+/** An e-mail thread (a case with mail in it), as the Mail tab lists it. */
+export interface MailThreadSummary {
+  case_id: number;
+  subject: string;
+  status: string;
+  kind: string;
+  topic_id: number | null;
+  topic: string | null;
+  customer_id: number | null;
+  customer: string | null;
+  last_direction: "in" | "out";
+  from: string;
+  from_name: string;
+  last_at: string;
+  due_at: string | null;
+  messages: number;
+}
+
+export interface MailAttachment {
+  id: number;
+  filename: string;
+  content_type: string;
+  size: number;
+}
+
+export interface MailMessage {
+  id: number;
+  direction: "in" | "out";
+  message_id: string;
+  from: string;
+  from_name: string;
+  to: string[];
+  cc: string[];
+  subject: string;
+  text: string;
+  sent_at: string | null;
+  received_at: string;
+  state: "received" | "queued" | "sent" | "failed";
+  error: string | null;
+  written_by: string | null;
+  attachments: MailAttachment[];
+}
+
+export interface MailThread {
+  case: CaseSummary & { customer_id: number | null; confidential: boolean };
+  customer: { id: number; name: string; email: string | null } | null;
+  messages: MailMessage[];
+}

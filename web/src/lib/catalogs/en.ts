@@ -511,6 +511,21 @@ export const en = {
   "stage.inspection": "Inspection",
   "stage.connected": "Connected",
   "stage.cancelled": "Cancelled",
+  "tabs.mail": "Mail",
+  "mail.unanswered": "Only those waiting for an answer",
+  "mail.none": "No e-mail waiting.",
+  "mail.unknownSender": "The sender is not on any card",
+  "mail.findCustomer": "Find the customer: name, phone, contract",
+  "mail.find": "Find",
+  "mail.linkCustomer": "It is from this customer",
+  "mail.from": "From {who}",
+  "mail.to": "To {who}, by {by}",
+  "mail.replyHint": "Your answer: it goes out by e-mail in this thread",
+  "mail.send": "Send the reply",
+  "mailState.received": "received",
+  "mailState.queued": "sending…",
+  "mailState.sent": "sent",
+  "mailState.failed": "refused",
 } as const;
 
 export type MessageKey = keyof typeof en;
