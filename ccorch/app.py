@@ -443,7 +443,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 
     @app.after_server_start  # registered last: runs after every other start-up listener
     async def _serve_pending_stop(app: Sanic[Any, Any]) -> None:
-        asyncio.get_running_loop().call_later(SERVING_MARGIN_SECONDS, _now_serving, app)
+        asyncio.get_running_loop().call_soon(_now_serving, app)
 
     return app
 
@@ -452,7 +452,9 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
 # stops the loop at once: during the start-up listeners that cuts them off with a
 # RuntimeError, and when it lands as they finish, run_until_complete swallows the stop and
 # the node then serves forever (seen in CI: a SIGTERM right after /healthz first answered).
-SERVING_MARGIN_SECONDS = 0.05  # the last listener's callback then runs in run_forever
+# Sanic marks the app running (``state.is_running``) between the start-up listeners'
+# run_until_complete and run_forever: a callback that finds it set runs in run_forever.
+SERVING_RECHECK_SECONDS = 0.02
 
 
 def request_stop(app: Sanic[Any, Any]) -> None:
@@ -464,6 +466,9 @@ def request_stop(app: Sanic[Any, Any]) -> None:
 
 
 def _now_serving(app: Sanic[Any, Any]) -> None:
+    if not app.state.is_running:  # still inside the start-up listeners' run: look again
+        asyncio.get_running_loop().call_later(SERVING_RECHECK_SECONDS, _now_serving, app)
+        return
     app.ctx.serving = True
     if getattr(app.ctx, "stop_requested", False):
         log.info("stopping: asked to while starting")
