@@ -23,6 +23,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from ccorch._core import g711_decode, g711_encode
+from ccorch.calls.journal import Journal
 from ccorch.demo import caller_command
 from ccorch.ivr import tts
 from ccorch.media.music import default_music
@@ -840,4 +841,6 @@ def test_calls_up_when_the_node_dies_are_closed_at_the_next_start(
         with wave.open(str(audio)) as w:  # the header tells all the audio the file holds
             assert w.getnframes() * 4 + 44 == audio.stat().st_size
             assert w.getnframes() / 8000 >= 2.5
-        assert not list((center.cwd / "var" / "calls").glob("*.json"))  # nothing left over
+        # nothing left over for a next start, and the dead run's segment is gone
+        assert Journal(center.cwd / "var" / "calls").left_over() == []
+        assert len(list((center.cwd / "var" / "calls").glob("journal-*.log"))) == 1

@@ -14,7 +14,6 @@ registers again.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,28 +60,29 @@ async def recover(
     report = Recovered()
     last_alive = journal.last_alive()
     pending: list[tuple[SavedDialog, _ByeAnswer]] = []
-    for path, entry in journal.left_over():
+    for item in journal.left_over():
+        entry = item.entry
         if entry is None:
             report.unreadable += 1
-            path.rename(path.with_suffix(".unreadable"))  # kept for a person
-            log.error("call journal file unreadable; kept", extra={"file": str(path)})
+            journal.recovered(item)  # (a whole file of an older version: kept for a person)
+            log.error("call journal entry unreadable; kept", extra={"entry": item.key})
             continue
         record = entry.cdr
-        mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
-        ended = max(last_alive or mtime, mtime)  # the file itself was written while alive
+        saved = item.saved_at
+        ended = max(last_alive or saved, saved)  # the entry itself was written while alive
         record.outcome, record.status, record.ended_at = OUTCOME, 200, ended
         if record.answered_at is not None:
             record.talk_seconds = max(0.0, (ended - record.answered_at).total_seconds())
         if record.recording_path and not finalize_wav(Path(record.recording_path)):
             log.warning("recording not finalized", extra={"file": record.recording_path})
         await cdrs.commit(record)  # durable before the journal lets it go
-        path.unlink()
+        journal.recovered(item)
         report.calls += 1
-        for saved in entry.dialogs:
+        for saved_dialog in entry.dialogs:
             answer = _ByeAnswer()
-            dialog = saved.dialog()
+            dialog = saved_dialog.dialog()
             service.send_request(dialog.request("BYE"), dialog.dest, answer)
-            pending.append((saved, answer))
+            pending.append((saved_dialog, answer))
         log.warning(
             "call closed after the node died",
             extra={
@@ -91,6 +91,7 @@ async def recover(
                 "legs": len(entry.dialogs),
             },
         )
+    journal.recovered_all()
     operators = {s.target for s, _ in pending if s.side == "b" and s.target}
     if acd is not None:
         acd.hold_back(operators)
