@@ -88,6 +88,9 @@ class EventStream(Protocol):
 
     def unsubscribe(self, sub: Subscription) -> None: ...
 
+    @property
+    def last_seq(self) -> int: ...
+
 
 @dataclass
 class InProcessStream:
