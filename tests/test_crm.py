@@ -90,6 +90,42 @@ def test_caller_is_identified_by_ani_exactly_then_by_last_digits(demo_db: str) -
     run_db(demo_db, body)
 
 
+def test_a_new_calls_lookup_finds_the_same_customers_in_one_round_trip_when_unknown(
+    demo_db: str,
+) -> None:
+    """The call path's look-up (blacklist, region, exact and last-digits match in one
+    statement) agrees with the identification by ANI, and an unknown caller, or one known
+    only by the last digits, costs one statement."""
+    from ccorch.crm.screen import look_up_caller
+
+    class Counting:
+        def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+            self.conn, self.statements = conn, 0
+
+        async def execute(self, *args: Any, **kwargs: Any) -> Any:
+            self.statements += 1
+            return await self.conn.execute(*args, **kwargs)
+
+        def cursor(self, *args: Any, **kwargs: Any) -> Any:  # (the card's queries)
+            return self.conn.cursor(*args, **kwargs)
+
+    async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+        today = dt.date(2026, 12, 8)
+        for ani in ("+380671234567", "5551234", "+380990000000", "anonymous"):
+            counting = Counting(conn)
+            caller = await look_up_caller(counting, ani, "380", today)  # type: ignore[arg-type]
+            expected = await store.identify_by_ani(conn, ani, "380")
+            assert [(m.customer_id, m.how, m.score) for m in caller.matches] == [
+                (m.customer_id, m.how, m.score) for m in expected
+            ], ani
+            if len(expected) == 1:  # Ivan, exactly or by the last seven digits: his card
+                assert caller.screen["customer"]["id"] == expected[0].customer_id
+            else:
+                assert counting.statements == 1, (ani, counting.statements)
+
+    run_db(demo_db, body)
+
+
 def test_preferred_operators_are_the_manager_then_the_last_one_who_served(demo_db: str) -> None:
     async def body(conn: psycopg.AsyncConnection[Any]) -> None:
         async def customer(name: str) -> int:

@@ -101,8 +101,9 @@ async def look_up_caller(
 ) -> Caller:
     """The blacklist, the identification by ANI, the screen pop and the preferred operators
     of a new call, in as few round trips as the answers allow: the blacklist, the number's
-    region and the exact matches come in one; the last-digits match only when nobody owns
-    the exact number; the customer's card and operators only when one customer matched.
+    region, the exact matches and (only when nobody owns the exact number) the last-digits
+    candidates come in one; the customer's card and operators only when one customer
+    matched. An unknown caller is one round trip.
     (Separately, these were six queries and two identifications for an unknown caller.)"""
     key = store.ani_key(ani, country) if ani else None
     try:
@@ -117,22 +118,30 @@ async def look_up_caller(
                                             ORDER BY m.id), '[]'::json)
                      FROM (SELECT DISTINCT c.id, c.name, c.segment
                              FROM customer_phones p JOIN customers c ON c.id = p.customer_id
-                            WHERE p.e164 = %(key)s ORDER BY c.id LIMIT 20) m)
+                            WHERE p.e164 = %(key)s ORDER BY c.id LIMIT 20) m),
+                  -- the last-digits candidates, only when nobody owns the exact number
+                  CASE WHEN NOT EXISTS (SELECT 1 FROM customer_phones WHERE e164 = %(key)s)
+                  THEN (SELECT coalesce(json_agg(json_build_array(t.id, t.name, t.segment,
+                                                                  t.e164)), '[]'::json)
+                          FROM (SELECT c.id, c.name, c.segment, p.e164
+                                  FROM customer_phones p JOIN customers c ON c.id = p.customer_id
+                                 WHERE p.tail7 = right(%(key)s, 7) LIMIT 50) t)
+                  END
              FROM (SELECT count(*) > 0 AS listed, max(reason) AS reason
                      FROM blacklist WHERE number = %(ani)s) b""",
         {"ani": ani, "key": key, "prefixes": prefixes},
     )
     row = await cur.fetchone()
     assert row is not None  # an aggregate always gives its row
-    listed, reason, region, exact = row
+    listed, reason, region, exact, tail = row
     caller = Caller(screen=_empty_pop(region))
     if listed:
         caller.blacklisted = str(reason or "blacklisted")
         return caller
     if exact:
         caller.matches = [store.Match(i, n, seg, "ani", 1.0) for i, n, seg in exact]
-    elif key is not None:
-        caller.matches = await store.identify_by_tail(conn, key)
+    elif key is not None and tail:
+        caller.matches = store.tail_matches(key, [tuple(t) for t in tail])
     if len(caller.matches) != 1:
         caller.screen["candidates"] = [m.as_dict() for m in caller.matches[:10]]
         return caller

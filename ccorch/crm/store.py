@@ -141,8 +141,14 @@ async def identify_by_tail(conn: AsyncConnection[Any], e164: str) -> list[Match]
            WHERE p.tail7 = right(%s, 7) LIMIT 50""",
         (e164,),
     )
+    return tail_matches(e164, await cur.fetchall())
+
+
+def tail_matches(e164: str, rows: Sequence[Sequence[Any]]) -> list[Match]:
+    """The last-digits candidates ``(id, name, segment, number)`` ranked by how many
+    trailing digits agree, one per customer, the best twenty."""
     best: dict[int, Match] = {}
-    for cid, name, segment, number in await cur.fetchall():
+    for cid, name, segment, number in rows:
         score = _common_suffix(e164, number) / max(len(e164), len(number))
         if cid not in best or best[cid].score < score:
             best[cid] = Match(cid, name, segment, "ani_last_digits", score)
