@@ -8,7 +8,6 @@ requests have finished or the shutdown grace period has run out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -64,6 +63,7 @@ from ccorch.supervision.alarms import AlarmBoard
 from ccorch.supervision.alarms import watch as watch_alarms
 from ccorch.supervision.kpi_metrics import install as install_kpis
 from ccorch.supervision.metrics import CONTENT_TYPE_LATEST, Metrics, SipCollector
+from ccorch.tasks import cancel_and_wait
 from ccorch.web import install as install_web_app
 from ccorch.webhooks import Webhooks
 
@@ -408,11 +408,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
     @app.before_server_stop
     async def _stop_overdue_watch(app: Sanic[Any, Any]) -> None:
         # Stopped first, so it never holds a pooled connection while the pool closes.
-        task: asyncio.Task[None] | None = getattr(app.ctx, "overdue_task", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([getattr(app.ctx, "overdue_task", None)])
 
     @app.after_server_stop
     async def _stop_media(app: Sanic[Any, Any]) -> None:

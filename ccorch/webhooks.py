@@ -50,6 +50,7 @@ from ccorch.api.routes import Route
 from ccorch.api.validation import Body, ValidationFailed, parse
 from ccorch.crm import store
 from ccorch.events import Event, EventStream
+from ccorch.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,7 @@ class Webhooks:
         ]
 
     async def stop(self) -> None:
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self.tasks)
 
     async def reload(self) -> None:
         """The active subscriptions (after a change through the API)."""

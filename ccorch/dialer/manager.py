@@ -44,6 +44,7 @@ from ccorch.dialer.operator_dialing import OperatorDialing
 from ccorch.dialer.rules import CallingRules, Outcome, next_attempt, opening
 from ccorch.dialer.settings import DialingSettings
 from ccorch.ivr import tts
+from ccorch.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -183,11 +184,7 @@ class CampaignManager:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._drain()
 

@@ -32,6 +32,7 @@ from imap_tools.message import MailMessage
 
 from ccorch.email.message import MailError, ParsedMail, parse
 from ccorch.email.threads import Taken, take_incoming
+from ccorch.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -104,11 +105,7 @@ class Mailbox:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self._box is not None:
             box, self._box = self._box, None
