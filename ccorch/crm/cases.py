@@ -129,6 +129,24 @@ async def holidays(conn: AsyncConnection[Any], start: dt.date) -> list[dt.date]:
     return [r[0] for r in await cur.fetchall()]
 
 
+async def record_transition(
+    conn: AsyncConnection[Any],
+    case_id: int,
+    at: dt.datetime,
+    user_id: int | None,
+    from_status: str | None,
+    to_status: str,
+    comment: str = "",
+) -> None:
+    """One step of a case's history (``case_transitions``); ``user_id`` None: the system
+    (the IVR, a customer's e-mail)."""
+    await conn.execute(
+        """INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status, comment)
+           VALUES (%s, %s, %s, %s, %s, %s)""",
+        (case_id, at, user_id, from_status, to_status, comment),
+    )
+
+
 async def create_case(
     conn: AsyncConnection[Any], body: Any, user: User, now: dt.datetime, hours: BusinessHours
 ) -> dict[str, Any]:
@@ -187,10 +205,7 @@ async def create_case(
         row = await cur.fetchone()
         assert row is not None
         case_id = int(row[0])
-        await conn.execute(
-            "INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status) VALUES (%s, %s, %s, NULL, 'open')",
-            (case_id, now, user.id),
-        )
+        await record_transition(conn, case_id, now, user.id, None, "open")
         if about is not None:
             await conn.execute(
                 "UPDATE interactions SET case_id = %s WHERE id = %s", (case_id, about)
@@ -242,11 +257,7 @@ async def request_from_ivr(
         row = await cur.fetchone()
         assert row is not None
         case_id = int(row[0])
-        await conn.execute(
-            """INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status, comment)
-               VALUES (%s, %s, NULL, NULL, 'open', 'from the IVR')""",
-            (case_id, now),
-        )
+        await record_transition(conn, case_id, now, None, None, "open", "from the IVR")
         recording_id = (
             await recordings.link(
                 conn,
@@ -352,10 +363,7 @@ async def transition(
             "UPDATE cases SET status = %s, resolved_at = CASE WHEN %s THEN coalesce(resolved_at, %s) ELSE NULL END WHERE id = %s",
             (to, to in RESOLVED, resolved_at, case_id),
         )
-        await conn.execute(
-            "INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status, comment) VALUES (%s, %s, %s, %s, %s, %s)",
-            (case_id, now, user.id, status, to, data.get("comment", "")),
-        )
+        await record_transition(conn, case_id, now, user.id, status, to, data.get("comment", ""))
         task_id = None
         if to == "resolved" and callback:
             cur = await conn.execute(

@@ -25,6 +25,7 @@ from ccorch.crm.cases import (
     CaseError,
     get_case,
     holidays,
+    record_transition,
     sla_hours,
 )
 from ccorch.crm.store import User, audit, can_see_customer
@@ -132,10 +133,8 @@ async def take_incoming(
             await conn.execute(
                 "UPDATE cases SET status = %s, resolved_at = NULL WHERE id = %s", (reopen, case_id)
             )
-            await conn.execute(
-                """INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status, comment)
-                   VALUES (%s, %s, NULL, %s, %s, 'the customer wrote again')""",
-                (case_id, now, status, reopen),
+            await record_transition(
+                conn, case_id, now, None, status, reopen, "the customer wrote again"
             )
     if customer_id is None:
         customer_id = await _customer_by_address(conn, mail.from_addr)
@@ -159,11 +158,7 @@ async def take_incoming(
         row = await cur.fetchone()
         assert row is not None
         case_id = int(row[0])
-        await conn.execute(
-            """INSERT INTO case_transitions (case_id, at, user_id, from_status, to_status, comment)
-               VALUES (%s, %s, NULL, NULL, 'open', 'from an e-mail')""",
-            (case_id, now),
-        )
+        await record_transition(conn, case_id, now, None, None, "open", "from an e-mail")
     started = min(mail.sent_at or now, now)
     cur = await conn.execute(
         """INSERT INTO interactions (customer_id, channel, direction, started_at, ended_at,
