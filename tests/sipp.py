@@ -106,6 +106,21 @@ class SippResult:
         return f"sipp exit {self.code}\n{self.out[-1500:]}\nerrors:\n{self.errors[-3000:]}"
 
 
+def free_media_ports(host: str = "127.0.0.1", count: int = 4) -> int:
+    """The first of ``count`` consecutive free ports, for SIPp's ``-mp``: it binds audio RTP
+    and RTCP there and video RTP and RTCP above (CI: SIPp exited 254 when the video port,
+    two above a free ``-mp``, was in use)."""
+    for _ in range(1000):
+        base = free_udp_port(host)
+        block = range(base + 1, base + count)
+        if base + count - 1 <= 65000 and all(
+            p not in _handed_out and _bindable(host, p) for p in block
+        ):
+            _handed_out.update(block)
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def _args(
     name: str, target: str | None, port: int, cwd: Path, extra: list[str], m: int
 ) -> list[str]:
@@ -122,7 +137,7 @@ def _args(
         "-error_file",
         str(cwd / f"{name}-{port}-errors.log"),
         "-mp",
-        str(free_udp_port()),
+        str(free_media_ports()),
         *extra,
     ]
     if target is not None:

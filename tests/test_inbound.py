@@ -208,6 +208,7 @@ def test_press_1_reaches_a_ready_operator_with_audio_both_ways(center: Center) -
         phone.sock.close()
         if sipp.poll() is None:
             sipp.kill()
+            sipp.wait(10)
     # after-call work (1 s in this test's queues), then Ready again
     assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 5), center.m()
     m = center.m()
@@ -319,6 +320,7 @@ def test_all_busy_callers_hear_the_wait_then_connect_and_an_abandon_is_counted(
         for s in (first_sipp, second_sipp, third_sipp):
             if s.poll() is None:
                 s.kill()
+                s.wait(10)
     frames = _read_frames(sup, 1.0)
     sup.close()
     queued = [f for f in frames if f["type"] == "call.queued"]
@@ -513,6 +515,7 @@ def test_a_vip_caller_rings_her_manager_first_with_priority(center: Center) -> N
         phone.sock.close()
         if sipp.poll() is None:
             sipp.kill()
+            sipp.wait(10)
     with psycopg.connect(center.db) as conn:
 
         def row() -> tuple[object, ...] | None:
@@ -573,6 +576,7 @@ def _call_and_listen(
         phone.sock.close()
         if sipp.poll() is None:
             sipp.kill()
+            sipp.wait(10)
     return g711_decode(bytes(phone.heard), "PCMU")
 
 
@@ -777,6 +781,7 @@ nodes:
         phone.sock.close()
         if sipp.poll() is None:
             sipp.kill()
+            sipp.wait(10)
     assert wait_for(
         lambda: center.m().get('cc_calls_ended_total{reason="agent-hangup"}', 0) == before + 1, 5
     )
@@ -815,6 +820,7 @@ def test_calls_up_when_the_node_dies_are_closed_at_the_next_start(
             phone.sock.close()
             if sipp.poll() is None:
                 sipp.kill()
+                sipp.wait(10)
             agent.kill()
         assert wait_for(lambda: center.m().get('cc_agents{state="ready"}', 0) == 1, 10), center.m()
         with psycopg.connect(center.db) as conn:

@@ -500,6 +500,7 @@ def test_balance_self_service_speaks_the_crm_balance(pg_admin_url: str, tmp_path
         phone.sock.close()
         if sipp.poll() is None:
             sipp.kill()
+            sipp.wait(10)
         node.kill()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -119,6 +119,7 @@ def _prometheus(node_port: int, cwd: Path) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
         log.close()
 
 
@@ -199,6 +200,7 @@ def _calls(center: Center) -> None:
             phone.sock.close()
             if sipp.poll() is None:
                 sipp.kill()
+                sipp.wait(10)
 
 
 def _cdr_service_level(db: str, queue: str, threshold: float, short: float) -> float:

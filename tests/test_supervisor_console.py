@@ -117,6 +117,7 @@ def test_the_console_shows_the_center_live_forces_states_and_raises_alarms(
             caller.sock.close()
             if caller_sipp.poll() is None:
                 caller_sipp.kill()
+                caller_sipp.wait(10)
 
         # the call's recording, found by the caller's number, plays in the browser and seeks
         _tab(page, "recordings")
