@@ -91,6 +91,21 @@ def test_a_crash_during_recovery_never_closes_a_call_twice(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.glob("journal-*.log")] == ["journal-00000003.log"]
 
 
+def test_a_segment_replaced_during_recovery_keeps_the_calls_already_closed(
+    tmp_path: Path,
+) -> None:
+    j = Journal(tmp_path)
+    for ref in (1, 2):
+        j.save(_cdr(ref), [_dialog(ref)])
+    second = Journal(tmp_path, segment_bytes=2 * 1024)
+    items = {i.entry.cdr.call_ref: i for i in second.left_over() if i.entry is not None}
+    second.recovered(items[1])
+    for ref in range(100, 110):  # new calls fill this run's segment: it is replaced
+        second.save(_cdr(ref), [_dialog(ref)])
+    # the node dies before closing call 2: call 1 stays closed
+    assert set(_left(tmp_path)) == {2, *range(100, 110)}
+
+
 def test_a_torn_line_is_reported_and_its_segment_kept_for_a_person(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     j.save(_cdr(1), [])

@@ -133,6 +133,9 @@ class Journal:
         self._path: Path | None = None
         self._size = 0
         self._live: dict[str, bytes] = {}  # call key -> its last saved line
+        # Drops of the previous runs' calls already closed: carried into each new segment
+        # until those runs' segments are gone, so a rotation never forgets them.
+        self._recovered: list[bytes] = []
         self._unreadable: set[Path] = set()
 
     @staticmethod
@@ -182,7 +185,7 @@ class Journal:
         old_fd, old_path = self._fd, self._path
         self._open_segment()
         assert self._fd is not None
-        live = b"".join(self._live.values())
+        live = b"".join(self._recovered) + b"".join(self._live.values())
         if live:
             _write_all(self._fd, live)
             self._size += len(live)
@@ -191,11 +194,6 @@ class Journal:
         if old_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 old_path.unlink()
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def touch_alive(self) -> None:
         (self.folder / ALIVE).touch()
@@ -255,7 +253,9 @@ class Journal:
             else:
                 item.legacy_file.unlink(missing_ok=True)
         elif item.entry is not None:
-            self._append(_drop_line(item.key))
+            line = _drop_line(item.key)
+            self._append(line)
+            self._recovered.append(line)
 
     def recovered_all(self) -> None:
         """Every call left over is closed: the previous runs' segments go (one that had an
@@ -266,6 +266,7 @@ class Journal:
             else:
                 path.unlink(missing_ok=True)
         self._previous = []
+        self._recovered = []
 
 
 def _drop_line(key: str) -> bytes:

@@ -141,7 +141,7 @@ async def look_up_caller(
     if exact:
         caller.matches = [store.Match(i, n, seg, "ani", 1.0) for i, n, seg in exact]
     elif key is not None and tail:
-        caller.matches = store.tail_matches(key, [tuple(t) for t in tail])
+        caller.matches = store.tail_matches(key, tail)
     if len(caller.matches) != 1:
         caller.screen["candidates"] = [m.as_dict() for m in caller.matches[:10]]
         return caller
