@@ -468,6 +468,26 @@ def test_registrar_binds_refreshes_expires_and_removes() -> None:
     assert reg.register(4003.0, "7001", _register("*", 6, "60"), src).status == 400
 
 
+def test_of_equal_q_the_last_registered_contact_is_rung_first() -> None:
+    """A phone that came back on another port leaves its old binding until it expires; the
+    call must ring the new one (the demo's second call once rang a SIPp that had gone)."""
+    reg = Registrar(min_expires=60, max_expires=3600)
+    src = Addr("UDP", "10.0.0.5", 5060)
+    reg.register(0.0, "7001", _register("<sip:7001@10.0.0.5:5062>", 1, "600", "a"), src)
+    reg.register(10.0, "7001", _register("<sip:7001@10.0.0.5:5064>", 1, "600", "b"), src)
+    assert [b.contact for b in reg.lookup(11.0, "7001")] == [
+        "sip:7001@10.0.0.5:5064",
+        "sip:7001@10.0.0.5:5062",
+    ]
+    # the first phone refreshes: it is the last registered now
+    reg.register(20.0, "7001", _register("<sip:7001@10.0.0.5:5062>", 2, "600", "a"), src)
+    assert reg.lookup(21.0, "7001")[0].contact == "sip:7001@10.0.0.5:5062"
+    # a higher q still wins over the order
+    reg.register(30.0, "7001", _register("<sip:7001@10.0.0.5:5064>;q=0.5", 2, "600", "b"), src)
+    reg.register(31.0, "7001", _register("<sip:7001@10.0.0.5:5066>;q=0.9", 1, "600", "c"), src)
+    assert [b.q for b in reg.lookup(32.0, "7001")] == [1.0, 0.9, 0.5]
+
+
 # --- guard ----------------------------------------------------------------------------------
 
 

@@ -137,6 +137,28 @@ def _free_port() -> int:
         return port
 
 
+def _free_media_ports(count: int = 4) -> int:
+    """The first of ``count`` consecutive free UDP ports, for SIPp's ``-mp``: it binds audio
+    RTP and RTCP there and video RTP and RTCP above, and exits (254) when one is taken."""
+    for _ in range(200):
+        base = _free_port() & ~1
+        if base + count > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise OSError(f"no {count} consecutive free UDP ports on 127.0.0.1")
+
+
 class DemoPhone:
     """The caller's RTP end for the demo: listens, and presses keys as RFC 4733 events (each
     key its own event timestamp, so "1001" is four presses, which replayed pcaps cannot do)."""
@@ -290,7 +312,7 @@ def demo_call(
                 "-i",
                 "127.0.0.1",
                 "-mp",
-                str(_free_port() & ~1),
+                str(_free_media_ports()),
                 "-m",
                 "1",
                 "-nostdin",
@@ -302,6 +324,10 @@ def demo_call(
             stderr=subprocess.DEVNULL,
         )
         time.sleep(0.5)
+        if agent.poll() is not None:
+            _say(f"the operator's phone (SIPp) exited at once with code {agent.returncode}")
+            register((config.sip.host, config.sip.port), ext, f"agent{ext}", phone_port, 0)
+            return 1
     if keys is not None:
         pressed = [(2.0 if i == 0 else 3.0, g) for i, g in enumerate(keys.split(","))]
     elif option in OPERATORS:
@@ -334,6 +360,8 @@ def demo_call(
             agent.wait(20)
         except subprocess.TimeoutExpired:
             agent.kill()
+        # the phone is gone: its binding goes too, so the next demo call does not ring it
+        register((config.sip.host, config.sip.port), ext, f"agent{ext}", phone_port, 0)
     if code == 0:
         _say(
             f"the call ended normally; see http://{config.http.host}:{config.http.port}/metrics (cc_calls_*, cc_queue_*, cc_agents)"

@@ -106,6 +106,7 @@ class Registrar:
             b = Binding(key, now + exp, req.call_id, req.cseq[0], source, ua, q)
             if old is None and len(current) >= MAX_CONTACTS:
                 return RegisterOutcome(403, "Too many contacts")
+            current.pop(key, None)  # the dict keeps the order of the last registrations
             current[key] = b
             out.upserts.append(b)
         out.bindings = list(current.values())
@@ -119,9 +120,12 @@ class Registrar:
         return gone
 
     def lookup(self, now: float, user: str) -> list[Binding]:
-        """Live contacts of ``user``, best q first."""
+        """Live contacts of ``user``, best q first, and of equal q the last registered first:
+        a phone that restarted on another port leaves its old binding until it expires, and
+        only the new one answers."""
         self._expire(now, user)
-        return sorted(self.bindings.get(user, {}).values(), key=lambda b: -b.q)
+        newest_first = reversed(self.bindings.get(user, {}).values())
+        return sorted(newest_first, key=lambda b: -b.q)
 
     def expire_all(self, now: float) -> int:
         return sum(len(self._expire(now, u)) for u in list(self.bindings))
@@ -230,7 +234,7 @@ async def load_bindings(
     """Bring persisted, unexpired registrations back after a restart (times re-based on ``now``)."""
     cur = await conn.execute(
         """SELECT username, contact, expires_at, call_id, cseq, source, user_agent, q
-           FROM sip_registrations WHERE expires_at > %s""",
+           FROM sip_registrations WHERE expires_at > %s ORDER BY updated_at""",
         (wall,),
     )
     n = 0
