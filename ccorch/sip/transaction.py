@@ -110,7 +110,6 @@ class ServerTxn:
         "interval",
         "invite",
         "key",
-        "last_response",
         "last_response_bytes",
         "method",
         "request",
@@ -128,7 +127,8 @@ class ServerTxn:
         self.source = source
         self.dest = dest  # where responses go (§18.2.2, RFC 3581)
         self.state = "proceeding" if self.invite else "trying"
-        self.last_response: Response | None = None
+        # only the bytes of the last response are kept, to send again: the parsed one would
+        # stay for the transaction's 32 s after the call (a few KiB each, thousands under load)
         self.last_response_bytes: bytes | None = None
         self.timers: dict[str, int] = {}
         self.interval = 0.0
@@ -269,7 +269,6 @@ class TransactionLayer:
         if txn.state in ("completed", "confirmed", "terminated", "accepted"):
             return  # a final response was already sent
         data = resp.to_bytes()
-        txn.last_response = resp
         txn.last_response_bytes = data
         self._out.append(Send(data, txn.dest))
         udp = txn.dest.transport == "UDP"
@@ -353,9 +352,7 @@ class TransactionLayer:
         self.server[key] = txn
         if txn.invite:
             # 100 Trying at once (§17.2.1): stops the caller's retransmissions while we route
-            r = make_response(req, 100)
-            txn.last_response = r
-            txn.last_response_bytes = r.to_bytes()
+            txn.last_response_bytes = make_response(req, 100).to_bytes()
             self._out.append(Send(txn.last_response_bytes, txn.dest))
         self._out.append(RequestIn(req, source, txn))
 
