@@ -24,6 +24,7 @@ from sanic.exceptions import SanicException
 from sanic.response import BaseHTTPResponse, HTTPResponse, json, raw
 
 import ccorch
+from ccorch import memory
 from ccorch.acd import desk as agent_desk
 from ccorch.acd.service import AcdService, load_queues
 from ccorch.acd.state_time import AgentStateTime
@@ -286,6 +287,10 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
         app.ctx.alarms_watch = asyncio.create_task(
             watch_alarms(app, app.ctx.alarms, app.ctx.clock, time.monotonic), name="alarms_watch"
         )
+        # ended calls are cyclic garbage: collected while calls end (``ccorch.memory``)
+        app.ctx.cycles_watch = asyncio.create_task(
+            memory.watch(lambda: controller.released), name="cycles_watch"
+        )
         app.ctx.metrics.registry.register(
             SipCollector(
                 lambda: {
@@ -319,6 +324,7 @@ def create_app(config: Config, database_url: str) -> Sanic[Any, Any]:
             "queues_feed",
             "state_time_writer",
             "alarms_watch",
+            "cycles_watch",
         ):
             task = getattr(app.ctx, name, None)
             if task is not None:

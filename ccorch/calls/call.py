@@ -636,6 +636,7 @@ class Call:
                 leg.hangup()
                 return
             leg.state = "confirmed"
+            leg.answered_txn = leg.invite_txn  # until the call ends (``Leg.let_go``)
             leg.invite = leg.invite_txn = None  # a 2xx resent later is ACKed from the dialog
             try:
                 if leg.webrtc:
@@ -822,6 +823,7 @@ class Call:
         a.state = "confirmed"
         # the dialog has all it needs from here on: let the INVITE and its offer go
         # (an established call keeps a few KiB, not the messages that set it up)
+        a.answered_txn = a.invite_txn  # until the call ends (``Leg.let_go``)
         a.invite = a.invite_txn = a.offer = None
         self.journal()
 
@@ -1009,6 +1011,7 @@ class Call:
         """Frees what the ended call held: its RTP legs, room and dialogs."""
         svc = self.ctl.service
         for leg in self.legs():
+            leg.let_go()
             leg._stop_session_timer()
             if leg.ring_timer is not None:
                 leg.ring_timer.cancel()
@@ -1030,6 +1033,7 @@ class Call:
         if self.ctl.journal is not None:  # its CDR is in: nothing left to recover
             self.ctl.journal.drop(self.id, self.arrived_at)
         self.ctl.calls.pop(self.key, None)
+        self.ctl.released += 1
 
     # --- REFER from a phone (``ccorch.calls.transfer``) ---
 

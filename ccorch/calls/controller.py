@@ -82,6 +82,7 @@ class CallController:
         self.calls: dict[tuple[str, str], Call] = {}
         self.media_legs: dict[int, Leg] = {}
         self.ended: OrderedDict[int, EndedCall] = OrderedDict()
+        self.released = 0  # calls ended and let go so far (``ccorch.memory``)
         self._media_task: asyncio.Task[None] | None = None
         service.calls = self
 

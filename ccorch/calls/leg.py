@@ -40,6 +40,8 @@ class Leg:
         self.dialog: Dialog | None = None
         self.invite: Request | None = None
         self.invite_txn: ServerTxn | ClientTxn | None = None
+        # the answered INVITE's transaction: it passes a resent 2xx (RFC 6026) to this leg
+        self.answered_txn: ServerTxn | ClientTxn | None = None
         self.local_tag = new_tag()
         self.dest: Addr | None = None
         self.media: int | None = None
@@ -112,6 +114,16 @@ class Leg:
         if self.srtp_local is None:
             self.srtp_local = os.urandom(sdp.KEY_LEN)
         return self.srtp_local
+
+    def let_go(self) -> None:
+        """The call is over: its INVITE transactions answer what still comes for them (a
+        resent 2xx or INVITE) without this leg. They live up to 32 s after the answer, and
+        while one refers to the leg the whole call stays in memory: at 300 calls/s of
+        short calls that was ~6,000 ended calls held at any time."""
+        for txn in (self.invite_txn, self.answered_txn):
+            if txn is not None and txn.user is self:
+                txn.user = None
+        self.answered_txn = None
 
     def release_media(self) -> None:
         if self.media is not None:

@@ -385,6 +385,10 @@ class SipService:
                 u = out.txn.user
                 if u is not None:
                     u.on_response(out.response, out.txn)  # type: ignore[attr-defined]
+                    if out.txn.state == "completed":
+                        # its final response is in: the transaction only absorbs resends
+                        # now, for up to 32 s, and must not keep its call in memory
+                        out.txn.user = None
             elif isinstance(out, Timeout):
                 self.stats["client_timeouts"] += 1
                 u = out.txn.user
