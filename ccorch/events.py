@@ -92,6 +92,15 @@ class EventStream(Protocol):
     def last_seq(self) -> int: ...
 
 
+_NONE: frozenset[str] = frozenset()
+
+
+def _set_of(names: Iterable[str]) -> frozenset[str]:
+    """Most events concern no operator or no queue: they share one empty set (two new
+    ones per event were ~4 MiB of the 10,000 kept)."""
+    return frozenset(names) or _NONE
+
+
 @dataclass
 class InProcessStream:
     buffer: int = 10_000
@@ -120,7 +129,7 @@ class InProcessStream:
         agents: Iterable[str] = (),
         queues: Iterable[str] = (),
     ) -> Event:
-        ev = Event(next(self._seq), type_, time.time(), data, frozenset(agents), frozenset(queues))
+        ev = Event(next(self._seq), type_, time.time(), data, _set_of(agents), _set_of(queues))
         self._kept.append(ev)
         for sub in list(self._subs):
             if not sub.offer(ev):
