@@ -389,6 +389,9 @@ class SipService:
                         # its final response is in: the transaction only absorbs resends
                         # now, for up to 32 s, and must not keep its call in memory
                         out.txn.user = None
+                if out.response.status >= 200:
+                    # the user has what it needed from the request (a dialog, a retry)
+                    out.txn.request = out.txn.request.essentials()
             elif isinstance(out, Timeout):
                 self.stats["client_timeouts"] += 1
                 u = out.txn.user

@@ -277,6 +277,9 @@ class TransactionLayer:
             if not txn.invite:
                 txn.state = "proceeding"
             return
+        # the final response is out: the transaction resends it and matches ACKs, nothing
+        # more of its request is needed (the call layer keeps its own reference if it does)
+        txn.request = txn.request.essentials()
         if txn.invite:
             if status < 300:
                 txn.state = "accepted"
