@@ -295,6 +295,29 @@ def test_server_invite_absorbs_retransmissions_and_resends_its_last_response() -
     assert len(again) == 1 and again[0].data.startswith(b"SIP/2.0 180")  # type: ignore[union-attr]
 
 
+def test_a_transaction_keeps_only_its_requests_essentials_once_answered() -> None:
+    """A parsed INVITE is ~5 KiB and its transaction stays 32 s: once the final response is
+    out, only what a response or a match needs is kept, and the resends are unchanged."""
+    layer = TransactionLayer(T)
+    req = _request("INVITE")
+    req.headers.append(("contact", "<sip:caller@10.0.0.9>"))
+    req.body = b"v=0\r\n"
+    layer.on_message(0.0, req, UDP_PEER)
+    txn = layer.poll()[1].txn  # type: ignore[union-attr]
+    assert txn is not None and txn.request is req  # the user has it whole until it answers
+    final = make_response(req, 486, to_tag="u1")
+    layer.respond(0.1, txn, final)
+    layer.poll()
+    kept = txn.request
+    assert kept is not req and not kept.body
+    assert {k for k, _ in kept.headers} == {"via", "from", "to", "call-id", "cseq"}
+    assert kept.method == "INVITE" and kept.call_id == req.call_id and kept.cseq == req.cseq
+    assert make_response(kept, 486, to_tag="u1").to_bytes() == final.to_bytes()
+    layer.on_message(0.3, parse(req.to_bytes()), UDP_PEER)  # the INVITE again
+    (again,) = layer.poll()
+    assert isinstance(again, Send) and again.data == final.to_bytes()
+
+
 def test_server_2xx_is_retransmitted_until_the_ack() -> None:
     layer = TransactionLayer(T)
     req = _request("INVITE")
