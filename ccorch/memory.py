@@ -12,8 +12,9 @@ to its idle level.
 
 The rule here: collect fully once ``every_calls`` calls have ended since the last collection,
 or ``every_seconds`` after one when fewer did, and go on for ``tail_seconds`` after the last
-call ended: a call's transactions refer to it for up to 32 s after it ends (Timer J), and only
-then is it garbage. Pure: counts and times in, a decision out; ``watch`` applies it.
+call ended: a request still waiting for its answer (a BYE the far end never answers) keeps
+its transaction, and so its call, for up to 32 s (Timer F), and only then is the call garbage.
+Pure: counts and times in, a decision out; ``watch`` applies it.
 """
 
 from __future__ import annotations

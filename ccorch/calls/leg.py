@@ -118,8 +118,8 @@ class Leg:
     def let_go(self) -> None:
         """The call is over: its INVITE transactions answer what still comes for them (a
         resent 2xx or INVITE) without this leg. They live up to 32 s after the answer, and
-        while one refers to the leg the whole call stays in memory: at 300 calls/s of
-        short calls that was ~6,000 ended calls held at any time."""
+        while one refers to the leg the whole call stays in memory: at the end of a 15 s
+        step at 300 calls/s offered, ~2,500 legs of ended calls were held that way."""
         for txn in (self.invite_txn, self.answered_txn):
             if txn is not None and txn.user is self:
                 txn.user = None
